@@ -1,0 +1,10 @@
+//! Domain logic: plain types and functions, no I/O. Everything here is
+//! unit-tested in place; time is always an argument.
+
+pub mod age;
+pub mod deadline;
+pub mod holidays;
+pub mod input;
+pub mod jurisdiction;
+pub mod pii;
+pub mod request;
