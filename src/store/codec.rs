@@ -1,0 +1,568 @@
+//! Moves requests and events between the domain and flat column values, the
+//! same way for both backends: [`RequestColumns`] mirrors a row of
+//! `data_subject_requests` and [`EventColumns`] one of `request_events`.
+//! Binding and reading are generic over the sqlx database; only the type
+//! that carries an id differs ([`IdColumn`]).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use sqlx::query::Query;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
+use uuid::Uuid;
+
+use super::{Cursor, StoreError};
+use crate::domain::jurisdiction::{Jurisdiction, Regime};
+use crate::domain::pii::{DateOfBirth, Email, PersonName};
+use crate::domain::request::{
+    Actor, Closure, DataSubjectRequest, EventType, Extension, Guardian, GuardianConsent,
+    GuardianRelationship, NewEvent, Outcome, RefusalReason, RequestEvent, RequestType, State,
+    Subject,
+};
+
+/// How a backend stores a UUID: TEXT in SQLite, UUID in PostgreSQL.
+pub(super) trait IdColumn: Sized {
+    fn from_uuid(id: Uuid) -> Self;
+    fn into_uuid(self, column: &str) -> Result<Uuid, StoreError>;
+}
+
+impl IdColumn for String {
+    fn from_uuid(id: Uuid) -> Self {
+        // Lower-case hyphenated, so that text order equals the UUID byte
+        // order PostgreSQL uses and keyset pages agree across backends.
+        id.hyphenated().to_string()
+    }
+
+    fn into_uuid(self, column: &str) -> Result<Uuid, StoreError> {
+        Uuid::try_parse(&self).map_err(|_| corrupt(format!("{column} is not a uuid")))
+    }
+}
+
+impl IdColumn for Uuid {
+    fn from_uuid(id: Uuid) -> Self {
+        id
+    }
+
+    fn into_uuid(self, _column: &str) -> Result<Uuid, StoreError> {
+        Ok(self)
+    }
+}
+
+fn corrupt(message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(message.into())
+}
+
+/// A time as stored: microseconds since the Unix epoch. Finer precision is
+/// dropped (see [`super::to_stored_precision`]).
+pub(super) fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+/// The listing position as bound: without a cursor, one below every stored
+/// row (no storable time is near `i64::MIN` microseconds), so that a single
+/// statement serves the first page and the next ones.
+pub(super) fn cursor_values(after: Option<&Cursor>) -> (i64, Uuid) {
+    after.map_or((i64::MIN, Uuid::nil()), |c| (micros(c.create_time), c.id))
+}
+
+fn timestamp(column: &str, micros: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_microsecond(micros)
+        .map_err(|_| corrupt(format!("{column} is out of the supported time range")))
+}
+
+fn optional_timestamp(column: &str, micros: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
+    micros.map(|m| timestamp(column, m)).transpose()
+}
+
+/// Inverse of [`Regime::as_str`], which the domain does not provide.
+fn parse_regime(s: &str) -> Option<Regime> {
+    // Exhaustive on purpose: a new regime fails to compile here instead of
+    // reading back as corrupt.
+    let listed = |r: Regime| match r {
+        Regime::Gdpr | Regime::Ccpa | Regime::Lgpd => r,
+    };
+    [Regime::Gdpr, Regime::Ccpa, Regime::Lgpd]
+        .into_iter()
+        .map(listed)
+        .find(|r| r.as_str() == s)
+}
+
+/// Stored name of an [`Outcome`], which has no `as_str` of its own.
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed => "completed",
+        Outcome::Refused => "refused",
+    }
+}
+
+fn parse_outcome(s: &str) -> Option<Outcome> {
+    [Outcome::Completed, Outcome::Refused]
+        .into_iter()
+        .find(|o| outcome_name(*o) == s)
+}
+
+/// Parses an enum column, naming the column (never the value) on failure.
+fn parse_enum<T>(
+    column: &str,
+    value: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    parse(value).ok_or_else(|| corrupt(format!("{column} has an unknown value")))
+}
+
+/// One row of `data_subject_requests`, column for column. No `Debug`: it
+/// holds personal data in the clear.
+pub(super) struct RequestColumns {
+    pub id: Uuid,
+    pub controller_id: String,
+    pub request_id: Uuid,
+    pub request_type: String,
+    pub subject_external_id: String,
+    pub subject_email: Option<String>,
+    pub subject_date_of_birth: String,
+    pub subject_country: String,
+    pub subject_subdivision: Option<String>,
+    pub details: String,
+    pub corrections: String,
+    pub state: String,
+    pub regime: String,
+    pub received_at: i64,
+    pub create_time: i64,
+    pub update_time: i64,
+    pub original_due_time: i64,
+    pub due_time: i64,
+    pub extension_reason: Option<String>,
+    pub extension_time: Option<i64>,
+    pub extended_by: Option<String>,
+    pub guardian_full_name: Option<String>,
+    pub guardian_relationship: Option<String>,
+    pub guardian_email: Option<String>,
+    pub guardian_verification_method: Option<String>,
+    pub guardian_consented_at: Option<i64>,
+    pub guardian_consent_record_time: Option<i64>,
+    pub guardian_consent_recorded_by: Option<String>,
+    pub closure_outcome: Option<String>,
+    pub closure_refusal_reason: Option<String>,
+    pub closure_explanation: Option<String>,
+    pub close_time: Option<i64>,
+    pub cancellation_reason: Option<String>,
+    pub fingerprint: String,
+    pub version: i64,
+}
+
+/// Binds the values in order: one list per statement, easy to hold against
+/// its placeholders.
+macro_rules! bind_all {
+    ($query:expr; $($value:expr),+ $(,)?) => {
+        $query$(.bind($value))+
+    };
+}
+
+impl RequestColumns {
+    pub(super) fn from_domain(r: &DataSubjectRequest) -> Result<Self, StoreError> {
+        let corrections = serde_json::to_string(&r.corrections)
+            .map_err(|e| StoreError::Internal(format!("cannot encode corrections: {e}")))?;
+        let extension = r.extension.as_ref();
+        let consent = r.guardian_consent.as_ref();
+        let guardian = consent.map(|c| &c.guardian);
+        let closure = r.closure.as_ref();
+        Ok(Self {
+            id: r.id,
+            controller_id: r.controller_id.clone(),
+            request_id: r.request_id,
+            request_type: r.request_type.as_str().to_owned(),
+            subject_external_id: r.subject.external_id.clone(),
+            subject_email: r.subject.email.as_ref().map(|e| e.expose().to_owned()),
+            subject_date_of_birth: r.subject.date_of_birth.expose().to_string(),
+            subject_country: r.subject.jurisdiction.country().code().to_owned(),
+            subject_subdivision: r.subject.jurisdiction.subdivision().map(str::to_owned),
+            details: r.details.clone(),
+            corrections,
+            state: r.state.as_str().to_owned(),
+            regime: r.regime.as_str().to_owned(),
+            received_at: micros(r.received_at),
+            create_time: micros(r.create_time),
+            update_time: micros(r.update_time),
+            original_due_time: micros(r.original_due_time),
+            due_time: micros(r.due_time),
+            extension_reason: extension.map(|x| x.reason.clone()),
+            extension_time: extension.map(|x| micros(x.extend_time)),
+            extended_by: extension.map(|x| x.extended_by.clone()),
+            guardian_full_name: guardian.map(|g| g.full_name.expose().to_owned()),
+            guardian_relationship: guardian.map(|g| g.relationship.as_str().to_owned()),
+            guardian_email: guardian.map(|g| g.email.expose().to_owned()),
+            guardian_verification_method: guardian.map(|g| g.verification_method.clone()),
+            guardian_consented_at: guardian.map(|g| micros(g.consented_at)),
+            guardian_consent_record_time: consent.map(|c| micros(c.record_time)),
+            guardian_consent_recorded_by: consent.map(|c| c.recorded_by.clone()),
+            closure_outcome: closure.map(|c| outcome_name(c.outcome).to_owned()),
+            closure_refusal_reason: closure
+                .and_then(|c| c.refusal_reason)
+                .map(|r| r.as_str().to_owned()),
+            closure_explanation: closure.map(|c| c.explanation.clone()),
+            close_time: r.close_time.map(micros),
+            cancellation_reason: r.cancellation_reason.clone(),
+            fingerprint: r.fingerprint.clone(),
+            version: r.version,
+        })
+    }
+
+    /// Rebuilds the domain request. Messages name the faulty column, never
+    /// its value: several columns hold personal data.
+    pub(super) fn into_domain(self) -> Result<DataSubjectRequest, StoreError> {
+        let date: Date = self
+            .subject_date_of_birth
+            .parse()
+            .map_err(|_| corrupt("subject_date_of_birth is not a date"))?;
+        let email = self
+            .subject_email
+            .map(|e| Email::parse(&e).map_err(|_| corrupt("subject_email is not an email address")))
+            .transpose()?;
+        let jurisdiction = Jurisdiction::parse(
+            &self.subject_country,
+            self.subject_subdivision.as_deref().unwrap_or(""),
+        )
+        .map_err(|_| corrupt("subject_country or subject_subdivision is not a jurisdiction"))?;
+        let corrections: BTreeMap<String, String> = serde_json::from_str(&self.corrections)
+            .map_err(|_| corrupt("corrections is not a json object of strings"))?;
+
+        let extension = match (self.extension_reason, self.extension_time, self.extended_by) {
+            (None, None, None) => None,
+            (Some(reason), Some(time), Some(extended_by)) => Some(Extension {
+                reason,
+                extend_time: timestamp("extension_time", time)?,
+                extended_by,
+            }),
+            _ => return Err(corrupt("the extension columns are partly null")),
+        };
+
+        let guardian_consent = match (
+            self.guardian_full_name,
+            self.guardian_relationship,
+            self.guardian_email,
+            self.guardian_verification_method,
+            self.guardian_consented_at,
+            self.guardian_consent_record_time,
+            self.guardian_consent_recorded_by,
+        ) {
+            (None, None, None, None, None, None, None) => None,
+            (
+                Some(full_name),
+                Some(relationship),
+                Some(email),
+                Some(verification_method),
+                Some(consented_at),
+                Some(record_time),
+                Some(recorded_by),
+            ) => Some(GuardianConsent {
+                guardian: Guardian {
+                    full_name: PersonName::parse(&full_name)
+                        .map_err(|_| corrupt("guardian_full_name is not a name"))?,
+                    relationship: parse_enum(
+                        "guardian_relationship",
+                        &relationship,
+                        GuardianRelationship::parse,
+                    )?,
+                    email: Email::parse(&email)
+                        .map_err(|_| corrupt("guardian_email is not an email address"))?,
+                    verification_method,
+                    consented_at: timestamp("guardian_consented_at", consented_at)?,
+                },
+                record_time: timestamp("guardian_consent_record_time", record_time)?,
+                recorded_by,
+            }),
+            _ => return Err(corrupt("the guardian columns are partly null")),
+        };
+
+        let closure = match (
+            self.closure_outcome,
+            self.closure_refusal_reason,
+            self.closure_explanation,
+        ) {
+            (None, None, None) => None,
+            (Some(outcome), refusal_reason, Some(explanation)) => Some(Closure {
+                outcome: parse_enum("closure_outcome", &outcome, parse_outcome)?,
+                refusal_reason: refusal_reason
+                    .map(|r| parse_enum("closure_refusal_reason", &r, RefusalReason::parse))
+                    .transpose()?,
+                explanation,
+            }),
+            _ => return Err(corrupt("the closure columns are partly null")),
+        };
+
+        Ok(DataSubjectRequest {
+            id: self.id,
+            controller_id: self.controller_id,
+            request_id: self.request_id,
+            request_type: parse_enum("request_type", &self.request_type, RequestType::parse)?,
+            subject: Subject {
+                external_id: self.subject_external_id,
+                email,
+                date_of_birth: DateOfBirth::from_stored(date),
+                jurisdiction,
+            },
+            details: self.details,
+            corrections,
+            state: parse_enum("state", &self.state, State::parse)?,
+            regime: parse_enum("regime", &self.regime, parse_regime)?,
+            received_at: timestamp("received_at", self.received_at)?,
+            create_time: timestamp("create_time", self.create_time)?,
+            update_time: timestamp("update_time", self.update_time)?,
+            original_due_time: timestamp("original_due_time", self.original_due_time)?,
+            due_time: timestamp("due_time", self.due_time)?,
+            extension,
+            guardian_consent,
+            closure,
+            close_time: optional_timestamp("close_time", self.close_time)?,
+            cancellation_reason: self.cancellation_reason,
+            fingerprint: self.fingerprint,
+            version: self.version,
+        })
+    }
+
+    /// Binds every column, in the order of [`super::sql::INSERT_REQUEST`].
+    /// The bounds are spelled out on each generic function because bounds
+    /// on a helper trait would not be implied where it is used.
+    pub(super) fn bind_insert<'q, DB, Id>(
+        self,
+        query: Query<'q, DB, <DB as Database>::Arguments>,
+    ) -> Query<'q, DB, <DB as Database>::Arguments>
+    where
+        DB: Database,
+        Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+        String: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
+        i64: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<i64>: for<'t> Encode<'t, DB> + Type<DB>,
+    {
+        bind_all!(query;
+            Id::from_uuid(self.id),
+            self.controller_id,
+            Id::from_uuid(self.request_id),
+            self.request_type,
+            self.subject_external_id,
+            self.subject_email,
+            self.subject_date_of_birth,
+            self.subject_country,
+            self.subject_subdivision,
+            self.details,
+            self.corrections,
+            self.state,
+            self.regime,
+            self.received_at,
+            self.create_time,
+            self.update_time,
+            self.original_due_time,
+            self.due_time,
+            self.extension_reason,
+            self.extension_time,
+            self.extended_by,
+            self.guardian_full_name,
+            self.guardian_relationship,
+            self.guardian_email,
+            self.guardian_verification_method,
+            self.guardian_consented_at,
+            self.guardian_consent_record_time,
+            self.guardian_consent_recorded_by,
+            self.closure_outcome,
+            self.closure_refusal_reason,
+            self.closure_explanation,
+            self.close_time,
+            self.cancellation_reason,
+            self.fingerprint,
+            self.version,
+        )
+    }
+
+    /// Binds the key, the expected version and every mutable column, in the
+    /// order of [`super::sql::UPDATE_REQUEST`].
+    pub(super) fn bind_update<'q, DB, Id>(
+        self,
+        query: Query<'q, DB, <DB as Database>::Arguments>,
+        expected_version: i64,
+    ) -> Query<'q, DB, <DB as Database>::Arguments>
+    where
+        DB: Database,
+        Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+        String: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
+        i64: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<i64>: for<'t> Encode<'t, DB> + Type<DB>,
+    {
+        bind_all!(query;
+            Id::from_uuid(self.id),
+            self.controller_id,
+            expected_version,
+            self.state,
+            self.update_time,
+            self.due_time,
+            self.extension_reason,
+            self.extension_time,
+            self.extended_by,
+            self.guardian_full_name,
+            self.guardian_relationship,
+            self.guardian_email,
+            self.guardian_verification_method,
+            self.guardian_consented_at,
+            self.guardian_consent_record_time,
+            self.guardian_consent_recorded_by,
+            self.closure_outcome,
+            self.closure_refusal_reason,
+            self.closure_explanation,
+            self.close_time,
+            self.cancellation_reason,
+            self.version,
+        )
+    }
+
+    /// Reads a row selected with the request columns.
+    pub(super) fn read<'r, R, Id>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let uuid = |column: &str| -> Result<Uuid, sqlx::Error> {
+            let raw: Id = row.try_get(column)?;
+            raw.into_uuid(column)
+                .map_err(|e| sqlx::Error::ColumnDecode {
+                    index: column.to_owned(),
+                    source: e.to_string().into(),
+                })
+        };
+        Ok(Self {
+            id: uuid("id")?,
+            controller_id: row.try_get("controller_id")?,
+            request_id: uuid("request_id")?,
+            request_type: row.try_get("request_type")?,
+            subject_external_id: row.try_get("subject_external_id")?,
+            subject_email: row.try_get("subject_email")?,
+            subject_date_of_birth: row.try_get("subject_date_of_birth")?,
+            subject_country: row.try_get("subject_country")?,
+            subject_subdivision: row.try_get("subject_subdivision")?,
+            details: row.try_get("details")?,
+            corrections: row.try_get("corrections")?,
+            state: row.try_get("state")?,
+            regime: row.try_get("regime")?,
+            received_at: row.try_get("received_at")?,
+            create_time: row.try_get("create_time")?,
+            update_time: row.try_get("update_time")?,
+            original_due_time: row.try_get("original_due_time")?,
+            due_time: row.try_get("due_time")?,
+            extension_reason: row.try_get("extension_reason")?,
+            extension_time: row.try_get("extension_time")?,
+            extended_by: row.try_get("extended_by")?,
+            guardian_full_name: row.try_get("guardian_full_name")?,
+            guardian_relationship: row.try_get("guardian_relationship")?,
+            guardian_email: row.try_get("guardian_email")?,
+            guardian_verification_method: row.try_get("guardian_verification_method")?,
+            guardian_consented_at: row.try_get("guardian_consented_at")?,
+            guardian_consent_record_time: row.try_get("guardian_consent_record_time")?,
+            guardian_consent_recorded_by: row.try_get("guardian_consent_recorded_by")?,
+            closure_outcome: row.try_get("closure_outcome")?,
+            closure_refusal_reason: row.try_get("closure_refusal_reason")?,
+            closure_explanation: row.try_get("closure_explanation")?,
+            close_time: row.try_get("close_time")?,
+            cancellation_reason: row.try_get("cancellation_reason")?,
+            fingerprint: row.try_get("fingerprint")?,
+            version: row.try_get("version")?,
+        })
+    }
+}
+
+/// One row of `request_events`, column for column (`controller_id` aside:
+/// it is only ever a filter).
+pub(super) struct EventColumns {
+    pub request: Uuid,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_time: i64,
+    pub actor_id: String,
+    pub actor_role: String,
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub reason: String,
+}
+
+impl EventColumns {
+    /// Binds a new event of request `id` of `controller_id`, in the order of
+    /// [`super::sql::INSERT_EVENT`].
+    pub(super) fn bind_insert<'q, DB, Id>(
+        query: Query<'q, DB, <DB as Database>::Arguments>,
+        id: Uuid,
+        controller_id: &str,
+        event: &NewEvent,
+    ) -> Query<'q, DB, <DB as Database>::Arguments>
+    where
+        DB: Database,
+        Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+        String: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
+        i64: for<'t> Encode<'t, DB> + Type<DB>,
+    {
+        bind_all!(query;
+            Id::from_uuid(id),
+            controller_id.to_owned(),
+            event.event_type.as_str().to_owned(),
+            micros(event.time),
+            event.actor.id.clone(),
+            event.actor.role.clone(),
+            event.from_state.map(|s| s.as_str().to_owned()),
+            event.to_state.as_str().to_owned(),
+            event.reason.clone(),
+        )
+    }
+
+    /// Reads a row selected with the event columns.
+    pub(super) fn read<'r, R, Id>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let raw: Id = row.try_get("data_subject_request_id")?;
+        let request =
+            raw.into_uuid("data_subject_request_id")
+                .map_err(|e| sqlx::Error::ColumnDecode {
+                    index: "data_subject_request_id".to_owned(),
+                    source: e.to_string().into(),
+                })?;
+        Ok(Self {
+            request,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_time: row.try_get("event_time")?,
+            actor_id: row.try_get("actor_id")?,
+            actor_role: row.try_get("actor_role")?,
+            from_state: row.try_get("from_state")?,
+            to_state: row.try_get("to_state")?,
+            reason: row.try_get("reason")?,
+        })
+    }
+
+    pub(super) fn into_domain(self) -> Result<RequestEvent, StoreError> {
+        Ok(RequestEvent {
+            request: self.request,
+            sequence: self.sequence,
+            event: NewEvent {
+                event_type: parse_enum("event_type", &self.event_type, EventType::parse)?,
+                time: timestamp("event_time", self.event_time)?,
+                actor: Actor {
+                    id: self.actor_id,
+                    role: self.actor_role,
+                },
+                from_state: self
+                    .from_state
+                    .map(|s| parse_enum("from_state", &s, State::parse))
+                    .transpose()?,
+                to_state: parse_enum("to_state", &self.to_state, State::parse)?,
+                reason: self.reason,
+            },
+        })
+    }
+}

@@ -1,0 +1,198 @@
+//! Durable storage: one trait, two backends (SQLite and PostgreSQL).
+//!
+//! Only this module issues SQL. Database errors become [`StoreError`] at its
+//! edge; no SQL text or driver message leaves it towards a client.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent, RequestType, State};
+
+mod codec;
+mod error;
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in the store, in the terms the API needs.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or did not answer in time. Retryable.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The row changed since it was read (optimistic concurrency).
+    #[error("the request was changed concurrently")]
+    Conflict,
+    /// A stored value could not be read back into the domain.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Any other database failure. The text is for logs only.
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+/// Result of inserting a new request.
+#[derive(Debug)]
+pub enum InsertOutcome {
+    /// The request was stored with its first event.
+    Created,
+    /// A request with the same `(controller_id, request_id)` already exists;
+    /// nothing was written. The caller compares fingerprints.
+    Existing(Box<DataSubjectRequest>),
+}
+
+/// Filters of `list_requests`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestFilter {
+    pub state: Option<State>,
+    pub request_type: Option<RequestType>,
+}
+
+/// Position after which a page starts: requests are listed by
+/// `(create_time, id)` ascending, a total and stable order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub create_time: Timestamp,
+    pub id: Uuid,
+}
+
+/// Everything the service stores.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`, for logs and telemetry.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap round trip, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new request and its first event in one transaction. If the
+    /// controller already has a request with this `request_id`, writes
+    /// nothing and returns it (also under concurrency: many identical inserts
+    /// at once store exactly one).
+    async fn insert_request(
+        &self,
+        request: &DataSubjectRequest,
+        event: &NewEvent,
+    ) -> Result<InsertOutcome, StoreError>;
+
+    /// One request of one controller; `None` if it does not exist or belongs
+    /// to another controller.
+    async fn get_request(
+        &self,
+        controller_id: &str,
+        id: Uuid,
+    ) -> Result<Option<DataSubjectRequest>, StoreError>;
+
+    /// Up to `limit` requests of one controller after `after`, in
+    /// `(create_time, id)` order.
+    async fn list_requests(
+        &self,
+        controller_id: &str,
+        filter: &RequestFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError>;
+
+    /// Writes a changed request and its event in one transaction, if the
+    /// stored version is still `expected_version`; otherwise
+    /// [`StoreError::Conflict`] and nothing is written.
+    async fn update_request(
+        &self,
+        request: &DataSubjectRequest,
+        expected_version: i64,
+        event: &NewEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` events of one request of one controller with a sequence
+    /// greater than `after_sequence`, oldest first. Empty if the request does
+    /// not exist or belongs to another controller.
+    async fn list_events(
+        &self,
+        controller_id: &str,
+        id: Uuid,
+        after_sequence: i64,
+        limit: u32,
+    ) -> Result<Vec<RequestEvent>, StoreError>;
+}
+
+/// How to reach the database.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// `postgres://…` for PostgreSQL; `None` for SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Where the SQLite file lives.
+    pub data_dir: PathBuf,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long a call waits for a pooled connection before UNAVAILABLE.
+    pub acquire_timeout: Duration,
+    /// Longest a single statement may run (PostgreSQL `statement_timeout`,
+    /// SQLite busy timeout).
+    pub statement_timeout: Duration,
+}
+
+impl StoreConfig {
+    /// SQLite in `data_dir` with default limits.
+    pub fn sqlite(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            database_url: None,
+            data_dir: data_dir.into(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// PostgreSQL at `url` with default limits.
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Self {
+            database_url: Some(url.into()),
+            ..Self::sqlite("./data")
+        }
+    }
+}
+
+/// `t` as the store keeps it: times are stored as whole microseconds since
+/// the Unix epoch, so anything finer is dropped (towards zero). Pass times
+/// through this before building a request or an event from a clock with
+/// finer precision, so that what a call returns equals what a later read
+/// returns.
+pub fn to_stored_precision(t: Timestamp) -> Timestamp {
+    // Cannot fail: the microseconds of a valid timestamp are a valid one.
+    Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)
+}
+
+/// Connects to the configured backend. With `migrate`, applies pending
+/// migrations first.
+pub async fn connect(config: &StoreConfig, migrate: bool) -> Result<Arc<dyn Store>, StoreError> {
+    match &config.database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = PostgresStore::connect(config).await?;
+            if migrate {
+                store.migrate().await?;
+            }
+            Ok(Arc::new(store))
+        }
+        Some(url) if url.starts_with("sqlite:") => Err(StoreError::Internal(
+            "set --data-dir for SQLite instead of a sqlite: database url".to_owned(),
+        )),
+        Some(_) => Err(StoreError::Internal(
+            "the database url must start with postgres:// or postgresql://".to_owned(),
+        )),
+        None => {
+            let store = SqliteStore::connect(config).await?;
+            if migrate {
+                store.migrate().await?;
+            }
+            Ok(Arc::new(store))
+        }
+    }
+}
