@@ -1,0 +1,370 @@
+//! `gdpr.intake.v1.DataSubjectRequestService`.
+
+use std::sync::atomic::Ordering;
+
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::AppState;
+use super::convert::{self, request_to_proto};
+use super::error::ApiError;
+use super::page;
+use crate::auth::{Caller, Role};
+use crate::domain::input::{self, Rejection, Submission};
+use crate::domain::request::{Actor, DataSubjectRequest, NAME_PREFIX, NewEvent};
+use crate::proto::v1;
+use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestService;
+use crate::store::{InsertOutcome, RequestFilter, StoreError};
+
+/// How often a transition is retried when another call changed the request
+/// between our read and our write.
+const CONFLICT_RETRIES: usize = 3;
+
+/// Parses `dataSubjectRequests/{uuid}`.
+pub fn parse_name(name: &str) -> Result<Uuid, ApiError> {
+    name.strip_prefix(NAME_PREFIX)
+        .and_then(|id| Uuid::try_parse(id).ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "name",
+                "must be a request name such as dataSubjectRequests/0b0e8d56-3c0f-4d7e-9a47-2f1b5f6d9a10",
+            )
+        })
+}
+
+fn actor(caller: &Caller) -> Actor {
+    Actor {
+        id: caller.subject.clone(),
+        role: caller.role.as_str().to_owned(),
+    }
+}
+
+/// The handlers of the controller-facing service.
+#[derive(Clone)]
+pub struct DsrService {
+    state: AppState,
+}
+
+impl DsrService {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
+        Ok(self
+            .state
+            .auth
+            .authorize(req.metadata(), &[Role::Controller])?)
+    }
+
+    async fn load(&self, caller: &Caller, id: Uuid) -> Result<DataSubjectRequest, ApiError> {
+        self.state
+            .store
+            .get_request(&caller.tenant, id)
+            .await?
+            .ok_or(ApiError::NotFound("data subject request"))
+    }
+
+    /// Reads the request, applies `change` and writes it back with its
+    /// event, retrying on a concurrent change so the rule is always checked
+    /// against what is stored.
+    async fn transition<F>(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        change: F,
+    ) -> Result<DataSubjectRequest, ApiError>
+    where
+        F: Fn(&mut DataSubjectRequest) -> Result<NewEvent, ApiError>,
+    {
+        let mut attempt = 0;
+        loop {
+            let mut request = self.load(caller, id).await?;
+            let expected = request.version;
+            let event = change(&mut request)?;
+            match self
+                .state
+                .store
+                .update_request(&request, expected, &event)
+                .await
+            {
+                Ok(()) => return Ok(request),
+                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn submit(
+        &self,
+        req: Request<v1::SubmitDataSubjectRequestRequest>,
+    ) -> Result<v1::SubmitDataSubjectRequestResponse, ApiError> {
+        let caller = self.caller(&req)?;
+        let now = self.state.clock.now();
+        let submission = Submission::parse(convert::raw_submission(req.into_inner()), now)?;
+        let request_id = submission.request_id;
+        let fingerprint = submission.fingerprint();
+        let (request, event) = match input::accept(
+            submission,
+            &caller.tenant,
+            Uuid::now_v7(),
+            fingerprint,
+            &self.state.age_policy,
+            &actor(&caller),
+            now,
+        ) {
+            Ok(accepted) => accepted,
+            Err(Rejection::UnderMinimumAge) => {
+                self.state
+                    .counters
+                    .blocked_under_minimum_age
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    controller_id = %caller.tenant,
+                    request_id = %request_id,
+                    reason = "SUBJECT_UNDER_MINIMUM_AGE",
+                    "submission refused by the age rule; nothing stored"
+                );
+                return Err(ApiError::FailedPrecondition {
+                    reason: "SUBJECT_UNDER_MINIMUM_AGE",
+                    message: format!(
+                        "the subject is under {} on the day the request was received; such a request cannot be accepted",
+                        self.state.age_policy.minimum_age
+                    ),
+                });
+            }
+        };
+        match self.state.store.insert_request(&request, &event).await? {
+            InsertOutcome::Created => Ok(v1::SubmitDataSubjectRequestResponse {
+                data_subject_request: Some(request_to_proto(&request)),
+                replayed: false,
+            }),
+            InsertOutcome::Existing(existing) if existing.fingerprint == request.fingerprint => {
+                Ok(v1::SubmitDataSubjectRequestResponse {
+                    data_subject_request: Some(request_to_proto(&existing)),
+                    replayed: true,
+                })
+            }
+            InsertOutcome::Existing(_) => Err(ApiError::AlreadyExists {
+                reason: "REQUEST_ID_REUSED",
+                message: "this request_id was already used for a request with different content; use a new request_id for a new request".to_owned(),
+            }),
+        }
+    }
+
+    async fn list(
+        &self,
+        req: Request<v1::ListDataSubjectRequestsRequest>,
+    ) -> Result<v1::ListDataSubjectRequestsResponse, ApiError> {
+        let caller = self.caller(&req)?;
+        let m = req.into_inner();
+        let mut bad = input::Violations::default();
+        let state = if m.state == 0 {
+            None
+        } else {
+            let s = convert::state_from_proto(m.state);
+            if s.is_none() {
+                bad.add("state", "is not a known DataSubjectRequest.State value");
+            }
+            s
+        };
+        let request_type = if m.r#type == 0 {
+            None
+        } else {
+            let t = convert::request_type_from_proto(m.r#type);
+            if t.is_none() {
+                bad.add("type", "is not a known RequestType value");
+            }
+            t
+        };
+        if !bad.is_empty() {
+            return Err(ApiError::InvalidArgument(bad.into_vec()));
+        }
+        let filter = RequestFilter {
+            state,
+            request_type,
+        };
+        let size = page::page_size(m.page_size, "page_size")?;
+        let after = page::decode_requests_token(&m.page_token, &filter)?;
+        // One extra row tells whether another page exists.
+        let mut rows = self
+            .state
+            .store
+            .list_requests(&caller.tenant, &filter, after.as_ref(), size + 1)
+            .await?;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_page_token = match rows.last() {
+            Some(last) if more => page::encode_requests_token(
+                &crate::store::Cursor {
+                    create_time: last.create_time,
+                    id: last.id,
+                },
+                &filter,
+            ),
+            _ => String::new(),
+        };
+        Ok(v1::ListDataSubjectRequestsResponse {
+            data_subject_requests: rows.iter().map(request_to_proto).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn events(
+        &self,
+        req: Request<v1::ListRequestEventsRequest>,
+    ) -> Result<v1::ListRequestEventsResponse, ApiError> {
+        let caller = self.caller(&req)?;
+        let m = req.into_inner();
+        let id = parse_name(&m.name)?;
+        let size = page::page_size(m.page_size, "page_size")?;
+        let after = page::decode_events_token(&m.page_token, id)?;
+        // The request must exist for this tenant, even when the page is empty.
+        self.load(&caller, id).await?;
+        let mut rows = self
+            .state
+            .store
+            .list_events(&caller.tenant, id, after, size + 1)
+            .await?;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_page_token = match rows.last() {
+            Some(last) if more => page::encode_events_token(id, last.sequence),
+            _ => String::new(),
+        };
+        Ok(v1::ListRequestEventsResponse {
+            events: rows.iter().map(convert::event_to_proto).collect(),
+            next_page_token,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl DataSubjectRequestService for DsrService {
+    async fn submit_data_subject_request(
+        &self,
+        request: Request<v1::SubmitDataSubjectRequestRequest>,
+    ) -> Result<Response<v1::SubmitDataSubjectRequestResponse>, Status> {
+        Ok(Response::new(self.submit(request).await?))
+    }
+
+    async fn get_data_subject_request(
+        &self,
+        request: Request<v1::GetDataSubjectRequestRequest>,
+    ) -> Result<Response<v1::GetDataSubjectRequestResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let id = parse_name(&request.get_ref().name)?;
+        let found = self.load(&caller, id).await?;
+        Ok(Response::new(v1::GetDataSubjectRequestResponse {
+            data_subject_request: Some(request_to_proto(&found)),
+        }))
+    }
+
+    async fn list_data_subject_requests(
+        &self,
+        request: Request<v1::ListDataSubjectRequestsRequest>,
+    ) -> Result<Response<v1::ListDataSubjectRequestsResponse>, Status> {
+        Ok(Response::new(self.list(request).await?))
+    }
+
+    async fn record_guardian_consent(
+        &self,
+        request: Request<v1::RecordGuardianConsentRequest>,
+    ) -> Result<Response<v1::RecordGuardianConsentResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let m = request.into_inner();
+        let id = parse_name(&m.name)?;
+        let raw = convert::raw_guardian(m.guardian);
+        let now = self.state.clock.now();
+        let who = actor(&caller);
+        let updated = self
+            .transition(&caller, id, |r| {
+                let guardian = input::parse_guardian(raw.clone(), r.received_at, now)?;
+                Ok(r.record_guardian_consent(guardian, &who, now)?)
+            })
+            .await?;
+        Ok(Response::new(v1::RecordGuardianConsentResponse {
+            data_subject_request: Some(request_to_proto(&updated)),
+        }))
+    }
+
+    async fn extend_deadline(
+        &self,
+        request: Request<v1::ExtendDeadlineRequest>,
+    ) -> Result<Response<v1::ExtendDeadlineResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let m = request.into_inner();
+        let id = parse_name(&m.name)?;
+        let reason = input::parse_reason("reason", m.reason).map_err(ApiError::from)?;
+        let now = self.state.clock.now();
+        let who = actor(&caller);
+        let updated = self
+            .transition(&caller, id, |r| {
+                Ok(r.extend_deadline(reason.clone(), &who, now)?)
+            })
+            .await?;
+        Ok(Response::new(v1::ExtendDeadlineResponse {
+            data_subject_request: Some(request_to_proto(&updated)),
+        }))
+    }
+
+    async fn cancel_data_subject_request(
+        &self,
+        request: Request<v1::CancelDataSubjectRequestRequest>,
+    ) -> Result<Response<v1::CancelDataSubjectRequestResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let m = request.into_inner();
+        let id = parse_name(&m.name)?;
+        let reason = input::parse_reason("reason", m.reason).map_err(ApiError::from)?;
+        let now = self.state.clock.now();
+        let who = actor(&caller);
+        let updated = self
+            .transition(&caller, id, |r| Ok(r.cancel(reason.clone(), &who, now)?))
+            .await?;
+        Ok(Response::new(v1::CancelDataSubjectRequestResponse {
+            data_subject_request: Some(request_to_proto(&updated)),
+        }))
+    }
+
+    async fn close_data_subject_request(
+        &self,
+        request: Request<v1::CloseDataSubjectRequestRequest>,
+    ) -> Result<Response<v1::CloseDataSubjectRequestResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let m = request.into_inner();
+        let mut bad = input::Violations::default();
+        let id = parse_name(&m.name).map_err(|_| {
+            bad.add("name", "must be a request name such as dataSubjectRequests/0b0e8d56-3c0f-4d7e-9a47-2f1b5f6d9a10");
+        });
+        let closure = input::parse_closure(
+            convert::outcome_from_proto(m.outcome),
+            convert::refusal_reason_from_proto(m.refusal_reason),
+            m.explanation,
+        );
+        let (id, closure) = match (id, closure) {
+            (Ok(id), Ok(c)) if bad.is_empty() => (id, c),
+            (_, closure) => {
+                let mut all = bad.into_vec();
+                if let Err(v) = closure {
+                    all.extend(v);
+                }
+                return Err(ApiError::InvalidArgument(all).into());
+            }
+        };
+        let now = self.state.clock.now();
+        let who = actor(&caller);
+        let updated = self
+            .transition(&caller, id, |r| Ok(r.close(closure.clone(), &who, now)?))
+            .await?;
+        Ok(Response::new(v1::CloseDataSubjectRequestResponse {
+            data_subject_request: Some(request_to_proto(&updated)),
+        }))
+    }
+
+    async fn list_request_events(
+        &self,
+        request: Request<v1::ListRequestEventsRequest>,
+    ) -> Result<Response<v1::ListRequestEventsResponse>, Status> {
+        Ok(Response::new(self.events(request).await?))
+    }
+}

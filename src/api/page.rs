@@ -1,0 +1,169 @@
+//! Opaque page tokens (AIP-158). A token carries the position after which
+//! the next page starts and the filters it was issued for; anything else is
+//! rejected as INVALID_ARGUMENT.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::store::{Cursor, RequestFilter};
+
+/// Page size when the caller sends 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest page size.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Checks `page_size`: 0 means the default, negative or too large is an error.
+pub fn page_size(size: i32, field: &str) -> Result<u32, ApiError> {
+    match u32::try_from(size) {
+        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
+        Ok(n) if n <= MAX_PAGE_SIZE => Ok(n),
+        _ => Err(ApiError::invalid(
+            field,
+            format!("must be between 0 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"),
+        )),
+    }
+}
+
+fn filter_key(f: &RequestFilter) -> String {
+    format!(
+        "{}.{}",
+        f.state.map_or("", |s| s.as_str()),
+        f.request_type.map_or("", |t| t.as_str())
+    )
+}
+
+fn bad_token() -> ApiError {
+    ApiError::invalid(
+        "page_token",
+        "is not a token returned by this call with the same filters; start again with an empty token",
+    )
+}
+
+fn decode(token: &str) -> Result<String, ApiError> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad_token())?;
+    String::from_utf8(bytes).map_err(|_| bad_token())
+}
+
+/// Token for the page after `cursor`, listed with `filter`.
+pub fn encode_requests_token(cursor: &Cursor, filter: &RequestFilter) -> String {
+    let raw = format!(
+        "r1|{}|{}|{}",
+        cursor.create_time.as_microsecond(),
+        cursor.id,
+        filter_key(filter)
+    );
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Inverse of [`encode_requests_token`]; the filter must be the same.
+pub fn decode_requests_token(
+    token: &str,
+    filter: &RequestFilter,
+) -> Result<Option<Cursor>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let raw = decode(token)?;
+    let mut parts = raw.split('|');
+    let (Some("r1"), Some(micros), Some(id), Some(key), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(bad_token());
+    };
+    if key != filter_key(filter) {
+        return Err(bad_token());
+    }
+    let micros: i64 = micros.parse().map_err(|_| bad_token())?;
+    let create_time = Timestamp::from_microsecond(micros).map_err(|_| bad_token())?;
+    let id = Uuid::try_parse(id).map_err(|_| bad_token())?;
+    Ok(Some(Cursor { create_time, id }))
+}
+
+/// Token for the events of request `id` after `sequence`.
+pub fn encode_events_token(id: Uuid, sequence: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("e1|{id}|{sequence}"))
+}
+
+/// Inverse of [`encode_events_token`]; the request must be the same.
+pub fn decode_events_token(token: &str, id: Uuid) -> Result<i64, ApiError> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    let raw = decode(token)?;
+    let mut parts = raw.split('|');
+    let (Some("e1"), Some(token_id), Some(seq), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad_token());
+    };
+    if Uuid::try_parse(token_id).ok() != Some(id) {
+        return Err(bad_token());
+    }
+    seq.parse::<i64>()
+        .ok()
+        .filter(|s| *s >= 0)
+        .ok_or_else(bad_token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::request::State;
+
+    #[test]
+    fn request_tokens_round_trip_and_bind_the_filter() {
+        let cursor = Cursor {
+            create_time: Timestamp::from_microsecond(1_700_000_000_123_456).expect("valid"),
+            id: Uuid::new_v4(),
+        };
+        let filter = RequestFilter {
+            state: Some(State::InProgress),
+            request_type: None,
+        };
+        let token = encode_requests_token(&cursor, &filter);
+        assert_eq!(
+            decode_requests_token(&token, &filter).expect("valid"),
+            Some(cursor)
+        );
+        assert!(decode_requests_token(&token, &RequestFilter::default()).is_err());
+        assert_eq!(
+            decode_requests_token("", &filter).expect("empty is first page"),
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_tokens_are_rejected() {
+        let f = RequestFilter::default();
+        for bad in [
+            "x",
+            "!!!",
+            "cjF8MXwy",
+            &URL_SAFE_NO_PAD.encode("r1|abc|def|."),
+        ] {
+            assert!(decode_requests_token(bad, &f).is_err(), "{bad}");
+        }
+        let id = Uuid::new_v4();
+        assert_eq!(
+            decode_events_token(&encode_events_token(id, 7), id).expect("valid"),
+            7
+        );
+        assert!(decode_events_token(&encode_events_token(id, 7), Uuid::new_v4()).is_err());
+        assert!(decode_events_token(&URL_SAFE_NO_PAD.encode(format!("e1|{id}|-1")), id).is_err());
+    }
+
+    #[test]
+    fn page_sizes() {
+        assert_eq!(page_size(0, "page_size").expect("default"), 100);
+        assert_eq!(page_size(1000, "page_size").expect("max"), 1000);
+        assert!(page_size(1001, "page_size").is_err());
+        assert!(page_size(-1, "page_size").is_err());
+    }
+}

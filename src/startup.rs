@@ -1,0 +1,253 @@
+//! Builds the application from checked settings and runs it until a
+//! shutdown signal, draining in-flight calls. Tests build the very same
+//! application on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::dsr::DsrService;
+use crate::api::{AppState, Counters};
+use crate::auth::{AuthConfig, Authenticator, dev};
+use crate::clock::Clock;
+use crate::domain::age::AgePolicy;
+use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestServiceServer;
+use crate::store::{self, Store, StoreConfig};
+
+/// Largest request message a client may send, per service.
+const MAX_REQUEST_BYTES: usize = 256 * 1024;
+/// How often readiness re-checks the database.
+const READINESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The gRPC services whose health tracks readiness (database reachable and
+/// not draining). The empty name tracks liveness only.
+pub const READINESS_SERVICES: &[&str] = &["gdpr.intake.v1.DataSubjectRequestService"];
+
+/// Where caller keys come from.
+#[derive(Clone, Debug)]
+pub enum KeySource {
+    /// A JWKS file and the issuer its tokens carry.
+    Jwks { path: PathBuf, issuer: String },
+    /// Development keys created in this directory.
+    DevKeys { data_dir: PathBuf },
+}
+
+/// Everything needed to build the application, already checked.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub keys: KeySource,
+    pub jwt_audience: String,
+    pub jwt_leeway: Duration,
+    pub drain_timeout: Duration,
+    pub migrate_on_start: bool,
+    pub age_policy: AgePolicy,
+}
+
+/// Why the application could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("authentication keys: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("grpc server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A built application, bound to its port and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+    drain_timeout: Duration,
+}
+
+impl Application {
+    /// Connects to the database (migrating if asked), loads the keys and
+    /// binds the listener.
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let auth = authenticator(&settings)?;
+        let store = store::connect(&settings.store, settings.migrate_on_start).await?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            state: AppState {
+                store,
+                auth,
+                clock,
+                age_policy: settings.age_policy,
+                counters: Arc::new(Counters::default()),
+            },
+            drain_timeout: settings.drain_timeout,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The shared state, for tests that look behind the API.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then turns health to NOT_SERVING,
+    /// stops accepting and lets in-flight calls finish for at most the drain
+    /// timeout.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let dsr = DataSubjectRequestServiceServer::new(DsrService::new(self.state.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+
+        let (draining_tx, draining_rx) = watch::channel(false);
+        let readiness = tokio::spawn(readiness_loop(
+            self.state.store.clone(),
+            reporter.clone(),
+            draining_rx.clone(),
+        ));
+
+        let signal = {
+            let reporter = reporter.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: draining in-flight calls");
+                let _ = draining_tx.send(true);
+                set_all(&reporter, ServingStatus::NotServing).await;
+            }
+        };
+
+        tracing::info!(
+            addr = %self.local_addr,
+            backend = self.state.store.backend(),
+            "gdpr-intake listening"
+        );
+        let server = Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(dsr)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
+
+        let drain_timeout = self.drain_timeout;
+        let mut draining = draining_rx;
+        let deadline = async move {
+            // Start the drain clock only once shutdown has begun.
+            let _ = draining.wait_for(|d| *d).await;
+            tokio::time::sleep(drain_timeout).await;
+        };
+        let result = tokio::select! {
+            r = server => r.map_err(StartupError::from),
+            () = deadline => {
+                tracing::warn!(?drain_timeout, "drain timeout reached; stopping with calls still in flight");
+                Ok(())
+            }
+        };
+        readiness.abort();
+        tracing::info!("gdpr-intake stopped");
+        result
+    }
+}
+
+fn authenticator(settings: &Settings) -> Result<Authenticator, StartupError> {
+    let (path, issuer) = match &settings.keys {
+        KeySource::Jwks { path, issuer } => (path.clone(), issuer.clone()),
+        KeySource::DevKeys { data_dir } => {
+            let path = dev::ensure_dev_keys(data_dir)?;
+            tracing::warn!(
+                jwks = %path.display(),
+                "RUNNING WITH DEVELOPMENT KEYS: any holder of the key in the data directory can mint tokens; set --jwks-file in production"
+            );
+            (path, dev::DEV_ISSUER.to_owned())
+        }
+    };
+    Ok(Authenticator::from_jwks_file(
+        &path,
+        AuthConfig {
+            issuer,
+            audience: settings.jwt_audience.clone(),
+            leeway_secs: settings.jwt_leeway.as_secs(),
+        },
+    )?)
+}
+
+async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in READINESS_SERVICES {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+/// Keeps the readiness services' health in step with the database.
+async fn readiness_loop(
+    store: Arc<dyn Store>,
+    reporter: HealthReporter,
+    draining: watch::Receiver<bool>,
+) {
+    let mut last = None;
+    loop {
+        if *draining.borrow() {
+            return;
+        }
+        let ok = matches!(
+            tokio::time::timeout(READINESS_INTERVAL, store.ping()).await,
+            Ok(Ok(()))
+        );
+        let status = if ok {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(ok) {
+            if !ok {
+                tracing::warn!("database unreachable: readiness NOT_SERVING");
+            }
+            for name in READINESS_SERVICES {
+                reporter.set_service_status(*name, status).await;
+            }
+            last = Some(ok);
+        }
+        tokio::time::sleep(READINESS_INTERVAL).await;
+    }
+}

@@ -1,0 +1,217 @@
+//! `spawn_app()`: a fresh database, the real application on port 0, clients
+//! and tokens signed with the application's own development key.
+
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use gdpr_intake::auth::{Role, TokenClaims, dev};
+use gdpr_intake::clock::{Clock, SystemClock};
+use gdpr_intake::domain::age::AgePolicy;
+use gdpr_intake::proto::google::r#type::Date;
+use gdpr_intake::proto::v1;
+use gdpr_intake::proto::v1::data_subject_request_service_client::DataSubjectRequestServiceClient;
+use gdpr_intake::startup::{Application, KeySource, Settings};
+use gdpr_intake::store::StoreConfig;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+use crate::db;
+
+/// Which database a test app runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running application and what a test needs to talk to it.
+pub struct TestApp {
+    pub channel: Channel,
+    pub data_dir: TempDir,
+    pub shutdown: Option<oneshot::Sender<()>>,
+    pub server: Option<tokio::task::JoinHandle<()>>,
+}
+
+static LOGS: Once = Once::new();
+
+fn init_logs() {
+    // Silent unless TEST_LOG is set, so failures are readable.
+    LOGS.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            gdpr_intake::telemetry::init_logging(gdpr_intake::config::LogFormat::Text);
+        }
+    });
+}
+
+/// Settings for a test app on `store` with keys in `data_dir`.
+pub fn test_settings(store: StoreConfig, data_dir: &TempDir) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().expect("loopback address"),
+        store,
+        keys: KeySource::DevKeys {
+            data_dir: data_dir.path().to_path_buf(),
+        },
+        jwt_audience: "gdpr-intake".to_owned(),
+        jwt_leeway: Duration::from_secs(5),
+        drain_timeout: Duration::from_secs(5),
+        migrate_on_start: true,
+        age_policy: AgePolicy::default(),
+    }
+}
+
+/// A fresh app on SQLite.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_on(Backend::Sqlite)
+        .await
+        .expect("sqlite is always available")
+}
+
+/// A fresh app on `backend`; `None` when PostgreSQL is not configured.
+pub async fn spawn_app_on(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, Arc::new(SystemClock)).await
+}
+
+/// A fresh app on `backend` with `clock`.
+pub async fn spawn_app_with(backend: Backend, clock: Arc<dyn Clock>) -> Option<TestApp> {
+    init_logs();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let store = match backend {
+        Backend::Sqlite => StoreConfig::sqlite(data_dir.path()),
+        Backend::Postgres => db::postgres_config().await?,
+    };
+    let app = Application::build(test_settings(store, &data_dir), clock)
+        .await
+        .expect("application builds");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connects");
+    Some(TestApp {
+        channel,
+        data_dir,
+        shutdown: Some(tx),
+        server: Some(server),
+    })
+}
+
+impl TestApp {
+    /// A token for `role` in `tenant`, signed with the app's key.
+    pub fn token(&self, role: Role, tenant: &str) -> String {
+        dev::mint_token(
+            self.data_dir.path(),
+            &TokenClaims {
+                issuer: dev::DEV_ISSUER.to_owned(),
+                audience: "gdpr-intake".to_owned(),
+                subject: format!("{}@{tenant}", role.as_str()),
+                role,
+                tenant: tenant.to_owned(),
+                ttl_secs: 600,
+                token_id: None,
+            },
+        )
+        .expect("dev token")
+    }
+
+    pub fn dsr(&self) -> DataSubjectRequestServiceClient<Channel> {
+        DataSubjectRequestServiceClient::new(self.channel.clone())
+    }
+
+    /// Stops the server and waits for it to exit.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+/// Wraps `msg` with a bearer token.
+pub fn authed<T>(token: &str, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    r
+}
+
+/// An adult subject in Germany.
+pub fn adult_subject() -> v1::Subject {
+    v1::Subject {
+        external_id: "cust-1001".to_owned(),
+        email: "ada@example.org".to_owned(),
+        date_of_birth: Some(Date {
+            year: 1985,
+            month: 12,
+            day: 10,
+        }),
+        country: "DE".to_owned(),
+        subdivision: String::new(),
+    }
+}
+
+/// A subject aged 16 today.
+pub fn minor_subject() -> v1::Subject {
+    let today = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .date();
+    v1::Subject {
+        date_of_birth: Some(Date {
+            year: i32::from(today.year()) - 16,
+            month: 1,
+            day: 1,
+        }),
+        ..adult_subject()
+    }
+}
+
+/// A valid access request for an adult.
+pub fn submission() -> v1::SubmitDataSubjectRequestRequest {
+    v1::SubmitDataSubjectRequestRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        r#type: v1::RequestType::Access.into(),
+        subject: Some(adult_subject()),
+        received_at: None,
+        details: "please send me a copy of my data".to_owned(),
+        corrections: Default::default(),
+    }
+}
+
+/// Asserts the code and, when given, the ErrorInfo reason.
+pub fn assert_status(status: &Status, code: Code, reason: Option<&str>) {
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    if let Some(reason) = reason {
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo attached");
+        assert_eq!(info.reason, reason, "unexpected reason: {status:?}");
+        assert_eq!(info.domain, "gdpr-intake");
+    }
+}
+
+/// The fields named by a BadRequest detail.
+pub fn bad_fields(status: &Status) -> Vec<String> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status
+        .get_error_details()
+        .bad_request()
+        .expect("BadRequest attached")
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
+}

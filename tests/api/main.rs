@@ -1,0 +1,15 @@
+//! The one integration-test binary: the real server on an ephemeral port,
+//! called through real tonic clients, on SQLite and (with
+//! `TEST_DATABASE_URL`) PostgreSQL.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test stops at the first broken expectation"
+)]
+
+mod db;
+mod dsr;
+mod helpers;
+mod platform;
+mod store;
