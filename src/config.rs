@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "GDPR_INTAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Address of the Prometheus scrape endpoint (`GET /metrics`); none
+    /// when unset.
+    #[arg(long, env = "GDPR_INTAKE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Settings of `token`.
@@ -159,6 +163,7 @@ mod tests {
         assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(cli.serve.database.data_dir, PathBuf::from("./data"));
         assert_eq!(cli.serve.age_policy(), Ok(AgePolicy::default()));
+        assert_eq!(cli.serve.metrics_listen, None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use gdpr_intake::clock::SystemClock;
 use gdpr_intake::config::{Cli, Command, DatabaseArgs, ServeArgs, TokenArgs};
 use gdpr_intake::startup::{Application, KeySource, Settings};
 use gdpr_intake::store::{self, StoreConfig};
-use gdpr_intake::telemetry;
+use gdpr_intake::telemetry::{Telemetry, TelemetryConfig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -83,8 +83,13 @@ fn settings(args: &ServeArgs) -> Result<Settings, String> {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     // Configuration is checked before anything is bound or written.
     let settings = settings(&args)?;
-    telemetry::init_logging(args.log_format);
-    let app = Application::build(settings, Arc::new(SystemClock))
+    let telemetry = TelemetryConfig::from_env(args.log_format, args.metrics_listen)?;
+    // Inside the runtime: the OTLP channel is created here and driven by it.
+    let telemetry = Telemetry::builder(telemetry)
+        .build()
+        .map_err(|e| e.to_string())?;
+    telemetry.install_global();
+    let app = Application::build_with_telemetry(settings, Arc::new(SystemClock), telemetry)
         .await
         .map_err(|e| e.to_string())?;
     app.run_until_stopped(shutdown_signal())

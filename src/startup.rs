@@ -15,13 +15,14 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::api::AppState;
 use crate::api::dsr::DsrService;
-use crate::api::{AppState, Counters};
 use crate::auth::{AuthConfig, Authenticator, dev};
 use crate::clock::Clock;
 use crate::domain::age::AgePolicy;
 use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestServiceServer;
 use crate::store::{self, Store, StoreConfig};
+use crate::telemetry::{self, Telemetry};
 
 /// Largest request message a client may send, per service.
 const MAX_REQUEST_BYTES: usize = 256 * 1024;
@@ -70,6 +71,11 @@ pub enum StartupError {
     Serve(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A built application, bound to its port and ready to run.
@@ -78,12 +84,24 @@ pub struct Application {
     local_addr: SocketAddr,
     state: AppState,
     drain_timeout: Duration,
+    telemetry: Telemetry,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
     /// Connects to the database (migrating if asked), loads the keys and
-    /// binds the listener.
+    /// binds the listener; no traces, metrics in memory only.
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        Self::build_with_telemetry(settings, clock, Telemetry::disabled()).await
+    }
+
+    /// [`Application::build`] with `telemetry`: its spans, metrics and, if
+    /// it has one, its scrape endpoint, bound here too.
+    pub async fn build_with_telemetry(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        telemetry: Telemetry,
+    ) -> Result<Self, StartupError> {
         let auth = authenticator(&settings)?;
         let store = store::connect(&settings.store, settings.migrate_on_start).await?;
         let listener =
@@ -97,6 +115,14 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
+        let metrics_listener = match telemetry.metrics_listen() {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::MetricsBind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
             local_addr,
@@ -105,15 +131,24 @@ impl Application {
                 auth,
                 clock,
                 age_policy: settings.age_policy,
-                counters: Arc::new(Counters::default()),
+                metrics: telemetry.metrics(),
             },
             drain_timeout: settings.drain_timeout,
+            telemetry,
+            metrics_listener,
         })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound address of the metrics endpoint, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The shared state, for tests that look behind the API.
@@ -123,7 +158,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then turns health to NOT_SERVING,
     /// stops accepting and lets in-flight calls finish for at most the drain
-    /// timeout.
+    /// timeout. Last, flushes the telemetry.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -163,7 +198,21 @@ impl Application {
             backend = self.state.store.backend(),
             "gdpr-intake listening"
         );
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_server = self.metrics_listener.map(|listener| {
+            tokio::spawn(telemetry::serve_metrics(
+                listener,
+                self.telemetry.clone(),
+                async move {
+                    let _ = metrics_stopped.await;
+                },
+            ))
+        });
         let server = Server::builder()
+            .layer(
+                self.telemetry
+                    .grpc_layer(&[crate::proto::FILE_DESCRIPTOR_SET]),
+            )
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -185,6 +234,11 @@ impl Application {
             }
         };
         readiness.abort();
+        let _ = metrics_stop.send(());
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
+        self.telemetry.shutdown().await;
         tracing::info!("gdpr-intake stopped");
         result
     }

@@ -1,7 +1,5 @@
 //! `gdpr.intake.v1.DataSubjectRequestService`.
 
-use std::sync::atomic::Ordering;
-
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -15,6 +13,7 @@ use crate::domain::request::{Actor, DataSubjectRequest, NAME_PREFIX, NewEvent};
 use crate::proto::v1;
 use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestService;
 use crate::store::{InsertOutcome, RequestFilter, StoreError};
+use crate::telemetry;
 
 /// How often a transition is retried when another call changed the request
 /// between our read and our write.
@@ -51,18 +50,23 @@ impl DsrService {
     }
 
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
-        Ok(self
+        let caller = self
             .state
             .auth
-            .authorize(req.metadata(), &[Role::Controller])?)
+            .authorize(req.metadata(), &[Role::Controller])?;
+        tracing::Span::current().record("dsr.controller_id", caller.tenant.as_str());
+        Ok(caller)
     }
 
     async fn load(&self, caller: &Caller, id: Uuid) -> Result<DataSubjectRequest, ApiError> {
-        self.state
+        let found = self
+            .state
             .store
             .get_request(&caller.tenant, id)
             .await?
-            .ok_or(ApiError::NotFound("data subject request"))
+            .ok_or(ApiError::NotFound("data subject request"))?;
+        telemetry::record_request(&tracing::Span::current(), &found, self.state.clock.now());
+        Ok(found)
     }
 
     /// Reads the request, applies `change` and writes it back with its
@@ -88,7 +92,14 @@ impl DsrService {
                 .update_request(&request, expected, &event)
                 .await
             {
-                Ok(()) => return Ok(request),
+                Ok(()) => {
+                    telemetry::record_request(
+                        &tracing::Span::current(),
+                        &request,
+                        self.state.clock.now(),
+                    );
+                    return Ok(request);
+                }
                 Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
                 Err(e) => return Err(e.into()),
             }
@@ -116,9 +127,8 @@ impl DsrService {
             Ok(accepted) => accepted,
             Err(Rejection::UnderMinimumAge) => {
                 self.state
-                    .counters
-                    .blocked_under_minimum_age
-                    .fetch_add(1, Ordering::Relaxed);
+                    .metrics
+                    .submission_blocked("SUBJECT_UNDER_MINIMUM_AGE");
                 tracing::info!(
                     controller_id = %caller.tenant,
                     request_id = %request_id,
@@ -135,11 +145,18 @@ impl DsrService {
             }
         };
         match self.state.store.insert_request(&request, &event).await? {
-            InsertOutcome::Created => Ok(v1::SubmitDataSubjectRequestResponse {
-                data_subject_request: Some(request_to_proto(&request)),
-                replayed: false,
-            }),
+            InsertOutcome::Created => {
+                self.state
+                    .metrics
+                    .request_submitted(request.request_type, request.regime);
+                telemetry::record_request(&tracing::Span::current(), &request, now);
+                Ok(v1::SubmitDataSubjectRequestResponse {
+                    data_subject_request: Some(request_to_proto(&request)),
+                    replayed: false,
+                })
+            }
             InsertOutcome::Existing(existing) if existing.fingerprint == request.fingerprint => {
+                telemetry::record_request(&tracing::Span::current(), &existing, now);
                 Ok(v1::SubmitDataSubjectRequestResponse {
                     data_subject_request: Some(request_to_proto(&existing)),
                     replayed: true,
@@ -241,6 +258,7 @@ impl DsrService {
 
 #[tonic::async_trait]
 impl DataSubjectRequestService for DsrService {
+    #[tracing::instrument(name = "gdpr.dsr.submit", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn submit_data_subject_request(
         &self,
         request: Request<v1::SubmitDataSubjectRequestRequest>,
@@ -248,6 +266,7 @@ impl DataSubjectRequestService for DsrService {
         Ok(Response::new(self.submit(request).await?))
     }
 
+    #[tracing::instrument(name = "gdpr.dsr.get", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn get_data_subject_request(
         &self,
         request: Request<v1::GetDataSubjectRequestRequest>,
@@ -260,6 +279,7 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
+    #[tracing::instrument(name = "gdpr.dsr.list", skip_all, fields(dsr.controller_id))]
     async fn list_data_subject_requests(
         &self,
         request: Request<v1::ListDataSubjectRequestsRequest>,
@@ -267,6 +287,7 @@ impl DataSubjectRequestService for DsrService {
         Ok(Response::new(self.list(request).await?))
     }
 
+    #[tracing::instrument(name = "gdpr.dsr.record_guardian_consent", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn record_guardian_consent(
         &self,
         request: Request<v1::RecordGuardianConsentRequest>,
@@ -288,6 +309,7 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
+    #[tracing::instrument(name = "gdpr.dsr.extend_deadline", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn extend_deadline(
         &self,
         request: Request<v1::ExtendDeadlineRequest>,
@@ -308,6 +330,7 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
+    #[tracing::instrument(name = "gdpr.dsr.cancel", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn cancel_data_subject_request(
         &self,
         request: Request<v1::CancelDataSubjectRequestRequest>,
@@ -326,6 +349,7 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
+    #[tracing::instrument(name = "gdpr.dsr.close", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn close_data_subject_request(
         &self,
         request: Request<v1::CloseDataSubjectRequestRequest>,
@@ -361,6 +385,7 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
+    #[tracing::instrument(name = "gdpr.dsr.list_events", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn list_request_events(
         &self,
         request: Request<v1::ListRequestEventsRequest>,

@@ -7,7 +7,6 @@ pub mod error;
 pub mod page;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use crate::auth::Authenticator;
 use crate::clock::Clock;
@@ -21,13 +20,6 @@ pub struct AppState {
     pub auth: Authenticator,
     pub clock: Arc<dyn Clock>,
     pub age_policy: AgePolicy,
-    pub counters: Arc<Counters>,
-}
-
-/// Plain counters, exported by the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Submissions refused because the subject is under the minimum age.
-    /// Only a count is kept: nothing about the subject is stored.
-    pub blocked_under_minimum_age: AtomicU64,
+    /// The service's instruments (submitted, blocked, open requests).
+    pub metrics: crate::telemetry::Metrics,
 }

@@ -13,3 +13,4 @@ mod dsr;
 mod helpers;
 mod platform;
 mod store;
+mod telemetry;

@@ -1,0 +1,164 @@
+//! The `dsr.*` span attributes: what a span about a data-subject request
+//! says about it. Never the subject: no email, name or date of birth, and
+//! not even the subject's `external_id`.
+
+use jiff::Timestamp;
+
+use crate::domain::request::DataSubjectRequest;
+
+/// Records the `dsr.*` fields of `span` from `request`, as they stand at
+/// `now`:
+///
+/// | field | value |
+/// |---|---|
+/// | `dsr.name` | `dataSubjectRequests/{uuid}` |
+/// | `dsr.type` | `access`, `erasure`, … |
+/// | `dsr.state` | `in_progress`, `completed`, … |
+/// | `dsr.regime` | `GDPR`, `CCPA`, `LGPD` |
+/// | `dsr.controller_id` | the tenant |
+/// | `dsr.due_time` | RFC 3339 |
+/// | `dsr.sla.remaining_seconds` | seconds from `now` to `due_time`, negative once past |
+///
+/// `tracing` records only fields a span declared, so a handler span lists
+/// them (`fields(dsr.name, dsr.type, …)`); the others are ignored.
+pub fn record_request(span: &tracing::Span, request: &DataSubjectRequest, now: Timestamp) {
+    span.record("dsr.name", tracing::field::display(request.name()));
+    span.record("dsr.type", request.request_type.as_str());
+    span.record("dsr.state", request.state.as_str());
+    span.record("dsr.regime", request.regime.as_str());
+    span.record("dsr.controller_id", request.controller_id.as_str());
+    span.record("dsr.due_time", tracing::field::display(request.due_time));
+    span.record(
+        "dsr.sla.remaining_seconds",
+        request.due_time.as_second() - now.as_second(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry::{Key, Value};
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::Registry;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::age::AgePolicy;
+    use crate::domain::input::{RawSubject, RawSubmission, Submission, accept};
+    use crate::domain::request::{Actor, RequestType};
+
+    fn request(now: Timestamp) -> DataSubjectRequest {
+        let raw = RawSubmission {
+            request_id: Uuid::new_v4().to_string(),
+            request_type: Some(RequestType::Erasure),
+            subject: Some(RawSubject {
+                external_id: "cust-77".into(),
+                email: "ada@example.org".into(),
+                date_of_birth: Some((1985, 12, 10)),
+                country: "DE".into(),
+                subdivision: String::new(),
+            }),
+            received_at: Some((now.as_second(), 0)),
+            ..Default::default()
+        };
+        let submission = Submission::parse(raw, now).expect("valid submission");
+        let fingerprint = submission.fingerprint();
+        let actor = Actor {
+            id: "controller@acme".into(),
+            role: "controller".into(),
+        };
+        accept(
+            submission,
+            "acme",
+            Uuid::new_v4(),
+            fingerprint,
+            &AgePolicy::default(),
+            &actor,
+            now,
+        )
+        .expect("adult accepted")
+        .0
+    }
+
+    fn recorded(request: &DataSubjectRequest, now: Timestamp) -> Vec<(Key, Value)> {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = Registry::default()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "handler",
+                dsr.name = tracing::field::Empty,
+                dsr.type = tracing::field::Empty,
+                dsr.state = tracing::field::Empty,
+                dsr.regime = tracing::field::Empty,
+                dsr.controller_id = tracing::field::Empty,
+                dsr.due_time = tracing::field::Empty,
+                dsr.sla.remaining_seconds = tracing::field::Empty,
+            );
+            record_request(&span, request, now);
+        });
+        let spans = exporter.get_finished_spans().expect("spans");
+        let span = spans
+            .iter()
+            .find(|s| s.name == "handler")
+            .expect("exported");
+        span.attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect()
+    }
+
+    fn get<'a>(attrs: &'a [(Key, Value)], key: &str) -> &'a Value {
+        &attrs
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .unwrap_or_else(|| panic!("{key} missing from {attrs:?}"))
+            .1
+    }
+
+    #[test]
+    fn records_the_request_and_the_time_left() {
+        let received: Timestamp = "2026-02-01T10:00:00Z".parse().expect("valid");
+        let r = request(received);
+        // Received Sunday 1 February 2026 in Germany: due Monday 2 March,
+        // end of day Berlin time.
+        let attrs = recorded(&r, received);
+        assert_eq!(get(&attrs, "dsr.name").as_str(), r.name().as_str());
+        assert_eq!(get(&attrs, "dsr.type").as_str(), "erasure");
+        assert_eq!(get(&attrs, "dsr.state").as_str(), "in_progress");
+        assert_eq!(get(&attrs, "dsr.regime").as_str(), "GDPR");
+        assert_eq!(get(&attrs, "dsr.controller_id").as_str(), "acme");
+        assert_eq!(get(&attrs, "dsr.due_time").as_str(), r.due_time.to_string());
+        let remaining = r.due_time.as_second() - received.as_second();
+        assert!(remaining > 0);
+        assert_eq!(
+            get(&attrs, "dsr.sla.remaining_seconds"),
+            &Value::I64(remaining)
+        );
+    }
+
+    #[test]
+    fn remaining_seconds_are_negative_once_the_deadline_passed() {
+        let received: Timestamp = "2026-02-01T10:00:00Z".parse().expect("valid");
+        let r = request(received);
+        let later = r.due_time + jiff::SignedDuration::from_secs(90);
+        let attrs = recorded(&r, later);
+        assert_eq!(get(&attrs, "dsr.sla.remaining_seconds"), &Value::I64(-90));
+    }
+
+    #[test]
+    fn no_personal_data_is_recorded() {
+        let received: Timestamp = "2026-02-01T10:00:00Z".parse().expect("valid");
+        let attrs = recorded(&request(received), received);
+        for (key, value) in &attrs {
+            let value = value.as_str();
+            for secret in ["ada@example.org", "1985-12-10", "cust-77"] {
+                assert!(!value.contains(secret), "{key} = {value}");
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The service's instruments and the Prometheus scrape endpoint.
+//!
+//! | instrument | kind | attributes | Prometheus |
+//! |---|---|---|---|
+//! | `gdpr.dsr.submitted` | counter | `dsr.type`, `dsr.regime` | `gdpr_dsr_submitted_total` |
+//! | `gdpr.dsr.blocked` | counter | `reason` | `gdpr_dsr_blocked_total` |
+//! | `gdpr.dsr.open` | gauge | `dsr.state` | `gdpr_dsr_open` |
+//! | `rpc.server.call.duration` | histogram, s | `rpc.system.name`, `rpc.method`, `rpc.status_code`, `error.type` | `rpc_server_call_duration_seconds` |
+//!
+//! No tenant, subject or request id is ever an attribute: their number is
+//! unbounded, and a metric is no place to look up one request. The SLA
+//! watchdog's at-risk and breached counts and the time-to-close histogram
+//! will join this list.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use super::Telemetry;
+use crate::domain::jurisdiction::Regime;
+use crate::domain::request::{RequestType, State};
+
+/// Bucket boundaries of `rpc.server.call.duration`, in seconds: the ones
+/// the RPC semantic conventions recommend for call durations.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// The instruments handlers and the gRPC layer record into. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    inner: Arc<Instruments>,
+}
+
+#[derive(Debug)]
+struct Instruments {
+    submitted: Counter<u64>,
+    blocked: Counter<u64>,
+    open: Gauge<u64>,
+    rpc_duration: Histogram<f64>,
+}
+
+impl Metrics {
+    pub(super) fn new(meter: &Meter) -> Self {
+        Self {
+            inner: Arc::new(Instruments {
+                submitted: meter
+                    .u64_counter("gdpr.dsr.submitted")
+                    .with_description(
+                        "Data-subject requests accepted and stored (replays not counted).",
+                    )
+                    .with_unit("{request}")
+                    .build(),
+                blocked: meter
+                    .u64_counter("gdpr.dsr.blocked")
+                    .with_description("Submissions refused before anything was stored, by reason.")
+                    .with_unit("{request}")
+                    .build(),
+                open: meter
+                    .u64_gauge("gdpr.dsr.open")
+                    .with_description(
+                        "Requests not yet in a final state, by state, across all controllers.",
+                    )
+                    .with_unit("{request}")
+                    .build(),
+                // https://opentelemetry.io/docs/specs/semconv/rpc/rpc-metrics/
+                // (`rpc.server.call.duration`, unit `s`).
+                rpc_duration: meter
+                    .f64_histogram("rpc.server.call.duration")
+                    .with_description(
+                        "Measures the duration of incoming remote procedure calls (RPC).",
+                    )
+                    .with_unit("s")
+                    .with_boundaries(DURATION_BUCKETS.to_vec())
+                    .build(),
+            }),
+        }
+    }
+
+    /// A request was accepted and stored.
+    pub fn request_submitted(&self, request_type: RequestType, regime: Regime) {
+        self.inner.submitted.add(
+            1,
+            &[
+                KeyValue::new("dsr.type", request_type.as_str()),
+                KeyValue::new("dsr.regime", regime.as_str()),
+            ],
+        );
+    }
+
+    /// A submission was refused for `reason` (an ErrorInfo reason such as
+    /// `SUBJECT_UNDER_MINIMUM_AGE`) and nothing was stored. Only the count
+    /// is kept: nothing about the subject.
+    pub fn submission_blocked(&self, reason: &'static str) {
+        self.inner
+            .blocked
+            .add(1, &[KeyValue::new("reason", reason)]);
+    }
+
+    /// Sets the open-request gauge from a count per state. Open states
+    /// missing from `counts` are set to zero, so a state that emptied out
+    /// does not keep reporting its last count.
+    pub fn record_open_requests(&self, counts: &[(State, u64)]) {
+        for state in State::ALL.into_iter().filter(|s| !s.is_final()) {
+            let count = counts
+                .iter()
+                .filter(|(s, _)| *s == state)
+                .map(|(_, n)| *n)
+                .sum();
+            self.inner
+                .open
+                .record(count, &[KeyValue::new("dsr.state", state.as_str())]);
+        }
+    }
+
+    /// One finished RPC (see `grpc.rs` for the attributes).
+    pub(super) fn record_rpc(&self, seconds: f64, attributes: &[KeyValue]) {
+        self.inner.rpc_duration.record(seconds, attributes);
+    }
+}
+
+/// Keeps `gdpr.dsr.open` current: every `interval`, asks `count` for the
+/// open requests per state and records them, until `stop` resolves. A
+/// failed count keeps the last values and is logged.
+///
+/// `count` is meant to be the store's count of open requests by state
+/// across all tenants.
+pub async fn refresh_open_requests<C, F, E>(
+    metrics: Metrics,
+    interval: Duration,
+    count: C,
+    stop: impl Future<Output = ()>,
+) where
+    C: Fn() -> F,
+    F: Future<Output = Result<Vec<(State, u64)>, E>>,
+    E: std::fmt::Display,
+{
+    let refresh = async {
+        loop {
+            match count().await {
+                Ok(counts) => metrics.record_open_requests(&counts),
+                Err(e) => tracing::warn!(error = %e, "cannot count open requests for the gauge"),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    };
+    tokio::select! {
+        () = refresh => {}
+        () = stop => {}
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text format) on `listener` until
+/// `stop` resolves. HTTP/1.1 only, no TLS: it is meant for a scraper on
+/// the pod network.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    telemetry: Telemetry,
+    stop: impl Future<Output = ()>,
+) {
+    let mut connections = JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // A failed accept (out of descriptors, a reset
+                        // handshake) concerns that one connection.
+                        tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                        continue;
+                    }
+                };
+                let telemetry = telemetry.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| {
+                        let telemetry = telemetry.clone();
+                        async move { Ok::<_, Infallible>(respond(&telemetry, &req)) }
+                    });
+                    // A scraper that hangs up mid-answer is not our error.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.abort_all();
+}
+
+fn respond(telemetry: &Telemetry, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let plain = |status: StatusCode, body: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *r.status_mut() = status;
+        r
+    };
+    if req.uri().path() != "/metrics" {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n",
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match telemetry.prometheus_text() {
+        Ok(text) => {
+            let mut r = Response::new(Full::new(Bytes::from(text)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot encode metrics");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::Telemetry;
+
+    fn line<'a>(text: &'a str, name: &str, labels: &[&str]) -> Option<&'a str> {
+        text.lines().find(|l| {
+            l.starts_with(name)
+                && l[name.len()..].starts_with('{')
+                && labels.iter().all(|label| l.contains(label))
+        })
+    }
+
+    #[test]
+    fn counters_carry_type_regime_and_reason_only() {
+        let t = Telemetry::disabled();
+        let m = t.metrics();
+        m.request_submitted(RequestType::Erasure, Regime::Gdpr);
+        m.request_submitted(RequestType::Erasure, Regime::Gdpr);
+        m.request_submitted(RequestType::Access, Regime::Ccpa);
+        m.submission_blocked("SUBJECT_UNDER_MINIMUM_AGE");
+        let text = t.prometheus_text().expect("encodes");
+        let erasure = line(
+            &text,
+            "gdpr_dsr_submitted_total",
+            &["dsr_type=\"erasure\"", "dsr_regime=\"GDPR\""],
+        )
+        .expect("erasure counted");
+        assert!(erasure.ends_with(" 2"), "{erasure}");
+        let access = line(
+            &text,
+            "gdpr_dsr_submitted_total",
+            &["dsr_type=\"access\"", "dsr_regime=\"CCPA\""],
+        )
+        .expect("access counted");
+        assert!(access.ends_with(" 1"), "{access}");
+        let blocked = line(
+            &text,
+            "gdpr_dsr_blocked_total",
+            &["reason=\"SUBJECT_UNDER_MINIMUM_AGE\""],
+        )
+        .expect("blocked counted");
+        assert!(blocked.ends_with(" 1"), "{blocked}");
+    }
+
+    #[test]
+    fn open_gauge_reports_every_open_state_and_never_final_ones() {
+        let t = Telemetry::disabled();
+        let m = t.metrics();
+        m.record_open_requests(&[(State::InProgress, 7), (State::AwaitingGuardianConsent, 2)]);
+        m.record_open_requests(&[(State::InProgress, 5)]);
+        let text = t.prometheus_text().expect("encodes");
+        let value = |state: &str| {
+            line(&text, "gdpr_dsr_open", &[&format!("dsr_state=\"{state}\"")])
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(value("in_progress").as_deref(), Some("5"));
+        // Emptied out since the last refresh: zero, not the old 2.
+        assert_eq!(value("awaiting_guardian_consent").as_deref(), Some("0"));
+        assert_eq!(value("needs_attention").as_deref(), Some("0"));
+        assert_eq!(value("completed"), None);
+    }
+
+    #[tokio::test]
+    async fn refresh_records_counts_and_survives_a_failed_count() {
+        let t = Telemetry::disabled();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let count = || {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n == 1 {
+                    Err("database unavailable")
+                } else {
+                    Ok(vec![(State::InProgress, 3)])
+                }
+            }
+        };
+        refresh_open_requests(
+            t.metrics(),
+            Duration::from_millis(1),
+            count,
+            tokio::time::sleep(Duration::from_millis(50)),
+        )
+        .await;
+        assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+        let text = t.prometheus_text().expect("encodes");
+        let l = line(&text, "gdpr_dsr_open", &["dsr_state=\"in_progress\""]).expect("set");
+        assert!(l.ends_with(" 3"), "{l}");
+    }
+}
