@@ -12,7 +12,12 @@ const PROTOS: &[&str] = &[
     "proto/gdpr/intake/v1/routing_service.proto",
     "proto/gdpr/intake/v1/task.proto",
     "proto/gdpr/intake/v1/processor_task_service.proto",
+    "proto/gdpr/bench/v1/echo.proto",
 ];
+
+/// Compiled for the load generator but never served by gdpr-intake, so kept
+/// out of the descriptor set that reflection advertises.
+const BENCH_PACKAGE: &str = "gdpr.bench.v1";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -20,9 +25,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=migrations");
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let mut served = fds.clone();
+    served
+        .file
+        .retain(|file| file.package.as_deref() != Some(BENCH_PACKAGE));
     fs::write(
         out_dir.join("gdpr_intake_descriptor.bin"),
-        fds.encode_to_vec(),
+        served.encode_to_vec(),
     )?;
     tonic_prost_build::configure()
         .build_client(true)
