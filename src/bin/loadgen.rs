@@ -1,0 +1,439 @@
+//! `loadgen`: the load generator of gdpr-intake.
+//!
+//! ghz cannot be installed everywhere this project is built, so the
+//! repository carries its own: it drives Submit, Get and List at a fixed
+//! concurrency or rate, prints what ghz prints, and measures in the same run
+//! a bare echo service on the same tonic server settings, so the service's
+//! throughput is stated as a share of what gRPC alone reaches on the
+//! machine. It can spawn the real `gdpr-intake` binary (SQLite, or a fresh
+//! PostgreSQL database) and report the child's peak memory, and compare
+//! PostgreSQL with pgbench's single-row INSERT. See `tests/load/README.md`.
+
+// A binary's root module looks for its modules beside it, not in a folder
+// of its name; the paths keep them together under src/bin/loadgen/.
+#[path = "loadgen/calls.rs"]
+mod calls;
+#[path = "loadgen/cli.rs"]
+mod cli;
+#[path = "loadgen/drive.rs"]
+mod drive;
+#[path = "loadgen/echo.rs"]
+mod echo;
+#[path = "loadgen/pgbench.rs"]
+mod pgbench;
+#[path = "loadgen/report.rs"]
+mod report;
+#[path = "loadgen/spawn.rs"]
+mod spawn;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use calls::{Scenario, ScenarioCaller, Shared};
+use cli::{Args, Backend, ScenarioArg};
+use drive::{Plan, Stop};
+use report::{Machine, Report, ScenarioReport, ServerInfo, Settings};
+use spawn::{FreshDatabase, SpawnedServer};
+
+/// The tenant of a spawned server's calls (its database is fresh).
+const TENANT: &str = "loadgen";
+/// Tokens outlive any sensible run.
+const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadgen: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("loadgen: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Where the intake service is.
+enum Target {
+    Spawned(SpawnedServer),
+    External {
+        addr: String,
+    },
+    /// Only the echo service is driven.
+    None,
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let backend = match (&args.addr, args.spawn) {
+        (Some(_), _) => None,
+        (None, spawn) => Some(spawn.unwrap_or(Backend::Sqlite)),
+    };
+    if args.pgbench {
+        if backend == Some(Backend::Sqlite) {
+            return Err(
+                "--pgbench compares with PostgreSQL: use --spawn postgres, or --addr with --database-url"
+                    .to_owned(),
+            );
+        }
+        if args.database_url.is_none() {
+            return Err("--pgbench needs --database-url".to_owned());
+        }
+        if !pgbench::available() {
+            return Err(
+                "--pgbench: no pgbench on PATH (Debian: apt-get install postgresql-client)"
+                    .to_owned(),
+            );
+        }
+    }
+    // A fresh database lives for the whole run and is dropped whatever
+    // happens in it.
+    let fresh = match backend {
+        Some(Backend::Postgres) => {
+            let url = args.database_url.as_deref().ok_or(
+                "--spawn postgres needs --database-url (a server to create a fresh database on)",
+            )?;
+            Some(FreshDatabase::create(url).await?)
+        }
+        _ => None,
+    };
+    let result = run_on(&args, backend, fresh.as_ref().map(|d| d.url.clone())).await;
+    if let Some(db) = fresh
+        && let Err(e) = db.drop_now().await
+    {
+        eprintln!("loadgen: {e}");
+    }
+    result
+}
+
+async fn run_on(
+    args: &Args,
+    backend: Option<Backend>,
+    fresh_url: Option<String>,
+) -> Result<bool, String> {
+    let scenarios: Vec<Scenario> = match args.scenario {
+        ScenarioArg::All => vec![
+            Scenario::Submit,
+            Scenario::Get,
+            Scenario::List,
+            Scenario::Echo,
+        ],
+        ScenarioArg::Submit => vec![Scenario::Submit],
+        ScenarioArg::Get => vec![Scenario::Get],
+        ScenarioArg::List => vec![Scenario::List],
+        ScenarioArg::Echo => vec![Scenario::Echo],
+    };
+    let needs_service = scenarios.iter().any(|s| *s != Scenario::Echo);
+
+    let echo_server = echo::EchoServer::start()?;
+    let target = match (&args.addr, backend) {
+        (Some(addr), _) => Target::External { addr: addr.clone() },
+        (None, Some(backend)) if needs_service => {
+            let binary = spawn::server_binary(args.server_bin.as_deref())?;
+            let server =
+                SpawnedServer::start(&binary, backend, fresh_url.as_deref(), &args.server_args)
+                    .await?;
+            eprintln!(
+                "loadgen: spawned {} on {} at {} (log: {})",
+                binary.display(),
+                backend.as_str(),
+                server.addr,
+                server.log_path().display()
+            );
+            Target::Spawned(server)
+        }
+        _ => Target::None,
+    };
+
+    let authorization = if needs_service {
+        let token = match &target {
+            Target::Spawned(server) => server.token(TENANT, TOKEN_TTL)?,
+            _ => external_token(args)?,
+        };
+        Some(
+            MetadataValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| "the token is not valid ASCII metadata".to_owned())?,
+        )
+    } else {
+        None
+    };
+    let service_channels = match &target {
+        Target::Spawned(server) => connect(&server.addr.to_string(), args.connections).await?,
+        Target::External { addr } => connect(addr, args.connections).await?,
+        Target::None => Vec::new(),
+    };
+    let echo_channels = connect(&echo_server.addr().to_string(), args.connections).await?;
+
+    let concurrency = usize::try_from(args.concurrency).unwrap_or(1);
+    let stop = match args.count {
+        Some(n) => Stop::Count(n),
+        None => Stop::After(args.duration),
+    };
+    let mut shared = Shared {
+        authorization,
+        names: Vec::new(),
+        get_miss_ratio: args.get_miss_ratio,
+        list_page_size: args.list_page_size,
+        echo_payload: vec![0x5a; args.echo_payload],
+        timeout: args.timeout,
+    };
+
+    let mut reports: Vec<ScenarioReport> = Vec::new();
+    let mut echo_ceiling = None;
+    for scenario in &scenarios {
+        let scenario = *scenario;
+        match scenario {
+            Scenario::Get => {
+                eprintln!("loadgen: submitting {} requests for get", args.get_preload);
+                shared.names = calls::preload(
+                    &service_channels,
+                    Arc::new(shared.clone()),
+                    concurrency,
+                    args.get_preload,
+                )
+                .await?;
+            }
+            Scenario::List => {
+                // A full first page, whatever ran before.
+                let page = u64::try_from(args.list_page_size).unwrap_or(1);
+                calls::preload(
+                    &service_channels,
+                    Arc::new(shared.clone()),
+                    concurrency,
+                    page,
+                )
+                .await?;
+            }
+            Scenario::Submit | Scenario::Echo => {}
+        }
+        let channels = if scenario == Scenario::Echo {
+            &echo_channels
+        } else {
+            &service_channels
+        };
+        let shared_now = Arc::new(shared.clone());
+        let stats = measure(args, scenario, channels, &shared_now, args.rate, stop).await?;
+        let mut report = ScenarioReport::new(
+            scenario.name(),
+            args.concurrency,
+            args.connections,
+            args.rate,
+            &stats,
+        );
+        if let Target::Spawned(server) = &target
+            && scenario != Scenario::Echo
+        {
+            report.server_peak_rss_bytes = server.peak_rss();
+        }
+        if scenario == Scenario::Echo && args.rate.is_none() {
+            echo_ceiling = Some(report.requests_per_second);
+        }
+        print_scenario(&report);
+        reports.push(report);
+    }
+
+    // The ceiling is always a closed loop at the same concurrency: at a
+    // fixed rate, echo would only show the rate.
+    if echo_ceiling.is_none() {
+        let shared_now = Arc::new(shared.clone());
+        let stats = measure(
+            args,
+            Scenario::Echo,
+            &echo_channels,
+            &shared_now,
+            None,
+            stop,
+        )
+        .await?;
+        let report = ScenarioReport::new(
+            "echo (ceiling)",
+            args.concurrency,
+            args.connections,
+            None,
+            &stats,
+        );
+        echo_ceiling = Some(report.requests_per_second);
+        print_scenario(&report);
+        reports.push(report);
+    }
+    if let Some(ceiling) = echo_ceiling.filter(|c| *c > 0.0) {
+        for report in reports
+            .iter_mut()
+            .filter(|r| !r.scenario.starts_with("echo"))
+        {
+            report.ratio_to_echo = Some(report.requests_per_second / ceiling);
+        }
+    }
+
+    let (pgbench, pgbench_error) = if args.pgbench {
+        let url = fresh_url.as_deref().or(args.database_url.as_deref());
+        match url {
+            Some(url) => {
+                eprintln!("loadgen: running pgbench with {} clients", args.concurrency);
+                match pgbench::run(url, args.concurrency, args.duration).await {
+                    Ok(result) => (Some(result), None),
+                    Err(e) => (None, Some(e)),
+                }
+            }
+            None => (None, Some("no database to run it against".to_owned())),
+        }
+    } else {
+        (None, None)
+    };
+
+    let server_info = match &target {
+        Target::Spawned(server) => ServerInfo {
+            mode: "spawned",
+            backend: backend.map(Backend::as_str),
+            address: Some(server.addr.to_string()),
+            peak_rss_bytes: server.peak_rss(),
+        },
+        Target::External { addr } => ServerInfo {
+            mode: "external",
+            backend: None,
+            address: Some(addr.clone()),
+            peak_rss_bytes: None,
+        },
+        Target::None => ServerInfo {
+            mode: "none",
+            backend: None,
+            address: None,
+            peak_rss_bytes: None,
+        },
+    };
+    let passed = reports.iter().all(|r| r.passed) && pgbench_error.is_none();
+    let report = Report {
+        machine: Machine::this(),
+        server: server_info,
+        settings: Settings {
+            concurrency: args.concurrency,
+            connections: args.connections,
+            rate: args.rate,
+            duration_seconds: args.count.is_none().then_some(args.duration.as_secs_f64()),
+            count: args.count,
+            warmup_seconds: args.warmup.as_secs_f64(),
+            echo_payload_bytes: args.echo_payload,
+            get_preload: args.get_preload,
+            get_miss_ratio: args.get_miss_ratio,
+            list_page_size: args.list_page_size,
+        },
+        scenarios: reports,
+        echo_ceiling_rps: echo_ceiling,
+        pgbench,
+        pgbench_error,
+        passed,
+    };
+    print!("{}", report.summary_text());
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+    }
+    if let Target::Spawned(server) = target {
+        server.stop();
+    }
+    drop(echo_server);
+    Ok(passed)
+}
+
+/// Warms up (when asked), then measures `scenario` once.
+async fn measure(
+    args: &Args,
+    scenario: Scenario,
+    channels: &[Channel],
+    shared: &Arc<Shared>,
+    rate: Option<f64>,
+    stop: Stop,
+) -> Result<drive::Stats, String> {
+    if channels.is_empty() {
+        return Err(format!("no connection for {}", scenario.name()));
+    }
+    let concurrency = usize::try_from(args.concurrency).unwrap_or(1);
+    let make = |seed_base: u64| {
+        move |worker: usize| {
+            ScenarioCaller::new(
+                scenario,
+                channels[worker % channels.len()].clone(),
+                Arc::clone(shared),
+                seed_base + worker as u64,
+            )
+        }
+    };
+    if !args.warmup.is_zero() {
+        let plan = Plan {
+            concurrency,
+            rate,
+            stop: Stop::After(args.warmup),
+        };
+        drive::run(plan, make(1 << 32)).await?;
+    }
+    eprintln!("loadgen: measuring {}", scenario.name());
+    let plan = Plan {
+        concurrency,
+        rate,
+        stop,
+    };
+    drive::run(plan, make(1 << 40)).await
+}
+
+fn print_scenario(report: &ScenarioReport) {
+    let load = match report.rate {
+        Some(rate) => format!("{rate}/s, at most {} in flight", report.concurrency),
+        None => format!("{} in flight", report.concurrency),
+    };
+    println!(
+        "\n== {} ({load}, {} connection(s))\n{}",
+        report.scenario,
+        report.connections,
+        report.ghz_text()
+    );
+}
+
+/// The token for an external server: --token, or the variable named by
+/// --token-env.
+fn external_token(args: &Args) -> Result<String, String> {
+    if let Some(token) = &args.token {
+        return Ok(token.clone());
+    }
+    if let Some(name) = &args.token_env {
+        return std::env::var(name)
+            .map_err(|_| format!("--token-env {name}: the variable is not set"));
+    }
+    Err("--addr needs a controller token: --token or --token-env".to_owned())
+}
+
+/// `n` separate HTTP/2 connections to `addr` (`host:port` or a URL).
+async fn connect(addr: &str, n: u32) -> Result<Vec<Channel>, String> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| format!("`{addr}` is not an address: {e}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5));
+    let mut channels = Vec::new();
+    for _ in 0..n {
+        // Each connect() opens its own connection; clones of one Channel
+        // would share it.
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .map_err(|e| format!("cannot connect to {addr}: {e}"))?,
+        );
+    }
+    Ok(channels)
+}

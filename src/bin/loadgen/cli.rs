@@ -1,0 +1,176 @@
+//! The command line of the load generator, checked before anything starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use gdpr_intake::config::parse_duration;
+
+/// Drives gdpr-intake with gRPC calls at a fixed concurrency or rate and
+/// prints what ghz prints (count, time, requests/s, latency percentiles,
+/// status codes), beside the gRPC ceiling of this machine measured in the
+/// same run with an echo service on the same server settings.
+///
+/// Without --addr it spawns the gdpr-intake binary built next to it, on
+/// SQLite unless --spawn postgres is given.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+pub struct Args {
+    /// What to drive; `all` runs submit, get, list and echo in turn.
+    #[arg(long, value_enum, default_value_t = ScenarioArg::All)]
+    pub scenario: ScenarioArg,
+    /// Calls in flight at once (closed loop), or at most in flight with
+    /// --rate.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// A fixed arrival rate such as `1000/s` instead of a closed loop.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// HTTP/2 connections the calls are spread over.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub connections: u32,
+    /// How long each scenario runs (ignored with --count).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Exactly this many calls per scenario instead of --duration.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Calls made and thrown away before each scenario is measured, for
+    /// this long (warm connections, pools and caches).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Deadline of each call.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Address of a running gdpr-intake (host:port, plaintext) instead of
+    /// spawning one.
+    #[arg(long, conflicts_with = "spawn")]
+    pub addr: Option<String>,
+    /// Bearer token (role controller) for --addr.
+    #[arg(long, conflicts_with = "token_env", requires = "addr")]
+    pub token: Option<String>,
+    /// Name of an environment variable holding the token for --addr.
+    #[arg(long, requires = "addr")]
+    pub token_env: Option<String>,
+    /// Spawn gdpr-intake on this backend (the default when --addr is not
+    /// given is sqlite).
+    #[arg(long, value_enum)]
+    pub spawn: Option<Backend>,
+    /// PostgreSQL server URL: with --spawn postgres a fresh database is
+    /// created on it for the run and dropped after; with --addr, the
+    /// service's own database, for --pgbench.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// The gdpr-intake binary to spawn (default: next to loadgen, else
+    /// target/release/gdpr-intake).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// An extra argument for the spawned server, repeatable, e.g.
+    /// `--server-arg=--db-max-connections=32`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+
+    /// Size in bytes of the echo payload.
+    #[arg(long, default_value_t = 256)]
+    pub echo_payload: usize,
+    /// Requests submitted before `get`, read back at random.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub get_preload: u64,
+    /// Share of `get` calls that ask for a request that does not exist, to
+    /// measure the NOT_FOUND path (those answers are expected).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
+    pub get_miss_ratio: f64,
+    /// `page_size` of each `list` call.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub list_page_size: i32,
+    /// Also run pgbench's single-row INSERT into a table shaped like
+    /// data_subject_requests, at the same client count, for comparison.
+    #[arg(long)]
+    pub pgbench: bool,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Which calls to drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScenarioArg {
+    /// SubmitDataSubjectRequest with a new request_id each call.
+    Submit,
+    /// GetDataSubjectRequest of preloaded requests, at random.
+    Get,
+    /// ListDataSubjectRequests, first page.
+    List,
+    /// The bare echo service: the gRPC ceiling.
+    Echo,
+    /// submit, get, list and echo in turn.
+    All,
+}
+
+/// The database of a spawned server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// `1000/s` or `1000` (per second).
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let number = s.strip_suffix("/s").unwrap_or(s).trim();
+    match number.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0 => Ok(rate),
+        _ => Err(format!(
+            "`{s}` is not a rate such as 1000/s (a positive number of calls per second)"
+        )),
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{s}` is not a ratio between 0 and 1")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_with_or_without_unit() {
+        assert_eq!(parse_rate("1000/s"), Ok(1000.0));
+        assert_eq!(parse_rate("250"), Ok(250.0));
+        assert_eq!(parse_rate("0.5/s"), Ok(0.5));
+        for bad in ["", "fast", "0/s", "-3", "1000/m", "inf"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ratios_stay_between_zero_and_one() {
+        assert_eq!(parse_ratio("0.1"), Ok(0.1));
+        assert!(parse_ratio("1.5").is_err());
+        assert!(parse_ratio("-0.1").is_err());
+    }
+
+    #[test]
+    fn external_server_needs_no_spawn() {
+        let args =
+            Args::try_parse_from(["loadgen", "--addr", "127.0.0.1:50051", "--token-env", "T"])
+                .expect("parses");
+        assert_eq!(args.addr.as_deref(), Some("127.0.0.1:50051"));
+        assert!(Args::try_parse_from(["loadgen", "--addr", "a:1", "--spawn", "sqlite"]).is_err());
+        assert!(Args::try_parse_from(["loadgen", "--token", "t"]).is_err());
+    }
+}

@@ -1,0 +1,348 @@
+//! What a run found, printed the way ghz prints it and written as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+use tonic::Code;
+
+use crate::drive::Stats;
+use crate::pgbench::PgbenchResult;
+
+/// Latencies in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    pub average: f64,
+    pub fastest: f64,
+    pub slowest: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p99_9: f64,
+}
+
+/// How late calls started against a fixed rate's schedule, in
+/// milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct StartLag {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// One measured scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioReport {
+    pub scenario: String,
+    pub concurrency: u32,
+    pub connections: u32,
+    /// Calls per second asked for; absent for a closed loop.
+    pub rate: Option<f64>,
+    pub count: u64,
+    pub total_seconds: f64,
+    pub requests_per_second: f64,
+    pub latency_ms: Latency,
+    pub start_lag_ms: Option<StartLag>,
+    /// Canonical gRPC code name to count.
+    pub status_codes: BTreeMap<String, u64>,
+    /// Calls that did not get the code they were meant to get.
+    pub unexpected: u64,
+    /// requests_per_second over the echo ceiling measured in the same run.
+    pub ratio_to_echo: Option<f64>,
+    /// Peak resident memory of the spawned server after this scenario.
+    pub server_peak_rss_bytes: Option<u64>,
+    pub passed: bool,
+}
+
+impl ScenarioReport {
+    pub fn new(
+        scenario: &str,
+        concurrency: u32,
+        connections: u32,
+        rate: Option<f64>,
+        stats: &Stats,
+    ) -> Self {
+        let h = &stats.latency_us;
+        let ms = |us: u64| us as f64 / 1000.0;
+        let empty = h.is_empty();
+        let at = |q: f64| {
+            if empty {
+                0.0
+            } else {
+                ms(h.value_at_quantile(q))
+            }
+        };
+        let count = stats.count();
+        Self {
+            scenario: scenario.to_owned(),
+            concurrency,
+            connections,
+            rate,
+            count,
+            total_seconds: stats.elapsed.as_secs_f64(),
+            requests_per_second: stats.rps(),
+            latency_ms: Latency {
+                average: if empty { 0.0 } else { h.mean() / 1000.0 },
+                fastest: if empty { 0.0 } else { ms(h.min()) },
+                slowest: if empty { 0.0 } else { ms(h.max()) },
+                p50: at(0.50),
+                p90: at(0.90),
+                p99: at(0.99),
+                p99_9: at(0.999),
+            },
+            start_lag_ms: stats
+                .lag_us
+                .as_ref()
+                .filter(|l| !l.is_empty())
+                .map(|l| StartLag {
+                    p50: ms(l.value_at_quantile(0.50)),
+                    p99: ms(l.value_at_quantile(0.99)),
+                    max: ms(l.max()),
+                }),
+            status_codes: stats
+                .code_counts()
+                .into_iter()
+                .map(|(code, n)| (code_name(code).to_owned(), n))
+                .collect(),
+            unexpected: stats.unexpected,
+            ratio_to_echo: None,
+            server_peak_rss_bytes: None,
+            passed: count > 0 && stats.unexpected == 0,
+        }
+    }
+
+    /// The block ghz prints for a run.
+    pub fn ghz_text(&self) -> String {
+        let l = &self.latency_ms;
+        let mut out = String::new();
+        let _ = writeln!(out, "Summary:");
+        let _ = writeln!(out, "  Count:\t{}", self.count);
+        let _ = writeln!(out, "  Total:\t{:.2} s", self.total_seconds);
+        let _ = writeln!(out, "  Slowest:\t{:.2} ms", l.slowest);
+        let _ = writeln!(out, "  Fastest:\t{:.2} ms", l.fastest);
+        let _ = writeln!(out, "  Average:\t{:.2} ms", l.average);
+        let _ = writeln!(out, "  Requests/sec:\t{:.2}", self.requests_per_second);
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Latency distribution:");
+        for (label, value) in [
+            ("50", l.p50),
+            ("90", l.p90),
+            ("99", l.p99),
+            ("99.9", l.p99_9),
+        ] {
+            let _ = writeln!(out, "  {label} % in {value:.2} ms");
+        }
+        if let Some(lag) = &self.start_lag_ms {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "Start lag behind the schedule: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                lag.p50, lag.p99, lag.max
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Status code distribution:");
+        for (name, n) in &self.status_codes {
+            let _ = writeln!(out, "  [{name}]\t{n} responses");
+        }
+        if self.unexpected > 0 {
+            let _ = writeln!(out, "  unexpected: {} calls", self.unexpected);
+        }
+        out
+    }
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub server: ServerInfo,
+    pub settings: Settings,
+    pub scenarios: Vec<ScenarioReport>,
+    pub echo_ceiling_rps: Option<f64>,
+    pub pgbench: Option<PgbenchResult>,
+    pub pgbench_error: Option<String>,
+    pub passed: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub os: &'static str,
+    pub arch: &'static str,
+}
+
+impl Machine {
+    pub fn this() -> Self {
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerInfo {
+    /// `spawned` or `external`.
+    pub mode: &'static str,
+    /// The spawned server's backend.
+    pub backend: Option<&'static str>,
+    pub address: Option<String>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    pub concurrency: u32,
+    pub connections: u32,
+    pub rate: Option<f64>,
+    pub duration_seconds: Option<f64>,
+    pub count: Option<u64>,
+    pub warmup_seconds: f64,
+    pub echo_payload_bytes: usize,
+    pub get_preload: u64,
+    pub get_miss_ratio: f64,
+    pub list_page_size: i32,
+}
+
+impl Report {
+    /// The closing table, then one `result:` line per check.
+    pub fn summary_text(&self) -> String {
+        let mut out = String::new();
+        let where_ = match (self.server.mode, self.server.backend) {
+            ("spawned", Some(backend)) => format!("spawned gdpr-intake on {backend}"),
+            _ => format!(
+                "gdpr-intake at {}",
+                self.server.address.as_deref().unwrap_or("?")
+            ),
+        };
+        let load = match self.settings.rate {
+            Some(rate) => format!("{rate}/s, at most {} in flight", self.settings.concurrency),
+            None => format!("{} calls in flight", self.settings.concurrency),
+        };
+        let length = match (self.settings.count, self.settings.duration_seconds) {
+            (Some(n), _) => format!("{n} calls"),
+            (None, Some(s)) => format!("{s}s"),
+            (None, None) => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "== summary: {where_}; {load} over {} connection(s); {length} per scenario; {} cpus",
+            self.settings.connections, self.machine.cpus
+        );
+        let _ = writeln!(
+            out,
+            "{:<16} {:>9} {:>12} {:>8} {:>8} {:>9} {:>10}",
+            "scenario", "count", "requests/s", "p50 ms", "p99 ms", "vs echo", "peak RSS"
+        );
+        for s in &self.scenarios {
+            let ratio = s
+                .ratio_to_echo
+                .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0));
+            let rss = s.server_peak_rss_bytes.map_or_else(|| "-".to_owned(), mib);
+            let _ = writeln!(
+                out,
+                "{:<16} {:>9} {:>12.1} {:>8.2} {:>8.2} {:>9} {:>10}",
+                s.scenario,
+                s.count,
+                s.requests_per_second,
+                s.latency_ms.p50,
+                s.latency_ms.p99,
+                ratio,
+                rss
+            );
+        }
+        if let Some(ceiling) = self.echo_ceiling_rps {
+            let _ = writeln!(out, "echo ceiling: {ceiling:.1} calls/s");
+        }
+        if let Some(pg) = &self.pgbench {
+            let _ = write!(
+                out,
+                "pgbench single-row INSERT: {:.1} tps ({} clients, {} threads, {}s)",
+                pg.tps, pg.clients, pg.threads, pg.seconds
+            );
+            if let Some(submit) = self.scenarios.iter().find(|s| s.scenario == "submit") {
+                let _ = write!(
+                    out,
+                    "; submit is {:.2}x of it",
+                    submit.requests_per_second / pg.tps.max(f64::MIN_POSITIVE)
+                );
+            }
+            let _ = writeln!(out);
+        }
+        if let Some(peak) = self.server.peak_rss_bytes {
+            let _ = writeln!(out, "server peak RSS (VmHWM): {}", mib(peak));
+        }
+        for s in &self.scenarios {
+            let verdict = if s.passed { "passed" } else { "failed" };
+            let _ = writeln!(
+                out,
+                "result: {} {verdict} ({} calls, {} unexpected)",
+                s.scenario, s.count, s.unexpected
+            );
+        }
+        match (&self.pgbench, &self.pgbench_error) {
+            (Some(pg), _) => {
+                let _ = writeln!(out, "result: pgbench passed ({:.1} tps)", pg.tps);
+            }
+            (None, Some(e)) => {
+                let _ = writeln!(out, "result: pgbench failed ({e})");
+            }
+            (None, None) => {}
+        }
+        out
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<(), String> {
+        let mut text = serde_json::to_string_pretty(self)
+            .map_err(|e| format!("cannot encode the report: {e}"))?;
+        text.push('\n');
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The canonical name of a gRPC status code, as grpcurl and ghz show it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_canonical_name() {
+        for i in 0..17 {
+            let name = code_name(Code::from(i));
+            assert!(
+                name.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+                "{name}"
+            );
+        }
+        assert_eq!(code_name(Code::NotFound), "NOT_FOUND");
+    }
+}
