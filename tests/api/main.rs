@@ -11,6 +11,7 @@
 mod db;
 mod dsr;
 mod helpers;
+mod load_configs;
 mod platform;
 mod store;
 mod telemetry;
