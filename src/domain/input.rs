@@ -408,6 +408,7 @@ pub fn accept(
         closure: None,
         close_time: None,
         cancellation_reason: None,
+        unrouted: false,
         fingerprint,
         version: 1,
     };
@@ -422,6 +423,7 @@ pub fn accept(
         from_state: None,
         to_state: state,
         reason: reason.to_owned(),
+        task: None,
     };
     Ok((request, event))
 }

@@ -8,3 +8,4 @@ pub mod input;
 pub mod jurisdiction;
 pub mod pii;
 pub mod request;
+pub mod routing;

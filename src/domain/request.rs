@@ -243,16 +243,30 @@ pub enum EventType {
     Cancelled,
     Closed,
     Expired,
+    NeedsAttention,
+    TaskCreated,
+    TaskClaimed,
+    TaskReleased,
+    TaskCompleted,
+    TaskFailed,
+    TaskCancelled,
 }
 
 impl EventType {
-    const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 13] = [
         Self::Submitted,
         Self::GuardianConsentRecorded,
         Self::DeadlineExtended,
         Self::Cancelled,
         Self::Closed,
         Self::Expired,
+        Self::NeedsAttention,
+        Self::TaskCreated,
+        Self::TaskClaimed,
+        Self::TaskReleased,
+        Self::TaskCompleted,
+        Self::TaskFailed,
+        Self::TaskCancelled,
     ];
 
     /// Stable lower-case name, used in storage.
@@ -264,6 +278,13 @@ impl EventType {
             Self::Cancelled => "cancelled",
             Self::Closed => "closed",
             Self::Expired => "expired",
+            Self::NeedsAttention => "needs_attention",
+            Self::TaskCreated => "task_created",
+            Self::TaskClaimed => "task_claimed",
+            Self::TaskReleased => "task_released",
+            Self::TaskCompleted => "task_completed",
+            Self::TaskFailed => "task_failed",
+            Self::TaskCancelled => "task_cancelled",
         }
     }
 
@@ -282,6 +303,8 @@ pub struct NewEvent {
     pub from_state: Option<State>,
     pub to_state: State,
     pub reason: String,
+    /// The task concerned, for task events.
+    pub task: Option<Uuid>,
 }
 
 /// A stored audit event.
@@ -317,6 +340,9 @@ pub struct DataSubjectRequest {
     pub closure: Option<Closure>,
     pub close_time: Option<Timestamp>,
     pub cancellation_reason: Option<String>,
+    /// Set when the request entered in progress and no route matched it: an
+    /// operator should look at the routing configuration.
+    pub unrouted: bool,
     /// Digest of the submitted content, to tell a retry from a reuse of the
     /// same `request_id`.
     pub fingerprint: String,
@@ -392,6 +418,7 @@ impl DataSubjectRequest {
             from_state: Some(from),
             to_state: to,
             reason,
+            task: None,
         }
     }
 
@@ -511,6 +538,76 @@ impl DataSubjectRequest {
         self.closure = Some(closure);
         self.close_time = Some(now);
         Ok(self.apply(to, EventType::Closed, actor, reason, now))
+    }
+
+    /// Completes a request whose processors all finished their tasks.
+    pub fn complete_by_processors(&mut self, now: Timestamp) -> Result<NewEvent, TransitionError> {
+        self.ensure_open("complete")?;
+        self.closure = Some(Closure {
+            outcome: Outcome::Completed,
+            refusal_reason: None,
+            explanation: "every processor task was completed".to_owned(),
+        });
+        self.close_time = Some(now);
+        Ok(self.apply(
+            State::Completed,
+            EventType::Closed,
+            &Actor::system(),
+            "every processor task was completed".to_owned(),
+            now,
+        ))
+    }
+
+    /// Flags a request a person must look at (a processor task failed).
+    pub fn flag_needs_attention(
+        &mut self,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<NewEvent, TransitionError> {
+        if self.state != State::InProgress {
+            return Err(TransitionError::new(
+                "REQUEST_NOT_IN_PROGRESS",
+                "only a request in progress can be flagged",
+            ));
+        }
+        Ok(self.apply(
+            State::NeedsAttention,
+            EventType::NeedsAttention,
+            &Actor::system(),
+            reason,
+            now,
+        ))
+    }
+
+    /// Whether the request has just entered in progress and its tasks must
+    /// be created: at submission for an adult, at consent for a minor.
+    pub fn needs_fan_out(&self, event: &NewEvent) -> bool {
+        self.state == State::InProgress
+            && matches!(
+                event.event_type,
+                EventType::Submitted | EventType::GuardianConsentRecorded
+            )
+    }
+
+    /// An event about one of the request's tasks; the request's state does
+    /// not change.
+    pub fn task_event(
+        &self,
+        event_type: EventType,
+        task: Uuid,
+        actor: &Actor,
+        reason: String,
+        now: Timestamp,
+    ) -> NewEvent {
+        NewEvent {
+            event_type,
+            time: now,
+            actor: actor.clone(),
+            from_state: Some(self.state),
+            to_state: self.state,
+            reason,
+            task: Some(task),
+        }
     }
 
     /// Ends a request whose guardian never consented within the window.
