@@ -1,4 +1,5 @@
--- Data-subject requests and their audit trail (SQLite).
+-- Data-subject requests, their audit trail, and their routing to processors
+-- as tasks (SQLite).
 --
 -- Kept column for column in step with migrations/postgres/0001_init.sql.
 -- Times are microseconds since the Unix epoch, UTC: exact, ordered, and the
@@ -54,6 +55,8 @@ CREATE TABLE data_subject_requests (
     closure_explanation TEXT,
     close_time INTEGER,
     cancellation_reason TEXT,
+    -- 1 (true) when the request went in progress and no route matched it.
+    unrouted INTEGER NOT NULL DEFAULT 0 CHECK (unrouted IN (0, 1)),
     -- Digest of the submitted content, to tell a retry from a reuse of the
     -- same request_id.
     fingerprint TEXT NOT NULL,
@@ -85,6 +88,80 @@ CREATE INDEX data_subject_requests_list_by_state
 CREATE INDEX data_subject_requests_list_by_type
     ON data_subject_requests (controller_id, request_type, create_time, id);
 
+-- The processors requests are routed to (a controller's vendors, its own
+-- departments). The id is chosen by the administrator; it is compared
+-- bytewise (SQLite's BINARY, PostgreSQL's "C").
+CREATE TABLE processors (
+    id TEXT NOT NULL PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    contact TEXT,
+    create_time INTEGER NOT NULL
+) STRICT;
+
+-- Which processor receives which of a controller's requests. Deleting a
+-- processor deletes its routes.
+CREATE TABLE routes (
+    id TEXT NOT NULL PRIMARY KEY,
+    controller_id TEXT NOT NULL,
+    processor_id TEXT NOT NULL REFERENCES processors (id) ON DELETE CASCADE,
+    -- Comma-separated request type names; empty means every type.
+    request_types TEXT NOT NULL,
+    task_sla_working_hours INTEGER NOT NULL CHECK (task_sla_working_hours >= 1),
+    create_time INTEGER NOT NULL,
+    UNIQUE (controller_id, processor_id)
+) STRICT;
+
+-- Listing routes in (create_time, id) order, all of them or those of one
+-- controller or one processor; the last also serves the cascade.
+CREATE INDEX routes_list ON routes (create_time, id);
+CREATE INDEX routes_list_by_controller ON routes (controller_id, create_time, id);
+CREATE INDEX routes_list_by_processor ON routes (processor_id, create_time, id);
+
+-- A processor's share of a request. What the processor is told about the
+-- subject is read from the request when the task is shown, never copied
+-- here. processor_id has no foreign key on purpose: a processor with open
+-- tasks cannot be deleted, and finished tasks outlive their processor as
+-- history.
+CREATE TABLE tasks (
+    id TEXT NOT NULL PRIMARY KEY,
+    data_subject_request_id TEXT NOT NULL,
+    -- Copied from the request, tied to it by the foreign key.
+    controller_id TEXT NOT NULL,
+    processor_id TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN (
+        'pending', 'leased', 'completed', 'failed', 'cancelled')),
+    -- How many times the task was handed out.
+    attempt INTEGER NOT NULL CHECK (attempt >= 0),
+    due_time INTEGER NOT NULL,
+    -- The current (or, once finished, the last) lease; kept after a
+    -- completion to recognise its retry.
+    lease_token TEXT,
+    lease_expire_time INTEGER,
+    outcome TEXT CHECK (outcome IN ('done', 'no_data_held', 'failed')),
+    reason TEXT,
+    result_uri TEXT,
+    note TEXT,
+    create_time INTEGER NOT NULL,
+    update_time INTEGER NOT NULL,
+    complete_time INTEGER,
+    FOREIGN KEY (data_subject_request_id, controller_id)
+        REFERENCES data_subject_requests (id, controller_id),
+    -- The target of request_events' foreign key, which ties an event's
+    -- task to the event's request.
+    UNIQUE (id, data_subject_request_id),
+    -- A leased task has a lease; a finished one an outcome and a time.
+    CHECK (state <> 'leased' OR (lease_token IS NOT NULL AND lease_expire_time IS NOT NULL)),
+    CHECK ((outcome IS NOT NULL) = (state IN ('completed', 'failed'))),
+    CHECK ((complete_time IS NOT NULL) = (state IN ('completed', 'failed')))
+) STRICT;
+
+-- Claiming: a processor's open tasks, earliest due first.
+CREATE INDEX tasks_claim ON tasks (processor_id, state, due_time, id);
+-- Listing a processor's tasks in (create_time, id) order.
+CREATE INDEX tasks_list ON tasks (processor_id, create_time, id);
+-- A request's tasks, oldest first.
+CREATE INDEX tasks_by_request ON tasks (data_subject_request_id, create_time, id);
+
 CREATE TABLE request_events (
     data_subject_request_id TEXT NOT NULL,
     -- Copied from the request so that every read is scoped to a tenant
@@ -94,7 +171,9 @@ CREATE TABLE request_events (
     sequence INTEGER NOT NULL CHECK (sequence >= 1),
     event_type TEXT NOT NULL CHECK (event_type IN (
         'submitted', 'guardian_consent_recorded', 'deadline_extended',
-        'cancelled', 'closed', 'expired')),
+        'cancelled', 'closed', 'expired', 'needs_attention',
+        'task_created', 'task_claimed', 'task_released', 'task_completed',
+        'task_failed', 'task_cancelled')),
     event_time INTEGER NOT NULL,
     actor_id TEXT NOT NULL,
     actor_role TEXT NOT NULL,
@@ -105,7 +184,11 @@ CREATE TABLE request_events (
         'awaiting_guardian_consent', 'in_progress', 'needs_attention',
         'completed', 'refused', 'cancelled', 'expired')),
     reason TEXT NOT NULL,
+    -- The task a task event is about.
+    task_id TEXT,
     PRIMARY KEY (data_subject_request_id, sequence),
     FOREIGN KEY (data_subject_request_id, controller_id)
-        REFERENCES data_subject_requests (id, controller_id)
+        REFERENCES data_subject_requests (id, controller_id),
+    FOREIGN KEY (task_id, data_subject_request_id)
+        REFERENCES tasks (id, data_subject_request_id)
 ) STRICT;

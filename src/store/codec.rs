@@ -1,8 +1,10 @@
-//! Moves requests and events between the domain and flat column values, the
-//! same way for both backends: [`RequestColumns`] mirrors a row of
-//! `data_subject_requests` and [`EventColumns`] one of `request_events`.
-//! Binding and reading are generic over the sqlx database; only the type
-//! that carries an id differs ([`IdColumn`]).
+//! Moves the domain between flat column values, the same way for both
+//! backends: [`RequestColumns`] mirrors a row of `data_subject_requests`,
+//! [`EventColumns`] one of `request_events`, [`TaskColumns`] one of `tasks`
+//! ([`TaskViewColumns`] with the request columns a processor sees),
+//! [`ProcessorColumns`] one of `processors` and [`RouteColumns`] one of
+//! `routes`. Binding and reading are generic over the sqlx database; only
+//! the type that carries an id differs ([`IdColumn`]).
 
 use std::collections::BTreeMap;
 
@@ -13,13 +15,14 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
 use uuid::Uuid;
 
 use super::{Cursor, StoreError};
-use crate::domain::jurisdiction::{Jurisdiction, Regime};
+use crate::domain::jurisdiction::{Country, Jurisdiction, Regime};
 use crate::domain::pii::{DateOfBirth, Email, PersonName};
 use crate::domain::request::{
     Actor, Closure, DataSubjectRequest, EventType, Extension, Guardian, GuardianConsent,
     GuardianRelationship, NewEvent, Outcome, RefusalReason, RequestEvent, RequestType, State,
     Subject,
 };
+use crate::domain::routing::{Processor, Route, Task, TaskOutcome, TaskState, TaskView};
 
 /// How a backend stores a UUID: TEXT in SQLite, UUID in PostgreSQL.
 pub(super) trait IdColumn: Sized {
@@ -73,6 +76,40 @@ fn timestamp(column: &str, micros: i64) -> Result<Timestamp, StoreError> {
 
 fn optional_timestamp(column: &str, micros: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
     micros.map(|m| timestamp(column, m)).transpose()
+}
+
+/// Reads an id column, naming the column (never the value) when it does
+/// not hold one.
+fn read_id<'r, R, Id>(row: &'r R, column: &str) -> Result<Uuid, sqlx::Error>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+{
+    let raw: Id = row.try_get(column)?;
+    raw.into_uuid(column)
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: e.to_string().into(),
+        })
+}
+
+/// [`read_id`] of a nullable column.
+fn read_optional_id<'r, R, Id>(row: &'r R, column: &str) -> Result<Option<Uuid>, sqlx::Error>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+{
+    let raw: Option<Id> = row.try_get(column)?;
+    raw.map(|raw| {
+        raw.into_uuid(column)
+            .map_err(|e| sqlx::Error::ColumnDecode {
+                index: column.to_owned(),
+                source: e.to_string().into(),
+            })
+    })
+    .transpose()
 }
 
 /// Inverse of [`Regime::as_str`], which the domain does not provide.
@@ -147,6 +184,7 @@ pub(super) struct RequestColumns {
     pub closure_explanation: Option<String>,
     pub close_time: Option<i64>,
     pub cancellation_reason: Option<String>,
+    pub unrouted: bool,
     pub fingerprint: String,
     pub version: i64,
 }
@@ -203,6 +241,7 @@ impl RequestColumns {
             closure_explanation: closure.map(|c| c.explanation.clone()),
             close_time: r.close_time.map(micros),
             cancellation_reason: r.cancellation_reason.clone(),
+            unrouted: r.unrouted,
             fingerprint: r.fingerprint.clone(),
             version: r.version,
         })
@@ -316,6 +355,7 @@ impl RequestColumns {
             closure,
             close_time: optional_timestamp("close_time", self.close_time)?,
             cancellation_reason: self.cancellation_reason,
+            unrouted: self.unrouted,
             fingerprint: self.fingerprint,
             version: self.version,
         })
@@ -335,6 +375,7 @@ impl RequestColumns {
         Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
         i64: for<'t> Encode<'t, DB> + Type<DB>,
         Option<i64>: for<'t> Encode<'t, DB> + Type<DB>,
+        bool: for<'t> Encode<'t, DB> + Type<DB>,
     {
         bind_all!(query;
             Id::from_uuid(self.id),
@@ -370,6 +411,7 @@ impl RequestColumns {
             self.closure_explanation,
             self.close_time,
             self.cancellation_reason,
+            self.unrouted,
             self.fingerprint,
             self.version,
         )
@@ -389,6 +431,7 @@ impl RequestColumns {
         Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
         i64: for<'t> Encode<'t, DB> + Type<DB>,
         Option<i64>: for<'t> Encode<'t, DB> + Type<DB>,
+        bool: for<'t> Encode<'t, DB> + Type<DB>,
     {
         bind_all!(query;
             Id::from_uuid(self.id),
@@ -412,6 +455,7 @@ impl RequestColumns {
             self.closure_explanation,
             self.close_time,
             self.cancellation_reason,
+            self.unrouted,
             self.version,
         )
     }
@@ -424,15 +468,9 @@ impl RequestColumns {
         Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
         String: Decode<'r, R::Database> + Type<R::Database>,
         i64: Decode<'r, R::Database> + Type<R::Database>,
+        bool: Decode<'r, R::Database> + Type<R::Database>,
     {
-        let uuid = |column: &str| -> Result<Uuid, sqlx::Error> {
-            let raw: Id = row.try_get(column)?;
-            raw.into_uuid(column)
-                .map_err(|e| sqlx::Error::ColumnDecode {
-                    index: column.to_owned(),
-                    source: e.to_string().into(),
-                })
-        };
+        let uuid = |column: &str| read_id::<R, Id>(row, column);
         Ok(Self {
             id: uuid("id")?,
             controller_id: row.try_get("controller_id")?,
@@ -467,6 +505,7 @@ impl RequestColumns {
             closure_explanation: row.try_get("closure_explanation")?,
             close_time: row.try_get("close_time")?,
             cancellation_reason: row.try_get("cancellation_reason")?,
+            unrouted: row.try_get("unrouted")?,
             fingerprint: row.try_get("fingerprint")?,
             version: row.try_get("version")?,
         })
@@ -485,6 +524,7 @@ pub(super) struct EventColumns {
     pub from_state: Option<String>,
     pub to_state: String,
     pub reason: String,
+    pub task: Option<Uuid>,
 }
 
 impl EventColumns {
@@ -499,6 +539,7 @@ impl EventColumns {
     where
         DB: Database,
         Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+        Option<Id>: for<'t> Encode<'t, DB> + Type<DB>,
         String: for<'t> Encode<'t, DB> + Type<DB>,
         Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
         i64: for<'t> Encode<'t, DB> + Type<DB>,
@@ -513,6 +554,7 @@ impl EventColumns {
             event.from_state.map(|s| s.as_str().to_owned()),
             event.to_state.as_str().to_owned(),
             event.reason.clone(),
+            event.task.map(Id::from_uuid),
         )
     }
 
@@ -525,15 +567,8 @@ impl EventColumns {
         String: Decode<'r, R::Database> + Type<R::Database>,
         i64: Decode<'r, R::Database> + Type<R::Database>,
     {
-        let raw: Id = row.try_get("data_subject_request_id")?;
-        let request =
-            raw.into_uuid("data_subject_request_id")
-                .map_err(|e| sqlx::Error::ColumnDecode {
-                    index: "data_subject_request_id".to_owned(),
-                    source: e.to_string().into(),
-                })?;
         Ok(Self {
-            request,
+            request: read_id::<R, Id>(row, "data_subject_request_id")?,
             sequence: row.try_get("sequence")?,
             event_type: row.try_get("event_type")?,
             event_time: row.try_get("event_time")?,
@@ -542,6 +577,7 @@ impl EventColumns {
             from_state: row.try_get("from_state")?,
             to_state: row.try_get("to_state")?,
             reason: row.try_get("reason")?,
+            task: read_optional_id::<R, Id>(row, "task_id")?,
         })
     }
 
@@ -562,7 +598,365 @@ impl EventColumns {
                     .transpose()?,
                 to_state: parse_enum("to_state", &self.to_state, State::parse)?,
                 reason: self.reason,
+                task: self.task,
             },
+        })
+    }
+}
+
+/// One row of `tasks`, column for column.
+pub(super) struct TaskColumns {
+    pub id: Uuid,
+    pub request: Uuid,
+    pub controller_id: String,
+    pub processor_id: String,
+    pub state: String,
+    pub attempt: i64,
+    pub due_time: i64,
+    pub lease_token: Option<String>,
+    pub lease_expire_time: Option<i64>,
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    pub result_uri: Option<String>,
+    pub note: Option<String>,
+    pub create_time: i64,
+    pub update_time: i64,
+    pub complete_time: Option<i64>,
+}
+
+impl TaskColumns {
+    pub(super) fn from_domain(t: &Task) -> Self {
+        Self {
+            id: t.id,
+            request: t.request,
+            controller_id: t.controller_id.clone(),
+            processor_id: t.processor_id.clone(),
+            state: t.state.as_str().to_owned(),
+            attempt: i64::from(t.attempt),
+            due_time: micros(t.due_time),
+            lease_token: t.lease_token.clone(),
+            lease_expire_time: t.lease_expire_time.map(micros),
+            outcome: t.outcome.map(|o| o.as_str().to_owned()),
+            reason: t.reason.clone(),
+            result_uri: t.result_uri.clone(),
+            note: t.note.clone(),
+            create_time: micros(t.create_time),
+            update_time: micros(t.update_time),
+            complete_time: t.complete_time.map(micros),
+        }
+    }
+
+    pub(super) fn into_domain(self) -> Result<Task, StoreError> {
+        Ok(Task {
+            id: self.id,
+            request: self.request,
+            controller_id: self.controller_id,
+            processor_id: self.processor_id,
+            state: parse_enum("state", &self.state, TaskState::parse)?,
+            attempt: i32::try_from(self.attempt).map_err(|_| corrupt("attempt is out of range"))?,
+            due_time: timestamp("due_time", self.due_time)?,
+            lease_token: self.lease_token,
+            lease_expire_time: optional_timestamp("lease_expire_time", self.lease_expire_time)?,
+            outcome: self
+                .outcome
+                .map(|o| parse_enum("outcome", &o, TaskOutcome::parse))
+                .transpose()?,
+            reason: self.reason,
+            result_uri: self.result_uri,
+            note: self.note,
+            create_time: timestamp("create_time", self.create_time)?,
+            update_time: timestamp("update_time", self.update_time)?,
+            complete_time: optional_timestamp("complete_time", self.complete_time)?,
+        })
+    }
+
+    /// Binds every column, in the order of [`super::sql::INSERT_TASK`].
+    pub(super) fn bind_insert<'q, DB, Id>(
+        self,
+        query: Query<'q, DB, <DB as Database>::Arguments>,
+    ) -> Query<'q, DB, <DB as Database>::Arguments>
+    where
+        DB: Database,
+        Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+        String: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
+        i64: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<i64>: for<'t> Encode<'t, DB> + Type<DB>,
+    {
+        bind_all!(query;
+            Id::from_uuid(self.id),
+            Id::from_uuid(self.request),
+            self.controller_id,
+            self.processor_id,
+            self.state,
+            self.attempt,
+            self.due_time,
+            self.lease_token,
+            self.lease_expire_time,
+            self.outcome,
+            self.reason,
+            self.result_uri,
+            self.note,
+            self.create_time,
+            self.update_time,
+            self.complete_time,
+        )
+    }
+
+    /// Binds the key and every mutable column, in the order of
+    /// [`super::sql::UPDATE_TASK`].
+    pub(super) fn bind_update<'q, DB, Id>(
+        self,
+        query: Query<'q, DB, <DB as Database>::Arguments>,
+    ) -> Query<'q, DB, <DB as Database>::Arguments>
+    where
+        DB: Database,
+        Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+        String: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
+        i64: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<i64>: for<'t> Encode<'t, DB> + Type<DB>,
+    {
+        bind_all!(query;
+            Id::from_uuid(self.id),
+            self.state,
+            self.attempt,
+            self.lease_token,
+            self.lease_expire_time,
+            self.outcome,
+            self.reason,
+            self.result_uri,
+            self.note,
+            self.update_time,
+            self.complete_time,
+        )
+    }
+
+    /// Reads a row selected with the task columns.
+    pub(super) fn read<'r, R, Id>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        Ok(Self {
+            id: read_id::<R, Id>(row, "id")?,
+            request: read_id::<R, Id>(row, "data_subject_request_id")?,
+            controller_id: row.try_get("controller_id")?,
+            processor_id: row.try_get("processor_id")?,
+            state: row.try_get("state")?,
+            attempt: row.try_get("attempt")?,
+            due_time: row.try_get("due_time")?,
+            lease_token: row.try_get("lease_token")?,
+            lease_expire_time: row.try_get("lease_expire_time")?,
+            outcome: row.try_get("outcome")?,
+            reason: row.try_get("reason")?,
+            result_uri: row.try_get("result_uri")?,
+            note: row.try_get("note")?,
+            create_time: row.try_get("create_time")?,
+            update_time: row.try_get("update_time")?,
+            complete_time: row.try_get("complete_time")?,
+        })
+    }
+}
+
+/// A task joined with what its processor may know of the request. No
+/// `Debug`: it holds personal data in the clear.
+pub(super) struct TaskViewColumns {
+    pub task: TaskColumns,
+    pub request_type: String,
+    pub subject_external_id: String,
+    pub subject_email: Option<String>,
+    pub subject_country: String,
+    pub corrections: String,
+}
+
+impl TaskViewColumns {
+    /// Reads a row selected with the task columns and the request's
+    /// `request_type, subject_external_id, subject_email, subject_country,
+    /// corrections`.
+    pub(super) fn read<'r, R, Id>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        Ok(Self {
+            task: TaskColumns::read::<R, Id>(row)?,
+            request_type: row.try_get("request_type")?,
+            subject_external_id: row.try_get("subject_external_id")?,
+            subject_email: row.try_get("subject_email")?,
+            subject_country: row.try_get("subject_country")?,
+            corrections: row.try_get("corrections")?,
+        })
+    }
+
+    /// Rebuilds the view. Messages name the faulty column, never its value.
+    pub(super) fn into_domain(self) -> Result<TaskView, StoreError> {
+        Ok(TaskView {
+            task: self.task.into_domain()?,
+            request_type: parse_enum("request_type", &self.request_type, RequestType::parse)?,
+            external_id: self.subject_external_id,
+            email: self
+                .subject_email
+                .map(|e| {
+                    Email::parse(&e).map_err(|_| corrupt("subject_email is not an email address"))
+                })
+                .transpose()?,
+            country: Country::parse(&self.subject_country)
+                .map_err(|_| corrupt("subject_country is not a country"))?,
+            corrections: serde_json::from_str(&self.corrections)
+                .map_err(|_| corrupt("corrections is not a json object of strings"))?,
+        })
+    }
+}
+
+/// One row of `processors`, column for column.
+pub(super) struct ProcessorColumns {
+    pub id: String,
+    pub display_name: String,
+    pub contact: Option<String>,
+    pub create_time: i64,
+}
+
+impl ProcessorColumns {
+    pub(super) fn from_domain(p: &Processor) -> Self {
+        Self {
+            id: p.id.clone(),
+            display_name: p.display_name.clone(),
+            contact: p.contact.clone(),
+            create_time: micros(p.create_time),
+        }
+    }
+
+    pub(super) fn into_domain(self) -> Result<Processor, StoreError> {
+        Ok(Processor {
+            id: self.id,
+            display_name: self.display_name,
+            contact: self.contact,
+            create_time: timestamp("create_time", self.create_time)?,
+        })
+    }
+
+    /// Binds every column, in the order of [`super::sql::INSERT_PROCESSOR`].
+    pub(super) fn bind_insert<'q, DB>(
+        self,
+        query: Query<'q, DB, <DB as Database>::Arguments>,
+    ) -> Query<'q, DB, <DB as Database>::Arguments>
+    where
+        DB: Database,
+        String: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
+        i64: for<'t> Encode<'t, DB> + Type<DB>,
+    {
+        bind_all!(query; self.id, self.display_name, self.contact, self.create_time)
+    }
+
+    pub(super) fn read<'r, R>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        Ok(Self {
+            id: row.try_get("id")?,
+            display_name: row.try_get("display_name")?,
+            contact: row.try_get("contact")?,
+            create_time: row.try_get("create_time")?,
+        })
+    }
+}
+
+/// One row of `routes`, column for column. The request types are stored as
+/// their names separated by commas, in the route's order; empty means every
+/// type.
+pub(super) struct RouteColumns {
+    pub id: Uuid,
+    pub controller_id: String,
+    pub processor_id: String,
+    pub request_types: String,
+    pub task_sla_working_hours: i64,
+    pub create_time: i64,
+}
+
+impl RouteColumns {
+    pub(super) fn from_domain(r: &Route) -> Self {
+        Self {
+            id: r.id,
+            controller_id: r.controller_id.clone(),
+            processor_id: r.processor_id.clone(),
+            request_types: r
+                .request_types
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            task_sla_working_hours: i64::from(r.task_sla_working_hours),
+            create_time: micros(r.create_time),
+        }
+    }
+
+    pub(super) fn into_domain(self) -> Result<Route, StoreError> {
+        let request_types = if self.request_types.is_empty() {
+            Vec::new()
+        } else {
+            self.request_types
+                .split(',')
+                .map(|t| parse_enum("request_types", t, RequestType::parse))
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Route {
+            id: self.id,
+            controller_id: self.controller_id,
+            processor_id: self.processor_id,
+            request_types,
+            task_sla_working_hours: u32::try_from(self.task_sla_working_hours)
+                .map_err(|_| corrupt("task_sla_working_hours is out of range"))?,
+            create_time: timestamp("create_time", self.create_time)?,
+        })
+    }
+
+    /// Binds every column, in the order of [`super::sql::INSERT_ROUTE`].
+    pub(super) fn bind_insert<'q, DB, Id>(
+        self,
+        query: Query<'q, DB, <DB as Database>::Arguments>,
+    ) -> Query<'q, DB, <DB as Database>::Arguments>
+    where
+        DB: Database,
+        Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+        String: for<'t> Encode<'t, DB> + Type<DB>,
+        i64: for<'t> Encode<'t, DB> + Type<DB>,
+    {
+        bind_all!(query;
+            Id::from_uuid(self.id),
+            self.controller_id,
+            self.processor_id,
+            self.request_types,
+            self.task_sla_working_hours,
+            self.create_time,
+        )
+    }
+
+    pub(super) fn read<'r, R, Id>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        Ok(Self {
+            id: read_id::<R, Id>(row, "id")?,
+            controller_id: row.try_get("controller_id")?,
+            processor_id: row.try_get("processor_id")?,
+            request_types: row.try_get("request_types")?,
+            task_sla_working_hours: row.try_get("task_sla_working_hours")?,
+            create_time: row.try_get("create_time")?,
         })
     }
 }

@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
 use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent, RequestType, State};
+use crate::domain::routing::{Completion, Processor, Route, Task, TaskError, TaskState, TaskView};
 
 mod codec;
 mod error;
 mod postgres;
 mod sql;
 mod sqlite;
+mod steps;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -37,6 +39,87 @@ pub enum StoreError {
     /// Any other database failure. The text is for logs only.
     #[error("database error: {0}")]
     Internal(String),
+}
+
+/// What a request's change writes besides the request row, in the same
+/// transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Effects {
+    /// Audit events, in this order (sequences are assigned by the store).
+    pub events: Vec<NewEvent>,
+    /// Tasks to create (the fan-out). The caller adds a `task_created`
+    /// event for each to `events`.
+    pub new_tasks: Vec<Task>,
+    /// Cancel every open task of the request (it reached a final state),
+    /// each with a `task_cancelled` event written by the store. "Open" is
+    /// judged before this change: `new_tasks` are not cancelled, and a new
+    /// request has nothing to cancel. The `task_cancelled` events follow
+    /// `events`.
+    pub cancel_open_tasks: bool,
+}
+
+impl Effects {
+    /// Just one event.
+    pub fn event(event: NewEvent) -> Self {
+        Self {
+            events: vec![event],
+            ..Self::default()
+        }
+    }
+}
+
+/// Result of a create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// Something with the same key exists.
+    Duplicate,
+    /// Something it refers to does not exist.
+    Missing,
+}
+
+/// Result of a delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    NotFound,
+    /// A processor with open tasks is not deleted.
+    HasOpenTasks,
+}
+
+/// Filters of `list_routes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteFilter {
+    pub controller_id: Option<String>,
+    pub processor_id: Option<String>,
+}
+
+/// A lease-holding operation on a task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskOp {
+    Renew {
+        token: String,
+        lease: SignedDuration,
+    },
+    Release {
+        token: String,
+        reason: Option<String>,
+    },
+    Complete {
+        token: String,
+        completion: Completion,
+    },
+}
+
+/// What a task operation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskOpResult {
+    /// Applied (or a completion replayed); the task as it is now.
+    Done(Box<TaskView>),
+    /// No such task for this processor.
+    NotFound,
+    /// The domain refused it (lease not held, task cancelled…).
+    Refused(TaskError),
 }
 
 /// Result of inserting a new request.
@@ -73,14 +156,14 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Stores a new request and its first event in one transaction. If the
-    /// controller already has a request with this `request_id`, writes
-    /// nothing and returns it (also under concurrency: many identical inserts
-    /// at once store exactly one).
+    /// Stores a new request with its effects (events, fan-out tasks) in one
+    /// transaction. If the controller already has a request with this
+    /// `request_id`, writes nothing and returns it (also under concurrency:
+    /// many identical inserts at once store exactly one).
     async fn insert_request(
         &self,
         request: &DataSubjectRequest,
-        event: &NewEvent,
+        effects: &Effects,
     ) -> Result<InsertOutcome, StoreError>;
 
     /// One request of one controller; `None` if it does not exist or belongs
@@ -101,15 +184,101 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<DataSubjectRequest>, StoreError>;
 
-    /// Writes a changed request and its event in one transaction, if the
+    /// Writes a changed request and its effects in one transaction, if the
     /// stored version is still `expected_version`; otherwise
     /// [`StoreError::Conflict`] and nothing is written.
     async fn update_request(
         &self,
         request: &DataSubjectRequest,
         expected_version: i64,
-        event: &NewEvent,
+        effects: &Effects,
     ) -> Result<(), StoreError>;
+
+    /// Every task of one request of one controller, oldest first.
+    async fn request_tasks(&self, controller_id: &str, id: Uuid) -> Result<Vec<Task>, StoreError>;
+
+    // --- routing administration ---
+
+    /// Registers a processor; `Duplicate` if the id is taken.
+    async fn create_processor(&self, processor: &Processor) -> Result<Created, StoreError>;
+
+    /// Up to `limit` processors with an id greater than `after`, by id.
+    async fn list_processors(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Processor>, StoreError>;
+
+    /// Removes a processor and its routes, unless it has open (pending or
+    /// leased) tasks.
+    async fn delete_processor(&self, processor_id: &str) -> Result<Deleted, StoreError>;
+
+    /// Creates a route; `Duplicate` if the controller already has a route to
+    /// this processor, `Missing` if the processor does not exist.
+    async fn create_route(&self, route: &Route) -> Result<Created, StoreError>;
+
+    /// Up to `limit` routes after `after` in `(create_time, id)` order.
+    async fn list_routes(
+        &self,
+        filter: &RouteFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<Route>, StoreError>;
+
+    /// Deletes a route; `NotFound` if there is none with this id.
+    async fn delete_route(&self, id: Uuid) -> Result<Deleted, StoreError>;
+
+    /// Every route of one controller (for fan-out).
+    async fn controller_routes(&self, controller_id: &str) -> Result<Vec<Route>, StoreError>;
+
+    // --- processor tasks ---
+
+    /// Leases up to `max` claimable tasks of one processor (pending, or
+    /// leased with a lease ended at `now`), earliest `due_time` first, each
+    /// with a fresh random lease token, via [`Task::claim`], and writes a
+    /// `task_claimed` event on each task's request. Concurrent claimers of
+    /// the same processor never receive the same task (PostgreSQL: row locks
+    /// with SKIP LOCKED; SQLite: serialized writes).
+    async fn claim_tasks(
+        &self,
+        processor_id: &str,
+        max: u32,
+        lease: SignedDuration,
+        now: Timestamp,
+    ) -> Result<Vec<TaskView>, StoreError>;
+
+    /// Runs one lease-holding operation on one task of one processor, in one
+    /// transaction: locks the task, applies the domain method
+    /// ([`Task::renew`], [`Task::release`] or [`Task::complete`]), writes it
+    /// and its event (none for a renewal or a replayed completion). A
+    /// completion then aggregates the request's tasks
+    /// ([`routing::aggregate`](crate::domain::routing::aggregate)) and, if
+    /// they decide it, completes the request
+    /// ([`DataSubjectRequest::complete_by_processors`]) or flags it
+    /// ([`DataSubjectRequest::flag_needs_attention`]) with its event, in the
+    /// same transaction.
+    async fn task_operation(
+        &self,
+        processor_id: &str,
+        id: Uuid,
+        op: &TaskOp,
+        now: Timestamp,
+    ) -> Result<TaskOpResult, StoreError>;
+
+    /// One task of one processor.
+    async fn get_task(&self, processor_id: &str, id: Uuid) -> Result<Option<TaskView>, StoreError>;
+
+    /// Up to `limit` tasks of one processor after `after` in
+    /// `(create_time, id)` order; a state filter uses the visible state
+    /// ([`Task::visible_state`] at `now`).
+    async fn list_tasks(
+        &self,
+        processor_id: &str,
+        state: Option<TaskState>,
+        after: Option<&Cursor>,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<TaskView>, StoreError>;
 
     /// Up to `limit` events of one request of one controller with a sequence
     /// greater than `after_sequence`, oldest first. Empty if the request does

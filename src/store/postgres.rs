@@ -6,16 +6,38 @@
 //! update with the same expected version finds the new version and changes
 //! nothing. `synchronous_commit` is left at the server's setting (on by
 //! default): a response is sent only after its commit is durable.
+//!
+//! Tasks need row locks on top. Every transaction that writes a task event
+//! holds its request's row, because the event takes the request's next
+//! sequence. Locks are taken in one order, so that no two transactions
+//! wait for each other in a circle: task rows first, then request rows,
+//! several requests in id order. Claimers lock their tasks with `SKIP
+//! LOCKED`, so they never wait for a task, only for a request; a task
+//! operation waits for its task, then its request; cancelling a request's
+//! open tasks locks them before it writes the request. Task and request
+//! rows are locked `FOR NO KEY UPDATE` (see [`sql::SELECT_REQUEST_LOCKED`]).
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
 use sqlx::error::DatabaseError;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::codec::{self, EventColumns, RequestColumns};
-use super::{Cursor, InsertOutcome, RequestFilter, Store, StoreConfig, StoreError, error, sql};
+use super::codec::{
+    self, EventColumns, ProcessorColumns, RequestColumns, RouteColumns, TaskColumns,
+    TaskViewColumns,
+};
+use super::sql::TaskFilterValue;
+use super::steps::{self, Applied};
+use super::{
+    Created, Cursor, Deleted, Effects, InsertOutcome, RequestFilter, RouteFilter, Store,
+    StoreConfig, StoreError, TaskOp, TaskOpResult, error, sql,
+};
 use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent};
+use crate::domain::routing::{Processor, Route, Task, TaskState, TaskView};
 
 /// PostgreSQL keeps ids as UUID.
 type Id = Uuid;
@@ -50,6 +72,153 @@ fn request_from_row(row: &PgRow) -> Result<DataSubjectRequest, StoreError> {
     RequestColumns::read::<_, Id>(row)
         .map_err(map)?
         .into_domain()
+}
+
+fn task_from_row(row: &PgRow) -> Result<Task, StoreError> {
+    TaskColumns::read::<_, Id>(row).map_err(map)?.into_domain()
+}
+
+fn task_view_from_row(row: &PgRow) -> Result<TaskView, StoreError> {
+    TaskViewColumns::read::<_, Id>(row)
+        .map_err(map)?
+        .into_domain()
+}
+
+fn processor_from_row(row: &PgRow) -> Result<Processor, StoreError> {
+    ProcessorColumns::read(row).map_err(map)?.into_domain()
+}
+
+fn route_from_row(row: &PgRow) -> Result<Route, StoreError> {
+    RouteColumns::read::<_, Id>(row).map_err(map)?.into_domain()
+}
+
+/// Appends `event` to the trail of request `id`. Every caller holds the
+/// request row's lock (it wrote or locked the row), so no other transaction
+/// takes a sequence meanwhile; if one did, it would be a concurrent change.
+async fn insert_event(
+    conn: &mut PgConnection,
+    id: Uuid,
+    controller_id: &str,
+    event: &NewEvent,
+) -> Result<(), StoreError> {
+    EventColumns::bind_insert::<Postgres, Id>(
+        sqlx::query(sql::INSERT_EVENT),
+        id,
+        controller_id,
+        event,
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+    .map_err(|e| {
+        if error::is_unique_violation(&e) {
+            StoreError::Conflict
+        } else {
+            map(e)
+        }
+    })
+}
+
+async fn insert_task(conn: &mut PgConnection, task: &Task) -> Result<(), StoreError> {
+    TaskColumns::from_domain(task)
+        .bind_insert::<Postgres, Id>(sqlx::query(sql::INSERT_TASK))
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(map)
+}
+
+async fn update_task(conn: &mut PgConnection, task: &Task) -> Result<(), StoreError> {
+    TaskColumns::from_domain(task)
+        .bind_update::<Postgres, Id>(sqlx::query(sql::UPDATE_TASK))
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(map)
+}
+
+/// Writes a changed request if its stored version is still `expected`;
+/// `false` if it is not.
+async fn update_request_row(
+    conn: &mut PgConnection,
+    request: &DataSubjectRequest,
+    expected_version: i64,
+) -> Result<bool, StoreError> {
+    let updated = RequestColumns::from_domain(request)?
+        .bind_update::<Postgres, Id>(sqlx::query(sql::UPDATE_REQUEST), expected_version)
+        .execute(&mut *conn)
+        .await
+        .map_err(map)?
+        .rows_affected();
+    Ok(updated == 1)
+}
+
+/// Ends a transaction that must write nothing, at once. Dropping it would
+/// roll it back too, but only once a background task returns its
+/// connection to the pool; until then its row locks would stay, and the
+/// caller's next call could find its own task still locked (a claim would
+/// pass over it).
+async fn roll_back(tx: Transaction<'static, Postgres>) -> Result<(), StoreError> {
+    tx.rollback().await.map_err(map)
+}
+
+/// The request a task belongs to, read with `statement`
+/// ([`sql::SELECT_REQUEST`] or [`sql::SELECT_REQUEST_LOCKED`]); the foreign
+/// key says it exists.
+async fn task_request(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    task: &Task,
+) -> Result<DataSubjectRequest, StoreError> {
+    let row = sqlx::query(statement)
+        .bind(task.request)
+        .bind(task.controller_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map)?
+        .ok_or_else(|| StoreError::Corrupt("a task's request is missing".to_owned()))?;
+    request_from_row(&row)
+}
+
+/// The tasks of one request that `statement` (`$1` request, `$2`
+/// controller) selects.
+async fn tasks_of(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    controller_id: &str,
+    id: Uuid,
+) -> Result<Vec<Task>, StoreError> {
+    sqlx::query(statement)
+        .bind(id)
+        .bind(controller_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map)?
+        .iter()
+        .map(task_from_row)
+        .collect()
+}
+
+/// Writes what a request's change brings besides its row, in this order:
+/// the new tasks (which its events may name), its events, then the
+/// cancellation of `open`, the tasks that were open before the change.
+async fn write_effects(
+    conn: &mut PgConnection,
+    request: &DataSubjectRequest,
+    effects: &Effects,
+    open: Vec<Task>,
+) -> Result<(), StoreError> {
+    for task in &effects.new_tasks {
+        insert_task(conn, task).await?;
+    }
+    for event in &effects.events {
+        insert_event(conn, request.id, &request.controller_id, event).await?;
+    }
+    for (task, event) in steps::cancel_open(request, open) {
+        update_task(conn, &task).await?;
+        insert_event(conn, request.id, &request.controller_id, &event).await?;
+    }
+    Ok(())
 }
 
 impl PostgresStore {
@@ -120,7 +289,7 @@ impl Store for PostgresStore {
     async fn insert_request(
         &self,
         request: &DataSubjectRequest,
-        event: &NewEvent,
+        effects: &Effects,
     ) -> Result<InsertOutcome, StoreError> {
         let columns = RequestColumns::from_domain(request)?;
         let mut tx = self.begin().await?;
@@ -131,15 +300,9 @@ impl Store for PostgresStore {
             .map_err(map)?
             .rows_affected();
         if inserted == 1 {
-            EventColumns::bind_insert::<Postgres, Id>(
-                sqlx::query(sql::INSERT_EVENT),
-                request.id,
-                &request.controller_id,
-                event,
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?;
+            // A new request has no tasks yet, so none to cancel; no other
+            // transaction sees the row before the commit.
+            write_effects(&mut tx, request, effects, Vec::new()).await?;
             tx.commit().await.map_err(map)?;
             return Ok(InsertOutcome::Created);
         }
@@ -227,36 +390,400 @@ impl Store for PostgresStore {
         &self,
         request: &DataSubjectRequest,
         expected_version: i64,
-        event: &NewEvent,
+        effects: &Effects,
     ) -> Result<(), StoreError> {
-        let columns = RequestColumns::from_domain(request)?;
         let mut tx = self.begin().await?;
-        let updated = columns
-            .bind_update::<Postgres, Id>(sqlx::query(sql::UPDATE_REQUEST), expected_version)
-            .execute(&mut *tx)
+        // The open tasks are locked before the request row, the order every
+        // task transaction takes (task, then request): a claim holding one
+        // of these tasks while it waits for the request row would otherwise
+        // deadlock with us. A task finished meanwhile drops out of the set
+        // when its lock is granted (the condition is checked again).
+        let open = if effects.cancel_open_tasks {
+            tasks_of(
+                &mut tx,
+                sql::OPEN_REQUEST_TASKS_LOCKED,
+                &request.controller_id,
+                request.id,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        if !update_request_row(&mut tx, request, expected_version).await? {
+            roll_back(tx).await?;
+            return Err(StoreError::Conflict);
+        }
+        write_effects(&mut tx, request, effects, open).await?;
+        tx.commit().await.map_err(map)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.request_tasks",
+        skip_all,
+        fields(backend = "postgres", controller_id = %controller_id, id = %id)
+    )]
+    async fn request_tasks(&self, controller_id: &str, id: Uuid) -> Result<Vec<Task>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(map)?;
+        tasks_of(&mut conn, sql::REQUEST_TASKS, controller_id, id).await
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.create_processor",
+        skip_all,
+        fields(backend = "postgres", processor_id = %processor.id)
+    )]
+    async fn create_processor(&self, processor: &Processor) -> Result<Created, StoreError> {
+        let inserted = ProcessorColumns::from_domain(processor)
+            .bind_insert::<Postgres>(sqlx::query(sql::INSERT_PROCESSOR))
+            .execute(&self.pool)
             .await
             .map_err(map)?
             .rows_affected();
-        if updated != 1 {
-            // Dropping the transaction rolls it back; nothing was written.
-            return Err(StoreError::Conflict);
+        Ok(if inserted == 1 {
+            Created::Created
+        } else {
+            Created::Duplicate
+        })
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.list_processors",
+        skip_all,
+        fields(backend = "postgres", limit = limit)
+    )]
+    async fn list_processors(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Processor>, StoreError> {
+        // Every processor id is longer than the empty string.
+        sqlx::query(sql::LIST_PROCESSORS)
+            .bind(after.unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(processor_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.delete_processor",
+        skip_all,
+        fields(backend = "postgres", processor_id = %processor_id)
+    )]
+    async fn delete_processor(&self, processor_id: &str) -> Result<Deleted, StoreError> {
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query(sql::SELECT_PROCESSOR_ID_LOCKED)
+            .bind(processor_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map)?
+            .is_some();
+        if !exists {
+            roll_back(tx).await?;
+            return Ok(Deleted::NotFound);
         }
-        EventColumns::bind_insert::<Postgres, Id>(
-            sqlx::query(sql::INSERT_EVENT),
-            request.id,
-            &request.controller_id,
-            event,
+        let busy = sqlx::query(sql::PROCESSOR_HAS_OPEN_TASKS)
+            .bind(processor_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map)?
+            .is_some();
+        if busy {
+            roll_back(tx).await?;
+            return Ok(Deleted::HasOpenTasks);
+        }
+        sqlx::query(sql::DELETE_PROCESSOR)
+            .bind(processor_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        tx.commit().await.map_err(map)?;
+        Ok(Deleted::Deleted)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.create_route",
+        skip_all,
+        fields(
+            backend = "postgres",
+            id = %route.id,
+            controller_id = %route.controller_id,
+            processor_id = %route.processor_id
         )
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if error::is_unique_violation(&e) {
-                StoreError::Conflict
-            } else {
-                map(e)
+    )]
+    async fn create_route(&self, route: &Route) -> Result<Created, StoreError> {
+        let inserted = RouteColumns::from_domain(route)
+            .bind_insert::<Postgres, Id>(sqlx::query(sql::INSERT_ROUTE))
+            .execute(&self.pool)
+            .await;
+        match inserted {
+            Ok(done) if done.rows_affected() == 1 => Ok(Created::Created),
+            // The (controller, processor) pair is taken, or, far less
+            // likely, the route's id.
+            Ok(_) => Ok(Created::Duplicate),
+            Err(e) if error::is_unique_violation(&e) => Ok(Created::Duplicate),
+            Err(e) if error::is_foreign_key_violation(&e) => Ok(Created::Missing),
+            Err(e) => Err(map(e)),
+        }
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.list_routes",
+        skip_all,
+        fields(backend = "postgres", limit = limit)
+    )]
+    async fn list_routes(
+        &self,
+        filter: &RouteFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<Route>, StoreError> {
+        let (after_time, after_id) = codec::cursor_values(after);
+        let mut query = sqlx::query(sql::list_routes(filter))
+            .bind(after_time)
+            .bind(after_id)
+            .bind(i64::from(limit));
+        if let Some(controller_id) = &filter.controller_id {
+            query = query.bind(controller_id.as_str());
+        }
+        if let Some(processor_id) = &filter.processor_id {
+            query = query.bind(processor_id.as_str());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(route_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.delete_route",
+        skip_all,
+        fields(backend = "postgres", id = %id)
+    )]
+    async fn delete_route(&self, id: Uuid) -> Result<Deleted, StoreError> {
+        let deleted = sqlx::query(sql::DELETE_ROUTE)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map)?
+            .rows_affected();
+        Ok(if deleted == 1 {
+            Deleted::Deleted
+        } else {
+            Deleted::NotFound
+        })
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.controller_routes",
+        skip_all,
+        fields(backend = "postgres", controller_id = %controller_id)
+    )]
+    async fn controller_routes(&self, controller_id: &str) -> Result<Vec<Route>, StoreError> {
+        sqlx::query(sql::CONTROLLER_ROUTES)
+            .bind(controller_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(route_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.claim_tasks",
+        skip_all,
+        fields(backend = "postgres", processor_id = %processor_id, max = max, claimed)
+    )]
+    async fn claim_tasks(
+        &self,
+        processor_id: &str,
+        max: u32,
+        lease: SignedDuration,
+        now: Timestamp,
+    ) -> Result<Vec<TaskView>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        // Concurrent claimers lock disjoint tasks (SKIP LOCKED) and never
+        // wait for a task.
+        let claimable: Vec<Task> = sqlx::query(sql::CLAIMABLE_TASKS_LOCKED)
+            .bind(processor_id)
+            .bind(codec::micros(now))
+            .bind(i64::from(max))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(task_from_row)
+            .collect::<Result<_, _>>()?;
+        // Each task event takes the next sequence of its request, so the
+        // requests are locked too: one at a time in id order (the map's
+        // order), so that two claimers whose tasks share requests take
+        // their locks in the same order and cannot deadlock.
+        let mut owners = BTreeMap::new();
+        for task in &claimable {
+            owners.entry(task.request).or_insert(task);
+        }
+        let mut requests = BTreeMap::new();
+        for (id, task) in owners {
+            let request = task_request(&mut tx, sql::SELECT_REQUEST_LOCKED, task).await?;
+            requests.insert(id, request);
+        }
+        let mut claimed = Vec::with_capacity(claimable.len());
+        for mut task in claimable {
+            let Some(request) = requests.get(&task.request) else {
+                continue;
+            };
+            // The query chose by the same rule; the domain has the last word.
+            if !task.is_claimable(now) {
+                continue;
             }
-        })?;
-        tx.commit().await.map_err(map)
+            let event = steps::claim(&mut task, request, lease, now);
+            update_task(&mut tx, &task).await?;
+            insert_event(&mut tx, task.request, &task.controller_id, &event).await?;
+            claimed.push(steps::task_view(task, request));
+        }
+        tx.commit().await.map_err(map)?;
+        tracing::Span::current().record("claimed", claimed.len());
+        Ok(claimed)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.task_operation",
+        skip_all,
+        fields(backend = "postgres", processor_id = %processor_id, id = %id)
+    )]
+    async fn task_operation(
+        &self,
+        processor_id: &str,
+        id: Uuid,
+        op: &TaskOp,
+        now: Timestamp,
+    ) -> Result<TaskOpResult, StoreError> {
+        let mut tx = self.begin().await?;
+        // A refusal, a replay or a missing task writes nothing.
+        let Some(row) = sqlx::query(sql::SELECT_TASK_LOCKED)
+            .bind(id)
+            .bind(processor_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map)?
+        else {
+            roll_back(tx).await?;
+            return Ok(TaskOpResult::NotFound);
+        };
+        let mut task = task_from_row(&row)?;
+        // Task first, then request, as everywhere. The request row is
+        // locked whenever an event may follow, for its sequence; and before
+        // a completion aggregates, so that of two completions finishing a
+        // request's last two tasks at once, the second waits here and then
+        // sees the first one's task finished. A renewal writes no event and
+        // leaves the request row alone.
+        let statement = match op {
+            TaskOp::Renew { .. } => sql::SELECT_REQUEST,
+            TaskOp::Release { .. } | TaskOp::Complete { .. } => sql::SELECT_REQUEST_LOCKED,
+        };
+        let mut request = task_request(&mut tx, statement, &task).await?;
+        let (event, completed) = match steps::apply(&mut task, &request, op, now) {
+            Err(refused) => {
+                roll_back(tx).await?;
+                return Ok(TaskOpResult::Refused(refused));
+            }
+            Ok(Applied::Unchanged) => {
+                roll_back(tx).await?;
+                return Ok(TaskOpResult::Done(Box::new(steps::task_view(
+                    task, &request,
+                ))));
+            }
+            Ok(Applied::Changed { event, completed }) => (event, completed),
+        };
+        update_task(&mut tx, &task).await?;
+        if let Some(event) = &event {
+            insert_event(&mut tx, task.request, &task.controller_id, event).await?;
+        }
+        if completed {
+            let tasks = tasks_of(
+                &mut tx,
+                sql::REQUEST_TASKS,
+                &task.controller_id,
+                task.request,
+            )
+            .await?;
+            let expected_version = request.version;
+            if let Some(event) = steps::settle(&mut request, &task, &tasks, now)? {
+                // The request row is locked (PostgreSQL) or the database
+                // is (SQLite): its version cannot have moved since it was
+                // read, so a conflict here would be a bug; it writes
+                // nothing all the same.
+                if !update_request_row(&mut tx, &request, expected_version).await? {
+                    roll_back(tx).await?;
+                    return Err(StoreError::Conflict);
+                }
+                insert_event(&mut tx, request.id, &request.controller_id, &event).await?;
+            }
+        }
+        tx.commit().await.map_err(map)?;
+        Ok(TaskOpResult::Done(Box::new(steps::task_view(
+            task, &request,
+        ))))
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.get_task",
+        skip_all,
+        fields(backend = "postgres", processor_id = %processor_id, id = %id)
+    )]
+    async fn get_task(&self, processor_id: &str, id: Uuid) -> Result<Option<TaskView>, StoreError> {
+        sqlx::query(sql::SELECT_TASK_VIEW)
+            .bind(id)
+            .bind(processor_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map)?
+            .map(|row| task_view_from_row(&row))
+            .transpose()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.list_tasks",
+        skip_all,
+        fields(backend = "postgres", processor_id = %processor_id, limit = limit)
+    )]
+    async fn list_tasks(
+        &self,
+        processor_id: &str,
+        state: Option<TaskState>,
+        after: Option<&Cursor>,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<TaskView>, StoreError> {
+        let (statement, filter) = sql::list_tasks(state);
+        let (after_time, after_id) = codec::cursor_values(after);
+        let mut query = sqlx::query(statement)
+            .bind(processor_id)
+            .bind(after_time)
+            .bind(after_id)
+            .bind(i64::from(limit));
+        match filter {
+            TaskFilterValue::None => {}
+            TaskFilterValue::Now => query = query.bind(codec::micros(now)),
+            TaskFilterValue::State(state) => query = query.bind(state),
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(task_view_from_row)
+            .collect()
     }
 
     #[tracing::instrument(

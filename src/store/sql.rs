@@ -5,8 +5,14 @@
 //!
 //! Every statement is a `&'static str` so that sqlx prepares it once per
 //! connection and reuses it from its statement cache.
+//!
+//! Row locks (`FOR NO KEY UPDATE`, `FOR UPDATE`, `SKIP LOCKED`) exist only in
+//! PostgreSQL; the statements that take them are the SQLite ones with the
+//! locking clause appended, named `…_LOCKED`, and only the PostgreSQL
+//! backend runs them. SQLite needs no row locks: its writes are serialised.
 
-use super::RequestFilter;
+use super::{RequestFilter, RouteFilter};
+use crate::domain::routing::TaskState;
 
 /// The columns of `data_subject_requests`, in the order of the placeholders
 /// of [`INSERT_REQUEST`]. A macro rather than a constant because `concat!`
@@ -23,7 +29,7 @@ macro_rules! request_columns {
          guardian_verification_method, guardian_consented_at, \
          guardian_consent_record_time, guardian_consent_recorded_by, \
          closure_outcome, closure_refusal_reason, closure_explanation, \
-         close_time, cancellation_reason, fingerprint, version"
+         close_time, cancellation_reason, unrouted, fingerprint, version"
     };
 }
 
@@ -33,7 +39,7 @@ macro_rules! request_columns {
 macro_rules! event_columns {
     () => {
         "data_subject_request_id, sequence, event_type, event_time, \
-         actor_id, actor_role, from_state, to_state, reason"
+         actor_id, actor_role, from_state, to_state, reason, task_id"
     };
 }
 
@@ -45,7 +51,7 @@ pub(super) const INSERT_REQUEST: &str = concat!(
     request_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
      $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, \
-     $29, $30, $31, $32, $33, $34, $35) \
+     $29, $30, $31, $32, $33, $34, $35, $36) \
      ON CONFLICT (controller_id, request_id) DO NOTHING"
 );
 
@@ -61,6 +67,18 @@ pub(super) const SELECT_REQUEST: &str = concat!(
     "SELECT ",
     request_columns!(),
     " FROM data_subject_requests WHERE id = $1 AND controller_id = $2"
+);
+
+/// [`SELECT_REQUEST`], locking the row against other writers of the request
+/// and of its events until the transaction ends. `NO KEY UPDATE` is the
+/// lock an `UPDATE` of the row takes itself; unlike `FOR UPDATE` it does not
+/// hold up the key-share locks that foreign-key checks take when a task or
+/// an event of the request is inserted.
+pub(super) const SELECT_REQUEST_LOCKED: &str = concat!(
+    "SELECT ",
+    request_columns!(),
+    " FROM data_subject_requests WHERE id = $1 AND controller_id = $2 \
+     FOR NO KEY UPDATE"
 );
 
 /// A page of requests: `$1` controller, `$2`/`$3` the cursor's create time
@@ -107,21 +125,23 @@ pub(super) const UPDATE_REQUEST: &str = "UPDATE data_subject_requests SET \
      guardian_verification_method = $13, guardian_consented_at = $14, \
      guardian_consent_record_time = $15, guardian_consent_recorded_by = $16, \
      closure_outcome = $17, closure_refusal_reason = $18, closure_explanation = $19, \
-     close_time = $20, cancellation_reason = $21, version = $22 \
+     close_time = $20, cancellation_reason = $21, unrouted = $22, version = $23 \
      WHERE id = $1 AND controller_id = $2 AND version = $3";
 
 /// Appends an event with the next sequence of its request. Run inside the
 /// transaction that wrote the request row: that write holds the row's lock
 /// (PostgreSQL) or the database's write lock (SQLite), so no other
 /// transaction can pick the same sequence in between; the primary key would
-/// reject it anyway.
+/// reject it anyway. A task event, which changes no request column, is
+/// written after locking the request row ([`SELECT_REQUEST_LOCKED`]) for
+/// the same reason.
 pub(super) const INSERT_EVENT: &str = "INSERT INTO request_events \
      (data_subject_request_id, controller_id, sequence, event_type, event_time, \
-      actor_id, actor_role, from_state, to_state, reason) \
+      actor_id, actor_role, from_state, to_state, reason, task_id) \
      VALUES ($1, $2, \
       (SELECT COALESCE(MAX(sequence), 0) + 1 FROM request_events \
        WHERE data_subject_request_id = $1), \
-      $3, $4, $5, $6, $7, $8, $9)";
+      $3, $4, $5, $6, $7, $8, $9, $10)";
 
 /// A page of one request's events. `controller_id` is on every event (and
 /// tied to the request's by a foreign key), so no join is needed to keep
@@ -133,6 +153,268 @@ pub(super) const LIST_EVENTS: &str = concat!(
      WHERE data_subject_request_id = $1 AND controller_id = $2 AND sequence > $3 \
      ORDER BY sequence LIMIT $4"
 );
+
+// ---- tasks ----
+
+/// The columns of `tasks` that [`Task`] is read from, in the order of the
+/// placeholders of [`INSERT_TASK`].
+///
+/// [`Task`]: crate::domain::routing::Task
+macro_rules! task_columns {
+    () => {
+        "id, data_subject_request_id, controller_id, processor_id, state, \
+         attempt, due_time, lease_token, lease_expire_time, outcome, reason, \
+         result_uri, note, create_time, update_time, complete_time"
+    };
+}
+
+/// [`task_columns!`] of the table aliased `t`, for joins with the request.
+macro_rules! task_columns_of_t {
+    () => {
+        "t.id, t.data_subject_request_id, t.controller_id, t.processor_id, \
+         t.state, t.attempt, t.due_time, t.lease_token, t.lease_expire_time, \
+         t.outcome, t.reason, t.result_uri, t.note, t.create_time, \
+         t.update_time, t.complete_time"
+    };
+}
+
+/// A task and what its processor may know of the request: never the date of
+/// birth, the details or the guardian.
+macro_rules! task_view_from {
+    () => {
+        concat!(
+            "SELECT ",
+            task_columns_of_t!(),
+            ", r.request_type, r.subject_external_id, r.subject_email, \
+             r.subject_country, r.corrections \
+             FROM tasks t JOIN data_subject_requests r \
+             ON r.id = t.data_subject_request_id AND r.controller_id = t.controller_id"
+        )
+    };
+}
+
+/// Creates a task (the fan-out).
+pub(super) const INSERT_TASK: &str = concat!(
+    "INSERT INTO tasks (",
+    task_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+);
+
+/// Writes every mutable column of a task: `$1` id, then the new values.
+pub(super) const UPDATE_TASK: &str = "UPDATE tasks SET \
+     state = $2, attempt = $3, lease_token = $4, lease_expire_time = $5, \
+     outcome = $6, reason = $7, result_uri = $8, note = $9, \
+     update_time = $10, complete_time = $11 \
+     WHERE id = $1";
+
+/// Every task of one request of one controller, oldest first.
+pub(super) const REQUEST_TASKS: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE data_subject_request_id = $1 AND controller_id = $2 \
+     ORDER BY create_time, id"
+);
+
+/// The open (pending or leased) tasks of one request of one controller.
+pub(super) const OPEN_REQUEST_TASKS: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE data_subject_request_id = $1 AND controller_id = $2 \
+     AND state IN ('pending', 'leased') ORDER BY id"
+);
+
+/// [`OPEN_REQUEST_TASKS`], locking them; in id order, so that two
+/// transactions locking the same tasks take them in the same order.
+pub(super) const OPEN_REQUEST_TASKS_LOCKED: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE data_subject_request_id = $1 AND controller_id = $2 \
+     AND state IN ('pending', 'leased') ORDER BY id FOR NO KEY UPDATE"
+);
+
+/// One task of one processor: `$1` id, `$2` processor.
+pub(super) const SELECT_TASK: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE id = $1 AND processor_id = $2"
+);
+
+/// [`SELECT_TASK`], locking the row until the transaction ends.
+pub(super) const SELECT_TASK_LOCKED: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE id = $1 AND processor_id = $2 FOR NO KEY UPDATE"
+);
+
+/// Up to `$3` tasks of processor `$1` that a claim at `$2` may hand out
+/// (pending, or leased under a lease that has ended), earliest due first.
+/// The state is spelled as an `IN` list so that both databases look the
+/// rows up in the `tasks_claim` index, open tasks only, rather than scan
+/// every task the processor ever had.
+pub(super) const CLAIMABLE_TASKS: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE processor_id = $1 \
+     AND state IN ('pending', 'leased') \
+     AND (state = 'pending' OR lease_expire_time <= $2) \
+     ORDER BY due_time, id LIMIT $3"
+);
+
+/// [`CLAIMABLE_TASKS`], locking the rows it returns and passing over rows
+/// that another claim has locked: concurrent claimers take disjoint tasks
+/// without waiting for each other. A row another claim changed and
+/// committed meanwhile is checked against the condition again, so a task
+/// just leased by someone else is not returned.
+pub(super) const CLAIMABLE_TASKS_LOCKED: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE processor_id = $1 \
+     AND state IN ('pending', 'leased') \
+     AND (state = 'pending' OR lease_expire_time <= $2) \
+     ORDER BY due_time, id LIMIT $3 FOR NO KEY UPDATE SKIP LOCKED"
+);
+
+/// One task of one processor as the processor sees it: `$1` id, `$2`
+/// processor.
+pub(super) const SELECT_TASK_VIEW: &str = concat!(
+    task_view_from!(),
+    " WHERE t.id = $1 AND t.processor_id = $2"
+);
+
+/// A page of one processor's tasks: `$1` processor, `$2`/`$3` the cursor's
+/// create time and id, `$4` the limit, then the state filter's value.
+macro_rules! list_tasks {
+    ($filter:literal) => {
+        concat!(
+            task_view_from!(),
+            " WHERE t.processor_id = $1 AND (t.create_time, t.id) > ($2, $3)",
+            $filter,
+            " ORDER BY t.create_time, t.id LIMIT $4"
+        )
+    };
+}
+
+const LIST_TASKS: &str = list_tasks!("");
+/// Visibly pending: pending, or leased under a lease that ended by `$5`.
+const LIST_TASKS_PENDING: &str =
+    list_tasks!(" AND (t.state = 'pending' OR (t.state = 'leased' AND t.lease_expire_time <= $5))");
+/// Visibly leased: under a lease still running at `$5`.
+const LIST_TASKS_LEASED: &str = list_tasks!(" AND t.state = 'leased' AND t.lease_expire_time > $5");
+/// A final state, `$5`.
+const LIST_TASKS_IN_STATE: &str = list_tasks!(" AND t.state = $5");
+
+/// What a task listing binds after its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TaskFilterValue {
+    /// Nothing: no filter.
+    None,
+    /// The time the visible state is judged at.
+    Now,
+    /// The stored state's name.
+    State(&'static str),
+}
+
+/// The listing statement for a visible-state filter and what it binds.
+pub(super) fn list_tasks(state: Option<TaskState>) -> (&'static str, TaskFilterValue) {
+    match state {
+        None => (LIST_TASKS, TaskFilterValue::None),
+        Some(TaskState::Pending) => (LIST_TASKS_PENDING, TaskFilterValue::Now),
+        Some(TaskState::Leased) => (LIST_TASKS_LEASED, TaskFilterValue::Now),
+        Some(s @ (TaskState::Completed | TaskState::Failed | TaskState::Cancelled)) => {
+            (LIST_TASKS_IN_STATE, TaskFilterValue::State(s.as_str()))
+        }
+    }
+}
+
+/// Whether processor `$1` still owes work on some task.
+pub(super) const PROCESSOR_HAS_OPEN_TASKS: &str = "SELECT 1 FROM tasks \
+     WHERE processor_id = $1 AND state IN ('pending', 'leased') LIMIT 1";
+
+// ---- processors ----
+
+/// Registers a processor unless the id is taken.
+pub(super) const INSERT_PROCESSOR: &str = "INSERT INTO processors \
+     (id, display_name, contact, create_time) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (id) DO NOTHING";
+
+/// Up to `$2` processors with an id greater than `$1`.
+pub(super) const LIST_PROCESSORS: &str = "SELECT id, display_name, contact, create_time \
+     FROM processors WHERE id > $1 ORDER BY id LIMIT $2";
+
+/// Whether processor `$1` exists.
+pub(super) const SELECT_PROCESSOR_ID: &str = "SELECT id FROM processors WHERE id = $1";
+
+/// [`SELECT_PROCESSOR_ID`], locking the row for its deletion: a route
+/// being created for it (whose foreign-key check takes a key-share lock)
+/// waits, then fails as `Missing`; one committed first is deleted with it.
+pub(super) const SELECT_PROCESSOR_ID_LOCKED: &str =
+    "SELECT id FROM processors WHERE id = $1 FOR UPDATE";
+
+/// Deletes a processor; its routes go with it (`ON DELETE CASCADE`).
+pub(super) const DELETE_PROCESSOR: &str = "DELETE FROM processors WHERE id = $1";
+
+// ---- routes ----
+
+/// The columns of `routes`, in the order of the placeholders of
+/// [`INSERT_ROUTE`].
+macro_rules! route_columns {
+    () => {
+        "id, controller_id, processor_id, request_types, task_sla_working_hours, create_time"
+    };
+}
+
+/// Creates a route unless the controller already has one to the processor.
+/// A processor that does not exist fails the foreign key.
+pub(super) const INSERT_ROUTE: &str = concat!(
+    "INSERT INTO routes (",
+    route_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (controller_id, processor_id) DO NOTHING"
+);
+
+/// A page of routes: `$1`/`$2` the cursor's create time and id, `$3` the
+/// limit, then the filters in the order controller, processor.
+macro_rules! list_routes {
+    ($filters:literal) => {
+        concat!(
+            "SELECT ",
+            route_columns!(),
+            " FROM routes WHERE (create_time, id) > ($1, $2)",
+            $filters,
+            " ORDER BY create_time, id LIMIT $3"
+        )
+    };
+}
+
+const LIST_ROUTES: &str = list_routes!("");
+const LIST_ROUTES_BY_CONTROLLER: &str = list_routes!(" AND controller_id = $4");
+const LIST_ROUTES_BY_PROCESSOR: &str = list_routes!(" AND processor_id = $4");
+const LIST_ROUTES_BY_CONTROLLER_AND_PROCESSOR: &str =
+    list_routes!(" AND controller_id = $4 AND processor_id = $5");
+
+/// The listing statement for a filter; its filter values are bound after
+/// the limit, controller first.
+pub(super) fn list_routes(filter: &RouteFilter) -> &'static str {
+    match (
+        filter.controller_id.is_some(),
+        filter.processor_id.is_some(),
+    ) {
+        (false, false) => LIST_ROUTES,
+        (true, false) => LIST_ROUTES_BY_CONTROLLER,
+        (false, true) => LIST_ROUTES_BY_PROCESSOR,
+        (true, true) => LIST_ROUTES_BY_CONTROLLER_AND_PROCESSOR,
+    }
+}
+
+/// Every route of controller `$1`, oldest first.
+pub(super) const CONTROLLER_ROUTES: &str = concat!(
+    "SELECT ",
+    route_columns!(),
+    " FROM routes WHERE controller_id = $1 ORDER BY create_time, id"
+);
+
+/// Deletes route `$1`.
+pub(super) const DELETE_ROUTE: &str = "DELETE FROM routes WHERE id = $1";
 
 /// The readiness round trip.
 pub(super) const PING: &str = "SELECT 1";

@@ -10,21 +10,32 @@
 //! connection (another process, a migration tool) wrote in between, while
 //! `BEGIN IMMEDIATE` waits for the lock under the busy timeout.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
 use sqlx::error::DatabaseError;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
-use super::codec::{self, EventColumns, IdColumn, RequestColumns};
-use super::{Cursor, InsertOutcome, RequestFilter, Store, StoreConfig, StoreError, error, sql};
+use super::codec::{
+    self, EventColumns, IdColumn, ProcessorColumns, RequestColumns, RouteColumns, TaskColumns,
+    TaskViewColumns,
+};
+use super::sql::TaskFilterValue;
+use super::steps::{self, Applied};
+use super::{
+    Created, Cursor, Deleted, Effects, InsertOutcome, RequestFilter, RouteFilter, Store,
+    StoreConfig, StoreError, TaskOp, TaskOpResult, error, sql,
+};
 use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent};
+use crate::domain::routing::{Processor, Route, Task, TaskState, TaskView};
 
 /// The database file's name inside the data directory.
 const DATABASE_FILE: &str = "gdpr-intake.db";
@@ -70,6 +81,150 @@ fn request_from_row(row: &SqliteRow) -> Result<DataSubjectRequest, StoreError> {
     RequestColumns::read::<_, Id>(row)
         .map_err(map)?
         .into_domain()
+}
+
+fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
+    TaskColumns::read::<_, Id>(row).map_err(map)?.into_domain()
+}
+
+fn task_view_from_row(row: &SqliteRow) -> Result<TaskView, StoreError> {
+    TaskViewColumns::read::<_, Id>(row)
+        .map_err(map)?
+        .into_domain()
+}
+
+fn processor_from_row(row: &SqliteRow) -> Result<Processor, StoreError> {
+    ProcessorColumns::read(row).map_err(map)?.into_domain()
+}
+
+fn route_from_row(row: &SqliteRow) -> Result<Route, StoreError> {
+    RouteColumns::read::<_, Id>(row).map_err(map)?.into_domain()
+}
+
+/// Appends `event` to the trail of request `id`. Every caller holds the
+/// write lock, so a sequence taken meanwhile cannot happen; if it did, it
+/// would be a concurrent change.
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+    controller_id: &str,
+    event: &NewEvent,
+) -> Result<(), StoreError> {
+    EventColumns::bind_insert::<Sqlite, Id>(
+        sqlx::query(sql::INSERT_EVENT),
+        id,
+        controller_id,
+        event,
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+    .map_err(|e| {
+        if error::is_unique_violation(&e) {
+            StoreError::Conflict
+        } else {
+            map(e)
+        }
+    })
+}
+
+async fn insert_task(conn: &mut SqliteConnection, task: &Task) -> Result<(), StoreError> {
+    TaskColumns::from_domain(task)
+        .bind_insert::<Sqlite, Id>(sqlx::query(sql::INSERT_TASK))
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(map)
+}
+
+async fn update_task(conn: &mut SqliteConnection, task: &Task) -> Result<(), StoreError> {
+    TaskColumns::from_domain(task)
+        .bind_update::<Sqlite, Id>(sqlx::query(sql::UPDATE_TASK))
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(map)
+}
+
+/// Writes a changed request if its stored version is still `expected`;
+/// `false` if it is not.
+async fn update_request_row(
+    conn: &mut SqliteConnection,
+    request: &DataSubjectRequest,
+    expected_version: i64,
+) -> Result<bool, StoreError> {
+    let updated = RequestColumns::from_domain(request)?
+        .bind_update::<Sqlite, Id>(sqlx::query(sql::UPDATE_REQUEST), expected_version)
+        .execute(&mut *conn)
+        .await
+        .map_err(map)?
+        .rows_affected();
+    Ok(updated == 1)
+}
+
+/// Ends a transaction that must write nothing, at once. Dropping it would
+/// roll it back too, but only once a background task returns its
+/// connection to the pool; until then it would hold SQLite's write lock
+/// after the write gate was released, and the next writer would sleep in
+/// the busy handler.
+async fn roll_back(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+    tx.rollback().await.map_err(map)
+}
+
+/// The request a task belongs to; the foreign key says it exists.
+async fn task_request(
+    conn: &mut SqliteConnection,
+    task: &Task,
+) -> Result<DataSubjectRequest, StoreError> {
+    let row = sqlx::query(sql::SELECT_REQUEST)
+        .bind(Id::from_uuid(task.request))
+        .bind(task.controller_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map)?
+        .ok_or_else(|| StoreError::Corrupt("a task's request is missing".to_owned()))?;
+    request_from_row(&row)
+}
+
+/// The tasks of one request that `statement` (`$1` request, `$2`
+/// controller) selects.
+async fn tasks_of(
+    conn: &mut SqliteConnection,
+    statement: &'static str,
+    controller_id: &str,
+    id: Uuid,
+) -> Result<Vec<Task>, StoreError> {
+    sqlx::query(statement)
+        .bind(Id::from_uuid(id))
+        .bind(controller_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map)?
+        .iter()
+        .map(task_from_row)
+        .collect()
+}
+
+/// Writes what a request's change brings besides its row, in this order:
+/// the new tasks (which its events may name), its events, then the
+/// cancellation of `open`, the tasks that were open before the change.
+async fn write_effects(
+    conn: &mut SqliteConnection,
+    request: &DataSubjectRequest,
+    effects: &Effects,
+    open: Vec<Task>,
+) -> Result<(), StoreError> {
+    for task in &effects.new_tasks {
+        insert_task(conn, task).await?;
+    }
+    for event in &effects.events {
+        insert_event(conn, request.id, &request.controller_id, event).await?;
+    }
+    for (task, event) in steps::cancel_open(request, open) {
+        update_task(conn, &task).await?;
+        insert_event(conn, request.id, &request.controller_id, &event).await?;
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -157,7 +312,7 @@ impl Store for SqliteStore {
     async fn insert_request(
         &self,
         request: &DataSubjectRequest,
-        event: &NewEvent,
+        effects: &Effects,
     ) -> Result<InsertOutcome, StoreError> {
         let columns = RequestColumns::from_domain(request)?;
         let _turn = self.write_turn().await?;
@@ -169,15 +324,8 @@ impl Store for SqliteStore {
             .map_err(map)?
             .rows_affected();
         if inserted == 1 {
-            EventColumns::bind_insert::<Sqlite, Id>(
-                sqlx::query(sql::INSERT_EVENT),
-                request.id,
-                &request.controller_id,
-                event,
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?;
+            // A new request has no tasks yet, so none to cancel.
+            write_effects(&mut tx, request, effects, Vec::new()).await?;
             tx.commit().await.map_err(map)?;
             return Ok(InsertOutcome::Created);
         }
@@ -262,37 +410,388 @@ impl Store for SqliteStore {
         &self,
         request: &DataSubjectRequest,
         expected_version: i64,
-        event: &NewEvent,
+        effects: &Effects,
     ) -> Result<(), StoreError> {
-        let columns = RequestColumns::from_domain(request)?;
         let _turn = self.write_turn().await?;
         let mut tx = self.begin_write().await?;
-        let updated = columns
-            .bind_update::<Sqlite, Id>(sqlx::query(sql::UPDATE_REQUEST), expected_version)
-            .execute(&mut *tx)
+        if !update_request_row(&mut tx, request, expected_version).await? {
+            roll_back(tx).await?;
+            return Err(StoreError::Conflict);
+        }
+        let open = if effects.cancel_open_tasks {
+            tasks_of(
+                &mut tx,
+                sql::OPEN_REQUEST_TASKS,
+                &request.controller_id,
+                request.id,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        write_effects(&mut tx, request, effects, open).await?;
+        tx.commit().await.map_err(map)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.request_tasks",
+        skip_all,
+        fields(backend = "sqlite", controller_id = %controller_id, id = %id)
+    )]
+    async fn request_tasks(&self, controller_id: &str, id: Uuid) -> Result<Vec<Task>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(map)?;
+        tasks_of(&mut conn, sql::REQUEST_TASKS, controller_id, id).await
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.create_processor",
+        skip_all,
+        fields(backend = "sqlite", processor_id = %processor.id)
+    )]
+    async fn create_processor(&self, processor: &Processor) -> Result<Created, StoreError> {
+        let _turn = self.write_turn().await?;
+        let inserted = ProcessorColumns::from_domain(processor)
+            .bind_insert::<Sqlite>(sqlx::query(sql::INSERT_PROCESSOR))
+            .execute(&self.pool)
             .await
             .map_err(map)?
             .rows_affected();
-        if updated != 1 {
-            // Dropping the transaction rolls it back; nothing was written.
-            return Err(StoreError::Conflict);
+        Ok(if inserted == 1 {
+            Created::Created
+        } else {
+            Created::Duplicate
+        })
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.list_processors",
+        skip_all,
+        fields(backend = "sqlite", limit = limit)
+    )]
+    async fn list_processors(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Processor>, StoreError> {
+        // Every processor id is longer than the empty string.
+        sqlx::query(sql::LIST_PROCESSORS)
+            .bind(after.unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(processor_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.delete_processor",
+        skip_all,
+        fields(backend = "sqlite", processor_id = %processor_id)
+    )]
+    async fn delete_processor(&self, processor_id: &str) -> Result<Deleted, StoreError> {
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query(sql::SELECT_PROCESSOR_ID)
+            .bind(processor_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map)?
+            .is_some();
+        if !exists {
+            roll_back(tx).await?;
+            return Ok(Deleted::NotFound);
         }
-        EventColumns::bind_insert::<Sqlite, Id>(
-            sqlx::query(sql::INSERT_EVENT),
-            request.id,
-            &request.controller_id,
-            event,
+        let busy = sqlx::query(sql::PROCESSOR_HAS_OPEN_TASKS)
+            .bind(processor_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map)?
+            .is_some();
+        if busy {
+            roll_back(tx).await?;
+            return Ok(Deleted::HasOpenTasks);
+        }
+        sqlx::query(sql::DELETE_PROCESSOR)
+            .bind(processor_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        tx.commit().await.map_err(map)?;
+        Ok(Deleted::Deleted)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.create_route",
+        skip_all,
+        fields(
+            backend = "sqlite",
+            id = %route.id,
+            controller_id = %route.controller_id,
+            processor_id = %route.processor_id
         )
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if error::is_unique_violation(&e) {
-                StoreError::Conflict
-            } else {
-                map(e)
+    )]
+    async fn create_route(&self, route: &Route) -> Result<Created, StoreError> {
+        let _turn = self.write_turn().await?;
+        let inserted = RouteColumns::from_domain(route)
+            .bind_insert::<Sqlite, Id>(sqlx::query(sql::INSERT_ROUTE))
+            .execute(&self.pool)
+            .await;
+        match inserted {
+            Ok(done) if done.rows_affected() == 1 => Ok(Created::Created),
+            // The (controller, processor) pair is taken, or, far less
+            // likely, the route's id.
+            Ok(_) => Ok(Created::Duplicate),
+            Err(e) if error::is_unique_violation(&e) => Ok(Created::Duplicate),
+            Err(e) if error::is_foreign_key_violation(&e) => Ok(Created::Missing),
+            Err(e) => Err(map(e)),
+        }
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.list_routes",
+        skip_all,
+        fields(backend = "sqlite", limit = limit)
+    )]
+    async fn list_routes(
+        &self,
+        filter: &RouteFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<Route>, StoreError> {
+        let (after_time, after_id) = codec::cursor_values(after);
+        let mut query = sqlx::query(sql::list_routes(filter))
+            .bind(after_time)
+            .bind(Id::from_uuid(after_id))
+            .bind(i64::from(limit));
+        if let Some(controller_id) = &filter.controller_id {
+            query = query.bind(controller_id.as_str());
+        }
+        if let Some(processor_id) = &filter.processor_id {
+            query = query.bind(processor_id.as_str());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(route_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.delete_route",
+        skip_all,
+        fields(backend = "sqlite", id = %id)
+    )]
+    async fn delete_route(&self, id: Uuid) -> Result<Deleted, StoreError> {
+        let _turn = self.write_turn().await?;
+        let deleted = sqlx::query(sql::DELETE_ROUTE)
+            .bind(Id::from_uuid(id))
+            .execute(&self.pool)
+            .await
+            .map_err(map)?
+            .rows_affected();
+        Ok(if deleted == 1 {
+            Deleted::Deleted
+        } else {
+            Deleted::NotFound
+        })
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.controller_routes",
+        skip_all,
+        fields(backend = "sqlite", controller_id = %controller_id)
+    )]
+    async fn controller_routes(&self, controller_id: &str) -> Result<Vec<Route>, StoreError> {
+        sqlx::query(sql::CONTROLLER_ROUTES)
+            .bind(controller_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(route_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.claim_tasks",
+        skip_all,
+        fields(backend = "sqlite", processor_id = %processor_id, max = max, claimed)
+    )]
+    async fn claim_tasks(
+        &self,
+        processor_id: &str,
+        max: u32,
+        lease: SignedDuration,
+        now: Timestamp,
+    ) -> Result<Vec<TaskView>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        // Claims are writes, so they run one at a time: the next claimer
+        // sees this one's leases and passes over them.
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        let claimable: Vec<Task> = sqlx::query(sql::CLAIMABLE_TASKS)
+            .bind(processor_id)
+            .bind(codec::micros(now))
+            .bind(i64::from(max))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(task_from_row)
+            .collect::<Result<_, _>>()?;
+        // One read per request, however many of its tasks are claimed.
+        let mut owners = BTreeMap::new();
+        for task in &claimable {
+            owners.entry(task.request).or_insert(task);
+        }
+        let mut requests = BTreeMap::new();
+        for (id, task) in owners {
+            requests.insert(id, task_request(&mut tx, task).await?);
+        }
+        let mut claimed = Vec::with_capacity(claimable.len());
+        for mut task in claimable {
+            let Some(request) = requests.get(&task.request) else {
+                continue;
+            };
+            // The query chose by the same rule; the domain has the last word.
+            if !task.is_claimable(now) {
+                continue;
             }
-        })?;
-        tx.commit().await.map_err(map)
+            let event = steps::claim(&mut task, request, lease, now);
+            update_task(&mut tx, &task).await?;
+            insert_event(&mut tx, task.request, &task.controller_id, &event).await?;
+            claimed.push(steps::task_view(task, request));
+        }
+        tx.commit().await.map_err(map)?;
+        tracing::Span::current().record("claimed", claimed.len());
+        Ok(claimed)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.task_operation",
+        skip_all,
+        fields(backend = "sqlite", processor_id = %processor_id, id = %id)
+    )]
+    async fn task_operation(
+        &self,
+        processor_id: &str,
+        id: Uuid,
+        op: &TaskOp,
+        now: Timestamp,
+    ) -> Result<TaskOpResult, StoreError> {
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        // A refusal, a replay or a missing task writes nothing.
+        let Some(row) = sqlx::query(sql::SELECT_TASK)
+            .bind(Id::from_uuid(id))
+            .bind(processor_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map)?
+        else {
+            roll_back(tx).await?;
+            return Ok(TaskOpResult::NotFound);
+        };
+        let mut task = task_from_row(&row)?;
+        let mut request = task_request(&mut tx, &task).await?;
+        let (event, completed) = match steps::apply(&mut task, &request, op, now) {
+            Err(refused) => {
+                roll_back(tx).await?;
+                return Ok(TaskOpResult::Refused(refused));
+            }
+            Ok(Applied::Unchanged) => {
+                roll_back(tx).await?;
+                return Ok(TaskOpResult::Done(Box::new(steps::task_view(
+                    task, &request,
+                ))));
+            }
+            Ok(Applied::Changed { event, completed }) => (event, completed),
+        };
+        update_task(&mut tx, &task).await?;
+        if let Some(event) = &event {
+            insert_event(&mut tx, task.request, &task.controller_id, event).await?;
+        }
+        if completed {
+            let tasks = tasks_of(
+                &mut tx,
+                sql::REQUEST_TASKS,
+                &task.controller_id,
+                task.request,
+            )
+            .await?;
+            let expected_version = request.version;
+            if let Some(event) = steps::settle(&mut request, &task, &tasks, now)? {
+                // The request row is locked (PostgreSQL) or the database
+                // is (SQLite): its version cannot have moved since it was
+                // read, so a conflict here would be a bug; it writes
+                // nothing all the same.
+                if !update_request_row(&mut tx, &request, expected_version).await? {
+                    roll_back(tx).await?;
+                    return Err(StoreError::Conflict);
+                }
+                insert_event(&mut tx, request.id, &request.controller_id, &event).await?;
+            }
+        }
+        tx.commit().await.map_err(map)?;
+        Ok(TaskOpResult::Done(Box::new(steps::task_view(
+            task, &request,
+        ))))
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.get_task",
+        skip_all,
+        fields(backend = "sqlite", processor_id = %processor_id, id = %id)
+    )]
+    async fn get_task(&self, processor_id: &str, id: Uuid) -> Result<Option<TaskView>, StoreError> {
+        sqlx::query(sql::SELECT_TASK_VIEW)
+            .bind(Id::from_uuid(id))
+            .bind(processor_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map)?
+            .map(|row| task_view_from_row(&row))
+            .transpose()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.list_tasks",
+        skip_all,
+        fields(backend = "sqlite", processor_id = %processor_id, limit = limit)
+    )]
+    async fn list_tasks(
+        &self,
+        processor_id: &str,
+        state: Option<TaskState>,
+        after: Option<&Cursor>,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<TaskView>, StoreError> {
+        let (statement, filter) = sql::list_tasks(state);
+        let (after_time, after_id) = codec::cursor_values(after);
+        let mut query = sqlx::query(statement)
+            .bind(processor_id)
+            .bind(after_time)
+            .bind(Id::from_uuid(after_id))
+            .bind(i64::from(limit));
+        match filter {
+            TaskFilterValue::None => {}
+            TaskFilterValue::Now => query = query.bind(codec::micros(now)),
+            TaskFilterValue::State(state) => query = query.bind(state),
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(task_view_from_row)
+            .collect()
     }
 
     #[tracing::instrument(

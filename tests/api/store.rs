@@ -11,7 +11,8 @@
 )]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gdpr_intake::domain::jurisdiction::Jurisdiction;
@@ -21,8 +22,12 @@ use gdpr_intake::domain::request::{
     GuardianRelationship, NewEvent, Outcome, RefusalReason, RequestEvent, RequestType, State,
     Subject,
 };
+use gdpr_intake::domain::routing::{
+    Completion, Processor, Route, Task, TaskOutcome, TaskState, TaskView,
+};
 use gdpr_intake::store::{
-    self, Cursor, InsertOutcome, RequestFilter, Store, StoreConfig, StoreError,
+    self, Created, Cursor, Deleted, Effects, InsertOutcome, RequestFilter, RouteFilter, Store,
+    StoreConfig, StoreError, TaskOp, TaskOpResult,
 };
 use jiff::civil::date;
 use jiff::{SignedDuration, Timestamp};
@@ -89,11 +94,23 @@ conformance! {
         update_appends_numbered_events,
         stale_update_conflicts_and_writes_nothing,
         events_are_tenant_scoped_and_paginated,
+        fan_out_tasks_are_written_with_the_request,
+        cancel_open_tasks_cancels_pending_and_leased_tasks_only,
+        processors_and_routes_are_administered,
+        claims_go_by_due_time,
+        claim_respects_max_and_lease,
+        expired_lease_is_reclaimed_with_a_new_token,
+        lease_operations_need_the_current_token,
+        completion_replay_returns_the_task_and_writes_nothing,
+        completing_the_last_task_completes_the_request,
+        a_failed_task_needs_attention,
+        tasks_are_listed_by_visible_state_in_pages,
     ],
     configs: [
         data_survives_reconnecting,
         two_pools_write_concurrently,
         unreadable_row_is_corrupt,
+        concurrent_claimers_never_share_a_lease,
     ],
 }
 
@@ -215,6 +232,7 @@ impl Build {
             closure: None,
             close_time: None,
             cancellation_reason: None,
+            unrouted: false,
             fingerprint: format!("fingerprint-of-{}", self.request_id),
             version: 1,
         };
@@ -225,6 +243,7 @@ impl Build {
             from_state: None,
             to_state: self.state,
             reason: "accepted".to_owned(),
+            task: None,
         };
         (request, event)
     }
@@ -244,6 +263,7 @@ fn change(r: &mut DataSubjectRequest, to: State, event_type: EventType, seconds:
         from_state: Some(from),
         to_state: to,
         reason: format!("moved to {}", to.as_str()),
+        task: None,
     }
 }
 
@@ -273,11 +293,15 @@ fn fill_every_optional_field(r: &mut DataSubjectRequest) {
     });
     r.close_time = Some(at(200));
     r.cancellation_reason = Some("no longer needed".to_owned());
+    r.unrouted = true;
 }
 
 async fn insert_new(store: &Arc<dyn Store>, build: &Build) -> DataSubjectRequest {
     let (request, event) = build.build();
-    let outcome = store.insert_request(&request, &event).await.unwrap();
+    let outcome = store
+        .insert_request(&request, &Effects::event(event))
+        .await
+        .unwrap();
     assert!(matches!(outcome, InsertOutcome::Created), "{outcome:?}");
     request
 }
@@ -327,6 +351,236 @@ fn ids(requests: &[DataSubjectRequest]) -> Vec<Uuid> {
     requests.iter().map(|r| r.id).collect()
 }
 
+// ---- task fixtures ----
+
+/// The processor most task checks work for.
+const P: &str = "crm-vendor";
+/// Another processor, whose tasks must never show up for `P`.
+const Q: &str = "mail-vendor";
+
+/// A pending task of `request` for `processor`, due `due` seconds after the
+/// fixtures' epoch.
+fn new_task(request: &DataSubjectRequest, processor: &str, due: i64) -> Task {
+    Task {
+        id: Uuid::new_v4(),
+        request: request.id,
+        controller_id: request.controller_id.clone(),
+        processor_id: processor.to_owned(),
+        state: TaskState::Pending,
+        attempt: 0,
+        due_time: at(due),
+        lease_token: None,
+        lease_expire_time: None,
+        outcome: None,
+        reason: None,
+        result_uri: None,
+        note: None,
+        create_time: request.create_time,
+        update_time: request.create_time,
+        complete_time: None,
+    }
+}
+
+/// A `task_created` event, as the fan-out writes it.
+fn task_created(request: &DataSubjectRequest, task: &Task) -> NewEvent {
+    request.task_event(
+        EventType::TaskCreated,
+        task.id,
+        &Actor::system(),
+        format!("routed to {}", task.processor_id),
+        request.create_time,
+    )
+}
+
+/// Inserts a new request with a pending task per `(processor, due)` and
+/// their `task_created` events, as the fan-out at submission does.
+async fn insert_with_tasks(
+    store: &Arc<dyn Store>,
+    build: &Build,
+    tasks: &[(&str, i64)],
+) -> (DataSubjectRequest, Vec<Task>) {
+    let (request, submitted) = build.build();
+    let tasks: Vec<Task> = tasks
+        .iter()
+        .map(|(processor, due)| new_task(&request, processor, *due))
+        .collect();
+    let mut events = vec![submitted];
+    events.extend(tasks.iter().map(|t| task_created(&request, t)));
+    let effects = Effects {
+        events,
+        new_tasks: tasks.clone(),
+        cancel_open_tasks: false,
+    };
+    let outcome = store.insert_request(&request, &effects).await.unwrap();
+    assert!(matches!(outcome, InsertOutcome::Created), "{outcome:?}");
+    (request, tasks)
+}
+
+/// What the processor of `task` is shown.
+fn view_of(task: Task, request: &DataSubjectRequest) -> TaskView {
+    TaskView {
+        task,
+        request_type: request.request_type,
+        external_id: request.subject.external_id.clone(),
+        email: request.subject.email.clone(),
+        country: request.subject.jurisdiction.country(),
+        corrections: request.corrections.clone(),
+    }
+}
+
+fn secs(n: i64) -> SignedDuration {
+    SignedDuration::from_secs(n)
+}
+
+async fn claim(
+    store: &Arc<dyn Store>,
+    processor: &str,
+    max: u32,
+    lease: i64,
+    now: Timestamp,
+) -> Vec<TaskView> {
+    store
+        .claim_tasks(processor, max, secs(lease), now)
+        .await
+        .unwrap()
+}
+
+fn token(view: &TaskView) -> String {
+    view.task
+        .lease_token
+        .clone()
+        .expect("a claimed task has a token")
+}
+
+fn renew(token: &str, lease: i64) -> TaskOp {
+    TaskOp::Renew {
+        token: token.to_owned(),
+        lease: secs(lease),
+    }
+}
+
+fn release(token: &str, reason: Option<&str>) -> TaskOp {
+    TaskOp::Release {
+        token: token.to_owned(),
+        reason: reason.map(str::to_owned),
+    }
+}
+
+fn complete(token: &str, outcome: TaskOutcome) -> TaskOp {
+    TaskOp::Complete {
+        token: token.to_owned(),
+        completion: Completion {
+            outcome,
+            reason: (outcome == TaskOutcome::Failed).then(|| "export job crashed".to_owned()),
+            result_uri: Some("https://results.example.org/42".to_owned()),
+            note: Some("two systems searched".to_owned()),
+        },
+    }
+}
+
+async fn operate(
+    store: &Arc<dyn Store>,
+    processor: &str,
+    id: Uuid,
+    op: &TaskOp,
+    now: Timestamp,
+) -> TaskOpResult {
+    store.task_operation(processor, id, op, now).await.unwrap()
+}
+
+/// The task an operation left, or a panic saying what happened instead.
+fn done(result: TaskOpResult) -> TaskView {
+    match result {
+        TaskOpResult::Done(view) => *view,
+        other => panic!("the operation is applied: {other:?}"),
+    }
+}
+
+/// The reason an operation was refused with.
+fn refused(result: TaskOpResult) -> &'static str {
+    match result {
+        TaskOpResult::Refused(e) => e.reason,
+        other => panic!("the operation is refused: {other:?}"),
+    }
+}
+
+async fn stored_tasks(store: &Arc<dyn Store>, r: &DataSubjectRequest) -> Vec<Task> {
+    store.request_tasks(&r.controller_id, r.id).await.unwrap()
+}
+
+async fn stored_task(store: &Arc<dyn Store>, task: &Task) -> Task {
+    store
+        .get_task(&task.processor_id, task.id)
+        .await
+        .unwrap()
+        .expect("the task is stored")
+        .task
+}
+
+/// Every task of `processor` a listing yields, page by page.
+async fn list_all_tasks(
+    store: &Arc<dyn Store>,
+    processor: &str,
+    state: Option<TaskState>,
+    page: u32,
+    now: Timestamp,
+) -> Vec<TaskView> {
+    let mut all: Vec<TaskView> = Vec::new();
+    loop {
+        let after = all.last().map(|v| Cursor {
+            create_time: v.task.create_time,
+            id: v.task.id,
+        });
+        let got = store
+            .list_tasks(processor, state, after.as_ref(), page, now)
+            .await
+            .unwrap();
+        assert!(got.len() <= page as usize, "a page holds at most its limit");
+        let last_page = got.len() < page as usize;
+        all.extend(got);
+        if last_page {
+            return all;
+        }
+    }
+}
+
+/// Every route a listing yields, page by page.
+async fn list_all_routes(store: &Arc<dyn Store>, filter: &RouteFilter, page: u32) -> Vec<Route> {
+    let mut all: Vec<Route> = Vec::new();
+    loop {
+        let after = all.last().map(|r| Cursor {
+            create_time: r.create_time,
+            id: r.id,
+        });
+        let got = store
+            .list_routes(filter, after.as_ref(), page)
+            .await
+            .unwrap();
+        assert!(got.len() <= page as usize, "a page holds at most its limit");
+        let last_page = got.len() < page as usize;
+        all.extend(got);
+        if last_page {
+            return all;
+        }
+    }
+}
+
+fn task_ids(views: &[TaskView]) -> Vec<Uuid> {
+    views.iter().map(|v| v.task.id).collect()
+}
+
+/// The trail's events after the first `skip`, as (type, task).
+fn kinds(trail: &[RequestEvent], skip: usize) -> Vec<(EventType, Option<Uuid>)> {
+    trail[skip..]
+        .iter()
+        .map(|e| (e.event.event_type, e.event.task))
+        .collect()
+}
+
+fn sequences(trail: &[RequestEvent]) -> Vec<i64> {
+    trail.iter().map(|e| e.sequence).collect()
+}
+
 // ---- checks ----
 
 async fn ping_answers(store: Arc<dyn Store>) {
@@ -343,7 +597,10 @@ async fn insert_then_get_round_trips_every_field(store: Arc<dyn Store>) {
         .correction("given_name", "Ada 🙂");
     let (mut request, event) = build.build();
 
-    let outcome = store.insert_request(&request, &event).await.unwrap();
+    let outcome = store
+        .insert_request(&request, &Effects::event(event.clone()))
+        .await
+        .unwrap();
     assert!(matches!(outcome, InsertOutcome::Created), "{outcome:?}");
     assert_eq!(get(&store, &request).await, request);
 
@@ -351,7 +608,7 @@ async fn insert_then_get_round_trips_every_field(store: Arc<dyn Store>) {
     fill_every_optional_field(&mut request);
     let closed = change(&mut request, State::Refused, EventType::Closed, 200);
     store
-        .update_request(&request, expected, &closed)
+        .update_request(&request, expected, &Effects::event(closed.clone()))
         .await
         .unwrap();
 
@@ -392,7 +649,7 @@ async fn update_writes_every_mutable_column(store: Arc<dyn Store>) {
     fill_every_optional_field(&mut request);
     let event = change(&mut request, State::Completed, EventType::Closed, 300);
     store
-        .update_request(&request, expected, &event)
+        .update_request(&request, expected, &Effects::event(event))
         .await
         .unwrap();
     assert_eq!(get(&store, &request).await, request);
@@ -404,9 +661,10 @@ async fn update_writes_every_mutable_column(store: Arc<dyn Store>) {
     request.closure = None;
     request.close_time = None;
     request.cancellation_reason = None;
+    request.unrouted = false;
     let event = change(&mut request, State::NeedsAttention, EventType::Expired, 400);
     store
-        .update_request(&request, expected, &event)
+        .update_request(&request, expected, &Effects::event(event))
         .await
         .unwrap();
     assert_eq!(get(&store, &request).await, request);
@@ -437,7 +695,10 @@ async fn repeated_insert_returns_the_original(store: Arc<dyn Store>) {
 
     // A retry gets a new id from the API; the key is (controller, request_id).
     let (retry, retry_event) = build.clone().details("something else").build();
-    let outcome = store.insert_request(&retry, &retry_event).await.unwrap();
+    let outcome = store
+        .insert_request(&retry, &Effects::event(retry_event))
+        .await
+        .unwrap();
     let InsertOutcome::Existing(existing) = outcome else {
         panic!("a repeated request_id is not created again: {outcome:?}");
     };
@@ -463,7 +724,7 @@ async fn concurrent_identical_inserts_store_one(store: Arc<dyn Store>) {
             let store = Arc::clone(&store);
             let (request, event) = build.build();
             tokio::spawn(async move {
-                let outcome = store.insert_request(&request, &event).await;
+                let outcome = store.insert_request(&request, &Effects::event(event)).await;
                 (request, outcome)
             })
         })
@@ -550,7 +811,10 @@ async fn list_pages_in_order_with_filters(store: Arc<dyn Store>) {
 async fn update_appends_numbered_events(store: Arc<dyn Store>) {
     let build = Build::request("acme").in_state(State::AwaitingGuardianConsent);
     let (mut request, submitted) = build.build();
-    store.insert_request(&request, &submitted).await.unwrap();
+    store
+        .insert_request(&request, &Effects::event(submitted.clone()))
+        .await
+        .unwrap();
 
     let mut expected_trail = vec![RequestEvent {
         request: request.id,
@@ -566,7 +830,7 @@ async fn update_appends_numbered_events(store: Arc<dyn Store>) {
         let expected = request.version;
         let event = change(&mut request, to, event_type, 10 * (i as i64 + 1));
         store
-            .update_request(&request, expected, &event)
+            .update_request(&request, expected, &Effects::event(event.clone()))
             .await
             .unwrap();
         expected_trail.push(RequestEvent {
@@ -588,14 +852,19 @@ async fn stale_update_conflicts_and_writes_nothing(store: Arc<dyn Store>) {
         EventType::Submitted,
         10,
     );
-    store.update_request(&request, first, &event).await.unwrap();
+    store
+        .update_request(&request, first, &Effects::event(event))
+        .await
+        .unwrap();
     let stored = get(&store, &request).await;
 
     // Someone read version 1 and changes it after the update above.
     let mut stale = stored.clone();
     let event = change(&mut stale, State::Cancelled, EventType::Cancelled, 20);
     stale.cancellation_reason = Some("changed my mind".to_owned());
-    let outcome = store.update_request(&stale, first, &event).await;
+    let outcome = store
+        .update_request(&stale, first, &Effects::event(event))
+        .await;
     assert!(matches!(outcome, Err(StoreError::Conflict)), "{outcome:?}");
 
     // Another controller cannot change it either, even with the right version.
@@ -603,7 +872,9 @@ async fn stale_update_conflicts_and_writes_nothing(store: Arc<dyn Store>) {
     foreign.controller_id = "other".to_owned();
     let current = foreign.version;
     let event = change(&mut foreign, State::Cancelled, EventType::Cancelled, 30);
-    let outcome = store.update_request(&foreign, current, &event).await;
+    let outcome = store
+        .update_request(&foreign, current, &Effects::event(event))
+        .await;
     assert!(matches!(outcome, Err(StoreError::Conflict)), "{outcome:?}");
 
     assert_eq!(get(&store, &request).await, stored);
@@ -621,7 +892,7 @@ async fn events_are_tenant_scoped_and_paginated(store: Arc<dyn Store>) {
             seconds,
         );
         store
-            .update_request(&request, expected, &event)
+            .update_request(&request, expected, &Effects::event(event))
             .await
             .unwrap();
     }
@@ -674,7 +945,10 @@ async fn data_survives_reconnecting(config: StoreConfig) {
     let store = open(&config).await;
     assert_eq!(get(&store, &request).await, request);
     let (retry, event) = build.build();
-    let outcome = store.insert_request(&retry, &event).await.unwrap();
+    let outcome = store
+        .insert_request(&retry, &Effects::event(event))
+        .await
+        .unwrap();
     assert!(matches!(outcome, InsertOutcome::Existing(_)), "{outcome:?}");
 }
 
@@ -693,7 +967,7 @@ async fn two_pools_write_concurrently(config: StoreConfig) {
             };
             tokio::spawn(async move {
                 let (request, event) = build.build();
-                store.insert_request(&request, &event).await
+                store.insert_request(&request, &Effects::event(event)).await
             })
         })
         .collect();
@@ -729,6 +1003,1035 @@ async fn unreadable_row_is_corrupt(config: StoreConfig) {
         .list_requests("acme", &RequestFilter::default(), None, 10)
         .await;
     assert!(matches!(listed, Err(StoreError::Corrupt(_))), "{listed:?}");
+}
+
+// ---- routing and tasks ----
+
+async fn fan_out_tasks_are_written_with_the_request(store: Arc<dyn Store>) {
+    let (request, tasks) = insert_with_tasks(
+        &store,
+        &Build::request("acme").correction("surname", "Lovelace"),
+        &[(P, 100), (Q, 200), ("billing", 300)],
+    )
+    .await;
+
+    let mut expected = tasks.clone();
+    expected.sort_by_key(|t| (t.create_time, t.id));
+    assert_eq!(stored_tasks(&store, &request).await, expected);
+    assert!(
+        store
+            .request_tasks("other", request.id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another controller does not see the tasks"
+    );
+    let trail = events(&store, &request).await;
+    assert_eq!(sequences(&trail), vec![1, 2, 3, 4]);
+    let mut expected_kinds = vec![(EventType::Submitted, None)];
+    expected_kinds.extend(tasks.iter().map(|t| (EventType::TaskCreated, Some(t.id))));
+    assert_eq!(kinds(&trail, 0), expected_kinds);
+    assert_eq!(trail[1].event, task_created(&request, &tasks[0]));
+
+    // Each processor sees its task with what it may know of the request.
+    for task in &tasks {
+        let view = store.get_task(&task.processor_id, task.id).await.unwrap();
+        assert_eq!(view, Some(view_of(task.clone(), &request)));
+        assert_eq!(store.get_task("someone-else", task.id).await.unwrap(), None);
+    }
+
+    // All or nothing: an event naming a task that is not being created
+    // fails the whole insert.
+    let (broken, submitted) = Build::request("acme").build();
+    let task = new_task(&broken, P, 100);
+    let stray = broken.task_event(
+        EventType::TaskCreated,
+        Uuid::new_v4(),
+        &Actor::system(),
+        "routed nowhere".to_owned(),
+        broken.create_time,
+    );
+    let effects = Effects {
+        events: vec![submitted, task_created(&broken, &task), stray],
+        new_tasks: vec![task],
+        cancel_open_tasks: false,
+    };
+    assert!(store.insert_request(&broken, &effects).await.is_err());
+    assert!(
+        store
+            .get_request("acme", broken.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(stored_tasks(&store, &broken).await.is_empty());
+    assert_eq!(
+        claim(&store, P, 10, 60, at(0)).await.len(),
+        1,
+        "only the first request's task exists"
+    );
+
+    // A minor's request fans out when the guardian consents: tasks come
+    // with the update.
+    let (mut minor, submitted) = Build::request("acme")
+        .in_state(State::AwaitingGuardianConsent)
+        .build();
+    store
+        .insert_request(&minor, &Effects::event(submitted))
+        .await
+        .unwrap();
+    let expected_version = minor.version;
+    let consented = change(
+        &mut minor,
+        State::InProgress,
+        EventType::GuardianConsentRecorded,
+        50,
+    );
+    let task = Task {
+        create_time: at(50),
+        update_time: at(50),
+        ..new_task(&minor, P, 500)
+    };
+    let created = minor.task_event(
+        EventType::TaskCreated,
+        task.id,
+        &Actor::system(),
+        "routed".to_owned(),
+        at(50),
+    );
+    let effects = Effects {
+        events: vec![consented, created],
+        new_tasks: vec![task.clone()],
+        cancel_open_tasks: false,
+    };
+    store
+        .update_request(&minor, expected_version, &effects)
+        .await
+        .unwrap();
+    assert_eq!(stored_tasks(&store, &minor).await, vec![task.clone()]);
+    assert_eq!(
+        kinds(&events(&store, &minor).await, 0),
+        vec![
+            (EventType::Submitted, None),
+            (EventType::GuardianConsentRecorded, None),
+            (EventType::TaskCreated, Some(task.id)),
+        ]
+    );
+}
+
+async fn cancel_open_tasks_cancels_pending_and_leased_tasks_only(store: Arc<dyn Store>) {
+    let (mut request, tasks) = insert_with_tasks(
+        &store,
+        &Build::request("acme"),
+        &[(P, 10), (P, 20), (P, 30)],
+    )
+    .await;
+    // The earliest two are claimed and the first of them completed.
+    let claimed = claim(&store, P, 2, 300, at(60)).await;
+    assert_eq!(task_ids(&claimed), vec![tasks[0].id, tasks[1].id]);
+    done(
+        operate(
+            &store,
+            P,
+            tasks[0].id,
+            &complete(&token(&claimed[0]), TaskOutcome::Done),
+            at(70),
+        )
+        .await,
+    );
+    let before = events(&store, &request).await.len();
+
+    let expected_version = request.version;
+    let cancelled = request
+        .cancel("withdrawn".to_owned(), &actor(), at(80))
+        .unwrap();
+    let effects = Effects {
+        events: vec![cancelled.clone()],
+        new_tasks: Vec::new(),
+        cancel_open_tasks: true,
+    };
+    store
+        .update_request(&request, expected_version, &effects)
+        .await
+        .unwrap();
+
+    let stored = stored_tasks(&store, &request).await;
+    let state_of = |id: Uuid| stored.iter().find(|t| t.id == id).unwrap();
+    assert_eq!(state_of(tasks[0].id).state, TaskState::Completed);
+    for task in &tasks[1..] {
+        let t = state_of(task.id);
+        assert_eq!(t.state, TaskState::Cancelled, "{t:?}");
+        assert_eq!(t.update_time, at(80));
+        assert_eq!(t.lease_expire_time, None);
+    }
+
+    let trail = events(&store, &request).await;
+    assert_eq!(
+        sequences(&trail),
+        (1..=trail.len() as i64).collect::<Vec<_>>()
+    );
+    assert_eq!(trail.len(), before + 3);
+    assert_eq!(trail[before].event, cancelled);
+    let mut cancelled_tasks: Vec<Uuid> = trail[before + 1..]
+        .iter()
+        .map(|e| {
+            assert_eq!(e.event.event_type, EventType::TaskCancelled);
+            assert_eq!(e.event.actor, Actor::system());
+            assert_eq!(e.event.reason, "the request ended");
+            assert_eq!(e.event.time, at(80));
+            assert_eq!(
+                (e.event.from_state, e.event.to_state),
+                (Some(State::Cancelled), State::Cancelled)
+            );
+            e.event.task.unwrap()
+        })
+        .collect();
+    cancelled_tasks.sort();
+    let mut expected: Vec<Uuid> = tasks[1..].iter().map(|t| t.id).collect();
+    expected.sort();
+    assert_eq!(cancelled_tasks, expected);
+
+    // The processor still holding a lease is told to stop; nothing is left
+    // to claim.
+    let result = operate(
+        &store,
+        P,
+        tasks[1].id,
+        &renew(&token(&claimed[1]), 60),
+        at(90),
+    )
+    .await;
+    assert_eq!(refused(result), "TASK_CANCELLED");
+    let result = operate(
+        &store,
+        P,
+        tasks[1].id,
+        &complete(&token(&claimed[1]), TaskOutcome::Done),
+        at(90),
+    )
+    .await;
+    assert_eq!(refused(result), "TASK_CANCELLED");
+    assert!(claim(&store, P, 10, 60, at(10_000)).await.is_empty());
+}
+
+async fn processors_and_routes_are_administered(store: Arc<dyn Store>) {
+    let processor = |id: &str, seconds: i64| Processor {
+        id: id.to_owned(),
+        display_name: format!("Processor {id} ✓"),
+        contact: (seconds % 2 == 0).then(|| "privacy@example.org".to_owned()),
+        create_time: at(seconds),
+    };
+    let mut processors = vec![
+        processor("b-crm", 1),
+        processor("a-mail", 2),
+        processor("c_pay", 3),
+        processor("a-mail-2", 4),
+        processor("a0", 5),
+    ];
+    for p in &processors {
+        assert_eq!(store.create_processor(p).await.unwrap(), Created::Created);
+    }
+    let taken = processor("b-crm", 9);
+    assert_eq!(
+        store.create_processor(&taken).await.unwrap(),
+        Created::Duplicate
+    );
+    processors.sort_by(|a, b| a.id.cmp(&b.id));
+    for page in [1_u32, 2, 10] {
+        let mut listed: Vec<Processor> = Vec::new();
+        loop {
+            let after = listed.last().map(|p| p.id.clone());
+            let got = store.list_processors(after.as_deref(), page).await.unwrap();
+            let last = got.len() < page as usize;
+            listed.extend(got);
+            if last {
+                break;
+            }
+        }
+        assert_eq!(listed, processors, "page size {page}");
+    }
+
+    let route = |controller: &str, processor: &str, types: &[RequestType], seconds: i64| Route {
+        id: Uuid::new_v4(),
+        controller_id: controller.to_owned(),
+        processor_id: processor.to_owned(),
+        request_types: types.to_vec(),
+        task_sla_working_hours: 24 + seconds as u32,
+        create_time: at(seconds),
+    };
+    use RequestType::{Access, Erasure, Rectification};
+    // Two pairs share a create time, so the id decides between them.
+    let mut routes = vec![
+        route("acme", "a-mail", &[], 10),
+        route("acme", "b-crm", &[Erasure, Access], 20),
+        route("other", "a-mail", &[Erasure], 20),
+        route("other", "b-crm", &[Rectification], 5),
+        route("acme", "c_pay", &[Access], 30),
+        route("other", "c_pay", &[], 30),
+    ];
+    for r in &routes {
+        assert_eq!(store.create_route(r).await.unwrap(), Created::Created);
+    }
+    let again = route("acme", "a-mail", &[Access], 40);
+    assert_eq!(
+        store.create_route(&again).await.unwrap(),
+        Created::Duplicate
+    );
+    let nowhere = route("acme", "nobody", &[], 40);
+    assert_eq!(
+        store.create_route(&nowhere).await.unwrap(),
+        Created::Missing
+    );
+    routes.sort_by_key(|r| (r.create_time, r.id));
+
+    let filters = [
+        (None, None),
+        (Some("acme"), None),
+        (Some("other"), None),
+        (None, Some("a-mail")),
+        (Some("acme"), Some("b-crm")),
+        (Some("nobody"), None),
+    ];
+    for (controller, processor) in filters {
+        let filter = RouteFilter {
+            controller_id: controller.map(str::to_owned),
+            processor_id: processor.map(str::to_owned),
+        };
+        let expected: Vec<Route> = routes
+            .iter()
+            .filter(|r| controller.is_none_or(|c| r.controller_id == c))
+            .filter(|r| processor.is_none_or(|p| r.processor_id == p))
+            .cloned()
+            .collect();
+        for page in [1, 2, 100] {
+            assert_eq!(
+                list_all_routes(&store, &filter, page).await,
+                expected,
+                "{filter:?}, page size {page}"
+            );
+        }
+    }
+    let acme: Vec<Route> = routes
+        .iter()
+        .filter(|r| r.controller_id == "acme")
+        .cloned()
+        .collect();
+    assert_eq!(store.controller_routes("acme").await.unwrap(), acme);
+    assert!(store.controller_routes("nobody").await.unwrap().is_empty());
+
+    let gone = routes
+        .iter()
+        .position(|r| r.processor_id == "c_pay")
+        .unwrap();
+    let gone = routes.remove(gone);
+    assert_eq!(store.delete_route(gone.id).await.unwrap(), Deleted::Deleted);
+    assert_eq!(
+        store.delete_route(gone.id).await.unwrap(),
+        Deleted::NotFound
+    );
+    assert_eq!(
+        list_all_routes(&store, &RouteFilter::default(), 100).await,
+        routes
+    );
+
+    // A processor that owes work stays; once its tasks are over it goes,
+    // with its routes, and its finished tasks stay as history.
+    let (mut request, tasks) =
+        insert_with_tasks(&store, &Build::request("acme"), &[("b-crm", 100)]).await;
+    assert_eq!(
+        store.delete_processor("b-crm").await.unwrap(),
+        Deleted::HasOpenTasks
+    );
+    claim(&store, "b-crm", 1, 60, at(10)).await;
+    assert_eq!(
+        store.delete_processor("b-crm").await.unwrap(),
+        Deleted::HasOpenTasks,
+        "a leased task is open too"
+    );
+    let expected_version = request.version;
+    let cancelled = request
+        .cancel("withdrawn".to_owned(), &actor(), at(20))
+        .unwrap();
+    let effects = Effects {
+        events: vec![cancelled],
+        new_tasks: Vec::new(),
+        cancel_open_tasks: true,
+    };
+    store
+        .update_request(&request, expected_version, &effects)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delete_processor("b-crm").await.unwrap(),
+        Deleted::Deleted
+    );
+    assert_eq!(
+        store.delete_processor("b-crm").await.unwrap(),
+        Deleted::NotFound
+    );
+    assert_eq!(
+        store.delete_processor("nobody").await.unwrap(),
+        Deleted::NotFound
+    );
+    routes.retain(|r| r.processor_id != "b-crm");
+    assert_eq!(
+        list_all_routes(&store, &RouteFilter::default(), 100).await,
+        routes
+    );
+    assert!(
+        store
+            .list_processors(None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|p| p.id != "b-crm")
+    );
+    let history = stored_tasks(&store, &request).await;
+    assert_eq!(task_ids_of(&history), task_ids_of(&tasks));
+    assert_eq!(history[0].state, TaskState::Cancelled);
+    // The id is free again.
+    assert_eq!(
+        store.create_processor(&taken).await.unwrap(),
+        Created::Created
+    );
+}
+
+fn task_ids_of(tasks: &[Task]) -> Vec<Uuid> {
+    tasks.iter().map(|t| t.id).collect()
+}
+
+async fn claims_go_by_due_time(store: Arc<dyn Store>) {
+    let (first, a) =
+        insert_with_tasks(&store, &Build::request("acme"), &[(P, 50), (P, 10), (Q, 5)]).await;
+    let (second, b) = insert_with_tasks(
+        &store,
+        &Build::request("other").created(1),
+        &[(P, 40), (P, 20), (P, 30)],
+    )
+    .await;
+    let in_order = [&a[1], &b[1], &b[2], &b[0], &a[0]];
+
+    let mut claimed = Vec::new();
+    for (round, expected) in in_order.chunks(2).enumerate() {
+        let now = at(100 + round as i64);
+        let got = claim(&store, P, 2, 60, now).await;
+        assert_eq!(
+            task_ids(&got),
+            expected.iter().map(|t| t.id).collect::<Vec<_>>(),
+            "round {round}"
+        );
+        for (view, task) in got.iter().zip(expected) {
+            let request = if task.request == first.id {
+                &first
+            } else {
+                &second
+            };
+            let leased = Task {
+                state: TaskState::Leased,
+                attempt: 1,
+                lease_token: view.task.lease_token.clone(),
+                lease_expire_time: Some(now + secs(60)),
+                update_time: now,
+                ..(*task).clone()
+            };
+            assert_eq!(*view, view_of(leased, request));
+            assert_eq!(stored_task(&store, task).await, view.task);
+        }
+        claimed.extend(got);
+    }
+    assert!(claim(&store, P, 2, 60, at(110)).await.is_empty());
+    let mut tokens: Vec<String> = claimed.iter().map(token).collect();
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 5, "every lease has its own token");
+
+    // Each claim is in its request's trail, by the processor.
+    let trail = events(&store, &first).await;
+    assert_eq!(
+        kinds(&trail, 4),
+        vec![
+            (EventType::TaskClaimed, Some(a[1].id)),
+            (EventType::TaskClaimed, Some(a[0].id)),
+        ]
+    );
+    let claimed_event = &trail[4].event;
+    assert_eq!(
+        claimed_event.actor,
+        Actor {
+            id: P.to_owned(),
+            role: "processor".to_owned()
+        }
+    );
+    assert_eq!(claimed_event.reason, "attempt 1");
+    assert_eq!(claimed_event.time, at(100));
+    assert_eq!(sequences(&trail), vec![1, 2, 3, 4, 5, 6]);
+
+    // The other processor's task was never handed to P.
+    let theirs = claim(&store, Q, 10, 60, at(120)).await;
+    assert_eq!(task_ids(&theirs), vec![a[2].id]);
+}
+
+async fn claim_respects_max_and_lease(store: Arc<dyn Store>) {
+    let dues: Vec<(&str, i64)> = (0..5).map(|i| (P, 100 + i)).collect();
+    let (_, tasks) = insert_with_tasks(&store, &Build::request("acme"), &dues).await;
+
+    assert!(claim(&store, P, 0, 60, at(10)).await.is_empty());
+    let first = claim(&store, P, 3, 60, at(10)).await;
+    assert_eq!(task_ids(&first), task_ids_of(&tasks[..3]));
+    let rest = claim(&store, P, 3, 60, at(11)).await;
+    assert_eq!(task_ids(&rest), task_ids_of(&tasks[3..]));
+    // Every lease still runs one microsecond before the first ends.
+    let just_before = at(70) - SignedDuration::from_micros(1);
+    assert!(claim(&store, P, 10, 60, just_before).await.is_empty());
+    let leased = list_all_tasks(&store, P, Some(TaskState::Leased), 10, just_before).await;
+    assert_eq!(leased.len(), 5);
+    // At its end the first three are claimable again, and only those.
+    let again = claim(&store, P, 10, 60, at(70)).await;
+    assert_eq!(task_ids(&again), task_ids_of(&tasks[..3]));
+    assert!(again.iter().all(|v| v.task.attempt == 2));
+}
+
+async fn expired_lease_is_reclaimed_with_a_new_token(store: Arc<dyn Store>) {
+    let (request, tasks) = insert_with_tasks(&store, &Build::request("acme"), &[(P, 100)]).await;
+    let task = &tasks[0];
+    let first = claim(&store, P, 5, 30, at(100)).await;
+    assert_eq!(task_ids(&first), vec![task.id]);
+
+    let visible = |now: Timestamp, state: TaskState| {
+        let store = Arc::clone(&store);
+        async move { task_ids(&list_all_tasks(&store, P, Some(state), 10, now).await) }
+    };
+    assert_eq!(visible(at(129), TaskState::Leased).await, vec![task.id]);
+    assert!(visible(at(129), TaskState::Pending).await.is_empty());
+    assert!(claim(&store, P, 5, 30, at(129)).await.is_empty());
+
+    // The lease ends at 130: the task shows as pending and is handed out again.
+    assert!(visible(at(130), TaskState::Leased).await.is_empty());
+    assert_eq!(visible(at(130), TaskState::Pending).await, vec![task.id]);
+    let second = claim(&store, P, 5, 30, at(130)).await;
+    assert_eq!(task_ids(&second), vec![task.id]);
+    assert_eq!(second[0].task.attempt, 2);
+    assert_ne!(token(&second[0]), token(&first[0]));
+    assert_eq!(second[0].task.lease_expire_time, Some(at(160)));
+
+    let trail = events(&store, &request).await;
+    let reasons: Vec<&str> = trail[2..].iter().map(|e| e.event.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        vec!["attempt 1", "attempt 2: redelivered after the lease ended"]
+    );
+
+    // The first holder has lost it.
+    let late = complete(&token(&first[0]), TaskOutcome::Done);
+    assert_eq!(
+        refused(operate(&store, P, task.id, &late, at(131)).await),
+        "LEASE_NOT_HELD"
+    );
+    let now_held = done(
+        operate(
+            &store,
+            P,
+            task.id,
+            &complete(&token(&second[0]), TaskOutcome::Done),
+            at(131),
+        )
+        .await,
+    );
+    assert_eq!(now_held.task.state, TaskState::Completed);
+}
+
+async fn lease_operations_need_the_current_token(store: Arc<dyn Store>) {
+    let (request, tasks) =
+        insert_with_tasks(&store, &Build::request("acme"), &[(P, 100), (P, 200)]).await;
+    let task = &tasks[0];
+    let first = claim(&store, P, 1, 60, at(100)).await;
+    let held = token(&first[0]);
+    let trail_len = events(&store, &request).await.len();
+
+    // Renewal: only with the current token; no event.
+    for wrong in ["", "not-the-token"] {
+        let result = operate(&store, P, task.id, &renew(wrong, 60), at(150)).await;
+        assert_eq!(refused(result), "LEASE_NOT_HELD");
+    }
+    let renewed = done(operate(&store, P, task.id, &renew(&held, 60), at(150)).await);
+    assert_eq!(renewed.task.lease_expire_time, Some(at(210)));
+    assert_eq!(renewed.task.update_time, at(150));
+    assert_eq!(renewed, view_of(renewed.task.clone(), &request));
+    assert_eq!(stored_task(&store, task).await, renewed.task);
+    assert_eq!(events(&store, &request).await.len(), trail_len);
+    let claimed = claim(&store, P, 5, 60, at(200)).await;
+    assert_eq!(
+        task_ids(&claimed),
+        vec![tasks[1].id],
+        "a renewed lease is not handed out"
+    );
+
+    // Release: back to pending, with its event.
+    let released = done(
+        operate(
+            &store,
+            P,
+            task.id,
+            &release(&held, Some("shutting down")),
+            at(205),
+        )
+        .await,
+    );
+    assert_eq!(released.task.state, TaskState::Pending);
+    assert_eq!(released.task.lease_token, None);
+    assert_eq!(released.task.reason.as_deref(), Some("shutting down"));
+    let trail = events(&store, &request).await;
+    let last = &trail.last().unwrap().event;
+    assert_eq!(
+        (last.event_type, last.task, last.reason.as_str()),
+        (
+            EventType::TaskReleased,
+            Some(task.id),
+            "released: shutting down"
+        )
+    );
+    let result = operate(&store, P, task.id, &release(&held, None), at(206)).await;
+    assert_eq!(refused(result), "LEASE_NOT_HELD");
+
+    // A new claim, not a redelivery; the old token no longer counts.
+    let again = claim(&store, P, 1, 60, at(206)).await;
+    assert_eq!(task_ids(&again), vec![task.id]);
+    assert_eq!(again[0].task.attempt, 2);
+    let trail = events(&store, &request).await;
+    assert_eq!(trail.last().unwrap().event.reason, "attempt 2");
+    let stale = complete(&held, TaskOutcome::Done);
+    assert_eq!(
+        refused(operate(&store, P, task.id, &stale, at(207)).await),
+        "LEASE_NOT_HELD"
+    );
+    let completed = done(
+        operate(
+            &store,
+            P,
+            task.id,
+            &complete(&token(&again[0]), TaskOutcome::Done),
+            at(207),
+        )
+        .await,
+    );
+    assert_eq!(completed.task.state, TaskState::Completed);
+    assert_eq!(completed.task.outcome, Some(TaskOutcome::Done));
+    assert_eq!(completed.task.complete_time, Some(at(207)));
+    assert_eq!(completed.task.lease_expire_time, None);
+    assert_eq!(
+        completed.task.result_uri.as_deref(),
+        Some("https://results.example.org/42")
+    );
+    assert_eq!(stored_task(&store, task).await, completed.task);
+
+    // Unknown tasks, and another processor's, are not found.
+    let any = renew(&token(&again[0]), 60);
+    assert_eq!(
+        operate(&store, P, Uuid::new_v4(), &any, at(208)).await,
+        TaskOpResult::NotFound
+    );
+    assert_eq!(
+        operate(&store, Q, task.id, &any, at(208)).await,
+        TaskOpResult::NotFound
+    );
+}
+
+async fn completion_replay_returns_the_task_and_writes_nothing(store: Arc<dyn Store>) {
+    let (request, tasks) =
+        insert_with_tasks(&store, &Build::request("acme"), &[(P, 100), (Q, 100)]).await;
+    let claimed = claim(&store, P, 1, 60, at(10)).await;
+    let op = complete(&token(&claimed[0]), TaskOutcome::Done);
+    let first = done(operate(&store, P, tasks[0].id, &op, at(20)).await);
+    let trail = events(&store, &request).await;
+
+    // The answer was lost; the processor calls again, later.
+    let replay = done(operate(&store, P, tasks[0].id, &op, at(30)).await);
+    assert_eq!(replay, first);
+    assert_eq!(events(&store, &request).await, trail);
+    assert_eq!(stored_task(&store, &tasks[0]).await, first.task);
+
+    let different = complete(&token(&claimed[0]), TaskOutcome::NoDataHeld);
+    assert_eq!(
+        refused(operate(&store, P, tasks[0].id, &different, at(40)).await),
+        "TASK_ALREADY_COMPLETED"
+    );
+    assert_eq!(events(&store, &request).await, trail);
+}
+
+async fn completing_the_last_task_completes_the_request(store: Arc<dyn Store>) {
+    let (request, tasks) =
+        insert_with_tasks(&store, &Build::request("acme"), &[(P, 100), (Q, 100)]).await;
+    let p = claim(&store, P, 1, 600, at(10)).await;
+    let q = claim(&store, Q, 1, 600, at(10)).await;
+
+    done(
+        operate(
+            &store,
+            P,
+            tasks[0].id,
+            &complete(&token(&p[0]), TaskOutcome::Done),
+            at(100),
+        )
+        .await,
+    );
+    assert_eq!(
+        get(&store, &request).await,
+        request,
+        "one task is still open"
+    );
+
+    done(
+        operate(
+            &store,
+            Q,
+            tasks[1].id,
+            &complete(&token(&q[0]), TaskOutcome::NoDataHeld),
+            at(200),
+        )
+        .await,
+    );
+    let completed = get(&store, &request).await;
+    assert_eq!(completed.state, State::Completed);
+    assert_eq!(completed.version, request.version + 1);
+    assert_eq!(completed.update_time, at(200));
+    assert_eq!(completed.close_time, Some(at(200)));
+    assert_eq!(
+        completed.closure.as_ref().map(|c| c.outcome),
+        Some(Outcome::Completed)
+    );
+    assert_eq!(completed.deadline_met(), Some(true));
+
+    let trail = events(&store, &request).await;
+    assert_eq!(
+        sequences(&trail),
+        (1..=trail.len() as i64).collect::<Vec<_>>()
+    );
+    let n = trail.len();
+    assert_eq!(
+        kinds(&trail, n - 3),
+        vec![
+            (EventType::TaskCompleted, Some(tasks[0].id)),
+            (EventType::TaskCompleted, Some(tasks[1].id)),
+            (EventType::Closed, None),
+        ]
+    );
+    assert_eq!(trail[n - 2].event.reason, "completed: no_data_held");
+    let closed = &trail[n - 1].event;
+    assert_eq!(closed.actor, Actor::system());
+    assert_eq!(
+        (closed.from_state, closed.to_state, closed.time),
+        (Some(State::InProgress), State::Completed, at(200))
+    );
+}
+
+async fn a_failed_task_needs_attention(store: Arc<dyn Store>) {
+    let (request, tasks) =
+        insert_with_tasks(&store, &Build::request("acme"), &[(P, 100), (Q, 100)]).await;
+    let p = claim(&store, P, 1, 600, at(10)).await;
+    let q = claim(&store, Q, 1, 600, at(10)).await;
+
+    let failed = done(
+        operate(
+            &store,
+            P,
+            tasks[0].id,
+            &complete(&token(&p[0]), TaskOutcome::Failed),
+            at(100),
+        )
+        .await,
+    );
+    assert_eq!(failed.task.state, TaskState::Failed);
+    assert_eq!(failed.task.outcome, Some(TaskOutcome::Failed));
+    assert_eq!(failed.task.reason.as_deref(), Some("export job crashed"));
+    let flagged = get(&store, &request).await;
+    assert_eq!(flagged.state, State::NeedsAttention);
+    assert_eq!(flagged.version, request.version + 1);
+
+    let trail = events(&store, &request).await;
+    let n = trail.len();
+    assert_eq!(
+        kinds(&trail, n - 2),
+        vec![
+            (EventType::TaskFailed, Some(tasks[0].id)),
+            (EventType::NeedsAttention, None),
+        ]
+    );
+    assert_eq!(trail[n - 2].event.reason, "failed: export job crashed");
+    let attention = &trail[n - 1].event;
+    assert_eq!(
+        attention.reason,
+        format!("task tasks/{} failed", tasks[0].id)
+    );
+    assert_eq!(attention.actor, Actor::system());
+
+    // The other processor finishes; the request waits for a person.
+    done(
+        operate(
+            &store,
+            Q,
+            tasks[1].id,
+            &complete(&token(&q[0]), TaskOutcome::Done),
+            at(200),
+        )
+        .await,
+    );
+    assert_eq!(get(&store, &request).await, flagged);
+    assert_eq!(events(&store, &request).await.len(), n + 1);
+}
+
+async fn tasks_are_listed_by_visible_state_in_pages(store: Arc<dyn Store>) {
+    let mut requests = BTreeMap::new();
+    let mut all = Vec::new();
+    for (created, dues) in [(0, vec![10, 20]), (5, vec![30, 40, 50]), (5, vec![60])] {
+        let plan: Vec<(&str, i64)> = dues.iter().map(|d| (P, *d)).chain([(Q, 1)]).collect();
+        let (request, tasks) =
+            insert_with_tasks(&store, &Build::request("acme").created(created), &plan).await;
+        all.extend(tasks.into_iter().filter(|t| t.processor_id == P));
+        requests.insert(request.id, request);
+    }
+    // Claimed by due time: the tasks due at 10, 20 and 30.
+    let claimed = claim(&store, P, 3, 50, at(100)).await;
+    done(
+        operate(
+            &store,
+            P,
+            claimed[0].task.id,
+            &complete(&token(&claimed[0]), TaskOutcome::Done),
+            at(110),
+        )
+        .await,
+    );
+
+    let mut stored = Vec::new();
+    for task in &all {
+        let request = &requests[&task.request];
+        stored.push(view_of(stored_task(&store, task).await, request));
+    }
+    stored.sort_by_key(|v| (v.task.create_time, v.task.id));
+
+    for now in [at(120), at(150)] {
+        for page in [1, 2, 4, 100] {
+            assert_eq!(
+                list_all_tasks(&store, P, None, page, now).await,
+                stored,
+                "page size {page}"
+            );
+        }
+        for state in TaskState::ALL {
+            let expected: Vec<TaskView> = stored
+                .iter()
+                .filter(|v| v.task.visible_state(now) == state)
+                .cloned()
+                .collect();
+            let listed = list_all_tasks(&store, P, Some(state), 2, now).await;
+            assert_eq!(listed, expected, "{state:?} at {now}");
+        }
+    }
+    // At 120 two leases run; at 150 they have ended.
+    let leased = |now| list_all_tasks(&store, P, Some(TaskState::Leased), 10, now);
+    assert_eq!(leased(at(120)).await.len(), 2);
+    assert!(leased(at(150)).await.is_empty());
+    let pending = list_all_tasks(&store, P, Some(TaskState::Pending), 10, at(150)).await;
+    assert_eq!(pending.len(), 5);
+    assert!(
+        list_all_tasks(&store, "nobody", None, 10, at(150))
+            .await
+            .is_empty()
+    );
+    let theirs = list_all_tasks(&store, Q, None, 10, at(150)).await;
+    assert_eq!(theirs.len(), 3);
+    assert!(theirs.iter().all(|v| v.task.processor_id == Q));
+}
+
+/// One lease as a claimer received it.
+#[derive(Clone, Debug)]
+struct Lease {
+    task: Uuid,
+    token: String,
+    attempt: i32,
+    claimed_at: Timestamp,
+    expires: Timestamp,
+}
+
+async fn concurrent_claimers_never_share_a_lease(config: StoreConfig) {
+    const REQUESTS: usize = 50;
+    const TASKS_PER_REQUEST: usize = 10;
+    const TASKS: usize = REQUESTS * TASKS_PER_REQUEST;
+    const CLAIMERS: usize = 8;
+    // In ticks of the shared clock: every call reads it once and moves it
+    // on by a millisecond, so leases end while the claimers are busy.
+    const LEASE: SignedDuration = SignedDuration::from_millis(150);
+
+    // Two stores on one database, as two instances of the service.
+    let stores = [open(&config).await, open(&config).await];
+    let mut requests = Vec::new();
+    let mut index = BTreeMap::new();
+    for r in 0..REQUESTS {
+        let plan: Vec<(&str, i64)> = (0..TASKS_PER_REQUEST)
+            .map(|t| (P, (t * REQUESTS + r) as i64))
+            .collect();
+        let (request, tasks) =
+            insert_with_tasks(&stores[r % 2], &Build::request("acme"), &plan).await;
+        for task in tasks {
+            let i = index.len();
+            index.insert(task.id, i);
+        }
+        requests.push(request);
+    }
+    let index = Arc::new(index);
+
+    let clock = Arc::new(AtomicI64::new(at(1_000).as_microsecond()));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let leases = Arc::new(Mutex::new(Vec::<Lease>::new()));
+    let completions = Arc::new(Mutex::new(Vec::<(Uuid, String)>::new()));
+    let claimers: Vec<_> = (0..CLAIMERS)
+        .map(|c| {
+            let store = Arc::clone(&stores[c % 2]);
+            let (clock, finished, leases, completions, index) = (
+                Arc::clone(&clock),
+                Arc::clone(&finished),
+                Arc::clone(&leases),
+                Arc::clone(&completions),
+                Arc::clone(&index),
+            );
+            tokio::spawn(async move {
+                let tick = || {
+                    Timestamp::from_microsecond(clock.fetch_add(1_000, Ordering::SeqCst)).unwrap()
+                };
+                let started = std::time::Instant::now();
+                while finished.load(Ordering::SeqCst) < TASKS {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(240),
+                        "the claimers are stuck"
+                    );
+                    let now = tick();
+                    let got = store.claim_tasks(P, 5, LEASE, now).await.unwrap();
+                    if got.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                    for view in &got {
+                        leases.lock().unwrap().push(Lease {
+                            task: view.task.id,
+                            token: token(view),
+                            attempt: view.task.attempt,
+                            claimed_at: now,
+                            expires: view.task.lease_expire_time.unwrap(),
+                        });
+                    }
+                    for view in got {
+                        let i = index[&view.task.id];
+                        let op = complete(&token(&view), TaskOutcome::Done);
+                        let now = match (view.task.attempt, i % 10) {
+                            // A claimer that crashed: the lease runs out.
+                            (1, 0) => continue,
+                            // One that answers just too late.
+                            (1, 5) => view.task.lease_expire_time.unwrap(),
+                            _ => tick(),
+                        };
+                        match store
+                            .task_operation(P, view.task.id, &op, now)
+                            .await
+                            .unwrap()
+                        {
+                            TaskOpResult::Done(done) => {
+                                assert_eq!(done.task.state, TaskState::Completed);
+                                completions
+                                    .lock()
+                                    .unwrap()
+                                    .push((view.task.id, token(&view)));
+                                finished.fetch_add(1, Ordering::SeqCst);
+                            }
+                            TaskOpResult::Refused(e) if e.reason == "LEASE_NOT_HELD" => {}
+                            other => panic!("unexpected completion result: {other:?}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for claimer in claimers {
+        claimer.await.unwrap();
+    }
+
+    // Per task, in the order the leases were granted (their attempts):
+    // attempts 1, 2, 3…, every token new, and each lease granted no
+    // earlier than the previous one ended.
+    let leases = leases.lock().unwrap().clone();
+    let mut by_task: BTreeMap<Uuid, Vec<Lease>> = BTreeMap::new();
+    for lease in leases {
+        by_task.entry(lease.task).or_default().push(lease);
+    }
+    assert_eq!(by_task.len(), TASKS, "every task was delivered");
+    let mut redelivered = 0;
+    for (task, mut granted) in by_task.clone() {
+        granted.sort_by_key(|l| l.attempt);
+        let attempts: Vec<i32> = granted.iter().map(|l| l.attempt).collect();
+        assert_eq!(
+            attempts,
+            (1..=granted.len() as i32).collect::<Vec<_>>(),
+            "task {task}: no attempt handed out twice"
+        );
+        for pair in granted.windows(2) {
+            assert!(
+                pair[1].claimed_at >= pair[0].expires,
+                "task {task}: two live leases at once: {pair:?}"
+            );
+            assert_ne!(pair[0].token, pair[1].token);
+        }
+        if granted.len() > 1 {
+            redelivered += 1;
+        }
+    }
+    assert!(
+        redelivered >= TASKS / 10 * 2,
+        "the abandoned and late leases were redelivered ({redelivered})"
+    );
+
+    // Each task was completed exactly once, under its last lease.
+    let completions = completions.lock().unwrap().clone();
+    assert_eq!(completions.len(), TASKS);
+    let mut completed: BTreeMap<Uuid, String> = BTreeMap::new();
+    for (task, token) in completions {
+        assert!(
+            completed.insert(task, token).is_none(),
+            "{task} completed twice"
+        );
+    }
+    for (task, granted) in &by_task {
+        let last = granted.iter().max_by_key(|l| l.attempt).unwrap();
+        assert_eq!(completed[task], last.token);
+    }
+
+    // The store agrees: every task completed once, every request
+    // completed once, every trail numbered without a gap.
+    for request in &requests {
+        let tasks = stored_tasks(&stores[0], request).await;
+        assert_eq!(tasks.len(), TASKS_PER_REQUEST);
+        assert!(tasks.iter().all(|t| t.state == TaskState::Completed));
+        assert_eq!(get(&stores[1], request).await.state, State::Completed);
+        let trail = events(&stores[0], request).await;
+        assert_eq!(
+            sequences(&trail),
+            (1..=trail.len() as i64).collect::<Vec<_>>()
+        );
+        for task in &tasks {
+            let count = |event_type| {
+                trail
+                    .iter()
+                    .filter(|e| e.event.event_type == event_type && e.event.task == Some(task.id))
+                    .count()
+            };
+            assert_eq!(count(EventType::TaskCompleted), 1);
+            assert_eq!(count(EventType::TaskClaimed), by_task[&task.id].len());
+        }
+        let closed = trail
+            .iter()
+            .filter(|e| e.event.event_type == EventType::Closed)
+            .count();
+        assert_eq!(closed, 1);
+        assert_eq!(trail.last().unwrap().event.event_type, EventType::Closed);
+    }
 }
 
 // ---- backend-independent ----
