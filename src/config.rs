@@ -95,6 +95,12 @@ pub struct ServeArgs {
     /// From this age a subject needs no guardian.
     #[arg(long, env = "GDPR_INTAKE_ADULT_AGE", default_value_t = 18)]
     pub adult_age: u8,
+    /// A controller's country, as `TENANT=CC` (repeatable, or a
+    /// comma-separated list in the environment): its processors' SLAs skip
+    /// that country's public holidays. Unlisted controllers use the
+    /// subject's country.
+    #[arg(long = "controller-country", env = "GDPR_INTAKE_CONTROLLER_COUNTRIES", value_delimiter = ',', value_parser = parse_controller_country)]
+    pub controller_countries: Vec<(String, String)>,
     /// Log format.
     #[arg(long, env = "GDPR_INTAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -136,7 +142,36 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from(d).map_err(|_| format!("`{s}` must not be negative"))
 }
 
+/// Parses `TENANT=CC`.
+pub fn parse_controller_country(s: &str) -> Result<(String, String), String> {
+    let (tenant, country) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not TENANT=COUNTRY, e.g. acme=DE"))?;
+    let tenant = tenant.trim();
+    if tenant.is_empty() {
+        return Err(format!("`{s}` names no tenant"));
+    }
+    crate::domain::jurisdiction::Country::parse(country.trim())
+        .map_err(|e| format!("`{s}`: {e}"))?;
+    Ok((tenant.to_owned(), country.trim().to_owned()))
+}
+
 impl ServeArgs {
+    /// The controllers' countries, checked.
+    pub fn controller_countries(
+        &self,
+    ) -> Result<std::collections::HashMap<String, crate::domain::jurisdiction::Jurisdiction>, String>
+    {
+        self.controller_countries
+            .iter()
+            .map(|(tenant, cc)| {
+                crate::domain::jurisdiction::Jurisdiction::parse(cc, "")
+                    .map(|j| (tenant.clone(), j))
+                    .map_err(|e| format!("--controller-country {tenant}={cc}: {e}"))
+            })
+            .collect()
+    }
+
     /// The age thresholds, checked.
     pub fn age_policy(&self) -> Result<AgePolicy, String> {
         AgePolicy::new(self.minimum_age, self.adult_age)

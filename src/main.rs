@@ -77,6 +77,7 @@ fn settings(args: &ServeArgs) -> Result<Settings, String> {
         drain_timeout: args.drain_timeout,
         migrate_on_start: args.migrate_on_start,
         age_policy,
+        controller_countries: args.controller_countries()?,
     })
 }
 

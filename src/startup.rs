@@ -2,6 +2,7 @@
 //! shutdown signal, draining in-flight calls. Tests build the very same
 //! application on port 0.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -17,10 +18,15 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::AppState;
 use crate::api::dsr::DsrService;
+use crate::api::routing::RoutingApi;
+use crate::api::tasks::TaskApi;
 use crate::auth::{AuthConfig, Authenticator, dev};
 use crate::clock::Clock;
 use crate::domain::age::AgePolicy;
+use crate::domain::jurisdiction::Jurisdiction;
 use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestServiceServer;
+use crate::proto::v1::processor_task_service_server::ProcessorTaskServiceServer;
+use crate::proto::v1::routing_service_server::RoutingServiceServer;
 use crate::store::{self, Store, StoreConfig};
 use crate::telemetry::{self, Telemetry};
 
@@ -31,7 +37,11 @@ const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The gRPC services whose health tracks readiness (database reachable and
 /// not draining). The empty name tracks liveness only.
-pub const READINESS_SERVICES: &[&str] = &["gdpr.intake.v1.DataSubjectRequestService"];
+pub const READINESS_SERVICES: &[&str] = &[
+    "gdpr.intake.v1.DataSubjectRequestService",
+    "gdpr.intake.v1.RoutingService",
+    "gdpr.intake.v1.ProcessorTaskService",
+];
 
 /// The tonic server with this service's transport settings. The application
 /// is built on it, and so is the load generator's echo server, so that the
@@ -69,6 +79,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     pub migrate_on_start: bool,
     pub age_policy: AgePolicy,
+    /// Each controller's country, for its processors' working hours.
+    pub controller_countries: HashMap<String, Jurisdiction>,
 }
 
 /// Why the application could not start or stopped with an error.
@@ -148,6 +160,8 @@ impl Application {
                 clock,
                 age_policy: settings.age_policy,
                 metrics: telemetry.metrics(),
+                controller_calendars: Arc::new(settings.controller_countries),
+                task_announcements: broadcast::channel(1024).0,
             },
             drain_timeout: settings.drain_timeout,
             telemetry,
@@ -191,6 +205,10 @@ impl Application {
 
         let dsr = DataSubjectRequestServiceServer::new(DsrService::new(self.state.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let routing = RoutingServiceServer::new(RoutingApi::new(self.state.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let tasks = ProcessorTaskServiceServer::new(TaskApi::new(self.state.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
 
         let (draining_tx, draining_rx) = watch::channel(false);
         let readiness = tokio::spawn(readiness_loop(
@@ -233,6 +251,8 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(dsr)
+            .add_service(routing)
+            .add_service(tasks)
             .serve_with_incoming_shutdown(grpc_incoming(self.listener), signal);
 
         let drain_timeout = self.drain_timeout;

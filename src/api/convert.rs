@@ -147,6 +147,13 @@ fn event_type_to_proto(t: EventType) -> v1::RequestEventType {
         EventType::Cancelled => P::Cancelled,
         EventType::Closed => P::Closed,
         EventType::Expired => P::Expired,
+        EventType::NeedsAttention => P::NeedsAttention,
+        EventType::TaskCreated => P::TaskCreated,
+        EventType::TaskClaimed => P::TaskClaimed,
+        EventType::TaskReleased => P::TaskReleased,
+        EventType::TaskCompleted => P::TaskCompleted,
+        EventType::TaskFailed => P::TaskFailed,
+        EventType::TaskCancelled => P::TaskCancelled,
     }
 }
 
@@ -257,6 +264,7 @@ pub fn request_to_proto(r: &DataSubjectRequest) -> v1::DataSubjectRequest {
             .collect(),
         controller_id: r.controller_id.clone(),
         cancellation_reason: r.cancellation_reason.clone().unwrap_or_default(),
+        unrouted: r.unrouted,
     }
 }
 
@@ -275,5 +283,137 @@ pub fn event_to_proto(e: &RequestEvent) -> v1::RequestEvent {
             .into(),
         to_state: state_to_proto(e.event.to_state).into(),
         reason: e.event.reason.clone(),
+        task: e
+            .event
+            .task
+            .map(|t| format!("{}{t}", crate::domain::routing::TASK_PREFIX))
+            .unwrap_or_default(),
+    }
+}
+
+pub fn processor_to_proto(p: &crate::domain::routing::Processor) -> v1::Processor {
+    v1::Processor {
+        name: format!("processors/{}", p.id),
+        processor_id: p.id.clone(),
+        display_name: p.display_name.clone(),
+        contact: p.contact.clone().unwrap_or_default(),
+        create_time: Some(timestamp(p.create_time)),
+    }
+}
+
+pub fn route_to_proto(r: &crate::domain::routing::Route) -> v1::Route {
+    v1::Route {
+        name: r.name(),
+        controller_id: r.controller_id.clone(),
+        processor_id: r.processor_id.clone(),
+        request_types: r
+            .request_types
+            .iter()
+            .map(|t| request_type_to_proto(*t).into())
+            .collect(),
+        task_sla_working_hours: i32::try_from(r.task_sla_working_hours).unwrap_or(i32::MAX),
+        create_time: Some(timestamp(r.create_time)),
+    }
+}
+
+fn task_state_to_proto(s: crate::domain::routing::TaskState) -> v1::task::State {
+    use crate::domain::routing::TaskState as D;
+    use v1::task::State as P;
+    match s {
+        D::Pending => P::Pending,
+        D::Leased => P::Leased,
+        D::Completed => P::Completed,
+        D::Failed => P::Failed,
+        D::Cancelled => P::Cancelled,
+    }
+}
+
+pub fn task_state_from_proto(v: i32) -> Option<crate::domain::routing::TaskState> {
+    use crate::domain::routing::TaskState as D;
+    use v1::task::State as P;
+    Some(match P::try_from(v).ok()? {
+        P::Unspecified => return None,
+        P::Pending => D::Pending,
+        P::Leased => D::Leased,
+        P::Completed => D::Completed,
+        P::Failed => D::Failed,
+        P::Cancelled => D::Cancelled,
+    })
+}
+
+pub fn task_outcome_from_proto(v: i32) -> Option<crate::domain::routing::TaskOutcome> {
+    use crate::domain::routing::TaskOutcome as D;
+    use v1::TaskOutcome as P;
+    Some(match P::try_from(v).ok()? {
+        P::Unspecified => return None,
+        P::Done => D::Done,
+        P::NoDataHeld => D::NoDataHeld,
+        P::Failed => D::Failed,
+    })
+}
+
+fn task_outcome_to_proto(o: crate::domain::routing::TaskOutcome) -> v1::TaskOutcome {
+    use crate::domain::routing::TaskOutcome as D;
+    use v1::TaskOutcome as P;
+    match o {
+        D::Done => P::Done,
+        D::NoDataHeld => P::NoDataHeld,
+        D::Failed => P::Failed,
+    }
+}
+
+/// A task as its processor sees it at `now`. The lease token is shown only
+/// to the caller that holds the lease (`with_lease`).
+pub fn task_to_proto(
+    v: &crate::domain::routing::TaskView,
+    now: Timestamp,
+    with_lease: bool,
+) -> v1::Task {
+    let t = &v.task;
+    let state = t.visible_state(now);
+    let leased = state == crate::domain::routing::TaskState::Leased;
+    v1::Task {
+        name: t.name(),
+        data_subject_request: format!("{}{}", dom::NAME_PREFIX, t.request),
+        processor_id: t.processor_id.clone(),
+        controller_id: t.controller_id.clone(),
+        r#type: request_type_to_proto(v.request_type).into(),
+        subject: Some(v1::TaskSubject {
+            external_id: v.external_id.clone(),
+            email: v
+                .email
+                .as_ref()
+                .map(|e| e.expose().to_owned())
+                .unwrap_or_default(),
+            country: v.country.code().to_owned(),
+        }),
+        corrections: v
+            .corrections
+            .iter()
+            .map(|(k, val)| (k.clone(), val.clone()))
+            .collect(),
+        state: task_state_to_proto(state).into(),
+        attempt: t.attempt,
+        due_time: Some(timestamp(t.due_time)),
+        lease_token: if with_lease && leased {
+            t.lease_token.clone().unwrap_or_default()
+        } else {
+            String::new()
+        },
+        lease_expire_time: if leased {
+            t.lease_expire_time.map(timestamp)
+        } else {
+            None
+        },
+        outcome: t
+            .outcome
+            .map_or(v1::TaskOutcome::Unspecified, task_outcome_to_proto)
+            .into(),
+        reason: t.reason.clone().unwrap_or_default(),
+        result_uri: t.result_uri.clone().unwrap_or_default(),
+        note: t.note.clone().unwrap_or_default(),
+        create_time: Some(timestamp(t.create_time)),
+        update_time: Some(timestamp(t.update_time)),
+        complete_time: t.complete_time.map(timestamp),
     }
 }

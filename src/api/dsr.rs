@@ -9,10 +9,11 @@ use super::error::ApiError;
 use super::page;
 use crate::auth::{Caller, Role};
 use crate::domain::input::{self, Rejection, Submission};
-use crate::domain::request::{Actor, DataSubjectRequest, NAME_PREFIX, NewEvent};
+use crate::domain::request::{Actor, DataSubjectRequest, EventType, NAME_PREFIX, NewEvent};
+use crate::domain::routing;
 use crate::proto::v1;
 use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestService;
-use crate::store::{InsertOutcome, RequestFilter, StoreError};
+use crate::store::{Effects, InsertOutcome, RequestFilter, StoreError};
 use crate::telemetry;
 
 /// How often a transition is retried when another call changed the request
@@ -36,6 +37,41 @@ fn actor(caller: &Caller) -> Actor {
         id: caller.subject.clone(),
         role: caller.role.as_str().to_owned(),
     }
+}
+
+/// What a change writes with the request: its event; for a request that
+/// just entered in progress, one task per matching route (or the unrouted
+/// mark); for a request that reached a final state, the cancellation of its
+/// open tasks.
+async fn effects_of(
+    state: &AppState,
+    request: &mut DataSubjectRequest,
+    event: NewEvent,
+    now: jiff::Timestamp,
+) -> Result<Effects, ApiError> {
+    let fan_out = request.needs_fan_out(&event);
+    let mut effects = Effects::event(event);
+    effects.cancel_open_tasks = request.state.is_final();
+    if fan_out {
+        let routes = state
+            .store
+            .controller_routes(&request.controller_id)
+            .await?;
+        let calendar = state.work_calendar(&request.controller_id, &request.subject.jurisdiction);
+        let tasks = routing::fan_out(request, &routes, calendar, now, Uuid::now_v7);
+        request.unrouted = tasks.is_empty();
+        for task in &tasks {
+            effects.events.push(request.task_event(
+                EventType::TaskCreated,
+                task.id,
+                &Actor::system(),
+                format!("task for processor {}", task.processor_id),
+                now,
+            ));
+        }
+        effects.new_tasks = tasks;
+    }
+    Ok(effects)
 }
 
 /// The handlers of the controller-facing service.
@@ -70,12 +106,13 @@ impl DsrService {
     }
 
     /// Reads the request, applies `change` and writes it back with its
-    /// event, retrying on a concurrent change so the rule is always checked
-    /// against what is stored.
+    /// effects (event, fan-out, task cancellation), retrying on a concurrent
+    /// change so the rule is always checked against what is stored.
     async fn transition<F>(
         &self,
         caller: &Caller,
         id: Uuid,
+        now: jiff::Timestamp,
         change: F,
     ) -> Result<DataSubjectRequest, ApiError>
     where
@@ -86,18 +123,16 @@ impl DsrService {
             let mut request = self.load(caller, id).await?;
             let expected = request.version;
             let event = change(&mut request)?;
+            let effects = effects_of(&self.state, &mut request, event, now).await?;
             match self
                 .state
                 .store
-                .update_request(&request, expected, &event)
+                .update_request(&request, expected, &effects)
                 .await
             {
                 Ok(()) => {
-                    telemetry::record_request(
-                        &tracing::Span::current(),
-                        &request,
-                        self.state.clock.now(),
-                    );
+                    self.state.announce_tasks(&effects.new_tasks);
+                    telemetry::record_request(&tracing::Span::current(), &request, now);
                     return Ok(request);
                 }
                 Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
@@ -144,8 +179,11 @@ impl DsrService {
                 });
             }
         };
-        match self.state.store.insert_request(&request, &event).await? {
+        let mut request = request;
+        let effects = effects_of(&self.state, &mut request, event, now).await?;
+        match self.state.store.insert_request(&request, &effects).await? {
             InsertOutcome::Created => {
+                self.state.announce_tasks(&effects.new_tasks);
                 self.state
                     .metrics
                     .request_submitted(request.request_type, request.regime);
@@ -299,7 +337,7 @@ impl DataSubjectRequestService for DsrService {
         let now = self.state.clock.now();
         let who = actor(&caller);
         let updated = self
-            .transition(&caller, id, |r| {
+            .transition(&caller, id, now, |r| {
                 let guardian = input::parse_guardian(raw.clone(), r.received_at, now)?;
                 Ok(r.record_guardian_consent(guardian, &who, now)?)
             })
@@ -321,7 +359,7 @@ impl DataSubjectRequestService for DsrService {
         let now = self.state.clock.now();
         let who = actor(&caller);
         let updated = self
-            .transition(&caller, id, |r| {
+            .transition(&caller, id, now, |r| {
                 Ok(r.extend_deadline(reason.clone(), &who, now)?)
             })
             .await?;
@@ -342,7 +380,9 @@ impl DataSubjectRequestService for DsrService {
         let now = self.state.clock.now();
         let who = actor(&caller);
         let updated = self
-            .transition(&caller, id, |r| Ok(r.cancel(reason.clone(), &who, now)?))
+            .transition(&caller, id, now, |r| {
+                Ok(r.cancel(reason.clone(), &who, now)?)
+            })
             .await?;
         Ok(Response::new(v1::CancelDataSubjectRequestResponse {
             data_subject_request: Some(request_to_proto(&updated)),
@@ -378,7 +418,9 @@ impl DataSubjectRequestService for DsrService {
         let now = self.state.clock.now();
         let who = actor(&caller);
         let updated = self
-            .transition(&caller, id, |r| Ok(r.close(closure.clone(), &who, now)?))
+            .transition(&caller, id, now, |r| {
+                Ok(r.close(closure.clone(), &who, now)?)
+            })
             .await?;
         Ok(Response::new(v1::CloseDataSubjectRequestResponse {
             data_subject_request: Some(request_to_proto(&updated)),

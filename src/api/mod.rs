@@ -5,12 +5,19 @@ pub mod convert;
 pub mod dsr;
 pub mod error;
 pub mod page;
+pub mod routing;
+pub mod tasks;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use tokio::sync::broadcast;
 
 use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::domain::age::AgePolicy;
+use crate::domain::jurisdiction::Jurisdiction;
+use crate::domain::routing::Task;
 use crate::store::Store;
 
 /// What every handler shares.
@@ -22,4 +29,35 @@ pub struct AppState {
     pub age_policy: AgePolicy,
     /// The service's instruments (submitted, blocked, open requests).
     pub metrics: crate::telemetry::Metrics,
+    /// Each controller's country, whose public holidays processor SLAs skip.
+    pub controller_calendars: Arc<HashMap<String, Jurisdiction>>,
+    /// Processor ids with newly claimable tasks, for `WatchTasks`.
+    pub task_announcements: broadcast::Sender<String>,
+}
+
+impl AppState {
+    /// The calendar a controller's processor SLAs are counted on: its
+    /// configured country, or else the subject's.
+    pub fn work_calendar<'a>(
+        &'a self,
+        controller_id: &str,
+        subject: &'a Jurisdiction,
+    ) -> &'a Jurisdiction {
+        self.controller_calendars
+            .get(controller_id)
+            .unwrap_or(subject)
+    }
+
+    /// Tells watchers which processors have new tasks. Nobody listening is
+    /// fine: a watcher also polls.
+    pub fn announce_tasks(&self, tasks: &[Task]) {
+        for t in tasks {
+            let _ = self.task_announcements.send(t.processor_id.clone());
+        }
+    }
+
+    /// Tells watchers that `processor_id` has a task claimable again.
+    pub fn announce_processor(&self, processor_id: &str) {
+        let _ = self.task_announcements.send(processor_id.to_owned());
+    }
 }

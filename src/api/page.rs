@@ -47,15 +47,42 @@ fn decode(token: &str) -> Result<String, ApiError> {
     String::from_utf8(bytes).map_err(|_| bad_token())
 }
 
-/// Token for the page after `cursor`, listed with `filter`.
-pub fn encode_requests_token(cursor: &Cursor, filter: &RequestFilter) -> String {
+/// Token for the page after `cursor` of a listing of `kind` (requests,
+/// routes, tasks…) made with filters summed up in `filter`.
+pub fn encode_cursor(kind: &str, cursor: &Cursor, filter: &str) -> String {
     let raw = format!(
-        "r1|{}|{}|{}",
+        "{kind}|{}|{}|{filter}",
         cursor.create_time.as_microsecond(),
-        cursor.id,
-        filter_key(filter)
+        cursor.id
     );
     URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Inverse of [`encode_cursor`]; kind and filters must be the same.
+pub fn decode_cursor(kind: &str, token: &str, filter: &str) -> Result<Option<Cursor>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let raw = decode(token)?;
+    // The filter part may itself contain `|`: split off the fixed fields.
+    let mut parts = raw.splitn(4, '|');
+    let (Some(k), Some(micros), Some(id), Some(f)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad_token());
+    };
+    if k != kind || f != filter {
+        return Err(bad_token());
+    }
+    let micros: i64 = micros.parse().map_err(|_| bad_token())?;
+    let create_time = Timestamp::from_microsecond(micros).map_err(|_| bad_token())?;
+    let id = Uuid::try_parse(id).map_err(|_| bad_token())?;
+    Ok(Some(Cursor { create_time, id }))
+}
+
+/// Token for the page after `cursor`, listed with `filter`.
+pub fn encode_requests_token(cursor: &Cursor, filter: &RequestFilter) -> String {
+    encode_cursor("r1", cursor, &filter_key(filter))
 }
 
 /// Inverse of [`encode_requests_token`]; the filter must be the same.
@@ -63,27 +90,24 @@ pub fn decode_requests_token(
     token: &str,
     filter: &RequestFilter,
 ) -> Result<Option<Cursor>, ApiError> {
+    decode_cursor("r1", token, &filter_key(filter))
+}
+
+/// Token for the page after the processor `last_id`.
+pub fn encode_key_token(kind: &str, last_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{kind}|{last_id}"))
+}
+
+/// Inverse of [`encode_key_token`].
+pub fn decode_key_token(kind: &str, token: &str) -> Result<Option<String>, ApiError> {
     if token.is_empty() {
         return Ok(None);
     }
     let raw = decode(token)?;
-    let mut parts = raw.split('|');
-    let (Some("r1"), Some(micros), Some(id), Some(key), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(bad_token());
-    };
-    if key != filter_key(filter) {
-        return Err(bad_token());
+    match raw.split_once('|') {
+        Some((k, id)) if k == kind && !id.is_empty() => Ok(Some(id.to_owned())),
+        _ => Err(bad_token()),
     }
-    let micros: i64 = micros.parse().map_err(|_| bad_token())?;
-    let create_time = Timestamp::from_microsecond(micros).map_err(|_| bad_token())?;
-    let id = Uuid::try_parse(id).map_err(|_| bad_token())?;
-    Ok(Some(Cursor { create_time, id }))
 }
 
 /// Token for the events of request `id` after `sequence`.
@@ -157,6 +181,21 @@ mod tests {
         );
         assert!(decode_events_token(&encode_events_token(id, 7), Uuid::new_v4()).is_err());
         assert!(decode_events_token(&URL_SAFE_NO_PAD.encode(format!("e1|{id}|-1")), id).is_err());
+        let c = Cursor {
+            create_time: Timestamp::UNIX_EPOCH,
+            id,
+        };
+        let t = encode_cursor("t1", &c, "a|b");
+        assert_eq!(decode_cursor("t1", &t, "a|b").expect("valid"), Some(c));
+        assert!(
+            decode_cursor("r1", &t, "a|b").is_err(),
+            "another listing's token"
+        );
+        assert_eq!(
+            decode_key_token("p1", &encode_key_token("p1", "acme")).expect("valid"),
+            Some("acme".into())
+        );
+        assert!(decode_key_token("p1", &encode_key_token("x1", "acme")).is_err());
     }
 
     #[test]
