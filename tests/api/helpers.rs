@@ -10,6 +10,8 @@ use gdpr_intake::domain::age::AgePolicy;
 use gdpr_intake::proto::google::r#type::Date;
 use gdpr_intake::proto::v1;
 use gdpr_intake::proto::v1::data_subject_request_service_client::DataSubjectRequestServiceClient;
+use gdpr_intake::proto::v1::processor_task_service_client::ProcessorTaskServiceClient;
+use gdpr_intake::proto::v1::routing_service_client::RoutingServiceClient;
 use gdpr_intake::startup::{Application, KeySource, Settings};
 use gdpr_intake::store::StoreConfig;
 use tempfile::TempDir;
@@ -59,6 +61,7 @@ pub fn test_settings(store: StoreConfig, data_dir: &TempDir) -> Settings {
         drain_timeout: Duration::from_secs(5),
         migrate_on_start: true,
         age_policy: AgePolicy::default(),
+        controller_countries: Default::default(),
     }
 }
 
@@ -127,6 +130,55 @@ impl TestApp {
 
     pub fn dsr(&self) -> DataSubjectRequestServiceClient<Channel> {
         DataSubjectRequestServiceClient::new(self.channel.clone())
+    }
+
+    pub fn routing(&self) -> RoutingServiceClient<Channel> {
+        RoutingServiceClient::new(self.channel.clone())
+    }
+
+    pub fn tasks(&self) -> ProcessorTaskServiceClient<Channel> {
+        ProcessorTaskServiceClient::new(self.channel.clone())
+    }
+
+    /// Registers `processor` and routes `controller`'s requests of `types`
+    /// (empty: all) to it with `sla` working hours.
+    pub async fn route(
+        &self,
+        controller: &str,
+        processor: &str,
+        types: &[v1::RequestType],
+        sla: i32,
+    ) -> v1::Route {
+        let admin = self.token(Role::Admin, "");
+        let created = self
+            .routing()
+            .create_processor(authed(
+                &admin,
+                v1::CreateProcessorRequest {
+                    processor_id: processor.to_owned(),
+                    display_name: format!("{processor} ltd"),
+                    contact: format!("privacy@{processor}.example"),
+                },
+            ))
+            .await;
+        if let Err(e) = created {
+            assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+        }
+        self.routing()
+            .create_route(authed(
+                &admin,
+                v1::CreateRouteRequest {
+                    controller_id: controller.to_owned(),
+                    processor_id: processor.to_owned(),
+                    request_types: types.iter().map(|t| (*t).into()).collect(),
+                    task_sla_working_hours: sla,
+                },
+            ))
+            .await
+            .expect("route created")
+            .into_inner()
+            .route
+            .expect("route")
     }
 
     /// Stops the server and waits for it to exit.

@@ -8,10 +8,14 @@
     reason = "a test stops at the first broken expectation"
 )]
 
+mod crash;
 mod db;
 mod dsr;
 mod helpers;
 mod load_configs;
 mod platform;
+mod processor;
+mod routing;
+mod security;
 mod store;
 mod telemetry;

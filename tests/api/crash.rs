@@ -1,0 +1,303 @@
+//! Crash safety: the real binary is killed with SIGKILL while clients submit
+//! requests, then restarted. Every acknowledged request must exist exactly
+//! once, with exactly the tasks of its routes (no partial fan-out), and
+//! nothing may appear twice.
+//!
+//! Size from `GDPR_INTAKE_CRASH_KILLS` and `GDPR_INTAKE_CRASH_REQUESTS`
+//! (defaults 3 and 300; the README gives the full-size command).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gdpr_intake::auth::{Role, TokenClaims, dev};
+use gdpr_intake::proto::v1;
+use gdpr_intake::proto::v1::data_subject_request_service_client::DataSubjectRequestServiceClient;
+use gdpr_intake::proto::v1::processor_task_service_client::ProcessorTaskServiceClient;
+use gdpr_intake::proto::v1::routing_service_client::RoutingServiceClient;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::db;
+use crate::helpers::{authed, submission};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn start(data_dir: &std::path::Path, database_url: Option<&str>, port: u16) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdpr-intake"));
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(url) = database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    Server {
+        child: cmd.spawn().expect("server starts"),
+        addr: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_ready(addr: &str) -> Channel {
+    for _ in 0..300 {
+        if let Ok(ch) = Channel::from_shared(addr.to_owned())
+            .expect("uri")
+            .connect()
+            .await
+        {
+            let ok = HealthClient::new(ch.clone())
+                .check(HealthCheckRequest {
+                    service: "gdpr.intake.v1.DataSubjectRequestService".into(),
+                })
+                .await
+                .map(|r| r.into_inner().status == 1)
+                .unwrap_or(false);
+            if ok {
+                return ch;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not become ready");
+}
+
+fn token(data_dir: &std::path::Path, role: Role, tenant: &str) -> String {
+    dev::mint_token(
+        data_dir,
+        &TokenClaims {
+            issuer: dev::DEV_ISSUER.into(),
+            audience: "gdpr-intake".into(),
+            subject: format!("{}@{tenant}", role.as_str()),
+            role,
+            tenant: tenant.into(),
+            ttl_secs: 3600,
+            token_id: None,
+        },
+    )
+    .expect("token")
+}
+
+/// Which processors a request of `type` must reach.
+fn expected_processors(t: v1::RequestType) -> BTreeSet<String> {
+    let mut s: BTreeSet<String> = ["crm", "billing"].map(String::from).into();
+    if t == v1::RequestType::Erasure {
+        s.insert("backups".into());
+    }
+    s
+}
+
+async fn run(database_url: Option<String>) {
+    let kills = env_or("GDPR_INTAKE_CRASH_KILLS", 3);
+    let wanted = env_or("GDPR_INTAKE_CRASH_REQUESTS", 300);
+    let data = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let mut server = start(data.path(), database_url.as_deref(), port);
+    let channel = wait_ready(&server.addr).await;
+
+    let admin = token(data.path(), Role::Admin, "");
+    let mut routing = RoutingServiceClient::new(channel.clone());
+    for (p, types) in [
+        ("crm", vec![]),
+        ("billing", vec![]),
+        ("backups", vec![v1::RequestType::Erasure as i32]),
+    ] {
+        routing
+            .create_processor(authed(
+                &admin,
+                v1::CreateProcessorRequest {
+                    processor_id: p.into(),
+                    display_name: p.into(),
+                    contact: String::new(),
+                },
+            ))
+            .await
+            .expect("processor");
+        routing
+            .create_route(authed(
+                &admin,
+                v1::CreateRouteRequest {
+                    controller_id: "acme".into(),
+                    processor_id: p.into(),
+                    request_types: types,
+                    task_sla_working_hours: 72,
+                },
+            ))
+            .await
+            .expect("route");
+    }
+    let controller = token(data.path(), Role::Controller, "acme");
+
+    // name -> type of every acknowledged request.
+    let acked: Arc<Mutex<BTreeMap<String, v1::RequestType>>> = Arc::default();
+    let mut round = 0;
+    while acked.lock().expect("lock").len() < wanted || round < kills {
+        let channel = wait_ready(&server.addr).await;
+        let per_round = wanted.div_ceil(kills.max(1) * 8).max(1);
+        let mut clients = Vec::new();
+        for c in 0..8 {
+            let mut client = DataSubjectRequestServiceClient::new(channel.clone());
+            let acked = acked.clone();
+            let token = controller.clone();
+            clients.push(tokio::spawn(async move {
+                for i in 0..per_round {
+                    let mut m = submission();
+                    let t = if (i + c) % 3 == 0 {
+                        v1::RequestType::Erasure
+                    } else {
+                        v1::RequestType::Access
+                    };
+                    m.r#type = t.into();
+                    match client.submit_data_subject_request(authed(&token, m)).await {
+                        Ok(r) => {
+                            let name = r.into_inner().data_subject_request.expect("request").name;
+                            acked.lock().expect("lock").insert(name, t);
+                        }
+                        Err(_) => return, // the server died under us
+                    }
+                }
+            }));
+        }
+        if round < kills {
+            // Let the burst run a little, then kill the server mid-flight.
+            tokio::time::sleep(Duration::from_millis(150 + 50 * (round as u64 % 4))).await;
+            server.child.kill().expect("SIGKILL");
+            server.child.wait().expect("reaped");
+            for c in clients {
+                let _ = c.await;
+            }
+            server = start(data.path(), database_url.as_deref(), port);
+        } else {
+            for c in clients {
+                c.await.expect("client");
+            }
+        }
+        round += 1;
+    }
+    let channel = wait_ready(&server.addr).await;
+
+    // Every stored request, each once.
+    let mut dsr = DataSubjectRequestServiceClient::new(channel.clone());
+    let mut stored: BTreeMap<String, v1::DataSubjectRequest> = BTreeMap::new();
+    let mut page_token = String::new();
+    loop {
+        let page = dsr
+            .list_data_subject_requests(authed(
+                &controller,
+                v1::ListDataSubjectRequestsRequest {
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("list")
+            .into_inner();
+        for r in page.data_subject_requests {
+            assert!(
+                stored.insert(r.name.clone(), r).is_none(),
+                "a request listed twice"
+            );
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    let lost: Vec<_> = acked.keys().filter(|n| !stored.contains_key(*n)).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+
+    // Every task, grouped by request: exactly the routes' processors, once.
+    let mut tasks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in ["crm", "billing", "backups"] {
+        let t = token(data.path(), Role::Processor, p);
+        let mut client = ProcessorTaskServiceClient::new(channel.clone());
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_tasks(authed(
+                    &t,
+                    v1::ListTasksRequest {
+                        page_size: 1000,
+                        page_token: page_token.clone(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("tasks")
+                .into_inner();
+            for task in page.tasks {
+                tasks
+                    .entry(task.data_subject_request)
+                    .or_default()
+                    .push(task.processor_id);
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+    for (name, r) in &stored {
+        let got = tasks.get(name).cloned().unwrap_or_default();
+        let unique: BTreeSet<String> = got.iter().cloned().collect();
+        assert_eq!(got.len(), unique.len(), "{name}: duplicated tasks {got:?}");
+        assert_eq!(
+            unique,
+            expected_processors(r.r#type()),
+            "{name}: partial fan-out"
+        );
+    }
+    assert!(
+        tasks.keys().all(|n| stored.contains_key(n)),
+        "tasks of a request that does not exist"
+    );
+    eprintln!(
+        "crash check ({}): {} kills, {} acknowledged, {} stored, lost 0, duplicates 0",
+        if database_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        kills,
+        acked.len(),
+        stored.len()
+    );
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_survives_sigkill_during_a_burst() {
+    run(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_survives_sigkill_during_a_burst() {
+    let Some(config) = db::postgres_config().await else {
+        return;
+    };
+    run(config.database_url).await;
+}
