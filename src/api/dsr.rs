@@ -6,14 +6,14 @@ use uuid::Uuid;
 use super::AppState;
 use super::convert::{self, request_to_proto};
 use super::error::ApiError;
-use super::page;
+use super::{page, parse};
 use crate::auth::{Caller, Role};
-use crate::domain::input::{self, Rejection, Submission};
+use crate::domain::input::{self, Rejection};
 use crate::domain::request::{Actor, DataSubjectRequest, EventType, NAME_PREFIX, NewEvent};
 use crate::domain::routing;
 use crate::proto::v1;
 use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestService;
-use crate::store::{Effects, InsertOutcome, RequestFilter, StoreError};
+use crate::store::{Effects, InsertOutcome, StoreError};
 use crate::telemetry;
 
 /// How often a transition is retried when another call changed the request
@@ -147,7 +147,7 @@ impl DsrService {
     ) -> Result<v1::SubmitDataSubjectRequestResponse, ApiError> {
         let caller = self.caller(&req)?;
         let now = self.state.clock.now();
-        let submission = Submission::parse(convert::raw_submission(req.into_inner()), now)?;
+        let submission = parse::submission(req.into_inner(), now)?;
         let request_id = submission.request_id;
         let fingerprint = submission.fingerprint();
         let (request, event) = match input::accept(
@@ -212,35 +212,11 @@ impl DsrService {
         req: Request<v1::ListDataSubjectRequestsRequest>,
     ) -> Result<v1::ListDataSubjectRequestsResponse, ApiError> {
         let caller = self.caller(&req)?;
-        let m = req.into_inner();
-        let mut bad = input::Violations::default();
-        let state = if m.state == 0 {
-            None
-        } else {
-            let s = convert::state_from_proto(m.state);
-            if s.is_none() {
-                bad.add("state", "is not a known DataSubjectRequest.State value");
-            }
-            s
-        };
-        let request_type = if m.r#type == 0 {
-            None
-        } else {
-            let t = convert::request_type_from_proto(m.r#type);
-            if t.is_none() {
-                bad.add("type", "is not a known RequestType value");
-            }
-            t
-        };
-        if !bad.is_empty() {
-            return Err(ApiError::InvalidArgument(bad.into_vec()));
-        }
-        let filter = RequestFilter {
-            state,
-            request_type,
-        };
-        let size = page::page_size(m.page_size, "page_size")?;
-        let after = page::decode_requests_token(&m.page_token, &filter)?;
+        let parse::RequestsPage {
+            filter,
+            size,
+            after,
+        } = parse::list_requests(req.get_ref())?;
         // One extra row tells whether another page exists.
         let mut rows = self
             .state
@@ -270,10 +246,11 @@ impl DsrService {
         req: Request<v1::ListRequestEventsRequest>,
     ) -> Result<v1::ListRequestEventsResponse, ApiError> {
         let caller = self.caller(&req)?;
-        let m = req.into_inner();
-        let id = parse_name(&m.name)?;
-        let size = page::page_size(m.page_size, "page_size")?;
-        let after = page::decode_events_token(&m.page_token, id)?;
+        let parse::EventsPage {
+            request: id,
+            size,
+            after,
+        } = parse::list_events(req.get_ref())?;
         // The request must exist for this tenant, even when the page is empty.
         self.load(&caller, id).await?;
         let mut rows = self
@@ -331,9 +308,7 @@ impl DataSubjectRequestService for DsrService {
         request: Request<v1::RecordGuardianConsentRequest>,
     ) -> Result<Response<v1::RecordGuardianConsentResponse>, Status> {
         let caller = self.caller(&request)?;
-        let m = request.into_inner();
-        let id = parse_name(&m.name)?;
-        let raw = convert::raw_guardian(m.guardian);
+        let (id, raw) = parse::guardian_consent(request.into_inner())?;
         let now = self.state.clock.now();
         let who = actor(&caller);
         let updated = self
@@ -354,8 +329,7 @@ impl DataSubjectRequestService for DsrService {
     ) -> Result<Response<v1::ExtendDeadlineResponse>, Status> {
         let caller = self.caller(&request)?;
         let m = request.into_inner();
-        let id = parse_name(&m.name)?;
-        let reason = input::parse_reason("reason", m.reason).map_err(ApiError::from)?;
+        let (id, reason) = parse::reasoned(&m.name, m.reason)?;
         let now = self.state.clock.now();
         let who = actor(&caller);
         let updated = self
@@ -375,8 +349,7 @@ impl DataSubjectRequestService for DsrService {
     ) -> Result<Response<v1::CancelDataSubjectRequestResponse>, Status> {
         let caller = self.caller(&request)?;
         let m = request.into_inner();
-        let id = parse_name(&m.name)?;
-        let reason = input::parse_reason("reason", m.reason).map_err(ApiError::from)?;
+        let (id, reason) = parse::reasoned(&m.name, m.reason)?;
         let now = self.state.clock.now();
         let who = actor(&caller);
         let updated = self
@@ -395,26 +368,7 @@ impl DataSubjectRequestService for DsrService {
         request: Request<v1::CloseDataSubjectRequestRequest>,
     ) -> Result<Response<v1::CloseDataSubjectRequestResponse>, Status> {
         let caller = self.caller(&request)?;
-        let m = request.into_inner();
-        let mut bad = input::Violations::default();
-        let id = parse_name(&m.name).map_err(|_| {
-            bad.add("name", "must be a request name such as dataSubjectRequests/0b0e8d56-3c0f-4d7e-9a47-2f1b5f6d9a10");
-        });
-        let closure = input::parse_closure(
-            convert::outcome_from_proto(m.outcome),
-            convert::refusal_reason_from_proto(m.refusal_reason),
-            m.explanation,
-        );
-        let (id, closure) = match (id, closure) {
-            (Ok(id), Ok(c)) if bad.is_empty() => (id, c),
-            (_, closure) => {
-                let mut all = bad.into_vec();
-                if let Err(v) = closure {
-                    all.extend(v);
-                }
-                return Err(ApiError::InvalidArgument(all).into());
-            }
-        };
+        let (id, closure) = parse::close(request.into_inner())?;
         let now = self.state.clock.now();
         let who = actor(&caller);
         let updated = self

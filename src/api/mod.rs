@@ -5,6 +5,7 @@ pub mod convert;
 pub mod dsr;
 pub mod error;
 pub mod page;
+pub mod parse;
 pub mod routing;
 pub mod tasks;
 

@@ -6,30 +6,21 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use jiff::SignedDuration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::AppState;
-use super::convert::{self, task_to_proto};
+use super::convert::task_to_proto;
 use super::error::ApiError;
-use super::page;
+use super::{page, parse};
 use crate::auth::{Caller, Role};
-use crate::domain::input::Violations;
-use crate::domain::routing::{
-    Completion, DEFAULT_CLAIM, DEFAULT_LEASE, MAX_CLAIM, MAX_LEASE, TASK_PREFIX, TaskOutcome,
-    TaskState,
-};
+use crate::domain::routing::TaskState;
 use crate::proto::v1;
 use crate::proto::v1::processor_task_service_server::ProcessorTaskService;
 use crate::store::{Cursor, TaskOp, TaskOpResult};
 
-/// Longest free text (reason, note).
-const MAX_TEXT: usize = 2000;
-/// Longest result URI.
-const MAX_URI: usize = 2048;
 /// How often a watcher looks for claimable tasks even without an
 /// announcement (another replica created them, or a lease ended).
 const WATCH_POLL: Duration = Duration::from_secs(2);
@@ -40,41 +31,6 @@ const WATCH_BATCH: u32 = 100;
 #[derive(Clone)]
 pub struct TaskApi {
     state: AppState,
-}
-
-fn parse_task_name(name: &str) -> Result<Uuid, ApiError> {
-    name.strip_prefix(TASK_PREFIX)
-        .and_then(|id| Uuid::try_parse(id).ok())
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "name",
-                "must be a task name such as tasks/0b0e8d56-3c0f-4d7e-9a47-2f1b5f6d9a10",
-            )
-        })
-}
-
-fn parse_lease(v: &mut Violations, d: Option<prost_types::Duration>) -> SignedDuration {
-    let Some(d) = d else {
-        return DEFAULT_LEASE;
-    };
-    let lease = SignedDuration::new(d.seconds, d.nanos);
-    if lease < SignedDuration::from_secs(1) || lease > MAX_LEASE {
-        v.add("lease_duration", "must be between 1 second and 10 minutes");
-    }
-    lease
-}
-
-fn check_text(v: &mut Violations, field: &str, s: &str, max: usize) {
-    if s.chars().count() > max || s.contains('\0') {
-        v.add(
-            field,
-            format!("must be at most {max} characters, without NUL"),
-        );
-    }
-}
-
-fn non_empty(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
 }
 
 impl TaskApi {
@@ -121,23 +77,7 @@ impl ProcessorTaskService for TaskApi {
         request: Request<v1::ClaimTasksRequest>,
     ) -> Result<Response<v1::ClaimTasksResponse>, Status> {
         let caller = self.processor(&request)?;
-        let m = request.into_inner();
-        let mut bad = Violations::default();
-        let max = match u32::try_from(m.max_tasks) {
-            Ok(0) => DEFAULT_CLAIM,
-            Ok(n) if n <= MAX_CLAIM => n,
-            _ => {
-                bad.add(
-                    "max_tasks",
-                    format!("must be between 1 and {MAX_CLAIM} (0 means {DEFAULT_CLAIM})"),
-                );
-                0
-            }
-        };
-        let lease = parse_lease(&mut bad, m.lease_duration);
-        if !bad.is_empty() {
-            return Err(ApiError::InvalidArgument(bad.into_vec()).into());
-        }
+        let (max, lease) = parse::claim(request.get_ref())?;
         let now = self.state.clock.now();
         let tasks = self
             .state
@@ -155,31 +95,8 @@ impl ProcessorTaskService for TaskApi {
         request: Request<v1::RenewTaskLeaseRequest>,
     ) -> Result<Response<v1::RenewTaskLeaseResponse>, Status> {
         let caller = self.processor(&request)?;
-        let m = request.into_inner();
-        let mut bad = Violations::default();
-        let id = parse_task_name(&m.name).map_err(|_| {
-            bad.add(
-                "name",
-                "must be a task name such as tasks/0b0e8d56-3c0f-4d7e-9a47-2f1b5f6d9a10",
-            )
-        });
-        if m.lease_token.is_empty() {
-            bad.add("lease_token", "is required: the token ClaimTasks returned");
-        }
-        let lease = parse_lease(&mut bad, m.lease_duration);
-        let (Ok(id), true) = (id, bad.is_empty()) else {
-            return Err(ApiError::InvalidArgument(bad.into_vec()).into());
-        };
-        let task = self
-            .operate(
-                &caller,
-                id,
-                TaskOp::Renew {
-                    token: m.lease_token,
-                    lease,
-                },
-            )
-            .await?;
+        let (id, op) = parse::renew(request.into_inner())?;
+        let task = self.operate(&caller, id, op).await?;
         Ok(Response::new(v1::RenewTaskLeaseResponse {
             task: Some(task),
         }))
@@ -190,50 +107,8 @@ impl ProcessorTaskService for TaskApi {
         request: Request<v1::CompleteTaskRequest>,
     ) -> Result<Response<v1::CompleteTaskResponse>, Status> {
         let caller = self.processor(&request)?;
-        let m = request.into_inner();
-        let mut bad = Violations::default();
-        let id = parse_task_name(&m.name).map_err(|_| {
-            bad.add(
-                "name",
-                "must be a task name such as tasks/0b0e8d56-3c0f-4d7e-9a47-2f1b5f6d9a10",
-            )
-        });
-        if m.lease_token.is_empty() {
-            bad.add("lease_token", "is required: the token ClaimTasks returned");
-        }
-        let outcome = convert::task_outcome_from_proto(m.outcome);
-        match outcome {
-            None => bad.add(
-                "outcome",
-                "is required: TASK_OUTCOME_DONE, TASK_OUTCOME_NO_DATA_HELD or TASK_OUTCOME_FAILED",
-            ),
-            Some(TaskOutcome::Failed) if m.reason.trim().is_empty() => {
-                bad.add("reason", "is required when the outcome is failed");
-            }
-            Some(_) => {}
-        }
-        check_text(&mut bad, "reason", &m.reason, MAX_TEXT);
-        check_text(&mut bad, "result_uri", &m.result_uri, MAX_URI);
-        check_text(&mut bad, "note", &m.note, MAX_TEXT);
-        let (Ok(id), Some(outcome), true) = (id, outcome, bad.is_empty()) else {
-            return Err(ApiError::InvalidArgument(bad.into_vec()).into());
-        };
-        let completion = Completion {
-            outcome,
-            reason: non_empty(m.reason),
-            result_uri: non_empty(m.result_uri),
-            note: non_empty(m.note),
-        };
-        let task = self
-            .operate(
-                &caller,
-                id,
-                TaskOp::Complete {
-                    token: m.lease_token,
-                    completion,
-                },
-            )
-            .await?;
+        let (id, op) = parse::complete(request.into_inner())?;
+        let task = self.operate(&caller, id, op).await?;
         Ok(Response::new(v1::CompleteTaskResponse { task: Some(task) }))
     }
 
@@ -242,31 +117,8 @@ impl ProcessorTaskService for TaskApi {
         request: Request<v1::ReleaseTaskRequest>,
     ) -> Result<Response<v1::ReleaseTaskResponse>, Status> {
         let caller = self.processor(&request)?;
-        let m = request.into_inner();
-        let mut bad = Violations::default();
-        let id = parse_task_name(&m.name).map_err(|_| {
-            bad.add(
-                "name",
-                "must be a task name such as tasks/0b0e8d56-3c0f-4d7e-9a47-2f1b5f6d9a10",
-            )
-        });
-        if m.lease_token.is_empty() {
-            bad.add("lease_token", "is required: the token ClaimTasks returned");
-        }
-        check_text(&mut bad, "reason", &m.reason, MAX_TEXT);
-        let (Ok(id), true) = (id, bad.is_empty()) else {
-            return Err(ApiError::InvalidArgument(bad.into_vec()).into());
-        };
-        let task = self
-            .operate(
-                &caller,
-                id,
-                TaskOp::Release {
-                    token: m.lease_token,
-                    reason: non_empty(m.reason),
-                },
-            )
-            .await?;
+        let (id, op) = parse::release(request.into_inner())?;
+        let task = self.operate(&caller, id, op).await?;
         Ok(Response::new(v1::ReleaseTaskResponse { task: Some(task) }))
     }
 
@@ -275,18 +127,9 @@ impl ProcessorTaskService for TaskApi {
         request: Request<v1::ListTasksRequest>,
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
         let caller = self.processor(&request)?;
-        let m = request.into_inner();
-        let state = if m.state == 0 {
-            None
-        } else {
-            Some(
-                convert::task_state_from_proto(m.state)
-                    .ok_or_else(|| ApiError::invalid("state", "is not a known Task.State value"))?,
-            )
-        };
-        let size = page::page_size(m.page_size, "page_size")?;
-        let key = state.map_or("", TaskState::as_str);
-        let after = page::decode_cursor("t1", &m.page_token, key)?;
+        let wanted = parse::list_tasks(request.get_ref())?;
+        let key = wanted.key();
+        let parse::TasksPage { state, size, after } = wanted;
         let now = self.state.clock.now();
         let mut rows = self
             .state
