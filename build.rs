@@ -39,6 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Messages that carry personal data get a redacting Debug, written by
         // hand in src/proto.rs, so they cannot leak into a log line.
         .skip_debug([".gdpr.intake.v1.Subject", ".gdpr.intake.v1.Guardian"])
+        // prost, but an undecodable request is INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::api::codec::IntakeCodec")
         .compile_fds(fds)?;
     Ok(())
 }

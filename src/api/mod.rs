@@ -1,6 +1,7 @@
 //! gRPC handlers: authenticate, convert proto to domain, call the domain and
 //! the store, convert back, map errors. Nothing more.
 
+pub mod codec;
 pub mod convert;
 pub mod dsr;
 pub mod error;
