@@ -762,3 +762,41 @@ fn dev_jwks_without_the_dev_public_key_is_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn a_verified_token_is_remembered_until_it_expires() {
+    let auth = authenticator();
+    let token = ed_token(&claims("controller", "acme"));
+    assert_eq!(auth.cached_tokens(), 0);
+    let first = auth.verify_token(&token).unwrap();
+    assert_eq!(auth.cached_tokens(), 1);
+    let second = auth.verify_token(&token).unwrap();
+    assert_eq!(first, second);
+    assert_eq!(
+        auth.cached_tokens(),
+        1,
+        "the second call was served from memory"
+    );
+    assert!(auth.cached(&token, now()).is_some());
+    assert!(
+        auth.cached(&token, first.expires_at + 3600).is_none(),
+        "an expired entry is never served"
+    );
+}
+
+#[test]
+fn a_rejected_token_is_never_remembered() {
+    let auth = authenticator();
+    let expired = ed_token(&with(
+        claims("controller", "acme"),
+        "exp",
+        json!(now() - 3600),
+    ));
+    assert!(auth.verify_token(&expired).is_err());
+    assert!(auth.verify_token(&expired).is_err());
+    assert_eq!(auth.cached_tokens(), 0);
+    let mut tampered = ed_token(&claims("controller", "acme"));
+    tampered.push('x');
+    assert!(auth.verify_token(&tampered).is_err());
+    assert_eq!(auth.cached_tokens(), 0);
+}

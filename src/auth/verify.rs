@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -41,6 +41,20 @@ struct Inner {
     keys: HashMap<String, VerificationKey>,
     issuer: String,
     audience: String,
+    leeway_secs: i64,
+    /// Tokens already verified, until they expire. A signature check costs
+    /// tens of microseconds; a caller sends the same token on every call.
+    /// A std mutex: the critical section is a map lookup, never held across
+    /// an await.
+    verified: Mutex<HashMap<Box<str>, Caller>>,
+}
+
+/// Most verified tokens remembered at once; bounds memory (a token is well
+/// under 2 KiB) whatever callers send.
+const VERIFIED_CACHE_CAPACITY: usize = 10_000;
+
+fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
 }
 
 struct VerificationKey {
@@ -104,6 +118,8 @@ impl Authenticator {
                 keys,
                 issuer: config.issuer,
                 audience: config.audience,
+                leeway_secs: i64::try_from(config.leeway_secs).unwrap_or(0),
+                verified: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -131,8 +147,59 @@ impl Authenticator {
         }
     }
 
-    /// Verifies a compact JWT without the metadata wrapping.
+    /// Verifies a compact JWT without the metadata wrapping. A token that
+    /// verified before is answered from memory until it expires (with the
+    /// same leeway the verification allows); failures are never remembered.
     pub fn verify_token(&self, token: &str) -> Result<Caller, AuthError> {
+        let now = unix_now();
+        if let Some(caller) = self.cached(token, now) {
+            return Ok(caller);
+        }
+        let caller = self.verify_uncached(token)?;
+        self.remember(token, &caller, now);
+        Ok(caller)
+    }
+
+    pub(super) fn cached(&self, token: &str, now: i64) -> Option<Caller> {
+        let verified = self
+            .inner
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        verified
+            .get(token)
+            .filter(|c| now < c.expires_at.saturating_add(self.inner.leeway_secs))
+            .cloned()
+    }
+
+    fn remember(&self, token: &str, caller: &Caller, now: i64) {
+        let mut verified = self
+            .inner
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.len() >= VERIFIED_CACHE_CAPACITY {
+            let leeway = self.inner.leeway_secs;
+            verified.retain(|_, c| now < c.expires_at.saturating_add(leeway));
+            if verified.len() >= VERIFIED_CACHE_CAPACITY {
+                // Full of live tokens: start over rather than grow; the cost
+                // is one re-verification per token.
+                verified.clear();
+            }
+        }
+        verified.insert(token.into(), caller.clone());
+    }
+
+    /// Number of tokens remembered (for tests and metrics).
+    pub fn cached_tokens(&self) -> usize {
+        self.inner
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<Caller, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::MalformedToken);
         }
