@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::age::AgePolicy;
+use crate::transport::{CallLimits, TlsSettings};
 
 /// gdpr-intake: intake, deadlines and routing of GDPR data-subject requests.
 #[derive(Debug, Parser)]
@@ -22,6 +23,10 @@ pub struct Cli {
 
 /// What to do.
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing would only move it"
+)]
 pub enum Command {
     /// Serve the gRPC API (the default).
     Serve(ServeArgs),
@@ -108,6 +113,25 @@ pub struct ServeArgs {
     /// when unset.
     #[arg(long, env = "GDPR_INTAKE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain of the gRPC listener (leaf first). With
+    /// --tls-key, the listener speaks TLS only.
+    #[arg(long, env = "GDPR_INTAKE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "GDPR_INTAKE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to: with
+    /// it, every client must present one (mutual TLS).
+    #[arg(long, env = "GDPR_INTAKE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Calls in progress at once, all connections together; one more is
+    /// answered RESOURCE_EXHAUSTED at once. Health checks are not counted.
+    #[arg(long, env = "GDPR_INTAKE_MAX_CONCURRENT_CALLS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_calls: u32,
+    /// Largest request message in bytes; a larger one is answered
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "GDPR_INTAKE_MAX_MESSAGE_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_message_bytes: u32,
 }
 
 /// Settings of `token`.
@@ -176,6 +200,37 @@ impl ServeArgs {
     pub fn age_policy(&self) -> Result<AgePolicy, String> {
         AgePolicy::new(self.minimum_age, self.adult_age)
     }
+
+    /// The TLS files, checked to come as a pair.
+    pub fn tls(&self) -> Result<Option<TlsSettings>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            })),
+            (Some(_), None) => {
+                Err("--tls-key (GDPR_INTAKE_TLS_KEY) is required with --tls-cert".to_owned())
+            }
+            (None, Some(_)) => {
+                Err("--tls-cert (GDPR_INTAKE_TLS_CERT) is required with --tls-key".to_owned())
+            }
+            (None, None) if self.tls_client_ca.is_some() => Err(
+                "--tls-client-ca (GDPR_INTAKE_TLS_CLIENT_CA) needs --tls-cert and --tls-key"
+                    .to_owned(),
+            ),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The call limits.
+    pub fn call_limits(&self) -> CallLimits {
+        // u32 to usize is lossless on every platform the service runs on.
+        CallLimits {
+            max_concurrent_calls: usize::try_from(self.max_concurrent_calls).unwrap_or(usize::MAX),
+            max_message_bytes: usize::try_from(self.max_message_bytes).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -216,5 +271,47 @@ mod tests {
         let cli = Cli::try_parse_from(["gdpr-intake", "migrate"]).expect("migrate parses");
         assert!(matches!(cli.command, Some(Command::Migrate(_))));
         assert!(Cli::try_parse_from(["gdpr-intake", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn tls_files_come_as_a_pair() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["gdpr-intake"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).expect("flags parse").serve.tls()
+        };
+        assert_eq!(parse(&[]), Ok(None));
+        let both = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+            .expect("a pair")
+            .expect("tls on");
+        assert_eq!(both.cert, PathBuf::from("c.pem"));
+        assert_eq!(both.client_ca, None);
+        let mutual = parse(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ])
+        .expect("a pair")
+        .expect("tls on");
+        assert_eq!(mutual.client_ca, Some(PathBuf::from("ca.pem")));
+        for (args, flag) in [
+            (&["--tls-cert", "c.pem"][..], "--tls-key"),
+            (&["--tls-key", "k.pem"][..], "--tls-cert"),
+            (&["--tls-client-ca", "ca.pem"][..], "--tls-client-ca"),
+        ] {
+            let error = parse(args).expect_err("refused");
+            assert!(error.starts_with(flag), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn call_limits_default_and_refuse_zero() {
+        let cli = Cli::try_parse_from(["gdpr-intake"]).expect("defaults parse");
+        assert_eq!(cli.serve.call_limits(), CallLimits::default());
+        assert!(Cli::try_parse_from(["gdpr-intake", "--max-concurrent-calls", "0"]).is_err());
+        assert!(Cli::try_parse_from(["gdpr-intake", "--max-message-bytes", "0"]).is_err());
     }
 }

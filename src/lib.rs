@@ -12,3 +12,4 @@ pub mod proto;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod transport;

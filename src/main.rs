@@ -78,6 +78,8 @@ fn settings(args: &ServeArgs) -> Result<Settings, String> {
         migrate_on_start: args.migrate_on_start,
         age_policy,
         controller_countries: args.controller_countries()?,
+        tls: args.tls()?,
+        limits: args.call_limits(),
     })
 }
 

@@ -29,9 +29,8 @@ use crate::proto::v1::processor_task_service_server::ProcessorTaskServiceServer;
 use crate::proto::v1::routing_service_server::RoutingServiceServer;
 use crate::store::{self, Store, StoreConfig};
 use crate::telemetry::{self, Telemetry};
+use crate::transport::{self, CallLimitLayer, CallLimits, TlsSettings};
 
-/// Largest request message a client may send, per service.
-const MAX_REQUEST_BYTES: usize = 256 * 1024;
 /// How often readiness re-checks the database.
 const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -81,6 +80,10 @@ pub struct Settings {
     pub age_policy: AgePolicy,
     /// Each controller's country, for its processors' working hours.
     pub controller_countries: HashMap<String, Jurisdiction>,
+    /// TLS on the gRPC listener; plaintext when `None`.
+    pub tls: Option<TlsSettings>,
+    /// Concurrent calls and message size.
+    pub limits: CallLimits,
 }
 
 /// Why the application could not start or stopped with an error.
@@ -104,10 +107,16 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("tls: {0}")]
+    Tls(#[from] transport::TlsError),
 }
 
 /// A built application, bound to its port and ready to run.
 pub struct Application {
+    /// The tonic server, with TLS when configured.
+    grpc: Server,
+    tls: bool,
+    limits: CallLimits,
     listener: TcpListener,
     local_addr: SocketAddr,
     state: AppState,
@@ -130,6 +139,10 @@ impl Application {
         clock: Arc<dyn Clock>,
         telemetry: Telemetry,
     ) -> Result<Self, StartupError> {
+        let grpc = match &settings.tls {
+            Some(tls) => transport::with_tls(grpc_server(), tls).await?,
+            None => grpc_server(),
+        };
         let auth = authenticator(&settings)?;
         let store = store::connect(&settings.store, settings.migrate_on_start).await?;
         let listener =
@@ -152,6 +165,9 @@ impl Application {
             None => None,
         };
         Ok(Self {
+            grpc,
+            tls: settings.tls.is_some(),
+            limits: settings.limits,
             listener,
             local_addr,
             state: AppState {
@@ -187,7 +203,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then turns health to NOT_SERVING,
-    /// stops accepting and lets in-flight calls finish for at most the drain
+    /// stops accepting, ends server-streaming calls (they would never end
+    /// by themselves) and lets in-flight calls finish for at most the drain
     /// timeout. Last, flushes the telemetry.
     pub async fn run_until_stopped(
         self,
@@ -203,14 +220,25 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
+        let max_message = self.limits.max_message_bytes;
         let dsr = DataSubjectRequestServiceServer::new(DsrService::new(self.state.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+            .max_decoding_message_size(max_message);
         let routing = RoutingServiceServer::new(RoutingApi::new(self.state.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+            .max_decoding_message_size(max_message);
         let tasks = ProcessorTaskServiceServer::new(TaskApi::new(self.state.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+            .max_decoding_message_size(max_message);
 
         let (draining_tx, draining_rx) = watch::channel(false);
+        let limits = CallLimitLayer::new(
+            &self.limits,
+            draining_rx.clone(),
+            &[
+                crate::proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
+        );
         let readiness = tokio::spawn(readiness_loop(
             self.state.store.clone(),
             reporter.clone(),
@@ -230,6 +258,8 @@ impl Application {
         tracing::info!(
             addr = %self.local_addr,
             backend = self.state.store.backend(),
+            tls = self.tls,
+            max_concurrent_calls = self.limits.max_concurrent_calls,
             "gdpr-intake listening"
         );
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -242,11 +272,15 @@ impl Application {
                 },
             ))
         });
-        let server = grpc_server()
+        // Telemetry outermost, so that what the limits answer (shed calls,
+        // deadlines) is traced and counted like any other status.
+        let server = self
+            .grpc
             .layer(
                 self.telemetry
                     .grpc_layer(&[crate::proto::FILE_DESCRIPTOR_SET]),
             )
+            .layer(limits)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

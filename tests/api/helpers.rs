@@ -62,6 +62,8 @@ pub fn test_settings(store: StoreConfig, data_dir: &TempDir) -> Settings {
         migrate_on_start: true,
         age_policy: AgePolicy::default(),
         controller_countries: Default::default(),
+        tls: None,
+        limits: Default::default(),
     }
 }
 
