@@ -25,6 +25,12 @@ pub(super) fn map(
         }
         Error::Io(e) => StoreError::Unavailable(format!("i/o error: {e}")),
         Error::Tls(e) => StoreError::Unavailable(format!("tls error: {e}")),
+        // What a connection closed mid-conversation looks like when it
+        // happens during the start-up handshake (a server restarting, a
+        // proxy or pooler without a backend): "unexpected response from
+        // SSLRequest". The connection is unusable and the next call opens a
+        // fresh one, so it is retryable like an i/o error.
+        Error::Protocol(e) => StoreError::Unavailable(format!("protocol error: {e}")),
         Error::Database(e) => database(e.as_ref()),
         Error::ColumnDecode { index, source } => {
             StoreError::Corrupt(format!("column {index} cannot be read: {source}"))
