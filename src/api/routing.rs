@@ -109,11 +109,7 @@ impl RoutingService for RoutingApi {
         request: Request<v1::CreateRouteRequest>,
     ) -> Result<Response<v1::CreateRouteResponse>, Status> {
         self.admin(&request)?;
-        let route = parse::new_route(
-            request.into_inner(),
-            Uuid::now_v7(),
-            self.state.clock.now(),
-        )?;
+        let route = parse::new_route(request.into_inner(), Uuid::now_v7(), self.state.clock.now())?;
         match self
             .state
             .store
