@@ -27,7 +27,7 @@ use crate::domain::jurisdiction::Jurisdiction;
 use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestServiceServer;
 use crate::proto::v1::processor_task_service_server::ProcessorTaskServiceServer;
 use crate::proto::v1::routing_service_server::RoutingServiceServer;
-use crate::store::{self, Store, StoreConfig};
+use crate::store::{self, GroupCommitConfig, GroupCommitter, Store, StoreConfig};
 use crate::telemetry::{self, Telemetry};
 use crate::transport::{self, CallLimitLayer, CallLimits, TlsSettings};
 
@@ -171,6 +171,10 @@ impl Application {
             listener,
             local_addr,
             state: AppState {
+                committer: GroupCommitter::start(
+                    store.clone(),
+                    GroupCommitConfig::for_backend(store.backend()),
+                ),
                 store,
                 auth,
                 clock,

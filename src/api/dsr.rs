@@ -85,11 +85,19 @@ impl DsrService {
         Self { state }
     }
 
+    /// A caller that may change its tenant's requests: a controller.
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
-        let caller = self
-            .state
-            .auth
-            .authorize(req.metadata(), &[Role::Controller])?;
+        self.authorized(req, &[Role::Controller])
+    }
+
+    /// A caller that may read its tenant's requests: a controller, or an
+    /// auditor, who reads what the controller reads and changes nothing.
+    fn reader<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
+        self.authorized(req, &[Role::Controller, Role::Auditor])
+    }
+
+    fn authorized<T>(&self, req: &Request<T>, roles: &[Role]) -> Result<Caller, ApiError> {
+        let caller = self.state.auth.authorize(req.metadata(), roles)?;
         tracing::Span::current().record("dsr.controller_id", caller.tenant.as_str());
         Ok(caller)
     }
@@ -181,7 +189,10 @@ impl DsrService {
         };
         let mut request = request;
         let effects = effects_of(&self.state, &mut request, event, now).await?;
-        match self.state.store.insert_request(&request, &effects).await? {
+        // Grouped with concurrent submissions into one commit; answered only
+        // after that commit.
+        let (outcome, request, effects) = self.state.committer.insert(request, effects).await?;
+        match outcome {
             InsertOutcome::Created => {
                 self.state.announce_tasks(&effects.new_tasks);
                 self.state
@@ -211,7 +222,7 @@ impl DsrService {
         &self,
         req: Request<v1::ListDataSubjectRequestsRequest>,
     ) -> Result<v1::ListDataSubjectRequestsResponse, ApiError> {
-        let caller = self.caller(&req)?;
+        let caller = self.reader(&req)?;
         let parse::RequestsPage {
             filter,
             size,
@@ -245,7 +256,7 @@ impl DsrService {
         &self,
         req: Request<v1::ListRequestEventsRequest>,
     ) -> Result<v1::ListRequestEventsResponse, ApiError> {
-        let caller = self.caller(&req)?;
+        let caller = self.reader(&req)?;
         let parse::EventsPage {
             request: id,
             size,
@@ -286,7 +297,7 @@ impl DataSubjectRequestService for DsrService {
         &self,
         request: Request<v1::GetDataSubjectRequestRequest>,
     ) -> Result<Response<v1::GetDataSubjectRequestResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.reader(&request)?;
         let id = parse_name(&request.get_ref().name)?;
         let found = self.load(&caller, id).await?;
         Ok(Response::new(v1::GetDataSubjectRequestResponse {

@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::domain::age::AgePolicy;
 use crate::domain::jurisdiction::Jurisdiction;
 use crate::domain::routing::Task;
-use crate::store::Store;
+use crate::store::{GroupCommitter, Store};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics: crate::telemetry::Metrics,
     /// Each controller's country, whose public holidays processor SLAs skip.
     pub controller_calendars: Arc<HashMap<String, Jurisdiction>>,
+    /// Groups concurrent submissions into shared commits.
+    pub committer: GroupCommitter,
     /// Processor ids with newly claimable tasks, for `WatchTasks`.
     pub task_announcements: broadcast::Sender<String>,
 }

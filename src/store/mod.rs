@@ -16,11 +16,13 @@ use crate::domain::routing::{Completion, Processor, Route, Task, TaskError, Task
 
 mod codec;
 mod error;
+mod group;
 mod postgres;
 mod sql;
 mod sqlite;
 mod steps;
 
+pub use group::{GroupCommitConfig, GroupCommitter, Inserted};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -165,6 +167,16 @@ pub trait Store: Send + Sync + 'static {
         request: &DataSubjectRequest,
         effects: &Effects,
     ) -> Result<InsertOutcome, StoreError>;
+
+    /// Inserts several new requests in ONE transaction (group commit): each
+    /// outcome is what [`Store::insert_request`] would have answered for it,
+    /// in the batch's order. All or nothing: on an error none is stored and
+    /// every caller in the group gets the error. A batch may hold the same
+    /// `(controller_id, request_id)` twice; the second is `Existing`.
+    async fn insert_requests(
+        &self,
+        batch: &[(DataSubjectRequest, Effects)],
+    ) -> Result<Vec<InsertOutcome>, StoreError>;
 
     /// One request of one controller; `None` if it does not exist or belongs
     /// to another controller.

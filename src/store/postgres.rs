@@ -199,6 +199,41 @@ async fn tasks_of(
         .collect()
 }
 
+/// Inserts one request with its effects inside `tx`, or reads the request
+/// that already holds its `(controller_id, request_id)`.
+async fn insert_one(
+    tx: &mut Transaction<'static, Postgres>,
+    request: &DataSubjectRequest,
+    columns: RequestColumns,
+    effects: &Effects,
+) -> Result<InsertOutcome, StoreError> {
+    let inserted = columns
+        .bind_insert::<Postgres, Id>(sqlx::query(sql::INSERT_REQUEST))
+        .execute(&mut **tx)
+        .await
+        .map_err(map)?
+        .rows_affected();
+    if inserted == 1 {
+        // A new request has no tasks yet, so none to cancel; no other
+        // transaction sees the row before the commit.
+        write_effects(tx, request, effects, Vec::new()).await?;
+        return Ok(InsertOutcome::Created);
+    }
+    // DO NOTHING fired, so the conflicting row was committed before this
+    // statement finished (or written earlier in this transaction); READ
+    // COMMITTED gives the next statement a snapshot that sees it.
+    let row = sqlx::query(sql::SELECT_REQUEST_BY_REQUEST_ID)
+        .bind(request.controller_id.as_str())
+        .bind(request.request_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(map)?
+        .ok_or_else(|| {
+            StoreError::Internal("a conflicting request vanished during insert".to_owned())
+        })?;
+    Ok(InsertOutcome::Existing(Box::new(request_from_row(&row)?)))
+}
+
 /// Writes what a request's change brings besides its row, in this order:
 /// the new tasks (which its events may name), its events, then the
 /// cancellation of `open`, the tasks that were open before the change.
@@ -293,34 +328,43 @@ impl Store for PostgresStore {
     ) -> Result<InsertOutcome, StoreError> {
         let columns = RequestColumns::from_domain(request)?;
         let mut tx = self.begin().await?;
-        let inserted = columns
-            .bind_insert::<Postgres, Id>(sqlx::query(sql::INSERT_REQUEST))
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?
-            .rows_affected();
-        if inserted == 1 {
-            // A new request has no tasks yet, so none to cancel; no other
-            // transaction sees the row before the commit.
-            write_effects(&mut tx, request, effects, Vec::new()).await?;
-            tx.commit().await.map_err(map)?;
-            return Ok(InsertOutcome::Created);
-        }
-        // DO NOTHING fired, so the conflicting row was committed before this
-        // statement finished; READ COMMITTED gives the next statement a
-        // snapshot that sees it.
-        let row = sqlx::query(sql::SELECT_REQUEST_BY_REQUEST_ID)
-            .bind(request.controller_id.as_str())
-            .bind(request.request_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map)?
-            .ok_or_else(|| {
-                StoreError::Internal("a conflicting request vanished during insert".to_owned())
-            })?;
-        let existing = request_from_row(&row)?;
+        let outcome = insert_one(&mut tx, request, columns, effects).await?;
         tx.commit().await.map_err(map)?;
-        Ok(InsertOutcome::Existing(Box::new(existing)))
+        Ok(outcome)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.insert_requests",
+        skip_all,
+        fields(backend = "postgres", batch = batch.len())
+    )]
+    async fn insert_requests(
+        &self,
+        batch: &[(DataSubjectRequest, Effects)],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        // Insert in key order: two groups that share request ids then wait
+        // on each other in the same order and never deadlock.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|a, b| {
+            let (ra, rb) = (&batch[*a].0, &batch[*b].0);
+            (ra.controller_id.as_str(), ra.request_id)
+                .cmp(&(rb.controller_id.as_str(), rb.request_id))
+        });
+        let mut tx = self.begin().await?;
+        let mut outcomes: Vec<Option<InsertOutcome>> = (0..batch.len()).map(|_| None).collect();
+        for i in order {
+            let (request, effects) = &batch[i];
+            let columns = RequestColumns::from_domain(request)?;
+            outcomes[i] = Some(insert_one(&mut tx, request, columns, effects).await?);
+        }
+        // One commit, one WAL flush, for the whole group.
+        tx.commit().await.map_err(map)?;
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.ok_or_else(|| StoreError::Internal("a grouped insert was skipped".to_owned()))
+            })
+            .collect()
     }
 
     #[tracing::instrument(

@@ -205,6 +205,37 @@ async fn tasks_of(
         .collect()
 }
 
+/// Inserts one request with its effects inside `tx`, or reads the request
+/// that already holds its `(controller_id, request_id)`.
+async fn insert_one(
+    tx: &mut Transaction<'static, Sqlite>,
+    request: &DataSubjectRequest,
+    columns: RequestColumns,
+    effects: &Effects,
+) -> Result<InsertOutcome, StoreError> {
+    let inserted = columns
+        .bind_insert::<Sqlite, Id>(sqlx::query(sql::INSERT_REQUEST))
+        .execute(&mut **tx)
+        .await
+        .map_err(map)?
+        .rows_affected();
+    if inserted == 1 {
+        // A new request has no tasks yet, so none to cancel.
+        write_effects(tx, request, effects, Vec::new()).await?;
+        return Ok(InsertOutcome::Created);
+    }
+    let row = sqlx::query(sql::SELECT_REQUEST_BY_REQUEST_ID)
+        .bind(request.controller_id.as_str())
+        .bind(Id::from_uuid(request.request_id))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(map)?
+        .ok_or_else(|| {
+            StoreError::Internal("a conflicting request vanished during insert".to_owned())
+        })?;
+    Ok(InsertOutcome::Existing(Box::new(request_from_row(&row)?)))
+}
+
 /// Writes what a request's change brings besides its row, in this order:
 /// the new tasks (which its events may name), its events, then the
 /// cancellation of `open`, the tasks that were open before the change.
@@ -317,30 +348,33 @@ impl Store for SqliteStore {
         let columns = RequestColumns::from_domain(request)?;
         let _turn = self.write_turn().await?;
         let mut tx = self.begin_write().await?;
-        let inserted = columns
-            .bind_insert::<Sqlite, Id>(sqlx::query(sql::INSERT_REQUEST))
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?
-            .rows_affected();
-        if inserted == 1 {
-            // A new request has no tasks yet, so none to cancel.
-            write_effects(&mut tx, request, effects, Vec::new()).await?;
-            tx.commit().await.map_err(map)?;
-            return Ok(InsertOutcome::Created);
-        }
-        let row = sqlx::query(sql::SELECT_REQUEST_BY_REQUEST_ID)
-            .bind(request.controller_id.as_str())
-            .bind(Id::from_uuid(request.request_id))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map)?
-            .ok_or_else(|| {
-                StoreError::Internal("a conflicting request vanished during insert".to_owned())
-            })?;
-        let existing = request_from_row(&row)?;
+        let outcome = insert_one(&mut tx, request, columns, effects).await?;
         tx.commit().await.map_err(map)?;
-        Ok(InsertOutcome::Existing(Box::new(existing)))
+        Ok(outcome)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.insert_requests",
+        skip_all,
+        fields(backend = "sqlite", batch = batch.len())
+    )]
+    async fn insert_requests(
+        &self,
+        batch: &[(DataSubjectRequest, Effects)],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let columns = batch
+            .iter()
+            .map(|(r, _)| RequestColumns::from_domain(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for ((request, effects), columns) in batch.iter().zip(columns) {
+            outcomes.push(insert_one(&mut tx, request, columns, effects).await?);
+        }
+        // One commit, one fsync, for the whole group.
+        tx.commit().await.map_err(map)?;
+        Ok(outcomes)
     }
 
     #[tracing::instrument(

@@ -26,8 +26,8 @@ use gdpr_intake::domain::routing::{
     Completion, Processor, Route, Task, TaskOutcome, TaskState, TaskView,
 };
 use gdpr_intake::store::{
-    self, Created, Cursor, Deleted, Effects, InsertOutcome, RequestFilter, RouteFilter, Store,
-    StoreConfig, StoreError, TaskOp, TaskOpResult,
+    self, Created, Cursor, Deleted, Effects, GroupCommitConfig, GroupCommitter, InsertOutcome,
+    RequestFilter, RouteFilter, Store, StoreConfig, StoreError, TaskOp, TaskOpResult,
 };
 use jiff::civil::date;
 use jiff::{SignedDuration, Timestamp};
@@ -90,6 +90,8 @@ conformance! {
         another_controllers_request_is_invisible,
         repeated_insert_returns_the_original,
         concurrent_identical_inserts_store_one,
+        a_group_is_inserted_in_one_transaction,
+        concurrent_groups_through_the_committer,
         list_pages_in_order_with_filters,
         update_appends_numbered_events,
         stale_update_conflicts_and_writes_nothing,
@@ -1006,6 +1008,114 @@ async fn unreadable_row_is_corrupt(config: StoreConfig) {
 }
 
 // ---- routing and tasks ----
+
+async fn a_group_is_inserted_in_one_transaction(store: Arc<dyn Store>) {
+    let earlier = insert_new(&store, &Build::request("acme")).await;
+    let fresh = Build::request("acme");
+    let twice = Build::request("beta");
+    let (a, a_event) = fresh.build();
+    let (b1, b1_event) = twice.build();
+    let (b2, b2_event) = twice.clone().details("same key, other content").build();
+    let (retry, retry_event) = Build {
+        request_id: earlier.request_id,
+        ..Build::request("acme")
+    }
+    .build();
+    let task = new_task(&a, P, 100);
+    let a_effects = Effects {
+        events: vec![a_event, task_created(&a, &task)],
+        new_tasks: vec![task.clone()],
+        cancel_open_tasks: false,
+    };
+    let batch = vec![
+        (a.clone(), a_effects),
+        (b1.clone(), Effects::event(b1_event)),
+        (b2.clone(), Effects::event(b2_event)),
+        (retry.clone(), Effects::event(retry_event)),
+    ];
+    let outcomes = store.insert_requests(&batch).await.unwrap();
+    assert!(matches!(outcomes[0], InsertOutcome::Created));
+    assert!(matches!(outcomes[1], InsertOutcome::Created));
+    match &outcomes[2] {
+        InsertOutcome::Existing(e) => assert_eq!(**e, b1, "the group's own earlier insert"),
+        other => panic!("same key twice in a group: {other:?}"),
+    }
+    match &outcomes[3] {
+        InsertOutcome::Existing(e) => assert_eq!(**e, earlier),
+        other => panic!("a retry of a stored request: {other:?}"),
+    }
+    assert_eq!(get(&store, &a).await, a);
+    assert_eq!(stored_tasks(&store, &a).await, vec![task]);
+    assert_eq!(sequences(&events(&store, &a).await), vec![1, 2]);
+    assert!(store.get_request("beta", b2.id).await.unwrap().is_none());
+
+    // All or nothing: one broken member fails the whole group.
+    let (ok, ok_event) = Build::request("acme").build();
+    let (broken, broken_event) = Build::request("acme").build();
+    let stray = broken.task_event(
+        EventType::TaskCreated,
+        Uuid::new_v4(),
+        &Actor::system(),
+        "routed nowhere".to_owned(),
+        broken.create_time,
+    );
+    let group = vec![
+        (ok.clone(), Effects::event(ok_event)),
+        (
+            broken.clone(),
+            Effects {
+                events: vec![broken_event, stray],
+                ..Effects::default()
+            },
+        ),
+    ];
+    assert!(store.insert_requests(&group).await.is_err());
+    assert!(store.get_request("acme", ok.id).await.unwrap().is_none());
+    assert!(
+        store
+            .get_request("acme", broken.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn concurrent_groups_through_the_committer(store: Arc<dyn Store>) {
+    let committer = GroupCommitter::start(
+        Arc::clone(&store),
+        GroupCommitConfig {
+            workers: 3,
+            max_batch: 16,
+            queue: 64,
+        },
+    );
+    // 200 distinct requests and 20 copies of one key, all at once.
+    let shared = Build::request("acme");
+    let mut calls = Vec::new();
+    for i in 0..220 {
+        let build = if i % 11 == 0 {
+            shared.clone()
+        } else {
+            Build::request("acme")
+        };
+        let (request, event) = build.build();
+        let committer = committer.clone();
+        calls.push(tokio::spawn(async move {
+            committer.insert(request, Effects::event(event)).await
+        }));
+    }
+    let mut created = 0;
+    let mut existing = 0;
+    for c in calls {
+        match c.await.unwrap().unwrap().0 {
+            InsertOutcome::Created => created += 1,
+            InsertOutcome::Existing(_) => existing += 1,
+        }
+    }
+    assert_eq!((created, existing), (201, 19));
+    let listed = list_all(&store, "acme", &RequestFilter::default(), 1000).await;
+    assert_eq!(listed.len(), 201);
+}
 
 async fn fan_out_tasks_are_written_with_the_request(store: Arc<dyn Store>) {
     let (request, tasks) = insert_with_tasks(

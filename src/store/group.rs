@@ -1,0 +1,142 @@
+//! Group commit for submissions. Concurrent `insert_request` calls are
+//! queued and a few workers each take whatever is waiting — at most
+//! `max_batch` — and write it in one transaction with
+//! [`Store::insert_requests`]. One commit (one fsync) then serves many
+//! callers, and each caller is answered only after the commit that holds
+//! its request: batching never weakens "acknowledged means committed".
+//!
+//! No caller ever waits for a batch to fill: a worker commits what is there
+//! as soon as it is free, so a lone request goes alone, and batches grow by
+//! themselves exactly when commits are the bottleneck.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::{Effects, InsertOutcome, Store, StoreError};
+use crate::domain::request::DataSubjectRequest;
+
+/// What a caller gets back: the outcome, and its request and effects
+/// (moved through the queue rather than copied).
+pub type Inserted = (InsertOutcome, DataSubjectRequest, Effects);
+
+type Reply = oneshot::Sender<Result<Inserted, StoreError>>;
+
+struct Job {
+    request: DataSubjectRequest,
+    effects: Effects,
+    reply: Reply,
+}
+
+/// The front of the group-commit queue. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupCommitter {
+    queue: mpsc::Sender<Job>,
+}
+
+/// How to group.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupCommitConfig {
+    /// Transactions in flight at once. SQLite has one writer, so 1 there;
+    /// PostgreSQL commits in parallel, so a few.
+    pub workers: usize,
+    /// Most requests in one transaction.
+    pub max_batch: usize,
+    /// Requests waiting at most; further callers wait for room
+    /// (backpressure instead of unbounded memory).
+    pub queue: usize,
+}
+
+impl GroupCommitConfig {
+    /// A sensible grouping for `store`'s backend.
+    pub fn for_backend(backend: &str) -> Self {
+        Self {
+            workers: if backend == "sqlite" { 1 } else { 4 },
+            max_batch: 256,
+            queue: 4096,
+        }
+    }
+}
+
+impl GroupCommitter {
+    /// Starts the workers on the current runtime. They stop when every
+    /// clone of the committer is dropped and the queue is empty.
+    pub fn start(store: Arc<dyn Store>, config: GroupCommitConfig) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(config.queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..config.workers.max(1) {
+            tokio::spawn(worker(store.clone(), rx.clone(), config.max_batch.max(1)));
+        }
+        Self { queue: tx }
+    }
+
+    /// Inserts one request with its effects, grouped with whatever else is
+    /// waiting; answers as [`Store::insert_request`] does, after the commit,
+    /// handing the request and effects back.
+    pub async fn insert(
+        &self,
+        request: DataSubjectRequest,
+        effects: Effects,
+    ) -> Result<Inserted, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job {
+                request,
+                effects,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable("the commit queue is closed".to_owned()))?;
+        answer.await.map_err(|_| {
+            StoreError::Internal("the commit worker stopped before answering".to_owned())
+        })?
+    }
+}
+
+async fn worker(store: Arc<dyn Store>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
+    let mut jobs = Vec::with_capacity(max_batch);
+    loop {
+        {
+            // Take the first job (waiting for one), then whatever else is
+            // already queued, and let the next worker at the queue.
+            let mut rx = queue.lock().await;
+            if rx.recv_many(&mut jobs, max_batch).await == 0 {
+                return; // every sender is gone
+            }
+        }
+        let (batch, replies): (Vec<(DataSubjectRequest, Effects)>, Vec<Reply>) = jobs
+            .drain(..)
+            .map(|j| ((j.request, j.effects), j.reply))
+            .unzip();
+        match store.insert_requests(&batch).await {
+            Ok(outcomes) if outcomes.len() == replies.len() => {
+                for ((reply, outcome), (request, effects)) in
+                    replies.into_iter().zip(outcomes).zip(batch)
+                {
+                    let _ = reply.send(Ok((outcome, request, effects)));
+                }
+            }
+            Ok(_) => {
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Internal(
+                        "a grouped insert answered the wrong number of outcomes".to_owned(),
+                    )));
+                }
+            }
+            Err(e) => {
+                // Nothing of the group was stored; everyone gets the error
+                // (UNAVAILABLE is retryable, and a retry is idempotent).
+                let message = e.to_string();
+                let unavailable = matches!(e, StoreError::Unavailable(_));
+                for reply in replies {
+                    let err = if unavailable {
+                        StoreError::Unavailable(message.clone())
+                    } else {
+                        StoreError::Internal(message.clone())
+                    };
+                    let _ = reply.send(Err(err));
+                }
+            }
+        }
+    }
+}
