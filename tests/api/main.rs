@@ -12,6 +12,7 @@ mod crash;
 mod db;
 mod dsr;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod load_configs;
 mod outage;
