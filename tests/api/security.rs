@@ -483,3 +483,182 @@ async fn every_rpc_refuses_every_bad_caller() {
     .expect("owner reads");
     app.stop().await;
 }
+
+/// What an auditor of tenant `acme` gets from `rpc`: reads of its own
+/// tenant succeed, everything else is refused for its role.
+fn auditor_expects(rpc: Rpc) -> Option<Code> {
+    match rpc {
+        Rpc::Get | Rpc::List | Rpc::Events | Rpc::ListRoutes | Rpc::ListProcessors => None,
+        _ => Some(Code::PermissionDenied),
+    }
+}
+
+#[tokio::test]
+async fn an_auditor_reads_its_tenant_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.route("acme", "crm", &[], 72).await;
+    app.route("beta", "crm", &[], 72).await;
+    let submit = |tenant: &'static str| {
+        let token = app.token(Role::Controller, tenant);
+        let mut client = app.dsr();
+        async move {
+            client
+                .submit_data_subject_request(authed(&token, submission()))
+                .await
+                .expect("submitted")
+                .into_inner()
+                .data_subject_request
+                .expect("request")
+        }
+    };
+    let ours = submit("acme").await;
+    let theirs = submit("beta").await;
+    let task = app
+        .tasks()
+        .claim_tasks(authed(
+            &app.token(Role::Processor, "crm"),
+            v1::ClaimTasksRequest {
+                max_tasks: 1,
+                lease_duration: None,
+            },
+        ))
+        .await
+        .expect("claimed")
+        .into_inner()
+        .tasks
+        .remove(0);
+    let targets = Targets {
+        request: ours.name.clone(),
+        task: task.name.clone(),
+        token: task.lease_token.clone(),
+    };
+    let auditor = app.token(Role::Auditor, "acme");
+    let events_before = app
+        .dsr()
+        .list_request_events(authed(
+            &auditor,
+            v1::ListRequestEventsRequest {
+                name: ours.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("the auditor reads the events")
+        .into_inner()
+        .events
+        .len();
+
+    // Every RPC: the reads of its own tenant succeed, the rest is refused.
+    for rpc in ALL {
+        let got = call(&app, rpc, Some(&auditor), &targets).await;
+        match auditor_expects(rpc) {
+            None => assert!(got.is_ok(), "{rpc:?}: {got:?}"),
+            Some(code) => {
+                let err = got.expect_err(&format!("{rpc:?} is not for an auditor"));
+                assert_eq!(err.code(), code, "{rpc:?}: {err:?}");
+            }
+        }
+    }
+
+    // Another tenant's request is a missing one, to an auditor as well.
+    let other = Targets {
+        request: theirs.name.clone(),
+        ..targets
+    };
+    let missing = Targets {
+        request: "dataSubjectRequests/00000000-0000-4000-8000-000000000000".into(),
+        task: other.task.clone(),
+        token: other.token.clone(),
+    };
+    for rpc in [Rpc::Get, Rpc::Events] {
+        let foreign = call(&app, rpc, Some(&auditor), &other)
+            .await
+            .expect_err("another tenant's request");
+        let nothing = call(&app, rpc, Some(&auditor), &missing)
+            .await
+            .expect_err("no such request");
+        assert_eq!(foreign.code(), Code::NotFound, "{rpc:?}: {foreign:?}");
+        assert_eq!(
+            (foreign.code(), foreign.message(), foreign.details()),
+            (nothing.code(), nothing.message(), nothing.details()),
+            "{rpc:?}"
+        );
+    }
+
+    // Listings are scoped to the tenant.
+    let listed = app
+        .dsr()
+        .list_data_subject_requests(authed(
+            &auditor,
+            v1::ListDataSubjectRequestsRequest::default(),
+        ))
+        .await
+        .expect("listed")
+        .into_inner()
+        .data_subject_requests;
+    assert_eq!(
+        listed.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        vec![ours.name.as_str()]
+    );
+    let routes = |controller_id: &str| {
+        let mut client = app.routing();
+        let request = authed(
+            &auditor,
+            v1::ListRoutesRequest {
+                controller_id: controller_id.to_owned(),
+                ..Default::default()
+            },
+        );
+        async move {
+            client
+                .list_routes(request)
+                .await
+                .expect("listed")
+                .into_inner()
+                .routes
+                .into_iter()
+                .map(|r| r.controller_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(routes("").await, vec!["acme"]);
+    assert!(
+        routes("beta").await.is_empty(),
+        "beta's routes are not shown"
+    );
+
+    // And none of the refused writes changed anything.
+    let after = app
+        .dsr()
+        .get_data_subject_request(authed(
+            &auditor,
+            v1::GetDataSubjectRequestRequest {
+                name: ours.name.clone(),
+            },
+        ))
+        .await
+        .expect("read")
+        .into_inner()
+        .data_subject_request
+        .expect("request");
+    assert_eq!(
+        (after.state, after.update_time, after.due_time),
+        (ours.state, ours.update_time, ours.due_time)
+    );
+    let events_after = app
+        .dsr()
+        .list_request_events(authed(
+            &auditor,
+            v1::ListRequestEventsRequest {
+                name: ours.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("events")
+        .into_inner()
+        .events
+        .len();
+    assert_eq!(events_after, events_before);
+    app.stop().await;
+}
