@@ -26,6 +26,7 @@ mod grpc;
 mod logs;
 mod metrics;
 mod propagation;
+mod threads;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -262,13 +263,20 @@ impl TelemetryBuilder {
                 // `code.*` location the layer records anyway.
                 .with_threads(false)
                 .with_target(false)
-                .with_filter(
-                    tracing_subscriber::filter::Targets::new()
-                        .with_target(TRACED_TARGET, tracing::Level::INFO),
-                );
+                .with_filter(traced_targets());
             layers.push(otel.boxed());
         }
+        let mut adopted = None;
+        if tracer_provider.is_some() {
+            let (adopt, cell) = threads::AdoptHelperThreads::new();
+            layers.push(adopt.with_filter(traced_targets()).boxed());
+            adopted = Some(cell);
+        }
         let dispatch = Dispatch::new(Registry::default().with(layers));
+        if let Some(cell) = adopted {
+            // Set once, here; the layer does nothing before.
+            let _ = cell.set(dispatch.downgrade());
+        }
 
         Ok(Telemetry {
             inner: Arc::new(Inner {
@@ -435,6 +443,11 @@ impl Telemetry {
             );
         }
     }
+}
+
+/// What goes to OpenTelemetry: this crate's spans from INFO up.
+fn traced_targets() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new().with_target(TRACED_TARGET, tracing::Level::INFO)
 }
 
 fn env_filter() -> EnvFilter {

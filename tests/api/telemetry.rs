@@ -83,17 +83,9 @@ async fn spawn_with(telemetry: Telemetry) -> (TestApp, Option<SocketAddr>) {
     (app, metrics)
 }
 
-/// Traced apps run one at a time: with two at once, a call's spans were
-/// seen to stay open (still under investigation).
-static TRACED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// An app whose spans go to an in-memory exporter, and the turn it holds.
-async fn spawn_traced() -> (
-    TestApp,
-    InMemorySpanExporter,
-    tokio::sync::MutexGuard<'static, ()>,
-) {
-    let turn = TRACED.lock().await;
+/// An app whose spans go to an in-memory exporter. Several may run at once,
+/// each with its own exporter.
+async fn spawn_traced() -> (TestApp, InMemorySpanExporter) {
     let exporter = InMemorySpanExporter::default();
     let telemetry = Telemetry::builder(TelemetryConfig {
         log_format: test_log_format(),
@@ -103,7 +95,7 @@ async fn spawn_traced() -> (
     .build()
     .expect("telemetry builds");
     let (app, _) = spawn_with(telemetry).await;
-    (app, exporter, turn)
+    (app, exporter)
 }
 
 /// Waits for the spans `done` accepts: a call's span ends when the server
@@ -156,7 +148,7 @@ fn with_traceparent<T>(mut req: Request<T>) -> Request<T> {
 
 #[tokio::test]
 async fn every_rpc_gets_a_server_span_named_after_its_method() {
-    let (app, exporter, _turn) = spawn_traced().await;
+    let (app, exporter) = spawn_traced().await;
     let token = app.token(Role::Controller, "acme");
     let name = format!("dataSubjectRequests/{}", uuid::Uuid::new_v4());
     let err = app
@@ -206,7 +198,7 @@ async fn every_rpc_gets_a_server_span_named_after_its_method() {
 
 #[tokio::test]
 async fn a_read_request_carries_the_domain_attributes_and_status_from_trailers() {
-    let (app, exporter, _turn) = spawn_traced().await;
+    let (app, exporter) = spawn_traced().await;
     let token = app.token(Role::Controller, "acme");
     let created = app
         .dsr()
@@ -256,7 +248,7 @@ async fn a_read_request_carries_the_domain_attributes_and_status_from_trailers()
 
 #[tokio::test]
 async fn an_unknown_method_is_other_and_a_server_error() {
-    let (app, exporter, _turn) = spawn_traced().await;
+    let (app, exporter) = spawn_traced().await;
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
     grpc.ready().await.expect("ready");
     let path = "/gdpr.intake.v1.NoSuchService/Nothing";
@@ -291,7 +283,7 @@ async fn an_unknown_method_is_other_and_a_server_error() {
 
 #[tokio::test]
 async fn the_callers_trace_continues_through_the_service() {
-    let (app, exporter, _turn) = spawn_traced().await;
+    let (app, exporter) = spawn_traced().await;
     let token = app.token(Role::Controller, "acme");
     let _ = app
         .dsr()
@@ -313,7 +305,7 @@ async fn the_callers_trace_continues_through_the_service() {
 
 #[tokio::test]
 async fn health_checks_are_not_traced() {
-    let (app, exporter, _turn) = spawn_traced().await;
+    let (app, exporter) = spawn_traced().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
     health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -340,7 +332,7 @@ async fn health_checks_are_not_traced() {
 
 #[tokio::test]
 async fn no_span_attribute_holds_personal_data_or_the_token() {
-    let (app, exporter, _turn) = spawn_traced().await;
+    let (app, exporter) = spawn_traced().await;
     let token = app.token(Role::Controller, "acme");
     let mut dsr = app.dsr();
     let created = dsr
@@ -910,4 +902,103 @@ async fn the_binary_exports_to_the_endpoint_in_its_environment() {
         assert!(!text.contains("ada@example.org"), "{text}");
         assert!(!text.contains(&token), "{text}");
     }
+}
+
+/// Submits and reads `n` requests; returns how many submit and get calls,
+/// and their handlers, were exported.
+async fn submit_and_get(n: usize) -> [usize; 4] {
+    let (app, exporter) = spawn_traced().await;
+    let token = app.token(Role::Controller, "acme");
+    for _ in 0..n {
+        let created = app
+            .dsr()
+            .submit_data_subject_request(authed(&token, submission()))
+            .await
+            .expect("submitted")
+            .into_inner()
+            .data_subject_request
+            .expect("request");
+        app.dsr()
+            .get_data_subject_request(authed(
+                &token,
+                v1::GetDataSubjectRequestRequest { name: created.name },
+            ))
+            .await
+            .expect("found");
+    }
+    let count = |spans: &[SpanData]| {
+        [SUBMIT, "gdpr.dsr.submit", GET, "gdpr.dsr.get"]
+            .map(|name| spans.iter().filter(|s| s.name == name).count())
+    };
+    let spans = spans_when(&exporter, |s| count(s) == [n; 4]).await;
+    app.stop().await;
+    count(&spans)
+}
+
+/// Several traced apps at once, each on a runtime of its own, as parallel
+/// tests run them: every call's spans close and reach the app's own
+/// exporter. A store span that sqlx's SQLite worker thread dropped last
+/// used to leave its handler span, and so the RPC span, open for good.
+#[test]
+fn every_span_closes_with_several_traced_apps_at_once() {
+    let apps: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(submit_and_get(20))
+            })
+        })
+        .collect();
+    for app in apps {
+        assert_eq!(app.join().expect("the app's thread"), [20; 4]);
+    }
+}
+
+/// Calls the client gives up on half-way are dropped outside any poll;
+/// their spans still close, each after its children: every exported span's
+/// parent is exported too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_calls_close_their_spans() {
+    let (app, exporter) = spawn_traced().await;
+    let token = app.token(Role::Controller, "acme");
+    for round in 0..5u64 {
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let mut dsr = app.dsr();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    // Short enough that many calls are still waiting for
+                    // their commit when they are abandoned.
+                    let patience = Duration::from_micros(500 + 300 * round);
+                    let call = dsr.submit_data_subject_request(authed(&token, submission()));
+                    let _ = tokio::time::timeout(patience, call).await;
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.expect("the call task");
+        }
+    }
+    let orphans = |spans: &[SpanData]| {
+        spans
+            .iter()
+            .filter(|s| s.parent_span_id != opentelemetry::trace::SpanId::INVALID)
+            .filter(|s| {
+                !spans
+                    .iter()
+                    .any(|p| p.span_context.span_id() == s.parent_span_id)
+            })
+            .map(|s| s.name.to_string())
+            .collect::<Vec<_>>()
+    };
+    let spans = spans_when(&exporter, |s| {
+        s.iter().any(|s| s.name == "gdpr.dsr.submit") && orphans(s).is_empty()
+    })
+    .await;
+    assert!(spans.iter().any(|s| s.name == "gdpr.dsr.submit"));
+    assert_eq!(orphans(&spans), Vec::<String>::new());
+    app.stop().await;
 }

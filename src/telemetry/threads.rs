@@ -1,0 +1,74 @@
+//! Makes the application's dispatcher the default of the helper threads
+//! that enter its spans, so that a span closed there is closed right.
+//!
+//! `tracing-subscriber`'s registry keeps each span's parent open until the
+//! span closes, then hands the parent's reference back through the
+//! *thread's default dispatcher* (`DataInner::clear`, tokio-rs/tracing#1656),
+//! not through the dispatcher the span belongs to. sqlx's SQLite driver
+//! sends `Span::current()` (our `gdpr.store.*` span) with every command to
+//! the connection's worker thread, which enters it and drops it after it
+//! has answered: when that drop is the last one, the store span closes on
+//! the worker thread. If that thread's default is not our dispatcher (no
+//! global subscriber, as in tests, or another application's), the parent's
+//! reference goes nowhere, and the handler span, and the RPC span above it,
+//! never close and are never exported.
+//!
+//! A worker thread is dedicated to one connection of one pool of one
+//! application, so the first time such a thread (one outside any tokio
+//! runtime) enters one of our spans, this layer makes our dispatcher its
+//! default for the rest of its life. Runtime threads are left alone: they
+//! may serve several applications, and a call's futures run (and are
+//! dropped) under the application's dispatcher there anyway (`grpc.rs`).
+
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
+
+use tracing::Subscriber;
+use tracing::dispatcher::{DefaultGuard, WeakDispatch};
+use tracing::span;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+
+thread_local! {
+    /// The default this thread was given, kept until the thread exits.
+    static ADOPTED: RefCell<Option<DefaultGuard>> = const { RefCell::new(None) };
+}
+
+/// See the module documentation.
+pub(super) struct AdoptHelperThreads {
+    /// The application's dispatcher, set once it exists; weak, so that the
+    /// dispatcher does not keep itself alive.
+    dispatch: Arc<OnceLock<WeakDispatch>>,
+}
+
+impl AdoptHelperThreads {
+    /// The layer, and the cell to put the dispatcher in once it is built.
+    pub(super) fn new() -> (Self, Arc<OnceLock<WeakDispatch>>) {
+        let dispatch = Arc::new(OnceLock::new());
+        (
+            Self {
+                dispatch: dispatch.clone(),
+            },
+            dispatch,
+        )
+    }
+}
+
+impl<S: Subscriber> Layer<S> for AdoptHelperThreads {
+    fn on_enter(&self, _id: &span::Id, _ctx: Context<'_, S>) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return;
+        }
+        let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) else {
+            return;
+        };
+        // Fails only while the thread is exiting, when nothing is left to
+        // close on it.
+        let _ = ADOPTED.try_with(|adopted| {
+            let mut adopted = adopted.borrow_mut();
+            if adopted.is_none() {
+                *adopted = Some(tracing::dispatcher::set_default(&dispatch));
+            }
+        });
+    }
+}
