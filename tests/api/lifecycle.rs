@@ -310,9 +310,9 @@ async fn sigterm_drains_calls_in_flight_and_exits_cleanly() {
     eprintln!(
         "drain: {clients} clients, {} calls before SIGTERM (all OK, {in_flight} in flight at the signal), \
          {} after ({refused_after} refused, slowest {slowest_after:?}), exit 0 in {drain:?} \
-         (drain timeout {drain_timeout:?}), watch stream ended after {:?}",
+         (drain timeout {drain_timeout:?}), watch stream ended {:?} after `kill` started",
         before.len(),
         after.len(),
-        watch_ended.saturating_duration_since(signal_delivered),
+        watch_ended.saturating_duration_since(signal_sent),
     );
 }

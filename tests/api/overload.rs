@@ -5,8 +5,9 @@
 //! of the real binary gets only OK or RESOURCE_EXHAUSTED in bounded memory.
 //!
 //! The flood's size from `GDPR_INTAKE_FLOOD_CALLS` (concurrent calls per
-//! round, default 2,000) and `GDPR_INTAKE_FLOOD_ROUNDS` (default 2); the
-//! README gives the full-size command.
+//! round, default 2,000) and `GDPR_INTAKE_FLOOD_ROUNDS` (default 2), its
+//! limit from `GDPR_INTAKE_FLOOD_LIMIT` (default 16); the README gives the
+//! full-size command.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -347,7 +348,7 @@ async fn a_deadline_ends_a_slow_call_with_deadline_exceeded_on_time() {
 async fn a_flood_gets_only_ok_or_resource_exhausted_in_bounded_memory() {
     let calls = env_or("GDPR_INTAKE_FLOOD_CALLS", 2000);
     let rounds = env_or("GDPR_INTAKE_FLOOD_ROUNDS", 2);
-    let limit = 16;
+    let limit = env_or("GDPR_INTAKE_FLOOD_LIMIT", 16);
     let server = Binary::start(&["--max-concurrent-calls", &limit.to_string()], None);
     let probe = server.ready().await;
     let token = server.token(Role::Controller, "acme");
