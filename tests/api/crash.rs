@@ -61,7 +61,9 @@ fn start(data_dir: &std::path::Path, database_url: Option<&str>, port: u16) -> S
 }
 
 async fn wait_ready(addr: &str) -> Channel {
-    for _ in 0..300 {
+    // Generous: a debug build restarting on a loaded CI machine (the rest of
+    // the suite runs beside it) can take many seconds to migrate and bind.
+    for _ in 0..1200 {
         if let Ok(ch) = Channel::from_shared(addr.to_owned())
             .expect("uri")
             .connect()
