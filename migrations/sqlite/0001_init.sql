@@ -62,6 +62,15 @@ CREATE TABLE data_subject_requests (
     fingerprint TEXT NOT NULL,
     -- Optimistic concurrency: 1 at creation, +1 per change.
     version INTEGER NOT NULL CHECK (version >= 1),
+    -- The W3C trace context of the submitting call, for span links from
+    -- later spans about the request; NULL when that call was not traced.
+    origin_traceparent TEXT,
+    origin_tracestate TEXT,
+    -- When the SLA watchdog reported the request at risk of missing its
+    -- deadline, and past it. Written only by the watchdog, with the
+    -- finding's event; a report does not change the version.
+    sla_at_risk_reported_at INTEGER,
+    sla_breached_reported_at INTEGER,
     UNIQUE (controller_id, request_id),
     -- The target of request_events' foreign key, which ties an event's
     -- controller to its request's.
@@ -87,6 +96,16 @@ CREATE INDEX data_subject_requests_list_by_state
     ON data_subject_requests (controller_id, state, create_time, id);
 CREATE INDEX data_subject_requests_list_by_type
     ON data_subject_requests (controller_id, request_type, create_time, id);
+-- The SLA watchdog and the open-requests gauge: open requests of every
+-- controller by deadline, and those awaiting a guardian by receipt. The
+-- queries repeat each WHERE clause word for word, so that both databases
+-- use these partial indexes.
+CREATE INDEX data_subject_requests_open
+    ON data_subject_requests (due_time, id)
+    WHERE state IN ('awaiting_guardian_consent', 'in_progress', 'needs_attention');
+CREATE INDEX data_subject_requests_awaiting_consent
+    ON data_subject_requests (received_at, id)
+    WHERE state = 'awaiting_guardian_consent';
 
 -- The processors requests are routed to (a controller's vendors, its own
 -- departments). The id is chosen by the administrator; it is compared
@@ -144,6 +163,10 @@ CREATE TABLE tasks (
     create_time INTEGER NOT NULL,
     update_time INTEGER NOT NULL,
     complete_time INTEGER,
+    -- When the SLA watchdog reported the task at risk, and past its due
+    -- time; written only by the watchdog.
+    sla_at_risk_reported_at INTEGER,
+    sla_breached_reported_at INTEGER,
     FOREIGN KEY (data_subject_request_id, controller_id)
         REFERENCES data_subject_requests (id, controller_id),
     -- The target of request_events' foreign key, which ties an event's
@@ -161,6 +184,8 @@ CREATE INDEX tasks_claim ON tasks (processor_id, state, due_time, id);
 CREATE INDEX tasks_list ON tasks (processor_id, create_time, id);
 -- A request's tasks, oldest first.
 CREATE INDEX tasks_by_request ON tasks (data_subject_request_id, create_time, id);
+-- The SLA watchdog: open tasks of every processor by due time.
+CREATE INDEX tasks_open ON tasks (due_time, id) WHERE state IN ('pending', 'leased');
 
 CREATE TABLE request_events (
     data_subject_request_id TEXT NOT NULL,
@@ -173,7 +198,7 @@ CREATE TABLE request_events (
         'submitted', 'guardian_consent_recorded', 'deadline_extended',
         'cancelled', 'closed', 'expired', 'needs_attention',
         'task_created', 'task_claimed', 'task_released', 'task_completed',
-        'task_failed', 'task_cancelled')),
+        'task_failed', 'task_cancelled', 'sla_at_risk', 'sla_breached')),
     event_time INTEGER NOT NULL,
     actor_id TEXT NOT NULL,
     actor_role TEXT NOT NULL,
@@ -191,4 +216,14 @@ CREATE TABLE request_events (
         REFERENCES data_subject_requests (id, controller_id),
     FOREIGN KEY (task_id, data_subject_request_id)
         REFERENCES tasks (id, data_subject_request_id)
+) STRICT;
+
+-- Time-limited leases on jobs that one replica at a time should run (the
+-- SLA watchdog's sweep, named `sla-watchdog`). A replica holds a lease
+-- until expire_time and renews it while it works; once it has lapsed,
+-- any replica may take it.
+CREATE TABLE leases (
+    name TEXT NOT NULL PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expire_time INTEGER NOT NULL
 ) STRICT;

@@ -154,6 +154,8 @@ fn event_type_to_proto(t: EventType) -> v1::RequestEventType {
         EventType::TaskCompleted => P::TaskCompleted,
         EventType::TaskFailed => P::TaskFailed,
         EventType::TaskCancelled => P::TaskCancelled,
+        EventType::SlaAtRisk => P::SlaAtRisk,
+        EventType::SlaBreached => P::SlaBreached,
     }
 }
 

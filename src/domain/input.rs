@@ -16,6 +16,7 @@ use super::request::{
     Actor, Closure, DataSubjectRequest, EventType, Guardian, GuardianRelationship, NewEvent,
     Outcome, RefusalReason, RequestType, State, Subject,
 };
+use super::sla::SlaMarks;
 
 /// One bad field: its path in the API message and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -411,6 +412,8 @@ pub fn accept(
         unrouted: false,
         fingerprint,
         version: 1,
+        origin: None,
+        sla: SlaMarks::default(),
     };
     let reason = match state {
         State::AwaitingGuardianConsent => "subject is a minor: awaiting guardian consent",

@@ -9,3 +9,4 @@ pub mod jurisdiction;
 pub mod pii;
 pub mod request;
 pub mod routing;
+pub mod sla;

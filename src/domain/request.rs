@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::deadline;
 use super::jurisdiction::{Jurisdiction, Regime};
 use super::pii::{DateOfBirth, Email, PersonName};
+use super::sla::SlaMarks;
 
 /// The right a data subject exercises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -250,10 +251,16 @@ pub enum EventType {
     TaskCompleted,
     TaskFailed,
     TaskCancelled,
+    /// The SLA watchdog found the request, or one of its tasks, at risk of
+    /// missing its deadline.
+    SlaAtRisk,
+    /// The SLA watchdog found the request, or one of its tasks, past its
+    /// deadline.
+    SlaBreached,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 15] = [
         Self::Submitted,
         Self::GuardianConsentRecorded,
         Self::DeadlineExtended,
@@ -267,6 +274,8 @@ impl EventType {
         Self::TaskCompleted,
         Self::TaskFailed,
         Self::TaskCancelled,
+        Self::SlaAtRisk,
+        Self::SlaBreached,
     ];
 
     /// Stable lower-case name, used in storage.
@@ -285,6 +294,8 @@ impl EventType {
             Self::TaskCompleted => "task_completed",
             Self::TaskFailed => "task_failed",
             Self::TaskCancelled => "task_cancelled",
+            Self::SlaAtRisk => "sla_at_risk",
+            Self::SlaBreached => "sla_breached",
         }
     }
 
@@ -315,6 +326,16 @@ pub struct RequestEvent {
     /// Position in the request's trail, from 1.
     pub sequence: i64,
     pub event: NewEvent,
+}
+
+/// The W3C trace context of the call that submitted a request, kept so
+/// that later spans about the request can link back to it. Opaque here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceOrigin {
+    /// `00-{trace id}-{span id}-{flags}`.
+    pub traceparent: String,
+    /// Vendor entries, if the call carried any.
+    pub tracestate: Option<String>,
 }
 
 /// A data-subject request as stored.
@@ -348,6 +369,11 @@ pub struct DataSubjectRequest {
     pub fingerprint: String,
     /// Optimistic-concurrency version, 1 at creation, +1 per change.
     pub version: i64,
+    /// The call that submitted it, when that call was traced.
+    pub origin: Option<TraceOrigin>,
+    /// What the SLA watchdog has reported about it. Only the watchdog
+    /// writes these, and a report does not change the version.
+    pub sla: SlaMarks,
 }
 
 /// A transition the request's state does not allow. `reason` is the

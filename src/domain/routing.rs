@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::deadline;
 use super::jurisdiction::{Country, Jurisdiction};
 use super::pii::Email;
-use super::request::{DataSubjectRequest, RequestType, State};
+use super::request::{DataSubjectRequest, RequestType, State, TraceOrigin};
+use super::sla::SlaMarks;
 
 /// Default processor SLA when a route does not say.
 pub const DEFAULT_TASK_SLA_WORKING_HOURS: u32 = 72;
@@ -165,6 +166,9 @@ pub struct Task {
     pub create_time: Timestamp,
     pub update_time: Timestamp,
     pub complete_time: Option<Timestamp>,
+    /// What the SLA watchdog has reported about it; only the watchdog
+    /// writes these.
+    pub sla: SlaMarks,
 }
 
 /// A task as its processor sees it: the task and what it needs to know of
@@ -178,6 +182,9 @@ pub struct TaskView {
     pub country: Country,
     /// For rectification.
     pub corrections: BTreeMap<String, String>,
+    /// The call that submitted the request, for span links; never shown
+    /// to the processor.
+    pub origin: Option<TraceOrigin>,
 }
 
 /// Why a task operation was refused; `reason` is the ErrorInfo reason.
@@ -399,6 +406,7 @@ pub fn fan_out(
             create_time: now,
             update_time: now,
             complete_time: None,
+            sla: SlaMarks::default(),
         })
         .collect()
 }
@@ -469,6 +477,7 @@ mod tests {
             create_time: now,
             update_time: now,
             complete_time: None,
+            sla: SlaMarks::default(),
         }
     }
 

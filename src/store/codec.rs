@@ -14,15 +14,16 @@ use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
 use uuid::Uuid;
 
-use super::{Cursor, StoreError};
+use super::{Cursor, Lease, StoreError, SweepCursor};
 use crate::domain::jurisdiction::{Country, Jurisdiction, Regime};
 use crate::domain::pii::{DateOfBirth, Email, PersonName};
 use crate::domain::request::{
     Actor, Closure, DataSubjectRequest, EventType, Extension, Guardian, GuardianConsent,
     GuardianRelationship, NewEvent, Outcome, RefusalReason, RequestEvent, RequestType, State,
-    Subject,
+    Subject, TraceOrigin,
 };
 use crate::domain::routing::{Processor, Route, Task, TaskOutcome, TaskState, TaskView};
+use crate::domain::sla::SlaMarks;
 
 /// How a backend stores a UUID: TEXT in SQLite, UUID in PostgreSQL.
 pub(super) trait IdColumn: Sized {
@@ -76,6 +77,31 @@ fn timestamp(column: &str, micros: i64) -> Result<Timestamp, StoreError> {
 
 fn optional_timestamp(column: &str, micros: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
     micros.map(|m| timestamp(column, m)).transpose()
+}
+
+/// The SLA marks as stored: when each finding was reported, if it was.
+fn sla_marks(at_risk: Option<i64>, breached: Option<i64>) -> Result<SlaMarks, StoreError> {
+    Ok(SlaMarks {
+        at_risk: optional_timestamp("sla_at_risk_reported_at", at_risk)?,
+        breached: optional_timestamp("sla_breached_reported_at", breached)?,
+    })
+}
+
+/// The origin as stored: a `traceparent`, and a `tracestate` only with it.
+fn trace_origin(
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+) -> Result<Option<TraceOrigin>, StoreError> {
+    match (traceparent, tracestate) {
+        (None, None) => Ok(None),
+        (Some(traceparent), tracestate) => Ok(Some(TraceOrigin {
+            traceparent,
+            tracestate,
+        })),
+        (None, Some(_)) => Err(corrupt(
+            "origin_tracestate is set without origin_traceparent",
+        )),
+    }
 }
 
 /// Reads an id column, naming the column (never the value) when it does
@@ -187,6 +213,10 @@ pub(super) struct RequestColumns {
     pub unrouted: bool,
     pub fingerprint: String,
     pub version: i64,
+    pub origin_traceparent: Option<String>,
+    pub origin_tracestate: Option<String>,
+    pub sla_at_risk_reported_at: Option<i64>,
+    pub sla_breached_reported_at: Option<i64>,
 }
 
 /// Binds the values in order: one list per statement, easy to hold against
@@ -244,6 +274,10 @@ impl RequestColumns {
             unrouted: r.unrouted,
             fingerprint: r.fingerprint.clone(),
             version: r.version,
+            origin_traceparent: r.origin.as_ref().map(|o| o.traceparent.clone()),
+            origin_tracestate: r.origin.as_ref().and_then(|o| o.tracestate.clone()),
+            sla_at_risk_reported_at: r.sla.at_risk.map(micros),
+            sla_breached_reported_at: r.sla.breached.map(micros),
         })
     }
 
@@ -358,6 +392,8 @@ impl RequestColumns {
             unrouted: self.unrouted,
             fingerprint: self.fingerprint,
             version: self.version,
+            origin: trace_origin(self.origin_traceparent, self.origin_tracestate)?,
+            sla: sla_marks(self.sla_at_risk_reported_at, self.sla_breached_reported_at)?,
         })
     }
 
@@ -414,6 +450,10 @@ impl RequestColumns {
             self.unrouted,
             self.fingerprint,
             self.version,
+            self.origin_traceparent,
+            self.origin_tracestate,
+            self.sla_at_risk_reported_at,
+            self.sla_breached_reported_at,
         )
     }
 
@@ -508,6 +548,10 @@ impl RequestColumns {
             unrouted: row.try_get("unrouted")?,
             fingerprint: row.try_get("fingerprint")?,
             version: row.try_get("version")?,
+            origin_traceparent: row.try_get("origin_traceparent")?,
+            origin_tracestate: row.try_get("origin_tracestate")?,
+            sla_at_risk_reported_at: row.try_get("sla_at_risk_reported_at")?,
+            sla_breached_reported_at: row.try_get("sla_breached_reported_at")?,
         })
     }
 }
@@ -622,6 +666,8 @@ pub(super) struct TaskColumns {
     pub create_time: i64,
     pub update_time: i64,
     pub complete_time: Option<i64>,
+    pub sla_at_risk_reported_at: Option<i64>,
+    pub sla_breached_reported_at: Option<i64>,
 }
 
 impl TaskColumns {
@@ -643,6 +689,8 @@ impl TaskColumns {
             create_time: micros(t.create_time),
             update_time: micros(t.update_time),
             complete_time: t.complete_time.map(micros),
+            sla_at_risk_reported_at: t.sla.at_risk.map(micros),
+            sla_breached_reported_at: t.sla.breached.map(micros),
         }
     }
 
@@ -667,6 +715,7 @@ impl TaskColumns {
             create_time: timestamp("create_time", self.create_time)?,
             update_time: timestamp("update_time", self.update_time)?,
             complete_time: optional_timestamp("complete_time", self.complete_time)?,
+            sla: sla_marks(self.sla_at_risk_reported_at, self.sla_breached_reported_at)?,
         })
     }
 
@@ -700,6 +749,8 @@ impl TaskColumns {
             self.create_time,
             self.update_time,
             self.complete_time,
+            self.sla_at_risk_reported_at,
+            self.sla_breached_reported_at,
         )
     }
 
@@ -758,6 +809,8 @@ impl TaskColumns {
             create_time: row.try_get("create_time")?,
             update_time: row.try_get("update_time")?,
             complete_time: row.try_get("complete_time")?,
+            sla_at_risk_reported_at: row.try_get("sla_at_risk_reported_at")?,
+            sla_breached_reported_at: row.try_get("sla_breached_reported_at")?,
         })
     }
 }
@@ -771,12 +824,14 @@ pub(super) struct TaskViewColumns {
     pub subject_email: Option<String>,
     pub subject_country: String,
     pub corrections: String,
+    pub origin_traceparent: Option<String>,
+    pub origin_tracestate: Option<String>,
 }
 
 impl TaskViewColumns {
     /// Reads a row selected with the task columns and the request's
     /// `request_type, subject_external_id, subject_email, subject_country,
-    /// corrections`.
+    /// corrections, origin_traceparent, origin_tracestate`.
     pub(super) fn read<'r, R, Id>(row: &'r R) -> Result<Self, sqlx::Error>
     where
         R: Row,
@@ -792,6 +847,8 @@ impl TaskViewColumns {
             subject_email: row.try_get("subject_email")?,
             subject_country: row.try_get("subject_country")?,
             corrections: row.try_get("corrections")?,
+            origin_traceparent: row.try_get("origin_traceparent")?,
+            origin_tracestate: row.try_get("origin_tracestate")?,
         })
     }
 
@@ -811,6 +868,7 @@ impl TaskViewColumns {
                 .map_err(|_| corrupt("subject_country is not a country"))?,
             corrections: serde_json::from_str(&self.corrections)
                 .map_err(|_| corrupt("corrections is not a json object of strings"))?,
+            origin: trace_origin(self.origin_traceparent, self.origin_tracestate)?,
         })
     }
 }
@@ -959,4 +1017,64 @@ impl RouteColumns {
             create_time: row.try_get("create_time")?,
         })
     }
+}
+
+/// One row of `leases`.
+pub(super) struct LeaseColumns {
+    pub holder: String,
+    pub expire_time: i64,
+}
+
+impl LeaseColumns {
+    pub(super) fn read<'r, R>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        Ok(Self {
+            holder: row.try_get("holder")?,
+            expire_time: row.try_get("expire_time")?,
+        })
+    }
+
+    pub(super) fn into_domain(self) -> Result<Lease, StoreError> {
+        Ok(Lease {
+            holder: self.holder,
+            expire_time: timestamp("expire_time", self.expire_time)?,
+        })
+    }
+}
+
+/// One row of [`super::sql::COUNT_OPEN_REQUESTS_BY_STATE`].
+pub(super) struct StateCountColumns {
+    pub state: String,
+    pub n: i64,
+}
+
+impl StateCountColumns {
+    pub(super) fn read<'r, R>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        Ok(Self {
+            state: row.try_get("state")?,
+            n: row.try_get("n")?,
+        })
+    }
+
+    pub(super) fn into_domain(self) -> Result<(State, u64), StoreError> {
+        let state = parse_enum("state", &self.state, State::parse)?;
+        let n = u64::try_from(self.n).map_err(|_| corrupt("a count is negative"))?;
+        Ok((state, n))
+    }
+}
+
+/// [`cursor_values`] for a sweep's `(time, id)` order.
+pub(super) fn sweep_cursor_values(after: Option<&SweepCursor>) -> (i64, Uuid) {
+    after.map_or((i64::MIN, Uuid::nil()), |c| (micros(c.time), c.id))
 }

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent, RequestType, State};
 use crate::domain::routing::{Completion, Processor, Route, Task, TaskError, TaskState, TaskView};
+use crate::domain::sla::Finding;
 
 mod codec;
 mod error;
@@ -147,6 +148,21 @@ pub struct RequestFilter {
 pub struct Cursor {
     pub create_time: Timestamp,
     pub id: Uuid,
+}
+
+/// Position after which a sweep's page starts: rows in `(time, id)` order,
+/// the time being what the listing orders by (a due time, a receipt time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SweepCursor {
+    pub time: Timestamp,
+    pub id: Uuid,
+}
+
+/// Who holds a lease, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: String,
+    pub expire_time: Timestamp,
 }
 
 /// Everything the service stores.
@@ -302,6 +318,91 @@ pub trait Store: Send + Sync + 'static {
         after_sequence: i64,
         limit: u32,
     ) -> Result<Vec<RequestEvent>, StoreError>;
+    // --- SLA watchdog (across every controller) ---
+
+    /// How many requests of every controller are open (not in a final
+    /// state), per state; states with none are left out.
+    async fn count_open_requests_by_state(&self) -> Result<Vec<(State, u64)>, StoreError>;
+
+    /// Up to `limit` open requests of every controller due at or before
+    /// `due_by` whose breach has not been reported, after `after` in
+    /// `(due_time, id)` order: what the watchdog looks at, deciding with
+    /// [`sla::request_finding`](crate::domain::sla::request_finding).
+    async fn sla_requests(
+        &self,
+        due_by: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError>;
+
+    /// Up to `limit` requests of every controller awaiting guardian consent
+    /// and received before `received_before`, after `after` in
+    /// `(received_at, id)` order: those whose consent window has passed.
+    async fn awaiting_consent_since(
+        &self,
+        received_before: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError>;
+
+    /// Up to `limit` open (pending or leased) tasks of every processor due
+    /// at or before `due_by` whose breach has not been reported, after
+    /// `after` in `(due_time, id)` order.
+    async fn sla_tasks(
+        &self,
+        due_by: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<Task>, StoreError>;
+
+    /// Records `finding` about `request` (as the watchdog read it) at
+    /// `now`: sets its SLA mark and writes its `sla_at_risk` or
+    /// `sla_breached` event
+    /// ([`sla::request_event`](crate::domain::sla::request_event)) in one
+    /// transaction, if the stored request still has the version and marks
+    /// read. Otherwise writes nothing and returns `false`: a call changed
+    /// it, or another sweeper reported the finding first; the next sweep
+    /// decides again. The version does not change.
+    async fn record_request_finding(
+        &self,
+        request: &DataSubjectRequest,
+        finding: Finding,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Records `finding` about `task` (as the watchdog read it) at `now`:
+    /// sets its SLA mark and writes the event on its request's trail
+    /// ([`sla::task_event`](crate::domain::sla::task_event)) in one
+    /// transaction, if the task is still open with the marks read;
+    /// otherwise writes nothing and returns `false`.
+    async fn record_task_finding(
+        &self,
+        task: &Task,
+        finding: Finding,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    // --- leases: one replica at a time ---
+
+    /// Takes lease `name` for `holder` until `now + ttl`, or extends it,
+    /// if nobody holds it, `holder` already does, or its holder let it
+    /// lapse by `now`. Returns whether `holder` holds it now. Of several
+    /// replicas asking at once, exactly one gets it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl: SignedDuration,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives lease `name` up if `holder` holds it, so that another replica
+    /// may take it at once; does nothing otherwise.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Who holds lease `name` and until when (lapsed or not); `None` if
+    /// nobody took it or it was given up.
+    async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
 }
 
 /// How to reach the database.

@@ -29,7 +29,9 @@ macro_rules! request_columns {
          guardian_verification_method, guardian_consented_at, \
          guardian_consent_record_time, guardian_consent_recorded_by, \
          closure_outcome, closure_refusal_reason, closure_explanation, \
-         close_time, cancellation_reason, unrouted, fingerprint, version"
+         close_time, cancellation_reason, unrouted, fingerprint, version, \
+         origin_traceparent, origin_tracestate, \
+         sla_at_risk_reported_at, sla_breached_reported_at"
     };
 }
 
@@ -51,7 +53,7 @@ pub(super) const INSERT_REQUEST: &str = concat!(
     request_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
      $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, \
-     $29, $30, $31, $32, $33, $34, $35, $36) \
+     $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40) \
      ON CONFLICT (controller_id, request_id) DO NOTHING"
 );
 
@@ -118,6 +120,8 @@ pub(super) fn list_requests(filter: &RequestFilter) -> &'static str {
 
 /// Writes every mutable column if the version is still the expected one:
 /// `$1` id, `$2` controller, `$3` expected version, then the new values.
+/// The origin never changes, and the SLA marks are the watchdog's alone
+/// ([`MARK_REQUEST_SLA`]).
 pub(super) const UPDATE_REQUEST: &str = "UPDATE data_subject_requests SET \
      state = $4, update_time = $5, due_time = $6, \
      extension_reason = $7, extension_time = $8, extended_by = $9, \
@@ -164,7 +168,8 @@ macro_rules! task_columns {
     () => {
         "id, data_subject_request_id, controller_id, processor_id, state, \
          attempt, due_time, lease_token, lease_expire_time, outcome, reason, \
-         result_uri, note, create_time, update_time, complete_time"
+         result_uri, note, create_time, update_time, complete_time, \
+         sla_at_risk_reported_at, sla_breached_reported_at"
     };
 }
 
@@ -174,7 +179,8 @@ macro_rules! task_columns_of_t {
         "t.id, t.data_subject_request_id, t.controller_id, t.processor_id, \
          t.state, t.attempt, t.due_time, t.lease_token, t.lease_expire_time, \
          t.outcome, t.reason, t.result_uri, t.note, t.create_time, \
-         t.update_time, t.complete_time"
+         t.update_time, t.complete_time, \
+         t.sla_at_risk_reported_at, t.sla_breached_reported_at"
     };
 }
 
@@ -186,7 +192,8 @@ macro_rules! task_view_from {
             "SELECT ",
             task_columns_of_t!(),
             ", r.request_type, r.subject_external_id, r.subject_email, \
-             r.subject_country, r.corrections \
+             r.subject_country, r.corrections, \
+             r.origin_traceparent, r.origin_tracestate \
              FROM tasks t JOIN data_subject_requests r \
              ON r.id = t.data_subject_request_id AND r.controller_id = t.controller_id"
         )
@@ -197,10 +204,12 @@ macro_rules! task_view_from {
 pub(super) const INSERT_TASK: &str = concat!(
     "INSERT INTO tasks (",
     task_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+     $17, $18)"
 );
 
 /// Writes every mutable column of a task: `$1` id, then the new values.
+/// The SLA marks are the watchdog's alone ([`MARK_TASK_SLA`]).
 pub(super) const UPDATE_TASK: &str = "UPDATE tasks SET \
      state = $2, attempt = $3, lease_token = $4, lease_expire_time = $5, \
      outcome = $6, reason = $7, result_uri = $8, note = $9, \
@@ -329,6 +338,94 @@ pub(super) fn list_tasks(state: Option<TaskState>) -> (&'static str, TaskFilterV
 /// Whether processor `$1` still owes work on some task.
 pub(super) const PROCESSOR_HAS_OPEN_TASKS: &str = "SELECT 1 FROM tasks \
      WHERE processor_id = $1 AND state IN ('pending', 'leased') LIMIT 1";
+
+// ---- SLA watchdog ----
+
+/// The states a request is open in, as the partial index
+/// `data_subject_requests_open` spells them: a statement must repeat an
+/// index's condition word for word for SQLite to use it.
+macro_rules! open_requests {
+    () => {
+        "state IN ('awaiting_guardian_consent', 'in_progress', 'needs_attention')"
+    };
+}
+
+/// Open requests of every controller, counted by state.
+pub(super) const COUNT_OPEN_REQUESTS_BY_STATE: &str = concat!(
+    "SELECT state, COUNT(*) AS n FROM data_subject_requests WHERE ",
+    open_requests!(),
+    " GROUP BY state"
+);
+
+/// Up to `$4` open requests of every controller due by `$1` whose breach
+/// was not reported, after the cursor `$2`/`$3` in `(due_time, id)` order.
+/// A reported breach is final: a deadline cannot be extended once passed.
+pub(super) const SLA_REQUESTS: &str = concat!(
+    "SELECT ",
+    request_columns!(),
+    " FROM data_subject_requests WHERE ",
+    open_requests!(),
+    " AND due_time <= $1 AND sla_breached_reported_at IS NULL \
+     AND (due_time, id) > ($2, $3) ORDER BY due_time, id LIMIT $4"
+);
+
+/// Up to `$4` requests of every controller awaiting guardian consent and
+/// received before `$1`, after the cursor `$2`/`$3` in `(received_at, id)`
+/// order.
+pub(super) const AWAITING_CONSENT_SINCE: &str = concat!(
+    "SELECT ",
+    request_columns!(),
+    " FROM data_subject_requests WHERE state = 'awaiting_guardian_consent' \
+     AND received_at < $1 AND (received_at, id) > ($2, $3) \
+     ORDER BY received_at, id LIMIT $4"
+);
+
+/// Up to `$4` open tasks of every processor due by `$1` whose breach was
+/// not reported, after the cursor `$2`/`$3` in `(due_time, id)` order.
+pub(super) const SLA_TASKS: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE state IN ('pending', 'leased') \
+     AND due_time <= $1 AND sla_breached_reported_at IS NULL \
+     AND (due_time, id) > ($2, $3) ORDER BY due_time, id LIMIT $4"
+);
+
+/// Sets a request's SLA marks to `$4` (at risk) and `$5` (breached) if it
+/// is still as the watchdog read it: version `$3`, marks `$6` and `$7`.
+/// Another sweeper that reported the same finding first changed the marks,
+/// so of two only one writes. The version stays: a report changes nothing
+/// a caller decides on.
+pub(super) const MARK_REQUEST_SLA: &str = "UPDATE data_subject_requests SET \
+     sla_at_risk_reported_at = $4, sla_breached_reported_at = $5 \
+     WHERE id = $1 AND controller_id = $2 AND version = $3 \
+     AND sla_at_risk_reported_at IS NOT DISTINCT FROM $6 \
+     AND sla_breached_reported_at IS NOT DISTINCT FROM $7";
+
+/// Sets an open task's SLA marks to `$2` (at risk) and `$3` (breached) if
+/// they are still `$4` and `$5`.
+pub(super) const MARK_TASK_SLA: &str = "UPDATE tasks SET \
+     sla_at_risk_reported_at = $2, sla_breached_reported_at = $3 \
+     WHERE id = $1 AND state IN ('pending', 'leased') \
+     AND sla_at_risk_reported_at IS NOT DISTINCT FROM $4 \
+     AND sla_breached_reported_at IS NOT DISTINCT FROM $5";
+
+// ---- leases ----
+
+/// Takes lease `$1` for holder `$2` until `$3`: a new row, or the existing
+/// one if `$2` already holds it or it lapsed by `$4`. One statement, so of
+/// two replicas asking at once exactly one gets it: PostgreSQL locks the
+/// conflicting row and checks the condition on its latest version; SQLite
+/// serialises writers. No row changed: someone else holds it.
+pub(super) const ACQUIRE_LEASE: &str = "INSERT INTO leases (name, holder, expire_time) \
+     VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expire_time = excluded.expire_time \
+     WHERE leases.holder = excluded.holder OR leases.expire_time <= $4";
+
+/// Gives lease `$1` up if holder `$2` holds it.
+pub(super) const RELEASE_LEASE: &str = "DELETE FROM leases WHERE name = $1 AND holder = $2";
+
+/// Lease `$1`: its holder and expiry.
+pub(super) const SELECT_LEASE: &str = "SELECT holder, expire_time FROM leases WHERE name = $1";
 
 // ---- processors ----
 

@@ -25,17 +25,18 @@ use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 use super::codec::{
-    self, EventColumns, IdColumn, ProcessorColumns, RequestColumns, RouteColumns, TaskColumns,
-    TaskViewColumns,
+    self, EventColumns, IdColumn, LeaseColumns, ProcessorColumns, RequestColumns, RouteColumns,
+    StateCountColumns, TaskColumns, TaskViewColumns,
 };
 use super::sql::TaskFilterValue;
 use super::steps::{self, Applied};
 use super::{
-    Created, Cursor, Deleted, Effects, InsertOutcome, RequestFilter, RouteFilter, Store,
-    StoreConfig, StoreError, TaskOp, TaskOpResult, error, sql,
+    Created, Cursor, Deleted, Effects, InsertOutcome, Lease, RequestFilter, RouteFilter, Store,
+    StoreConfig, StoreError, SweepCursor, TaskOp, TaskOpResult, error, sql,
 };
-use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent};
+use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent, State};
 use crate::domain::routing::{Processor, Route, Task, TaskState, TaskView};
+use crate::domain::sla::{Finding, SlaMarks};
 
 /// The database file's name inside the data directory.
 const DATABASE_FILE: &str = "gdpr-intake.db";
@@ -256,6 +257,48 @@ async fn write_effects(
         insert_event(conn, request.id, &request.controller_id, &event).await?;
     }
     Ok(())
+}
+
+/// Sets the SLA marks of `request` (as read) to `marks`, if its version and
+/// marks are still those read; `false` if not.
+async fn mark_request(
+    conn: &mut SqliteConnection,
+    request: &DataSubjectRequest,
+    marks: SlaMarks,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(sql::MARK_REQUEST_SLA)
+        .bind(Id::from_uuid(request.id))
+        .bind(request.controller_id.as_str())
+        .bind(request.version)
+        .bind(marks.at_risk.map(codec::micros))
+        .bind(marks.breached.map(codec::micros))
+        .bind(request.sla.at_risk.map(codec::micros))
+        .bind(request.sla.breached.map(codec::micros))
+        .execute(&mut *conn)
+        .await
+        .map_err(map)?
+        .rows_affected();
+    Ok(updated == 1)
+}
+
+/// Sets the SLA marks of `task` (as read) to `marks`, if it is still open
+/// with the marks read; `false` if not.
+async fn mark_task(
+    conn: &mut SqliteConnection,
+    task: &Task,
+    marks: SlaMarks,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(sql::MARK_TASK_SLA)
+        .bind(Id::from_uuid(task.id))
+        .bind(marks.at_risk.map(codec::micros))
+        .bind(marks.breached.map(codec::micros))
+        .bind(task.sla.at_risk.map(codec::micros))
+        .bind(task.sla.breached.map(codec::micros))
+        .execute(&mut *conn)
+        .await
+        .map_err(map)?
+        .rows_affected();
+    Ok(updated == 1)
 }
 
 impl SqliteStore {
@@ -856,5 +899,209 @@ impl Store for SqliteStore {
             .iter()
             .map(|row| EventColumns::read::<_, Id>(row).map_err(map)?.into_domain())
             .collect()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.count_open_requests_by_state",
+        skip_all,
+        fields(backend = "sqlite")
+    )]
+    async fn count_open_requests_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
+        sqlx::query(sql::COUNT_OPEN_REQUESTS_BY_STATE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(|row| StateCountColumns::read(row).map_err(map)?.into_domain())
+            .collect()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.sla_requests",
+        skip_all,
+        fields(backend = "sqlite", limit = limit)
+    )]
+    async fn sla_requests(
+        &self,
+        due_by: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError> {
+        let (after_time, after_id) = codec::sweep_cursor_values(after);
+        sqlx::query(sql::SLA_REQUESTS)
+            .bind(codec::micros(due_by))
+            .bind(after_time)
+            .bind(Id::from_uuid(after_id))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(request_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.awaiting_consent_since",
+        skip_all,
+        fields(backend = "sqlite", limit = limit)
+    )]
+    async fn awaiting_consent_since(
+        &self,
+        received_before: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError> {
+        let (after_time, after_id) = codec::sweep_cursor_values(after);
+        sqlx::query(sql::AWAITING_CONSENT_SINCE)
+            .bind(codec::micros(received_before))
+            .bind(after_time)
+            .bind(Id::from_uuid(after_id))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(request_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.sla_tasks",
+        skip_all,
+        fields(backend = "sqlite", limit = limit)
+    )]
+    async fn sla_tasks(
+        &self,
+        due_by: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<Task>, StoreError> {
+        let (after_time, after_id) = codec::sweep_cursor_values(after);
+        sqlx::query(sql::SLA_TASKS)
+            .bind(codec::micros(due_by))
+            .bind(after_time)
+            .bind(Id::from_uuid(after_id))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(task_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.record_request_finding",
+        skip_all,
+        fields(
+            backend = "sqlite",
+            controller_id = %request.controller_id,
+            id = %request.id,
+            finding = finding.as_str()
+        )
+    )]
+    async fn record_request_finding(
+        &self,
+        request: &DataSubjectRequest,
+        finding: Finding,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (marks, event) = steps::request_finding(request, finding, now);
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        if !mark_request(&mut tx, request, marks).await? {
+            roll_back(tx).await?;
+            return Ok(false);
+        }
+        insert_event(&mut tx, request.id, &request.controller_id, &event).await?;
+        tx.commit().await.map_err(map)?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.record_task_finding",
+        skip_all,
+        fields(
+            backend = "sqlite",
+            processor_id = %task.processor_id,
+            id = %task.id,
+            finding = finding.as_str()
+        )
+    )]
+    async fn record_task_finding(
+        &self,
+        task: &Task,
+        finding: Finding,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        if !mark_task(&mut tx, task, steps::task_marks(task, finding, now)).await? {
+            roll_back(tx).await?;
+            return Ok(false);
+        }
+        let request = task_request(&mut tx, task).await?;
+        let event = steps::task_finding_event(task, &request, finding, now);
+        insert_event(&mut tx, request.id, &request.controller_id, &event).await?;
+        tx.commit().await.map_err(map)?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.acquire_lease",
+        skip_all,
+        fields(backend = "sqlite", name = %name, holder = %holder)
+    )]
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl: SignedDuration,
+    ) -> Result<bool, StoreError> {
+        let until = now.saturating_add(ttl).unwrap_or(now);
+        let _turn = self.write_turn().await?;
+        let taken = sqlx::query(sql::ACQUIRE_LEASE)
+            .bind(name)
+            .bind(holder)
+            .bind(codec::micros(until))
+            .bind(codec::micros(now))
+            .execute(&self.pool)
+            .await
+            .map_err(map)?
+            .rows_affected();
+        Ok(taken == 1)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.release_lease",
+        skip_all,
+        fields(backend = "sqlite", name = %name, holder = %holder)
+    )]
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await?;
+        sqlx::query(sql::RELEASE_LEASE)
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(map)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.lease",
+        skip_all,
+        fields(backend = "sqlite", name = %name)
+    )]
+    async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        sqlx::query(sql::SELECT_LEASE)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map)?
+            .map(|row| LeaseColumns::read(&row).map_err(map)?.into_domain())
+            .transpose()
     }
 }

@@ -1,8 +1,8 @@
-//! The decisions inside the store's task transactions, written once for
-//! both backends: each backend reads and locks the rows, calls these, and
-//! writes what they changed. Nothing here touches the database; the rules
-//! themselves are the domain's ([`Task`]'s lease methods,
-//! [`routing::aggregate`], the request's transitions).
+//! The decisions inside the store's task and SLA transactions, written once
+//! for both backends: each backend reads and locks the rows, calls these,
+//! and writes what they changed. Nothing here touches the database; the
+//! rules themselves are the domain's ([`Task`]'s lease methods,
+//! [`routing::aggregate`], the request's transitions, [`sla`]).
 
 use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{StoreError, TaskOp};
 use crate::domain::request::{Actor, DataSubjectRequest, EventType, NewEvent};
 use crate::domain::routing::{self, Aggregate, Completed, Task, TaskError, TaskOutcome, TaskView};
+use crate::domain::sla::{self, Finding, SlaMarks};
 
 /// Who a processor's task events are attributed to.
 pub(super) fn processor_actor(processor_id: &str) -> Actor {
@@ -28,6 +29,7 @@ pub(super) fn task_view(task: Task, request: &DataSubjectRequest) -> TaskView {
         email: request.subject.email.clone(),
         country: request.subject.jurisdiction.country(),
         corrections: request.corrections.clone(),
+        origin: request.origin.clone(),
     }
 }
 
@@ -170,4 +172,33 @@ pub(super) fn settle(
             e.reason
         ))
     })
+}
+
+/// A finding about `request` (as the watchdog read it): its marks once
+/// reported, and its audit event.
+pub(super) fn request_finding(
+    request: &DataSubjectRequest,
+    finding: Finding,
+    now: Timestamp,
+) -> (SlaMarks, NewEvent) {
+    (
+        request.sla.with(finding, now),
+        sla::request_event(request, finding, now),
+    )
+}
+
+/// The marks of `task` once `finding` about it is reported at `now`.
+pub(super) fn task_marks(task: &Task, finding: Finding, now: Timestamp) -> SlaMarks {
+    task.sla.with(finding, now)
+}
+
+/// The event of a finding about `task`, on the trail of `request` (the
+/// request as it is now, locked).
+pub(super) fn task_finding_event(
+    task: &Task,
+    request: &DataSubjectRequest,
+    finding: Finding,
+    now: Timestamp,
+) -> NewEvent {
+    sla::task_event(request, task, finding, now)
 }

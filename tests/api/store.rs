@@ -20,14 +20,15 @@ use gdpr_intake::domain::pii::{DateOfBirth, Email, PersonName};
 use gdpr_intake::domain::request::{
     Actor, Closure, DataSubjectRequest, EventType, Extension, Guardian, GuardianConsent,
     GuardianRelationship, NewEvent, Outcome, RefusalReason, RequestEvent, RequestType, State,
-    Subject,
+    Subject, TraceOrigin,
 };
 use gdpr_intake::domain::routing::{
     Completion, Processor, Route, Task, TaskOutcome, TaskState, TaskView,
 };
+use gdpr_intake::domain::sla::{Finding, SlaMarks};
 use gdpr_intake::store::{
     self, Created, Cursor, Deleted, Effects, GroupCommitConfig, GroupCommitter, InsertOutcome,
-    RequestFilter, RouteFilter, Store, StoreConfig, StoreError, TaskOp, TaskOpResult,
+    RequestFilter, RouteFilter, Store, StoreConfig, StoreError, SweepCursor, TaskOp, TaskOpResult,
 };
 use jiff::civil::date;
 use jiff::{SignedDuration, Timestamp};
@@ -107,12 +108,22 @@ conformance! {
         completing_the_last_task_completes_the_request,
         a_failed_task_needs_attention,
         tasks_are_listed_by_visible_state_in_pages,
+        updates_keep_the_origin_and_the_sla_marks,
+        open_requests_are_counted_by_state_across_controllers,
+        the_sweep_lists_open_requests_by_deadline,
+        a_request_finding_is_recorded_once_with_its_event,
+        requests_past_the_consent_window_are_listed_by_receipt,
+        the_sweep_lists_open_tasks_by_due_time,
+        a_task_finding_is_recorded_once_on_its_requests_trail,
+        a_lease_has_one_holder_until_it_lapses_or_is_released,
     ],
     configs: [
         data_survives_reconnecting,
         two_pools_write_concurrently,
         unreadable_row_is_corrupt,
         concurrent_claimers_never_share_a_lease,
+        concurrent_lease_takers_get_it_once,
+        concurrent_sweepers_record_a_finding_once,
     ],
 }
 
@@ -151,6 +162,10 @@ struct Build {
     email: Option<&'static str>,
     details: &'static str,
     corrections: BTreeMap<String, String>,
+    /// Seconds after the epoch; by default 30 days after creation.
+    due: Option<i64>,
+    /// Seconds after the epoch; by default an hour before creation.
+    received: Option<i64>,
 }
 
 impl Build {
@@ -166,7 +181,19 @@ impl Build {
             email: Some("ada@example.org"),
             details: "all data you hold about me",
             corrections: BTreeMap::new(),
+            due: None,
+            received: None,
         }
+    }
+
+    fn due(mut self, seconds: i64) -> Self {
+        self.due = Some(seconds);
+        self
+    }
+
+    fn received(mut self, seconds: i64) -> Self {
+        self.received = Some(seconds);
+        self
     }
 
     fn of_type(mut self, request_type: RequestType) -> Self {
@@ -209,6 +236,9 @@ impl Build {
     fn build(&self) -> (DataSubjectRequest, NewEvent) {
         let jurisdiction = Jurisdiction::parse(self.country, self.subdivision).unwrap();
         let created = at(self.created);
+        let due = self
+            .due
+            .map_or(created + SignedDuration::from_hours(24 * 30), at);
         let request = DataSubjectRequest {
             id: Uuid::new_v4(),
             controller_id: self.controller_id.clone(),
@@ -224,11 +254,13 @@ impl Build {
             corrections: self.corrections.clone(),
             state: self.state,
             regime: jurisdiction.regime(),
-            received_at: created - SignedDuration::from_secs(3600),
+            received_at: self
+                .received
+                .map_or(created - SignedDuration::from_secs(3600), at),
             create_time: created,
             update_time: created,
-            original_due_time: created + SignedDuration::from_hours(24 * 30),
-            due_time: created + SignedDuration::from_hours(24 * 30),
+            original_due_time: due,
+            due_time: due,
             extension: None,
             guardian_consent: None,
             closure: None,
@@ -237,6 +269,8 @@ impl Build {
             unrouted: false,
             fingerprint: format!("fingerprint-of-{}", self.request_id),
             version: 1,
+            origin: None,
+            sla: SlaMarks::default(),
         };
         let event = NewEvent {
             event_type: EventType::Submitted,
@@ -380,6 +414,7 @@ fn new_task(request: &DataSubjectRequest, processor: &str, due: i64) -> Task {
         create_time: request.create_time,
         update_time: request.create_time,
         complete_time: None,
+        sla: SlaMarks::default(),
     }
 }
 
@@ -427,6 +462,7 @@ fn view_of(task: Task, request: &DataSubjectRequest) -> TaskView {
         email: request.subject.email.clone(),
         country: request.subject.jurisdiction.country(),
         corrections: request.corrections.clone(),
+        origin: request.origin.clone(),
     }
 }
 
@@ -598,6 +634,7 @@ async fn insert_then_get_round_trips_every_field(store: Arc<dyn Store>) {
         .correction("surname", "Lovelace")
         .correction("given_name", "Ada 🙂");
     let (mut request, event) = build.build();
+    request.origin = Some(origin());
 
     let outcome = store
         .insert_request(&request, &Effects::event(event.clone()))
@@ -2141,6 +2178,527 @@ async fn concurrent_claimers_never_share_a_lease(config: StoreConfig) {
             .count();
         assert_eq!(closed, 1);
         assert_eq!(trail.last().unwrap().event.event_type, EventType::Closed);
+    }
+}
+
+// ---- SLA watchdog and leases ----
+
+/// The trace context of a submitting call, with vendor state.
+fn origin() -> TraceOrigin {
+    TraceOrigin {
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+        tracestate: Some("vendor=opaque".to_owned()),
+    }
+}
+
+fn marks(at_risk: Option<i64>, breached: Option<i64>) -> SlaMarks {
+    SlaMarks {
+        at_risk: at_risk.map(at),
+        breached: breached.map(at),
+    }
+}
+
+/// Every request a sweep listing yields, `page` per page.
+async fn sweep_requests(store: &Arc<dyn Store>, due_by: i64, page: u32) -> Vec<DataSubjectRequest> {
+    let mut all: Vec<DataSubjectRequest> = Vec::new();
+    loop {
+        let after = all.last().map(|r| SweepCursor {
+            time: r.due_time,
+            id: r.id,
+        });
+        let got = store
+            .sla_requests(at(due_by), after.as_ref(), page)
+            .await
+            .unwrap();
+        assert!(got.len() <= page as usize);
+        let last_page = got.len() < page as usize;
+        all.extend(got);
+        if last_page {
+            return all;
+        }
+    }
+}
+
+/// Every task a sweep listing yields, `page` per page.
+async fn sweep_tasks(store: &Arc<dyn Store>, due_by: i64, page: u32) -> Vec<Task> {
+    let mut all: Vec<Task> = Vec::new();
+    loop {
+        let after = all.last().map(|t| SweepCursor {
+            time: t.due_time,
+            id: t.id,
+        });
+        let got = store
+            .sla_tasks(at(due_by), after.as_ref(), page)
+            .await
+            .unwrap();
+        assert!(got.len() <= page as usize);
+        let last_page = got.len() < page as usize;
+        all.extend(got);
+        if last_page {
+            return all;
+        }
+    }
+}
+
+/// The ids of `requests` sorted by `(time, id)` as `time` says.
+fn in_sweep_order(
+    requests: &[&DataSubjectRequest],
+    time: impl Fn(&DataSubjectRequest) -> Timestamp,
+) -> Vec<Uuid> {
+    let mut keyed: Vec<_> = requests.iter().map(|r| (time(r), r.id)).collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, id)| id).collect()
+}
+
+async fn updates_keep_the_origin_and_the_sla_marks(store: Arc<dyn Store>) {
+    let (mut request, event) = Build::request("acme").due(1000).build();
+    request.origin = Some(origin());
+    store
+        .insert_request(&request, &Effects::event(event))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .record_request_finding(&request, Finding::AtRisk, at(10))
+            .await
+            .unwrap()
+    );
+    let stored = get(&store, &request).await;
+    assert_eq!(stored.sla, marks(Some(10), None));
+    assert_eq!(stored.version, request.version, "a report is not a change");
+    assert_eq!(stored.origin, Some(origin()));
+
+    // A call's update, from a copy read before the report, writes neither.
+    let expected = request.version;
+    request.origin = None;
+    let e = change(
+        &mut request,
+        State::NeedsAttention,
+        EventType::NeedsAttention,
+        20,
+    );
+    store
+        .update_request(&request, expected, &Effects::event(e))
+        .await
+        .unwrap();
+    let stored = get(&store, &request).await;
+    assert_eq!(stored.state, State::NeedsAttention);
+    assert_eq!(stored.origin, Some(origin()));
+    assert_eq!(stored.sla, marks(Some(10), None));
+}
+
+async fn open_requests_are_counted_by_state_across_controllers(store: Arc<dyn Store>) {
+    assert_eq!(store.count_open_requests_by_state().await.unwrap(), vec![]);
+    let states = [
+        ("acme", State::InProgress),
+        ("acme", State::InProgress),
+        ("acme", State::AwaitingGuardianConsent),
+        ("acme", State::Completed),
+        ("other", State::InProgress),
+        ("other", State::NeedsAttention),
+        ("other", State::Cancelled),
+        ("other", State::Refused),
+        ("other", State::Expired),
+    ];
+    for (controller, state) in states {
+        insert_new(&store, &Build::request(controller).in_state(state)).await;
+    }
+    let mut counts = store.count_open_requests_by_state().await.unwrap();
+    counts.sort_by_key(|(state, _)| state.as_str());
+    assert_eq!(
+        counts,
+        vec![
+            (State::AwaitingGuardianConsent, 1),
+            (State::InProgress, 3),
+            (State::NeedsAttention, 1),
+        ]
+    );
+}
+
+async fn the_sweep_lists_open_requests_by_deadline(store: Arc<dyn Store>) {
+    let acme = |due| Build::request("acme").due(due);
+    let a = insert_new(&store, &acme(100)).await;
+    let b = insert_new(&store, &Build::request("other").due(200)).await;
+    let c = insert_new(&store, &acme(200).in_state(State::NeedsAttention)).await;
+    let d = insert_new(&store, &acme(300).in_state(State::AwaitingGuardianConsent)).await;
+    let at_risk = insert_new(&store, &acme(250)).await;
+    // Not listed: due later, closed, or its breach already reported.
+    insert_new(&store, &acme(501)).await;
+    insert_new(&store, &acme(150).in_state(State::Completed)).await;
+    insert_new(&store, &acme(150).in_state(State::Cancelled)).await;
+    let breached = insert_new(&store, &acme(50)).await;
+    assert!(
+        store
+            .record_request_finding(&breached, Finding::Breached, at(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_request_finding(&at_risk, Finding::AtRisk, at(60))
+            .await
+            .unwrap()
+    );
+
+    let expected = in_sweep_order(&[&a, &b, &c, &d, &at_risk], |r| r.due_time);
+    for page in [1, 2, 10] {
+        assert_eq!(ids(&sweep_requests(&store, 500, page).await), expected);
+    }
+    // The bound is inclusive.
+    assert_eq!(ids(&sweep_requests(&store, 100, 10).await), vec![a.id]);
+    let listed = sweep_requests(&store, 500, 10).await;
+    let at_risk = listed.iter().find(|r| r.id == at_risk.id).unwrap();
+    assert_eq!(at_risk.sla, marks(Some(60), None));
+}
+
+async fn a_request_finding_is_recorded_once_with_its_event(store: Arc<dyn Store>) {
+    let request = insert_new(&store, &Build::request("acme").due(1000)).await;
+    let read = get(&store, &request).await;
+    assert!(
+        store
+            .record_request_finding(&read, Finding::AtRisk, at(900))
+            .await
+            .unwrap()
+    );
+    // A second sweeper with the same read: already reported, nothing written.
+    assert!(
+        !store
+            .record_request_finding(&read, Finding::AtRisk, at(901))
+            .await
+            .unwrap()
+    );
+    let reported = get(&store, &request).await;
+    assert_eq!(reported.sla, marks(Some(900), None));
+    assert_eq!(reported.version, read.version);
+    let trail = events(&store, &request).await;
+    assert_eq!(trail.len(), 2);
+    let at_risk = gdpr_intake::domain::sla::request_event(&read, Finding::AtRisk, at(900));
+    assert_eq!(trail[1].event, at_risk);
+    assert_eq!(trail[1].event.event_type, EventType::SlaAtRisk);
+    assert_eq!(trail[1].event.actor, Actor::system());
+
+    // A call changed the request since: the old read is stale.
+    let mut changed = reported.clone();
+    let e = change(
+        &mut changed,
+        State::NeedsAttention,
+        EventType::NeedsAttention,
+        950,
+    );
+    store
+        .update_request(&changed, reported.version, &Effects::event(e))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .record_request_finding(&reported, Finding::Breached, at(1001))
+            .await
+            .unwrap()
+    );
+    let fresh = get(&store, &request).await;
+    assert!(
+        store
+            .record_request_finding(&fresh, Finding::Breached, at(1001))
+            .await
+            .unwrap()
+    );
+    let stored = get(&store, &request).await;
+    assert_eq!(stored.sla, marks(Some(900), Some(1001)));
+    let types: Vec<EventType> = events(&store, &request)
+        .await
+        .iter()
+        .map(|e| e.event.event_type)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            EventType::Submitted,
+            EventType::SlaAtRisk,
+            EventType::NeedsAttention,
+            EventType::SlaBreached
+        ]
+    );
+    let breached = events(&store, &request).await.pop().unwrap().event;
+    assert_eq!(
+        (breached.from_state, breached.to_state),
+        (Some(State::NeedsAttention), State::NeedsAttention)
+    );
+}
+
+async fn requests_past_the_consent_window_are_listed_by_receipt(store: Arc<dyn Store>) {
+    let waiting = |received| {
+        Build::request("acme")
+            .in_state(State::AwaitingGuardianConsent)
+            .received(received)
+    };
+    let a = insert_new(&store, &waiting(10)).await;
+    let b = insert_new(&store, &waiting(20)).await;
+    let c = insert_new(
+        &store,
+        &Build::request("other")
+            .in_state(State::AwaitingGuardianConsent)
+            .received(20),
+    )
+    .await;
+    let d = insert_new(&store, &waiting(30)).await;
+    // Not listed: received at the bound or later, or not awaiting consent.
+    insert_new(&store, &waiting(50)).await;
+    insert_new(&store, &Build::request("acme").received(5)).await;
+    insert_new(&store, &waiting(5).in_state(State::Expired)).await;
+
+    let expected = in_sweep_order(&[&a, &b, &c, &d], |r| r.received_at);
+    for page in [1, 3, 10] {
+        let mut all: Vec<DataSubjectRequest> = Vec::new();
+        loop {
+            let after = all.last().map(|r| SweepCursor {
+                time: r.received_at,
+                id: r.id,
+            });
+            let got = store
+                .awaiting_consent_since(at(50), after.as_ref(), page)
+                .await
+                .unwrap();
+            let last_page = got.len() < page as usize;
+            all.extend(got);
+            if last_page {
+                break;
+            }
+        }
+        assert_eq!(ids(&all), expected, "{page} per page");
+    }
+}
+
+async fn the_sweep_lists_open_tasks_by_due_time(store: Arc<dyn Store>) {
+    let (_, tasks) = insert_with_tasks(
+        &store,
+        &Build::request("acme"),
+        &[(P, 100), (Q, 200), (P, 900)],
+    )
+    .await;
+    let (_, other) = insert_with_tasks(&store, &Build::request("other"), &[(P, 150)]).await;
+    let (_, finished) = insert_with_tasks(&store, &Build::request("acme"), &[(Q, 120)]).await;
+    let claimed = claim(&store, Q, 1, 60, at(1)).await;
+    assert_eq!(claimed[0].task.id, finished[0].id);
+    done(
+        operate(
+            &store,
+            Q,
+            finished[0].id,
+            &complete(&token(&claimed[0]), TaskOutcome::Done),
+            at(2),
+        )
+        .await,
+    );
+    assert!(
+        store
+            .record_task_finding(&tasks[0], Finding::Breached, at(101))
+            .await
+            .unwrap()
+    );
+
+    // Open, due by 500, breach not reported: the other controller's task and
+    // the one to Q (leases do not matter).
+    let expected = vec![other[0].id, tasks[1].id];
+    for page in [1, 2, 10] {
+        assert_eq!(task_ids_of(&sweep_tasks(&store, 500, page).await), expected);
+    }
+    let all = sweep_tasks(&store, 1000, 10).await;
+    assert_eq!(
+        task_ids_of(&all),
+        vec![other[0].id, tasks[1].id, tasks[2].id]
+    );
+}
+
+async fn a_task_finding_is_recorded_once_on_its_requests_trail(store: Arc<dyn Store>) {
+    let (request, tasks) = insert_with_tasks(&store, &Build::request("acme"), &[(P, 1000)]).await;
+    let task = &tasks[0];
+    assert!(
+        store
+            .record_task_finding(task, Finding::AtRisk, at(900))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_task_finding(task, Finding::AtRisk, at(901))
+            .await
+            .unwrap(),
+        "the same read again: already reported"
+    );
+    let trail = events(&store, &request).await;
+    let at_risk = &trail.last().unwrap().event;
+    assert_eq!(
+        *at_risk,
+        gdpr_intake::domain::sla::task_event(&request, task, Finding::AtRisk, at(900))
+    );
+    assert_eq!(at_risk.task, Some(task.id));
+    assert_eq!(get(&store, &request).await.sla, SlaMarks::default());
+
+    // A claim writes the task but keeps its marks.
+    let claimed = claim(&store, P, 1, 600, at(950)).await;
+    assert_eq!(claimed[0].task.sla, marks(Some(900), None));
+    assert!(
+        store
+            .record_task_finding(&claimed[0].task, Finding::Breached, at(1001))
+            .await
+            .unwrap()
+    );
+    let listed = sweep_tasks(&store, 5000, 10).await;
+    assert!(listed.is_empty(), "a reported breach is not swept again");
+
+    // A finished task is no longer reported.
+    let finished = done(
+        operate(
+            &store,
+            P,
+            task.id,
+            &complete(&token(&claimed[0]), TaskOutcome::Done),
+            at(1002),
+        )
+        .await,
+    );
+    assert!(
+        !store
+            .record_task_finding(&finished.task, Finding::AtRisk, at(1003))
+            .await
+            .unwrap()
+    );
+    let types: Vec<EventType> = events(&store, &request)
+        .await
+        .iter()
+        .map(|e| e.event.event_type)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            EventType::Submitted,
+            EventType::TaskCreated,
+            EventType::SlaAtRisk,
+            EventType::TaskClaimed,
+            EventType::SlaBreached,
+            EventType::TaskCompleted,
+            EventType::Closed,
+        ]
+    );
+}
+
+async fn a_lease_has_one_holder_until_it_lapses_or_is_released(store: Arc<dyn Store>) {
+    const L: &str = "sla-watchdog";
+    let take = |holder: &'static str, now: i64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .acquire_lease(L, holder, at(now), secs(60))
+                .await
+                .unwrap()
+        }
+    };
+    let held_by = |holder: &str, until: i64| {
+        Some(store::Lease {
+            holder: holder.to_owned(),
+            expire_time: at(until),
+        })
+    };
+    assert_eq!(store.lease(L).await.unwrap(), None);
+    assert!(take("a", 0).await);
+    assert_eq!(store.lease(L).await.unwrap(), held_by("a", 60));
+    assert!(!take("b", 30).await);
+    assert!(!take("b", 59).await);
+    // The holder renews before it lapses.
+    assert!(take("a", 50).await);
+    assert_eq!(store.lease(L).await.unwrap(), held_by("a", 110));
+    assert!(!take("b", 109).await);
+    // Lapsed: anyone may take it.
+    assert!(take("b", 110).await);
+    assert_eq!(store.lease(L).await.unwrap(), held_by("b", 170));
+    assert!(!take("a", 120).await);
+    // Only the holder gives it up.
+    store.release_lease(L, "a").await.unwrap();
+    assert_eq!(store.lease(L).await.unwrap(), held_by("b", 170));
+    store.release_lease(L, "b").await.unwrap();
+    assert_eq!(store.lease(L).await.unwrap(), None);
+    assert!(take("a", 121).await);
+    // Another name is another lease.
+    assert!(
+        store
+            .acquire_lease("another-job", "b", at(121), secs(60))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.lease(L).await.unwrap(), held_by("a", 181));
+}
+
+async fn concurrent_lease_takers_get_it_once(config: StoreConfig) {
+    // Two pools stand for two replicas.
+    let stores = [open(&config).await, open(&config).await];
+    for round in 0..5 {
+        let name = format!("job-{round}");
+        let takers: Vec<_> = (0..16)
+            .map(|i| {
+                let store = Arc::clone(&stores[i % 2]);
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let holder = format!("replica-{i}");
+                    let got = store
+                        .acquire_lease(&name, &holder, at(round), secs(60))
+                        .await
+                        .unwrap();
+                    got.then_some(holder)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for taker in takers {
+            winners.extend(taker.await.unwrap());
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        let lease = stores[0].lease(&name).await.unwrap().unwrap();
+        assert_eq!(lease.holder, winners[0]);
+    }
+}
+
+async fn concurrent_sweepers_record_a_finding_once(config: StoreConfig) {
+    let stores = [open(&config).await, open(&config).await];
+    let mut requests = Vec::new();
+    for _ in 0..6 {
+        requests.push(
+            insert_with_tasks(&stores[0], &Build::request("acme").due(1000), &[(P, 500)]).await,
+        );
+    }
+    let mut reports = Vec::new();
+    for (request, tasks) in &requests {
+        for i in 0..4 {
+            let store = Arc::clone(&stores[i % 2]);
+            let request = request.clone();
+            let task = tasks[0].clone();
+            reports.push(tokio::spawn(async move {
+                if i < 2 {
+                    store
+                        .record_request_finding(&request, Finding::AtRisk, at(900))
+                        .await
+                } else {
+                    store
+                        .record_task_finding(&task, Finding::Breached, at(900))
+                        .await
+                }
+            }));
+        }
+    }
+    let mut recorded = 0;
+    for report in reports {
+        if report.await.unwrap().unwrap() {
+            recorded += 1;
+        }
+    }
+    // One request and one task finding per request.
+    assert_eq!(recorded, 2 * requests.len());
+    for (request, _) in &requests {
+        let trail = events(&stores[1], request).await;
+        let count = |t: EventType| trail.iter().filter(|e| e.event.event_type == t).count();
+        assert_eq!(
+            (count(EventType::SlaAtRisk), count(EventType::SlaBreached)),
+            (1, 1)
+        );
     }
 }
 
