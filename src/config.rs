@@ -35,6 +35,27 @@ pub enum Command {
     /// Print a development token signed with the key `serve` created in the
     /// data directory (only for a service running with development keys).
     Token(TokenArgs),
+    /// Audit trail tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// What `audit` does.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every request's hash-chained audit trail; name the first
+    /// altered, removed, inserted or reordered event and exit non-zero.
+    Verify(AuditVerifyArgs),
+}
+
+/// Settings of `audit verify`.
+#[derive(Clone, Debug, Args)]
+pub struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Requests read per page.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page_size: u32,
 }
 
 /// Where the data lives.
@@ -55,6 +76,11 @@ pub struct DatabaseArgs {
     /// Longest a database statement may run.
     #[arg(long, env = "GDPR_INTAKE_DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub db_statement_timeout: Duration,
+    /// File holding the audit trail's HMAC key (at least 32 random bytes,
+    /// base64). Without it, `serve` creates a development key in
+    /// --data-dir.
+    #[arg(long, env = "GDPR_INTAKE_AUDIT_KEY_FILE")]
+    pub audit_key_file: Option<PathBuf>,
 }
 
 /// Log output.
@@ -270,6 +296,13 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::Token(t)) if t.tenant == "acme"));
         let cli = Cli::try_parse_from(["gdpr-intake", "migrate"]).expect("migrate parses");
         assert!(matches!(cli.command, Some(Command::Migrate(_))));
+        let cli = Cli::try_parse_from(["gdpr-intake", "audit", "verify", "--audit-key-file", "k"])
+            .expect("audit verify parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Audit(AuditCommand::Verify(a)))
+                if a.database.audit_key_file == Some(PathBuf::from("k"))
+        ));
         assert!(Cli::try_parse_from(["gdpr-intake", "--listen", "nowhere"]).is_err());
     }
 

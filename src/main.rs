@@ -7,9 +7,11 @@ use clap::Parser;
 
 use gdpr_intake::auth::{Role, TokenClaims, dev};
 use gdpr_intake::clock::SystemClock;
-use gdpr_intake::config::{Cli, Command, DatabaseArgs, ServeArgs, TokenArgs};
+use gdpr_intake::config::{
+    AuditCommand, AuditVerifyArgs, Cli, Command, DatabaseArgs, ServeArgs, TokenArgs,
+};
 use gdpr_intake::startup::{Application, KeySource, Settings};
-use gdpr_intake::store::{self, StoreConfig};
+use gdpr_intake::store::{self, AuditKey, StoreConfig, audit};
 use gdpr_intake::telemetry::{Telemetry, TelemetryConfig};
 
 fn main() -> ExitCode {
@@ -29,6 +31,9 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::Migrate(args)) => runtime.block_on(migrate(args)),
         Some(Command::Token(args)) => token(args),
+        Some(Command::Audit(AuditCommand::Verify(args))) => {
+            return runtime.block_on(audit_verify(args));
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,6 +44,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit code of `audit verify` when a trail is broken; a plain failure
+/// (bad configuration, database unreachable) is 1.
+const AUDIT_BROKEN: u8 = 2;
+
 fn store_config(args: &DatabaseArgs) -> StoreConfig {
     StoreConfig {
         database_url: args.database_url.clone(),
@@ -46,6 +55,22 @@ fn store_config(args: &DatabaseArgs) -> StoreConfig {
         max_connections: args.db_max_connections,
         acquire_timeout: args.db_acquire_timeout,
         statement_timeout: args.db_statement_timeout,
+        // Replaced by the configured key wherever the trail is written or
+        // checked (`serve`, `audit verify`).
+        audit_key: AuditKey::random(),
+    }
+}
+
+/// The configured audit key, or `serve`'s development key in the data
+/// directory (created if missing; `true` when it is the development key).
+fn serve_audit_key(args: &DatabaseArgs) -> Result<(AuditKey, bool), String> {
+    match &args.audit_key_file {
+        Some(path) => AuditKey::from_file(path)
+            .map(|key| (key, false))
+            .map_err(|e| e.to_string()),
+        None => AuditKey::ensure_dev(&args.data_dir)
+            .map(|(key, _)| (key, true))
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -92,6 +117,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     telemetry.install_global();
+    let (audit_key, dev_key) = serve_audit_key(&args.database)?;
+    if dev_key {
+        tracing::warn!(
+            path = %args.database.data_dir.join(audit::DEV_AUDIT_KEY_FILE).display(),
+            "no --audit-key-file (GDPR_INTAKE_AUDIT_KEY_FILE): the audit trail is keyed \
+             with a DEVELOPMENT key kept next to the data; whoever can read it can rewrite \
+             the trail undetected; do not run like this in production"
+        );
+    }
+    let mut settings = settings;
+    settings.store.audit_key = audit_key;
     let app = Application::build_with_telemetry(settings, Arc::new(SystemClock), telemetry)
         .await
         .map_err(|e| e.to_string())?;
@@ -106,6 +142,52 @@ async fn migrate(args: DatabaseArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     println!("migrations applied ({})", store.backend());
     Ok(())
+}
+
+/// `audit verify`: walks every trail; prints the first finding and exits
+/// with [`AUDIT_BROKEN`], or a summary line and success.
+async fn audit_verify(args: AuditVerifyArgs) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("gdpr-intake: {message}");
+        ExitCode::FAILURE
+    };
+    // Never created here: checking with a new key would only report that
+    // every trail is broken.
+    let key_file = args
+        .database
+        .audit_key_file
+        .clone()
+        .unwrap_or_else(|| args.database.data_dir.join(audit::DEV_AUDIT_KEY_FILE));
+    let key = match AuditKey::from_file(&key_file) {
+        Ok(key) => key,
+        Err(e) => {
+            return fail(format!(
+                "{e} (set --audit-key-file or GDPR_INTAKE_AUDIT_KEY_FILE)"
+            ));
+        }
+    };
+    let mut config = store_config(&args.database);
+    config.audit_key = key.clone();
+    let store = match store::connect(&config, false).await {
+        Ok(store) => store,
+        Err(e) => return fail(e.to_string()),
+    };
+    match audit::verify(store.as_ref(), &key, args.page_size).await {
+        Err(e) => fail(e.to_string()),
+        Ok(report) => match report.finding {
+            Some(finding) => {
+                eprintln!("audit trail broken: {finding}");
+                ExitCode::from(AUDIT_BROKEN)
+            }
+            None => {
+                println!(
+                    "audit trail intact: {} requests, {} events",
+                    report.requests, report.events
+                );
+                ExitCode::SUCCESS
+            }
+        },
+    }
 }
 
 fn token(args: TokenArgs) -> Result<(), String> {

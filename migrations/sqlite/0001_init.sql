@@ -71,6 +71,10 @@ CREATE TABLE data_subject_requests (
     -- finding's event; a report does not change the version.
     sla_at_risk_reported_at INTEGER,
     sla_breached_reported_at INTEGER,
+    -- HMAC of the request's last event's sequence and hash (see
+    -- src/store/audit.rs), so that removing events from the end of the
+    -- trail is caught; written with every event.
+    audit_head TEXT,
     UNIQUE (controller_id, request_id),
     -- The target of request_events' foreign key, which ties an event's
     -- controller to its request's.
@@ -211,6 +215,9 @@ CREATE TABLE request_events (
     reason TEXT NOT NULL,
     -- The task a task event is about.
     task_id TEXT,
+    -- HMAC-SHA256 of the previous event's hash and this event's columns,
+    -- keyed with the audit key (src/store/audit.rs), in lower-case hex.
+    hash TEXT NOT NULL,
     PRIMARY KEY (data_subject_request_id, sequence),
     FOREIGN KEY (data_subject_request_id, controller_id)
         REFERENCES data_subject_requests (id, controller_id),

@@ -14,6 +14,8 @@ use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
 use uuid::Uuid;
 
+use super::audit::{self, AuditTrail, EventFields, StoredEvent};
+use super::steps::Chained;
 use super::{Cursor, Lease, StoreError, SweepCursor};
 use crate::domain::jurisdiction::{Country, Jurisdiction, Regime};
 use crate::domain::pii::{DateOfBirth, Email, PersonName};
@@ -579,6 +581,7 @@ impl EventColumns {
         id: Uuid,
         controller_id: &str,
         event: &NewEvent,
+        chained: &Chained,
     ) -> Query<'q, DB, <DB as Database>::Arguments>
     where
         DB: Database,
@@ -599,7 +602,77 @@ impl EventColumns {
             event.to_state.as_str().to_owned(),
             event.reason.clone(),
             event.task.map(Id::from_uuid),
+            chained.sequence,
+            audit::to_hex(&chained.hash),
         )
+    }
+
+    /// A new event as the audit chain covers it, exactly as
+    /// [`Self::bind_insert`] stores it.
+    pub(super) fn chain_fields<'a>(
+        id: Uuid,
+        controller_id: &'a str,
+        sequence: i64,
+        event: &'a NewEvent,
+    ) -> EventFields<'a> {
+        EventFields {
+            controller_id,
+            request: id,
+            sequence,
+            event_type: event.event_type.as_str(),
+            time: micros(event.time),
+            actor_id: &event.actor.id,
+            actor_role: &event.actor.role,
+            from_state: event.from_state.map(|s| s.as_str()),
+            to_state: event.to_state.as_str(),
+            reason: &event.reason,
+            task: event.task,
+        }
+    }
+
+    /// Reads a row of [`super::sql::LAST_EVENT`]: the last sequence and its
+    /// hash.
+    pub(super) fn read_last<'r, R>(row: &'r R) -> Result<(i64, [u8; 32]), StoreError>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let sequence: i64 = row
+            .try_get("sequence")
+            .map_err(|_| corrupt("request_events.sequence is unreadable"))?;
+        let hash: String = row
+            .try_get("hash")
+            .map_err(|_| corrupt("request_events.hash is unreadable"))?;
+        let hash =
+            audit::from_hex(&hash).ok_or_else(|| corrupt("request_events.hash is not a hash"))?;
+        Ok((sequence, hash))
+    }
+
+    /// Reads a row of [`super::sql::AUDIT_EVENTS`] as stored, for `audit
+    /// verify`: nothing is parsed beyond the id.
+    pub(super) fn read_stored<'r, R, Id>(row: &'r R) -> Result<StoredEvent, sqlx::Error>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let e = Self::read::<R, Id>(row)?;
+        Ok(StoredEvent {
+            sequence: e.sequence,
+            event_type: e.event_type,
+            time: e.event_time,
+            actor_id: e.actor_id,
+            actor_role: e.actor_role,
+            from_state: e.from_state,
+            to_state: e.to_state,
+            reason: e.reason,
+            task: e.task,
+            hash: row.try_get("hash")?,
+        })
     }
 
     /// Reads a row selected with the event columns.
@@ -1077,4 +1150,21 @@ impl StateCountColumns {
 /// [`cursor_values`] for a sweep's `(time, id)` order.
 pub(super) fn sweep_cursor_values(after: Option<&SweepCursor>) -> (i64, Uuid) {
     after.map_or((i64::MIN, Uuid::nil()), |c| (micros(c.time), c.id))
+}
+
+/// Reads a row of [`super::sql::AUDIT_REQUESTS`]: a trail without its
+/// events yet.
+pub(super) fn read_audit_request<'r, R, Id>(row: &'r R) -> Result<AuditTrail, sqlx::Error>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(AuditTrail {
+        id: read_id::<R, Id>(row, "id")?,
+        controller_id: row.try_get("controller_id")?,
+        head: row.try_get("audit_head")?,
+        events: Vec::new(),
+    })
 }

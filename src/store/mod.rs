@@ -15,6 +15,7 @@ use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent, Request
 use crate::domain::routing::{Completion, Processor, Route, Task, TaskError, TaskState, TaskView};
 use crate::domain::sla::Finding;
 
+pub mod audit;
 mod codec;
 mod error;
 mod group;
@@ -23,6 +24,7 @@ mod sql;
 mod sqlite;
 mod steps;
 
+pub use audit::{AuditKey, AuditTrail};
 pub use group::{GroupCommitConfig, GroupCommitter, Inserted};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -382,6 +384,17 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<bool, StoreError>;
 
+    // --- audit trail ---
+
+    /// Up to `limit` requests of every controller with an id greater than
+    /// `after`, by id, each with its whole audit trail as stored (hashes
+    /// included, nothing parsed), for [`audit::verify`].
+    async fn audit_trails(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<AuditTrail>, StoreError>;
+
     // --- leases: one replica at a time ---
 
     /// Takes lease `name` for `holder` until `now + ttl`, or extends it,
@@ -419,6 +432,9 @@ pub struct StoreConfig {
     /// Longest a single statement may run (PostgreSQL `statement_timeout`,
     /// SQLite busy timeout).
     pub statement_timeout: Duration,
+    /// Keys the audit trail's hash chain ([`audit`]). The constructors pick
+    /// a random one; `serve` and `audit verify` set the configured key.
+    pub audit_key: AuditKey,
 }
 
 impl StoreConfig {
@@ -430,6 +446,7 @@ impl StoreConfig {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
+            audit_key: AuditKey::random(),
         }
     }
 

@@ -26,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use super::audit::{self, AuditKey, AuditTrail};
 use super::codec::{
     self, EventColumns, LeaseColumns, ProcessorColumns, RequestColumns, RouteColumns,
     StateCountColumns, TaskColumns, TaskViewColumns,
@@ -47,6 +48,8 @@ type Id = Uuid;
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Keys the events' hash chain.
+    audit_key: AuditKey,
 }
 
 /// Classifies SQLSTATE codes: the server or the network going away, too
@@ -98,26 +101,45 @@ fn route_from_row(row: &PgRow) -> Result<Route, StoreError> {
 /// takes a sequence meanwhile; if one did, it would be a concurrent change.
 async fn insert_event(
     conn: &mut PgConnection,
+    key: &AuditKey,
     id: Uuid,
     controller_id: &str,
     event: &NewEvent,
 ) -> Result<(), StoreError> {
+    let last = match sqlx::query(sql::LAST_EVENT)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map)?
+    {
+        Some(row) => Some(EventColumns::read_last(&row)?),
+        None => None,
+    };
+    let chained = steps::chain(key, id, controller_id, last, event);
     EventColumns::bind_insert::<Postgres, Id>(
         sqlx::query(sql::INSERT_EVENT),
         id,
         controller_id,
         event,
+        &chained,
     )
     .execute(&mut *conn)
     .await
-    .map(drop)
     .map_err(|e| {
         if error::is_unique_violation(&e) {
             StoreError::Conflict
         } else {
             map(e)
         }
-    })
+    })?;
+    sqlx::query(sql::SET_AUDIT_HEAD)
+        .bind(id)
+        .bind(controller_id)
+        .bind(audit::to_hex(&chained.head))
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(map)
 }
 
 async fn insert_task(conn: &mut PgConnection, task: &Task) -> Result<(), StoreError> {
@@ -204,6 +226,7 @@ async fn tasks_of(
 /// that already holds its `(controller_id, request_id)`.
 async fn insert_one(
     tx: &mut Transaction<'static, Postgres>,
+    key: &AuditKey,
     request: &DataSubjectRequest,
     columns: RequestColumns,
     effects: &Effects,
@@ -217,7 +240,7 @@ async fn insert_one(
     if inserted == 1 {
         // A new request has no tasks yet, so none to cancel; no other
         // transaction sees the row before the commit.
-        write_effects(tx, request, effects, Vec::new()).await?;
+        write_effects(tx, key, request, effects, Vec::new()).await?;
         return Ok(InsertOutcome::Created);
     }
     // DO NOTHING fired, so the conflicting row was committed before this
@@ -240,6 +263,7 @@ async fn insert_one(
 /// cancellation of `open`, the tasks that were open before the change.
 async fn write_effects(
     conn: &mut PgConnection,
+    key: &AuditKey,
     request: &DataSubjectRequest,
     effects: &Effects,
     open: Vec<Task>,
@@ -248,11 +272,11 @@ async fn write_effects(
         insert_task(conn, task).await?;
     }
     for event in &effects.events {
-        insert_event(conn, request.id, &request.controller_id, event).await?;
+        insert_event(conn, key, request.id, &request.controller_id, event).await?;
     }
     for (task, event) in steps::cancel_open(request, open) {
         update_task(conn, &task).await?;
-        insert_event(conn, request.id, &request.controller_id, &event).await?;
+        insert_event(conn, key, request.id, &request.controller_id, &event).await?;
     }
     Ok(())
 }
@@ -321,7 +345,10 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(map)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            audit_key: config.audit_key.clone(),
+        })
     }
 
     /// Applies the migrations in `migrations/postgres` that are not applied
@@ -371,7 +398,7 @@ impl Store for PostgresStore {
     ) -> Result<InsertOutcome, StoreError> {
         let columns = RequestColumns::from_domain(request)?;
         let mut tx = self.begin().await?;
-        let outcome = insert_one(&mut tx, request, columns, effects).await?;
+        let outcome = insert_one(&mut tx, &self.audit_key, request, columns, effects).await?;
         tx.commit().await.map_err(map)?;
         Ok(outcome)
     }
@@ -398,7 +425,8 @@ impl Store for PostgresStore {
         for i in order {
             let (request, effects) = &batch[i];
             let columns = RequestColumns::from_domain(request)?;
-            outcomes[i] = Some(insert_one(&mut tx, request, columns, effects).await?);
+            outcomes[i] =
+                Some(insert_one(&mut tx, &self.audit_key, request, columns, effects).await?);
         }
         // One commit, one WAL flush, for the whole group.
         tx.commit().await.map_err(map)?;
@@ -500,7 +528,7 @@ impl Store for PostgresStore {
             roll_back(tx).await?;
             return Err(StoreError::Conflict);
         }
-        write_effects(&mut tx, request, effects, open).await?;
+        write_effects(&mut tx, &self.audit_key, request, effects, open).await?;
         tx.commit().await.map_err(map)
     }
 
@@ -735,7 +763,14 @@ impl Store for PostgresStore {
             }
             let event = steps::claim(&mut task, request, lease, now);
             update_task(&mut tx, &task).await?;
-            insert_event(&mut tx, task.request, &task.controller_id, &event).await?;
+            insert_event(
+                &mut tx,
+                &self.audit_key,
+                task.request,
+                &task.controller_id,
+                &event,
+            )
+            .await?;
             claimed.push(steps::task_view(task, request));
         }
         tx.commit().await.map_err(map)?;
@@ -794,7 +829,14 @@ impl Store for PostgresStore {
         };
         update_task(&mut tx, &task).await?;
         if let Some(event) = &event {
-            insert_event(&mut tx, task.request, &task.controller_id, event).await?;
+            insert_event(
+                &mut tx,
+                &self.audit_key,
+                task.request,
+                &task.controller_id,
+                event,
+            )
+            .await?;
         }
         if completed {
             let tasks = tasks_of(
@@ -814,7 +856,14 @@ impl Store for PostgresStore {
                     roll_back(tx).await?;
                     return Err(StoreError::Conflict);
                 }
-                insert_event(&mut tx, request.id, &request.controller_id, &event).await?;
+                insert_event(
+                    &mut tx,
+                    &self.audit_key,
+                    request.id,
+                    &request.controller_id,
+                    &event,
+                )
+                .await?;
             }
         }
         tx.commit().await.map_err(map)?;
@@ -1018,7 +1067,14 @@ impl Store for PostgresStore {
             roll_back(tx).await?;
             return Ok(false);
         }
-        insert_event(&mut tx, request.id, &request.controller_id, &event).await?;
+        insert_event(
+            &mut tx,
+            &self.audit_key,
+            request.id,
+            &request.controller_id,
+            &event,
+        )
+        .await?;
         tx.commit().await.map_err(map)?;
         Ok(true)
     }
@@ -1049,9 +1105,50 @@ impl Store for PostgresStore {
         }
         let request = task_request(&mut tx, sql::SELECT_REQUEST_LOCKED, task).await?;
         let event = steps::task_finding_event(task, &request, finding, now);
-        insert_event(&mut tx, request.id, &request.controller_id, &event).await?;
+        insert_event(
+            &mut tx,
+            &self.audit_key,
+            request.id,
+            &request.controller_id,
+            &event,
+        )
+        .await?;
         tx.commit().await.map_err(map)?;
         Ok(true)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.audit_trails",
+        skip_all,
+        fields(backend = "postgres", limit = limit)
+    )]
+    async fn audit_trails(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<AuditTrail>, StoreError> {
+        // The nil id sorts before every request's (v4 and v7 ids are never
+        // nil), so it stands for "from the start".
+        let mut trails = sqlx::query(sql::AUDIT_REQUESTS)
+            .bind(after.unwrap_or(Uuid::nil()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(|row| codec::read_audit_request::<_, Id>(row).map_err(map))
+            .collect::<Result<Vec<_>, _>>()?;
+        for trail in &mut trails {
+            trail.events = sqlx::query(sql::AUDIT_EVENTS)
+                .bind(trail.id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map)?
+                .iter()
+                .map(|row| EventColumns::read_stored::<_, Id>(row).map_err(map))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(trails)
     }
 
     #[tracing::instrument(

@@ -132,7 +132,8 @@ pub(super) const UPDATE_REQUEST: &str = "UPDATE data_subject_requests SET \
      close_time = $20, cancellation_reason = $21, unrouted = $22, version = $23 \
      WHERE id = $1 AND controller_id = $2 AND version = $3";
 
-/// Appends an event with the next sequence of its request. Run inside the
+/// Appends an event with the next sequence of its request (`$11`, one
+/// past [`LAST_EVENT`]'s) and its chained hash (`$12`). Run inside the
 /// transaction that wrote the request row: that write holds the row's lock
 /// (PostgreSQL) or the database's write lock (SQLite), so no other
 /// transaction can pick the same sequence in between; the primary key would
@@ -140,12 +141,32 @@ pub(super) const UPDATE_REQUEST: &str = "UPDATE data_subject_requests SET \
 /// written after locking the request row ([`SELECT_REQUEST_LOCKED`]) for
 /// the same reason.
 pub(super) const INSERT_EVENT: &str = "INSERT INTO request_events \
-     (data_subject_request_id, controller_id, sequence, event_type, event_time, \
-      actor_id, actor_role, from_state, to_state, reason, task_id) \
-     VALUES ($1, $2, \
-      (SELECT COALESCE(MAX(sequence), 0) + 1 FROM request_events \
-       WHERE data_subject_request_id = $1), \
-      $3, $4, $5, $6, $7, $8, $9, $10)";
+     (data_subject_request_id, controller_id, event_type, event_time, \
+      actor_id, actor_role, from_state, to_state, reason, task_id, sequence, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// The sequence and hash of request `$1`'s last event, which the next
+/// event's sequence and hash follow from ([`INSERT_EVENT`]'s locking
+/// applies).
+pub(super) const LAST_EVENT: &str = "SELECT sequence, hash FROM request_events \
+     WHERE data_subject_request_id = $1 ORDER BY sequence DESC LIMIT 1";
+
+/// Sets the audit head of request `$1` of controller `$2` to `$3`, in the
+/// transaction that wrote its last event.
+pub(super) const SET_AUDIT_HEAD: &str =
+    "UPDATE data_subject_requests SET audit_head = $3 WHERE id = $1 AND controller_id = $2";
+
+/// Up to `$2` requests of every controller with an id greater than `$1`,
+/// by id: the pages `audit verify` walks.
+pub(super) const AUDIT_REQUESTS: &str = "SELECT id, controller_id, audit_head \
+     FROM data_subject_requests WHERE id > $1 ORDER BY id LIMIT $2";
+
+/// Every event of request `$1` with its hash, in sequence order.
+pub(super) const AUDIT_EVENTS: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    ", hash FROM request_events WHERE data_subject_request_id = $1 ORDER BY sequence"
+);
 
 /// A page of one request's events. `controller_id` is on every event (and
 /// tied to the request's by a foreign key), so no join is needed to keep

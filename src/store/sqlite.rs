@@ -24,6 +24,7 @@ use sqlx::{Sqlite, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
+use super::audit::{self, AuditKey, AuditTrail};
 use super::codec::{
     self, EventColumns, IdColumn, LeaseColumns, ProcessorColumns, RequestColumns, RouteColumns,
     StateCountColumns, TaskColumns, TaskViewColumns,
@@ -53,6 +54,8 @@ pub struct SqliteStore {
     write_gate: Mutex<()>,
     /// How long a writer waits for its turn, as for a pooled connection.
     acquire_timeout: Duration,
+    /// Keys the events' hash chain.
+    audit_key: AuditKey,
 }
 
 /// Classifies SQLite result codes. Extended codes carry the primary code in
@@ -107,26 +110,45 @@ fn route_from_row(row: &SqliteRow) -> Result<Route, StoreError> {
 /// would be a concurrent change.
 async fn insert_event(
     conn: &mut SqliteConnection,
+    key: &AuditKey,
     id: Uuid,
     controller_id: &str,
     event: &NewEvent,
 ) -> Result<(), StoreError> {
+    let last = match sqlx::query(sql::LAST_EVENT)
+        .bind(Id::from_uuid(id))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map)?
+    {
+        Some(row) => Some(EventColumns::read_last(&row)?),
+        None => None,
+    };
+    let chained = steps::chain(key, id, controller_id, last, event);
     EventColumns::bind_insert::<Sqlite, Id>(
         sqlx::query(sql::INSERT_EVENT),
         id,
         controller_id,
         event,
+        &chained,
     )
     .execute(&mut *conn)
     .await
-    .map(drop)
     .map_err(|e| {
         if error::is_unique_violation(&e) {
             StoreError::Conflict
         } else {
             map(e)
         }
-    })
+    })?;
+    sqlx::query(sql::SET_AUDIT_HEAD)
+        .bind(Id::from_uuid(id))
+        .bind(controller_id)
+        .bind(audit::to_hex(&chained.head))
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(map)
 }
 
 async fn insert_task(conn: &mut SqliteConnection, task: &Task) -> Result<(), StoreError> {
@@ -210,6 +232,7 @@ async fn tasks_of(
 /// that already holds its `(controller_id, request_id)`.
 async fn insert_one(
     tx: &mut Transaction<'static, Sqlite>,
+    key: &AuditKey,
     request: &DataSubjectRequest,
     columns: RequestColumns,
     effects: &Effects,
@@ -222,7 +245,7 @@ async fn insert_one(
         .rows_affected();
     if inserted == 1 {
         // A new request has no tasks yet, so none to cancel.
-        write_effects(tx, request, effects, Vec::new()).await?;
+        write_effects(tx, key, request, effects, Vec::new()).await?;
         return Ok(InsertOutcome::Created);
     }
     let row = sqlx::query(sql::SELECT_REQUEST_BY_REQUEST_ID)
@@ -242,6 +265,7 @@ async fn insert_one(
 /// cancellation of `open`, the tasks that were open before the change.
 async fn write_effects(
     conn: &mut SqliteConnection,
+    key: &AuditKey,
     request: &DataSubjectRequest,
     effects: &Effects,
     open: Vec<Task>,
@@ -250,11 +274,11 @@ async fn write_effects(
         insert_task(conn, task).await?;
     }
     for event in &effects.events {
-        insert_event(conn, request.id, &request.controller_id, event).await?;
+        insert_event(conn, key, request.id, &request.controller_id, event).await?;
     }
     for (task, event) in steps::cancel_open(request, open) {
         update_task(conn, &task).await?;
-        insert_event(conn, request.id, &request.controller_id, &event).await?;
+        insert_event(conn, key, request.id, &request.controller_id, &event).await?;
     }
     Ok(())
 }
@@ -331,6 +355,7 @@ impl SqliteStore {
             pool,
             write_gate: Mutex::new(()),
             acquire_timeout: config.acquire_timeout,
+            audit_key: config.audit_key.clone(),
         })
     }
 
@@ -391,7 +416,7 @@ impl Store for SqliteStore {
         let columns = RequestColumns::from_domain(request)?;
         let _turn = self.write_turn().await?;
         let mut tx = self.begin_write().await?;
-        let outcome = insert_one(&mut tx, request, columns, effects).await?;
+        let outcome = insert_one(&mut tx, &self.audit_key, request, columns, effects).await?;
         tx.commit().await.map_err(map)?;
         Ok(outcome)
     }
@@ -413,7 +438,7 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for ((request, effects), columns) in batch.iter().zip(columns) {
-            outcomes.push(insert_one(&mut tx, request, columns, effects).await?);
+            outcomes.push(insert_one(&mut tx, &self.audit_key, request, columns, effects).await?);
         }
         // One commit, one fsync, for the whole group.
         tx.commit().await.map_err(map)?;
@@ -506,7 +531,7 @@ impl Store for SqliteStore {
         } else {
             Vec::new()
         };
-        write_effects(&mut tx, request, effects, open).await?;
+        write_effects(&mut tx, &self.audit_key, request, effects, open).await?;
         tx.commit().await.map_err(map)
     }
 
@@ -742,7 +767,14 @@ impl Store for SqliteStore {
             }
             let event = steps::claim(&mut task, request, lease, now);
             update_task(&mut tx, &task).await?;
-            insert_event(&mut tx, task.request, &task.controller_id, &event).await?;
+            insert_event(
+                &mut tx,
+                &self.audit_key,
+                task.request,
+                &task.controller_id,
+                &event,
+            )
+            .await?;
             claimed.push(steps::task_view(task, request));
         }
         tx.commit().await.map_err(map)?;
@@ -792,7 +824,14 @@ impl Store for SqliteStore {
         };
         update_task(&mut tx, &task).await?;
         if let Some(event) = &event {
-            insert_event(&mut tx, task.request, &task.controller_id, event).await?;
+            insert_event(
+                &mut tx,
+                &self.audit_key,
+                task.request,
+                &task.controller_id,
+                event,
+            )
+            .await?;
         }
         if completed {
             let tasks = tasks_of(
@@ -812,7 +851,14 @@ impl Store for SqliteStore {
                     roll_back(tx).await?;
                     return Err(StoreError::Conflict);
                 }
-                insert_event(&mut tx, request.id, &request.controller_id, &event).await?;
+                insert_event(
+                    &mut tx,
+                    &self.audit_key,
+                    request.id,
+                    &request.controller_id,
+                    &event,
+                )
+                .await?;
             }
         }
         tx.commit().await.map_err(map)?;
@@ -1014,7 +1060,14 @@ impl Store for SqliteStore {
             roll_back(tx).await?;
             return Ok(false);
         }
-        insert_event(&mut tx, request.id, &request.controller_id, &event).await?;
+        insert_event(
+            &mut tx,
+            &self.audit_key,
+            request.id,
+            &request.controller_id,
+            &event,
+        )
+        .await?;
         tx.commit().await.map_err(map)?;
         Ok(true)
     }
@@ -1043,9 +1096,50 @@ impl Store for SqliteStore {
         }
         let request = task_request(&mut tx, task).await?;
         let event = steps::task_finding_event(task, &request, finding, now);
-        insert_event(&mut tx, request.id, &request.controller_id, &event).await?;
+        insert_event(
+            &mut tx,
+            &self.audit_key,
+            request.id,
+            &request.controller_id,
+            &event,
+        )
+        .await?;
         tx.commit().await.map_err(map)?;
         Ok(true)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.audit_trails",
+        skip_all,
+        fields(backend = "sqlite", limit = limit)
+    )]
+    async fn audit_trails(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<AuditTrail>, StoreError> {
+        // The nil id sorts before every request's (v4 and v7 ids are never
+        // nil), so it stands for "from the start".
+        let mut trails = sqlx::query(sql::AUDIT_REQUESTS)
+            .bind(Id::from_uuid(after.unwrap_or(Uuid::nil())))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(|row| codec::read_audit_request::<_, Id>(row).map_err(map))
+            .collect::<Result<Vec<_>, _>>()?;
+        for trail in &mut trails {
+            trail.events = sqlx::query(sql::AUDIT_EVENTS)
+                .bind(Id::from_uuid(trail.id))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map)?
+                .iter()
+                .map(|row| EventColumns::read_stored::<_, Id>(row).map_err(map))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(trails)
     }
 
     #[tracing::instrument(

@@ -7,6 +7,8 @@
 use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
+use super::audit::{self, AuditKey};
+use super::codec::EventColumns;
 use super::{StoreError, TaskOp};
 use crate::domain::request::{Actor, DataSubjectRequest, EventType, NewEvent};
 use crate::domain::routing::{self, Aggregate, Completed, Task, TaskError, TaskOutcome, TaskView};
@@ -201,4 +203,35 @@ pub(super) fn task_finding_event(
     now: Timestamp,
 ) -> NewEvent {
     sla::task_event(request, task, finding, now)
+}
+
+/// Where a new event goes in its request's audit chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Chained {
+    /// One past the last event's.
+    pub sequence: i64,
+    /// The event's hash, following from the last event's.
+    pub hash: [u8; 32],
+    /// The request's new audit head.
+    pub head: [u8; 32],
+}
+
+/// Chains `event` of request `id` onto `last`, its request's last event
+/// (sequence and hash) as read in this transaction; `None` for the first.
+pub(super) fn chain(
+    key: &AuditKey,
+    id: Uuid,
+    controller_id: &str,
+    last: Option<(i64, [u8; 32])>,
+    event: &NewEvent,
+) -> Chained {
+    let (last_sequence, prev) = last.unwrap_or((0, audit::GENESIS));
+    let sequence = last_sequence + 1;
+    let fields = EventColumns::chain_fields(id, controller_id, sequence, event);
+    let hash = audit::event_hash(key, &prev, &fields);
+    Chained {
+        sequence,
+        hash,
+        head: audit::head_hash(key, id, sequence, &hash),
+    }
 }

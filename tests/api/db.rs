@@ -94,6 +94,31 @@ pub async fn execute_raw(config: &StoreConfig, statement: &'static str) {
     }
 }
 
+/// [`execute_raw`] for a statement built at run time (ids of rows a test
+/// damages on purpose).
+pub async fn execute_raw_owned(config: &StoreConfig, statement: String) {
+    match &config.database_url {
+        Some(url) => {
+            let mut conn = PgConnection::connect(url).await.expect("postgres connects");
+            sqlx::query(AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await
+                .expect("the raw statement runs");
+        }
+        None => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(config.data_dir.join("gdpr-intake.db"));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .expect("sqlite opens");
+            sqlx::query(AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await
+                .expect("the raw statement runs");
+        }
+    }
+}
+
 #[test]
 fn database_is_replaced_in_urls() {
     for (url, expected) in [
