@@ -81,6 +81,11 @@ pub struct DatabaseArgs {
     /// --data-dir.
     #[arg(long, env = "GDPR_INTAKE_AUDIT_KEY_FILE")]
     pub audit_key_file: Option<PathBuf>,
+    /// File holding the key that seals personal data at rest (32 random
+    /// bytes, base64). Without it, `serve` creates a development key in
+    /// --data-dir.
+    #[arg(long, env = "GDPR_INTAKE_DATA_KEY_FILE")]
+    pub data_key_file: Option<PathBuf>,
 }
 
 /// Log output.

@@ -11,7 +11,7 @@ use gdpr_intake::config::{
     AuditCommand, AuditVerifyArgs, Cli, Command, DatabaseArgs, ServeArgs, TokenArgs,
 };
 use gdpr_intake::startup::{Application, KeySource, Settings};
-use gdpr_intake::store::{self, AuditKey, StoreConfig, audit};
+use gdpr_intake::store::{self, AuditKey, DataKey, StoreConfig, audit};
 use gdpr_intake::telemetry::{Telemetry, TelemetryConfig};
 
 fn main() -> ExitCode {
@@ -58,6 +58,21 @@ fn store_config(args: &DatabaseArgs) -> StoreConfig {
         // Replaced by the configured key wherever the trail is written or
         // checked (`serve`, `audit verify`).
         audit_key: AuditKey::random(),
+        // Replaced by the configured key in `serve`.
+        data_key: DataKey::random(),
+    }
+}
+
+/// The configured data key, or `serve`'s development key in the data
+/// directory (created if missing; `true` when it is the development key).
+fn serve_data_key(args: &DatabaseArgs) -> Result<(DataKey, bool), String> {
+    match &args.data_key_file {
+        Some(path) => DataKey::from_file(path)
+            .map(|key| (key, false))
+            .map_err(|e| e.to_string()),
+        None => DataKey::ensure_dev(&args.data_dir)
+            .map(|(key, _)| (key, true))
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -126,8 +141,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
              the trail undetected; do not run like this in production"
         );
     }
+    let (data_key, dev_key) = serve_data_key(&args.database)?;
+    if dev_key {
+        tracing::warn!(
+            path = %args.database.data_dir.join(store::crypt::DEV_DATA_KEY_FILE).display(),
+            "no --data-key-file (GDPR_INTAKE_DATA_KEY_FILE): personal data is sealed with \
+             a DEVELOPMENT key kept next to the data; whoever can read it can read the \
+             data; do not run like this in production"
+        );
+    }
     let mut settings = settings;
     settings.store.audit_key = audit_key;
+    settings.store.data_key = data_key;
     let app = Application::build_with_telemetry(settings, Arc::new(SystemClock), telemetry)
         .await
         .map_err(|e| e.to_string())?;

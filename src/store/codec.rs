@@ -15,6 +15,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
 use uuid::Uuid;
 
 use super::audit::{self, AuditTrail, EventFields, StoredEvent};
+use super::crypt::DataKey;
 use super::steps::Chained;
 use super::{Cursor, Lease, StoreError, SweepCursor};
 use crate::domain::jurisdiction::{Country, Jurisdiction, Regime};
@@ -281,6 +282,48 @@ impl RequestColumns {
             sla_at_risk_reported_at: r.sla.at_risk.map(micros),
             sla_breached_reported_at: r.sla.breached.map(micros),
         })
+    }
+
+    /// Seals the personal-data columns (subject email and date of birth,
+    /// guardian name and email) for this request's tenant and row.
+    pub(super) fn seal(mut self, key: &DataKey) -> Result<Self, StoreError> {
+        let (tenant, id) = (self.controller_id.clone(), self.id);
+        let seal = |column: &str, value: &str| key.seal(&tenant, id, column, value);
+        self.subject_date_of_birth = seal("subject_date_of_birth", &self.subject_date_of_birth)?;
+        self.subject_email = self
+            .subject_email
+            .map(|v| seal("subject_email", &v))
+            .transpose()?;
+        self.guardian_full_name = self
+            .guardian_full_name
+            .map(|v| seal("guardian_full_name", &v))
+            .transpose()?;
+        self.guardian_email = self
+            .guardian_email
+            .map(|v| seal("guardian_email", &v))
+            .transpose()?;
+        Ok(self)
+    }
+
+    /// Opens what [`Self::seal`] stored; a value sealed for another
+    /// tenant, row or column, or with another key, is corrupt.
+    pub(super) fn open(mut self, key: &DataKey) -> Result<Self, StoreError> {
+        let (tenant, id) = (self.controller_id.clone(), self.id);
+        let open = |column: &str, value: &str| key.open(&tenant, id, column, value);
+        self.subject_date_of_birth = open("subject_date_of_birth", &self.subject_date_of_birth)?;
+        self.subject_email = self
+            .subject_email
+            .map(|v| open("subject_email", &v))
+            .transpose()?;
+        self.guardian_full_name = self
+            .guardian_full_name
+            .map(|v| open("guardian_full_name", &v))
+            .transpose()?;
+        self.guardian_email = self
+            .guardian_email
+            .map(|v| open("guardian_email", &v))
+            .transpose()?;
+        Ok(self)
     }
 
     /// Rebuilds the domain request. Messages name the faulty column, never
@@ -923,6 +966,16 @@ impl TaskViewColumns {
             origin_traceparent: row.try_get("origin_traceparent")?,
             origin_tracestate: row.try_get("origin_tracestate")?,
         })
+    }
+
+    /// Opens the request's sealed email (see [`RequestColumns::seal`]).
+    pub(super) fn open(mut self, key: &DataKey) -> Result<Self, StoreError> {
+        let (tenant, id) = (&self.task.controller_id, self.task.request);
+        self.subject_email = self
+            .subject_email
+            .map(|v| key.open(tenant, id, "subject_email", &v))
+            .transpose()?;
+        Ok(self)
     }
 
     /// Rebuilds the view. Messages name the faulty column, never its value.

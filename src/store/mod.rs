@@ -17,6 +17,7 @@ use crate::domain::sla::Finding;
 
 pub mod audit;
 mod codec;
+pub mod crypt;
 mod error;
 mod group;
 mod postgres;
@@ -25,6 +26,7 @@ mod sqlite;
 mod steps;
 
 pub use audit::{AuditKey, AuditTrail};
+pub use crypt::DataKey;
 pub use group::{GroupCommitConfig, GroupCommitter, Inserted};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -435,6 +437,9 @@ pub struct StoreConfig {
     /// Keys the audit trail's hash chain ([`audit`]). The constructors pick
     /// a random one; `serve` and `audit verify` set the configured key.
     pub audit_key: AuditKey,
+    /// Seals personal data at rest ([`crypt`]). The constructors pick a
+    /// random one; `serve` sets the configured key.
+    pub data_key: DataKey,
 }
 
 impl StoreConfig {
@@ -447,6 +452,7 @@ impl StoreConfig {
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             audit_key: AuditKey::random(),
+            data_key: DataKey::random(),
         }
     }
 

@@ -31,6 +31,7 @@ use super::codec::{
     self, EventColumns, LeaseColumns, ProcessorColumns, RequestColumns, RouteColumns,
     StateCountColumns, TaskColumns, TaskViewColumns,
 };
+use super::crypt::DataKey;
 use super::sql::TaskFilterValue;
 use super::steps::{self, Applied};
 use super::{
@@ -50,6 +51,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Keys the events' hash chain.
     audit_key: AuditKey,
+    /// Seals personal data.
+    data_key: DataKey,
 }
 
 /// Classifies SQLSTATE codes: the server or the network going away, too
@@ -72,9 +75,10 @@ fn map(e: sqlx::Error) -> StoreError {
     error::map(e, classify)
 }
 
-fn request_from_row(row: &PgRow) -> Result<DataSubjectRequest, StoreError> {
+fn request_from_row(key: &DataKey, row: &PgRow) -> Result<DataSubjectRequest, StoreError> {
     RequestColumns::read::<_, Id>(row)
         .map_err(map)?
+        .open(key)?
         .into_domain()
 }
 
@@ -82,9 +86,10 @@ fn task_from_row(row: &PgRow) -> Result<Task, StoreError> {
     TaskColumns::read::<_, Id>(row).map_err(map)?.into_domain()
 }
 
-fn task_view_from_row(row: &PgRow) -> Result<TaskView, StoreError> {
+fn task_view_from_row(key: &DataKey, row: &PgRow) -> Result<TaskView, StoreError> {
     TaskViewColumns::read::<_, Id>(row)
         .map_err(map)?
+        .open(key)?
         .into_domain()
 }
 
@@ -164,10 +169,12 @@ async fn update_task(conn: &mut PgConnection, task: &Task) -> Result<(), StoreEr
 /// `false` if it is not.
 async fn update_request_row(
     conn: &mut PgConnection,
+    data_key: &DataKey,
     request: &DataSubjectRequest,
     expected_version: i64,
 ) -> Result<bool, StoreError> {
     let updated = RequestColumns::from_domain(request)?
+        .seal(data_key)?
         .bind_update::<Postgres, Id>(sqlx::query(sql::UPDATE_REQUEST), expected_version)
         .execute(&mut *conn)
         .await
@@ -190,6 +197,7 @@ async fn roll_back(tx: Transaction<'static, Postgres>) -> Result<(), StoreError>
 /// key says it exists.
 async fn task_request(
     conn: &mut PgConnection,
+    data_key: &DataKey,
     statement: &'static str,
     task: &Task,
 ) -> Result<DataSubjectRequest, StoreError> {
@@ -200,7 +208,7 @@ async fn task_request(
         .await
         .map_err(map)?
         .ok_or_else(|| StoreError::Corrupt("a task's request is missing".to_owned()))?;
-    request_from_row(&row)
+    request_from_row(data_key, &row)
 }
 
 /// The tasks of one request that `statement` (`$1` request, `$2`
@@ -227,6 +235,7 @@ async fn tasks_of(
 async fn insert_one(
     tx: &mut Transaction<'static, Postgres>,
     key: &AuditKey,
+    data_key: &DataKey,
     request: &DataSubjectRequest,
     columns: RequestColumns,
     effects: &Effects,
@@ -255,7 +264,9 @@ async fn insert_one(
         .ok_or_else(|| {
             StoreError::Internal("a conflicting request vanished during insert".to_owned())
         })?;
-    Ok(InsertOutcome::Existing(Box::new(request_from_row(&row)?)))
+    Ok(InsertOutcome::Existing(Box::new(request_from_row(
+        data_key, &row,
+    )?)))
 }
 
 /// Writes what a request's change brings besides its row, in this order:
@@ -348,6 +359,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             audit_key: config.audit_key.clone(),
+            data_key: config.data_key.clone(),
         })
     }
 
@@ -396,9 +408,17 @@ impl Store for PostgresStore {
         request: &DataSubjectRequest,
         effects: &Effects,
     ) -> Result<InsertOutcome, StoreError> {
-        let columns = RequestColumns::from_domain(request)?;
+        let columns = RequestColumns::from_domain(request)?.seal(&self.data_key)?;
         let mut tx = self.begin().await?;
-        let outcome = insert_one(&mut tx, &self.audit_key, request, columns, effects).await?;
+        let outcome = insert_one(
+            &mut tx,
+            &self.audit_key,
+            &self.data_key,
+            request,
+            columns,
+            effects,
+        )
+        .await?;
         tx.commit().await.map_err(map)?;
         Ok(outcome)
     }
@@ -424,9 +444,18 @@ impl Store for PostgresStore {
         let mut outcomes: Vec<Option<InsertOutcome>> = (0..batch.len()).map(|_| None).collect();
         for i in order {
             let (request, effects) = &batch[i];
-            let columns = RequestColumns::from_domain(request)?;
-            outcomes[i] =
-                Some(insert_one(&mut tx, &self.audit_key, request, columns, effects).await?);
+            let columns = RequestColumns::from_domain(request)?.seal(&self.data_key)?;
+            outcomes[i] = Some(
+                insert_one(
+                    &mut tx,
+                    &self.audit_key,
+                    &self.data_key,
+                    request,
+                    columns,
+                    effects,
+                )
+                .await?,
+            );
         }
         // One commit, one WAL flush, for the whole group.
         tx.commit().await.map_err(map)?;
@@ -454,7 +483,7 @@ impl Store for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map)?
-            .map(|row| request_from_row(&row))
+            .map(|row| request_from_row(&self.data_key, &row))
             .transpose()
     }
 
@@ -487,7 +516,7 @@ impl Store for PostgresStore {
             .await
             .map_err(map)?
             .iter()
-            .map(request_from_row)
+            .map(|row| request_from_row(&self.data_key, row))
             .collect()
     }
 
@@ -524,7 +553,7 @@ impl Store for PostgresStore {
         } else {
             Vec::new()
         };
-        if !update_request_row(&mut tx, request, expected_version).await? {
+        if !update_request_row(&mut tx, &self.data_key, request, expected_version).await? {
             roll_back(tx).await?;
             return Err(StoreError::Conflict);
         }
@@ -749,7 +778,8 @@ impl Store for PostgresStore {
         }
         let mut requests = BTreeMap::new();
         for (id, task) in owners {
-            let request = task_request(&mut tx, sql::SELECT_REQUEST_LOCKED, task).await?;
+            let request =
+                task_request(&mut tx, &self.data_key, sql::SELECT_REQUEST_LOCKED, task).await?;
             requests.insert(id, request);
         }
         let mut claimed = Vec::with_capacity(claimable.len());
@@ -813,7 +843,7 @@ impl Store for PostgresStore {
             TaskOp::Renew { .. } => sql::SELECT_REQUEST,
             TaskOp::Release { .. } | TaskOp::Complete { .. } => sql::SELECT_REQUEST_LOCKED,
         };
-        let mut request = task_request(&mut tx, statement, &task).await?;
+        let mut request = task_request(&mut tx, &self.data_key, statement, &task).await?;
         let (event, completed) = match steps::apply(&mut task, &request, op, now) {
             Err(refused) => {
                 roll_back(tx).await?;
@@ -852,7 +882,7 @@ impl Store for PostgresStore {
                 // is (SQLite): its version cannot have moved since it was
                 // read, so a conflict here would be a bug; it writes
                 // nothing all the same.
-                if !update_request_row(&mut tx, &request, expected_version).await? {
+                if !update_request_row(&mut tx, &self.data_key, &request, expected_version).await? {
                     roll_back(tx).await?;
                     return Err(StoreError::Conflict);
                 }
@@ -884,7 +914,7 @@ impl Store for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map)?
-            .map(|row| task_view_from_row(&row))
+            .map(|row| task_view_from_row(&self.data_key, &row))
             .transpose()
     }
 
@@ -918,7 +948,7 @@ impl Store for PostgresStore {
             .await
             .map_err(map)?
             .iter()
-            .map(task_view_from_row)
+            .map(|row| task_view_from_row(&self.data_key, row))
             .collect()
     }
 
@@ -988,7 +1018,7 @@ impl Store for PostgresStore {
             .await
             .map_err(map)?
             .iter()
-            .map(request_from_row)
+            .map(|row| request_from_row(&self.data_key, row))
             .collect()
     }
 
@@ -1013,7 +1043,7 @@ impl Store for PostgresStore {
             .await
             .map_err(map)?
             .iter()
-            .map(request_from_row)
+            .map(|row| request_from_row(&self.data_key, row))
             .collect()
     }
 
@@ -1103,7 +1133,8 @@ impl Store for PostgresStore {
             roll_back(tx).await?;
             return Ok(false);
         }
-        let request = task_request(&mut tx, sql::SELECT_REQUEST_LOCKED, task).await?;
+        let request =
+            task_request(&mut tx, &self.data_key, sql::SELECT_REQUEST_LOCKED, task).await?;
         let event = steps::task_finding_event(task, &request, finding, now);
         insert_event(
             &mut tx,

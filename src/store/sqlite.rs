@@ -29,6 +29,7 @@ use super::codec::{
     self, EventColumns, IdColumn, LeaseColumns, ProcessorColumns, RequestColumns, RouteColumns,
     StateCountColumns, TaskColumns, TaskViewColumns,
 };
+use super::crypt::DataKey;
 use super::sql::TaskFilterValue;
 use super::steps::{self, Applied};
 use super::{
@@ -56,6 +57,8 @@ pub struct SqliteStore {
     acquire_timeout: Duration,
     /// Keys the events' hash chain.
     audit_key: AuditKey,
+    /// Seals personal data.
+    data_key: DataKey,
 }
 
 /// Classifies SQLite result codes. Extended codes carry the primary code in
@@ -81,9 +84,10 @@ fn map(e: sqlx::Error) -> StoreError {
     error::map(e, classify)
 }
 
-fn request_from_row(row: &SqliteRow) -> Result<DataSubjectRequest, StoreError> {
+fn request_from_row(key: &DataKey, row: &SqliteRow) -> Result<DataSubjectRequest, StoreError> {
     RequestColumns::read::<_, Id>(row)
         .map_err(map)?
+        .open(key)?
         .into_domain()
 }
 
@@ -91,9 +95,10 @@ fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
     TaskColumns::read::<_, Id>(row).map_err(map)?.into_domain()
 }
 
-fn task_view_from_row(row: &SqliteRow) -> Result<TaskView, StoreError> {
+fn task_view_from_row(key: &DataKey, row: &SqliteRow) -> Result<TaskView, StoreError> {
     TaskViewColumns::read::<_, Id>(row)
         .map_err(map)?
+        .open(key)?
         .into_domain()
 }
 
@@ -173,10 +178,12 @@ async fn update_task(conn: &mut SqliteConnection, task: &Task) -> Result<(), Sto
 /// `false` if it is not.
 async fn update_request_row(
     conn: &mut SqliteConnection,
+    data_key: &DataKey,
     request: &DataSubjectRequest,
     expected_version: i64,
 ) -> Result<bool, StoreError> {
     let updated = RequestColumns::from_domain(request)?
+        .seal(data_key)?
         .bind_update::<Sqlite, Id>(sqlx::query(sql::UPDATE_REQUEST), expected_version)
         .execute(&mut *conn)
         .await
@@ -197,6 +204,7 @@ async fn roll_back(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
 /// The request a task belongs to; the foreign key says it exists.
 async fn task_request(
     conn: &mut SqliteConnection,
+    data_key: &DataKey,
     task: &Task,
 ) -> Result<DataSubjectRequest, StoreError> {
     let row = sqlx::query(sql::SELECT_REQUEST)
@@ -206,7 +214,7 @@ async fn task_request(
         .await
         .map_err(map)?
         .ok_or_else(|| StoreError::Corrupt("a task's request is missing".to_owned()))?;
-    request_from_row(&row)
+    request_from_row(data_key, &row)
 }
 
 /// The tasks of one request that `statement` (`$1` request, `$2`
@@ -233,6 +241,7 @@ async fn tasks_of(
 async fn insert_one(
     tx: &mut Transaction<'static, Sqlite>,
     key: &AuditKey,
+    data_key: &DataKey,
     request: &DataSubjectRequest,
     columns: RequestColumns,
     effects: &Effects,
@@ -257,7 +266,9 @@ async fn insert_one(
         .ok_or_else(|| {
             StoreError::Internal("a conflicting request vanished during insert".to_owned())
         })?;
-    Ok(InsertOutcome::Existing(Box::new(request_from_row(&row)?)))
+    Ok(InsertOutcome::Existing(Box::new(request_from_row(
+        data_key, &row,
+    )?)))
 }
 
 /// Writes what a request's change brings besides its row, in this order:
@@ -356,6 +367,7 @@ impl SqliteStore {
             write_gate: Mutex::new(()),
             acquire_timeout: config.acquire_timeout,
             audit_key: config.audit_key.clone(),
+            data_key: config.data_key.clone(),
         })
     }
 
@@ -413,10 +425,18 @@ impl Store for SqliteStore {
         request: &DataSubjectRequest,
         effects: &Effects,
     ) -> Result<InsertOutcome, StoreError> {
-        let columns = RequestColumns::from_domain(request)?;
+        let columns = RequestColumns::from_domain(request)?.seal(&self.data_key)?;
         let _turn = self.write_turn().await?;
         let mut tx = self.begin_write().await?;
-        let outcome = insert_one(&mut tx, &self.audit_key, request, columns, effects).await?;
+        let outcome = insert_one(
+            &mut tx,
+            &self.audit_key,
+            &self.data_key,
+            request,
+            columns,
+            effects,
+        )
+        .await?;
         tx.commit().await.map_err(map)?;
         Ok(outcome)
     }
@@ -432,13 +452,23 @@ impl Store for SqliteStore {
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         let columns = batch
             .iter()
-            .map(|(r, _)| RequestColumns::from_domain(r))
+            .map(|(r, _)| RequestColumns::from_domain(r).and_then(|c| c.seal(&self.data_key)))
             .collect::<Result<Vec<_>, _>>()?;
         let _turn = self.write_turn().await?;
         let mut tx = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for ((request, effects), columns) in batch.iter().zip(columns) {
-            outcomes.push(insert_one(&mut tx, &self.audit_key, request, columns, effects).await?);
+            outcomes.push(
+                insert_one(
+                    &mut tx,
+                    &self.audit_key,
+                    &self.data_key,
+                    request,
+                    columns,
+                    effects,
+                )
+                .await?,
+            );
         }
         // One commit, one fsync, for the whole group.
         tx.commit().await.map_err(map)?;
@@ -461,7 +491,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map)?
-            .map(|row| request_from_row(&row))
+            .map(|row| request_from_row(&self.data_key, &row))
             .transpose()
     }
 
@@ -494,7 +524,7 @@ impl Store for SqliteStore {
             .await
             .map_err(map)?
             .iter()
-            .map(request_from_row)
+            .map(|row| request_from_row(&self.data_key, row))
             .collect()
     }
 
@@ -516,7 +546,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let _turn = self.write_turn().await?;
         let mut tx = self.begin_write().await?;
-        if !update_request_row(&mut tx, request, expected_version).await? {
+        if !update_request_row(&mut tx, &self.data_key, request, expected_version).await? {
             roll_back(tx).await?;
             return Err(StoreError::Conflict);
         }
@@ -754,7 +784,7 @@ impl Store for SqliteStore {
         }
         let mut requests = BTreeMap::new();
         for (id, task) in owners {
-            requests.insert(id, task_request(&mut tx, task).await?);
+            requests.insert(id, task_request(&mut tx, &self.data_key, task).await?);
         }
         let mut claimed = Vec::with_capacity(claimable.len());
         for mut task in claimable {
@@ -808,7 +838,7 @@ impl Store for SqliteStore {
             return Ok(TaskOpResult::NotFound);
         };
         let mut task = task_from_row(&row)?;
-        let mut request = task_request(&mut tx, &task).await?;
+        let mut request = task_request(&mut tx, &self.data_key, &task).await?;
         let (event, completed) = match steps::apply(&mut task, &request, op, now) {
             Err(refused) => {
                 roll_back(tx).await?;
@@ -847,7 +877,7 @@ impl Store for SqliteStore {
                 // is (SQLite): its version cannot have moved since it was
                 // read, so a conflict here would be a bug; it writes
                 // nothing all the same.
-                if !update_request_row(&mut tx, &request, expected_version).await? {
+                if !update_request_row(&mut tx, &self.data_key, &request, expected_version).await? {
                     roll_back(tx).await?;
                     return Err(StoreError::Conflict);
                 }
@@ -879,7 +909,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map)?
-            .map(|row| task_view_from_row(&row))
+            .map(|row| task_view_from_row(&self.data_key, &row))
             .transpose()
     }
 
@@ -913,7 +943,7 @@ impl Store for SqliteStore {
             .await
             .map_err(map)?
             .iter()
-            .map(task_view_from_row)
+            .map(|row| task_view_from_row(&self.data_key, row))
             .collect()
     }
 
@@ -983,7 +1013,7 @@ impl Store for SqliteStore {
             .await
             .map_err(map)?
             .iter()
-            .map(request_from_row)
+            .map(|row| request_from_row(&self.data_key, row))
             .collect()
     }
 
@@ -1008,7 +1038,7 @@ impl Store for SqliteStore {
             .await
             .map_err(map)?
             .iter()
-            .map(request_from_row)
+            .map(|row| request_from_row(&self.data_key, row))
             .collect()
     }
 
@@ -1094,7 +1124,7 @@ impl Store for SqliteStore {
             roll_back(tx).await?;
             return Ok(false);
         }
-        let request = task_request(&mut tx, task).await?;
+        let request = task_request(&mut tx, &self.data_key, task).await?;
         let event = steps::task_finding_event(task, &request, finding, now);
         insert_event(
             &mut tx,

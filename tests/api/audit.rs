@@ -54,7 +54,7 @@ on_both_backends!(
     each_kind_of_tampering_is_named,
 );
 
-fn at(seconds: i64) -> Timestamp {
+pub fn at(seconds: i64) -> Timestamp {
     Timestamp::from_microsecond(1_767_225_600_123_457).unwrap() + SignedDuration::from_secs(seconds)
 }
 
@@ -65,7 +65,7 @@ fn actor() -> Actor {
     }
 }
 
-fn event(event_type: EventType, from: Option<State>, seconds: i64, reason: &str) -> NewEvent {
+pub fn event(event_type: EventType, from: Option<State>, seconds: i64, reason: &str) -> NewEvent {
     NewEvent {
         event_type,
         time: at(seconds),
@@ -77,12 +77,11 @@ fn event(event_type: EventType, from: Option<State>, seconds: i64, reason: &str)
     }
 }
 
-/// Stores a request of `acme` with a trail of four events, written by
-/// three transactions (the middle one writes two).
-async fn request_with_four_events(store: &Arc<dyn Store>) -> DataSubjectRequest {
+/// A new request of `acme`, not stored yet (also for `pii.rs`).
+pub fn sample_request() -> DataSubjectRequest {
     let jurisdiction = Jurisdiction::parse("DE", "").unwrap();
     let created = at(0);
-    let mut request = DataSubjectRequest {
+    DataSubjectRequest {
         id: Uuid::new_v4(),
         controller_id: "acme".to_owned(),
         request_id: Uuid::new_v4(),
@@ -112,7 +111,13 @@ async fn request_with_four_events(store: &Arc<dyn Store>) -> DataSubjectRequest 
         version: 1,
         origin: None,
         sla: SlaMarks::default(),
-    };
+    }
+}
+
+/// Stores a request of `acme` with a trail of four events, written by
+/// three transactions (the middle one writes two).
+async fn request_with_four_events(store: &Arc<dyn Store>) -> DataSubjectRequest {
+    let mut request = sample_request();
     let submitted = event(EventType::Submitted, None, 0, "accepted");
     let outcome = store
         .insert_request(&request, &Effects::event(submitted))

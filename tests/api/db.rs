@@ -119,6 +119,31 @@ pub async fn execute_raw_owned(config: &StoreConfig, statement: String) {
     }
 }
 
+/// The one integer `statement` selects, read on a connection of its own,
+/// bypassing the store.
+pub async fn fetch_count(config: &StoreConfig, statement: String) -> i64 {
+    match &config.database_url {
+        Some(url) => {
+            let mut conn = PgConnection::connect(url).await.expect("postgres connects");
+            sqlx::query_scalar(AssertSqlSafe(statement))
+                .fetch_one(&mut conn)
+                .await
+                .expect("the raw query runs")
+        }
+        None => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(config.data_dir.join("gdpr-intake.db"));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .expect("sqlite opens");
+            sqlx::query_scalar(AssertSqlSafe(statement))
+                .fetch_one(&mut conn)
+                .await
+                .expect("the raw query runs")
+        }
+    }
+}
+
 #[test]
 fn database_is_replaced_in_urls() {
     for (url, expected) in [

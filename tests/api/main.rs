@@ -18,6 +18,7 @@ mod lifecycle;
 mod load_configs;
 mod outage;
 mod overload;
+mod pii;
 mod platform;
 mod processor;
 mod routing;
