@@ -4,7 +4,8 @@
 
 use jiff::Timestamp;
 
-use crate::domain::request::DataSubjectRequest;
+use crate::domain::request::{DataSubjectRequest, NAME_PREFIX};
+use crate::domain::routing::{Task, TaskView};
 
 /// Records the `dsr.*` fields of `span` from `request`, as they stand at
 /// `now`:
@@ -32,6 +33,51 @@ pub fn record_request(span: &tracing::Span, request: &DataSubjectRequest, now: T
         "dsr.sla.remaining_seconds",
         request.due_time.as_second() - now.as_second(),
     );
+}
+
+/// Records the `dsr.task.*` fields of `span` from `task`, and the `dsr.*`
+/// fields the task knows of its request (name and controller):
+///
+/// | field | value |
+/// |---|---|
+/// | `dsr.task.name` | `tasks/{uuid}` |
+/// | `dsr.task.processor_id` | the processor |
+/// | `dsr.task.due_time` | RFC 3339 |
+/// | `dsr.task.attempt` | how many times it was handed out |
+///
+/// As with [`record_request`], only declared fields are recorded.
+pub fn record_task(span: &tracing::Span, task: &Task) {
+    span.record("dsr.task.name", tracing::field::display(task.name()));
+    span.record("dsr.task.processor_id", task.processor_id.as_str());
+    span.record("dsr.task.due_time", tracing::field::display(task.due_time));
+    span.record("dsr.task.attempt", i64::from(task.attempt));
+    span.record(
+        "dsr.name",
+        tracing::field::display(format_args!("{NAME_PREFIX}{}", task.request)),
+    );
+    span.record("dsr.controller_id", task.controller_id.as_str());
+}
+
+/// Records what a processor's view of a task says on `span` (the task's
+/// `dsr.task.*` fields, and the request's `dsr.name`, `dsr.type` and
+/// `dsr.controller_id`) and links it to the call that submitted the
+/// request. Returns whether a link was added.
+pub fn record_task_view(span: &tracing::Span, view: &TaskView) -> bool {
+    record_task(span, &view.task);
+    span.record("dsr.type", view.request_type.as_str());
+    view.origin
+        .as_ref()
+        .is_some_and(|origin| super::link_origin(span, origin))
+}
+
+/// Links `span` to the call that submitted `request`, if that call was
+/// traced: later spans about a request lead back to its origin. Returns
+/// whether a link was added.
+pub fn link_request(span: &tracing::Span, request: &DataSubjectRequest) -> bool {
+    request
+        .origin
+        .as_ref()
+        .is_some_and(|origin| super::link_origin(span, origin))
 }
 
 #[cfg(test)]

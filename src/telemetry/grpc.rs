@@ -52,6 +52,7 @@ use tracing::{Dispatch, Span, field};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::Metrics;
+use super::dispatched::Dispatched;
 use super::propagation::remote_context;
 
 /// `rpc.system.name` of every call.
@@ -202,51 +203,11 @@ where
         }
         .instrument(span);
         match dispatch {
-            Some(dispatch) => Box::pin(Dispatched {
-                inner: Some(Box::pin(response)),
-                dispatch,
-            }),
+            // Dropped under it too: a call the client abandons is dropped
+            // by the connection outside any poll, and the spans it drops
+            // then must reach the same dispatcher (see `threads.rs`).
+            Some(dispatch) => Box::pin(Dispatched::new(Some(dispatch), response)),
             None => Box::pin(response),
-        }
-    }
-}
-
-/// A call's future, run under the application's dispatcher both while it
-/// is polled and when it is dropped. `WithDispatch` covers polls only, but
-/// a call the client abandons is dropped by the connection outside any
-/// poll, and the spans it drops then (the handler's, a store call's) hand
-/// their parent's reference back through the thread's default dispatcher
-/// (see `threads.rs`): under another one, the RPC span would never close.
-struct Dispatched<F> {
-    /// `None` once finished.
-    inner: Option<Pin<Box<F>>>,
-    dispatch: Dispatch,
-}
-
-impl<F: Future> Future for Dispatched<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        let _default = tracing::dispatcher::set_default(&this.dispatch);
-        let Some(inner) = this.inner.as_mut() else {
-            // Polled after it finished: a contract violation by the caller.
-            return Poll::Pending;
-        };
-        let polled = inner.as_mut().poll(cx);
-        if polled.is_ready() {
-            // Dropped here, still under the dispatcher.
-            this.inner = None;
-        }
-        polled
-    }
-}
-
-impl<F> Drop for Dispatched<F> {
-    fn drop(&mut self) {
-        if self.inner.is_some() {
-            let _default = tracing::dispatcher::set_default(&self.dispatch);
-            self.inner = None;
         }
     }
 }

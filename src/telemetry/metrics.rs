@@ -5,12 +5,15 @@
 //! | `gdpr.dsr.submitted` | counter | `dsr.type`, `dsr.regime` | `gdpr_dsr_submitted_total` |
 //! | `gdpr.dsr.blocked` | counter | `reason` | `gdpr_dsr_blocked_total` |
 //! | `gdpr.dsr.open` | gauge | `dsr.state` | `gdpr_dsr_open` |
+//! | `gdpr.dsr.sla.at_risk` | counter | `dsr.sla.item` (`request`, `task`) | `gdpr_dsr_sla_at_risk_total` |
+//! | `gdpr.dsr.sla.breached` | counter | `dsr.sla.item` | `gdpr_dsr_sla_breached_total` |
+//! | `gdpr.dsr.expired` | counter | — | `gdpr_dsr_expired_total` |
+//! | `gdpr.dsr.time_to_close` | histogram, share of the time allowed | `dsr.type`, `dsr.regime`, `dsr.state` (`completed`, `refused`) | `gdpr_dsr_time_to_close_ratio` |
 //! | `rpc.server.call.duration` | histogram, s | `rpc.system.name`, `rpc.method`, `rpc.status_code`, `error.type` | `rpc_server_call_duration_seconds` |
 //!
 //! No tenant, subject or request id is ever an attribute: their number is
-//! unbounded, and a metric is no place to look up one request. The SLA
-//! watchdog's at-risk and breached counts and the time-to-close histogram
-//! will join this list.
+//! unbounded, and a metric is no place to look up one request (the SLA
+//! watchdog's spans and the audit trail name them).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,6 +41,29 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
+/// Bucket boundaries of `gdpr.dsr.time_to_close`: shares of the time the
+/// law allows, dense around the deadline (1), where a late close shows.
+const TIME_USED_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0,
+];
+
+/// What an SLA finding is about, as the `dsr.sla.item` attribute says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlaItem {
+    Request,
+    Task,
+}
+
+impl SlaItem {
+    /// `request` or `task`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Task => "task",
+        }
+    }
+}
+
 /// The instruments handlers and the gRPC layer record into. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -49,6 +75,10 @@ struct Instruments {
     submitted: Counter<u64>,
     blocked: Counter<u64>,
     open: Gauge<u64>,
+    at_risk: Counter<u64>,
+    breached: Counter<u64>,
+    expired: Counter<u64>,
+    time_to_close: Histogram<f64>,
     rpc_duration: Histogram<f64>,
 }
 
@@ -74,6 +104,35 @@ impl Metrics {
                         "Requests not yet in a final state, by state, across all controllers.",
                     )
                     .with_unit("{request}")
+                    .build(),
+                at_risk: meter
+                    .u64_counter("gdpr.dsr.sla.at_risk")
+                    .with_description(
+                        "Requests and tasks found at risk of missing their deadline (each once per deadline).",
+                    )
+                    .with_unit("{finding}")
+                    .build(),
+                breached: meter
+                    .u64_counter("gdpr.dsr.sla.breached")
+                    .with_description(
+                        "Requests and tasks found past their deadline with the work not done (each once).",
+                    )
+                    .with_unit("{finding}")
+                    .build(),
+                expired: meter
+                    .u64_counter("gdpr.dsr.expired")
+                    .with_description(
+                        "Requests that expired because no guardian consented within the consent window.",
+                    )
+                    .with_unit("{request}")
+                    .build(),
+                time_to_close: meter
+                    .f64_histogram("gdpr.dsr.time_to_close")
+                    .with_description(
+                        "Time from receipt to completion or refusal, as a share of the time allowed (1 = at the deadline).",
+                    )
+                    .with_unit("1")
+                    .with_boundaries(TIME_USED_BUCKETS.to_vec())
                     .build(),
                 // https://opentelemetry.io/docs/specs/semconv/rpc/rpc-metrics/
                 // (`rpc.server.call.duration`, unit `s`).
@@ -123,6 +182,44 @@ impl Metrics {
                 .open
                 .record(count, &[KeyValue::new("dsr.state", state.as_str())]);
         }
+    }
+
+    /// The SLA watchdog found `item` at risk of missing its deadline.
+    pub fn sla_at_risk(&self, item: SlaItem) {
+        self.inner
+            .at_risk
+            .add(1, &[KeyValue::new("dsr.sla.item", item.as_str())]);
+    }
+
+    /// The SLA watchdog found `item` past its deadline.
+    pub fn sla_breached(&self, item: SlaItem) {
+        self.inner
+            .breached
+            .add(1, &[KeyValue::new("dsr.sla.item", item.as_str())]);
+    }
+
+    /// A request waiting for a guardian's consent expired.
+    pub fn request_expired(&self) {
+        self.inner.expired.add(1, &[]);
+    }
+
+    /// A request was closed (`state` completed or refused) after `used` of
+    /// the time allowed (see [`crate::domain::sla::time_used`]).
+    pub fn request_closed(
+        &self,
+        request_type: RequestType,
+        regime: Regime,
+        state: State,
+        used: f64,
+    ) {
+        self.inner.time_to_close.record(
+            used,
+            &[
+                KeyValue::new("dsr.type", request_type.as_str()),
+                KeyValue::new("dsr.regime", regime.as_str()),
+                KeyValue::new("dsr.state", state.as_str()),
+            ],
+        );
     }
 
     /// One finished RPC (see `grpc.rs` for the attributes).
@@ -300,6 +397,53 @@ mod tests {
         assert_eq!(value("awaiting_guardian_consent").as_deref(), Some("0"));
         assert_eq!(value("needs_attention").as_deref(), Some("0"));
         assert_eq!(value("completed"), None);
+    }
+
+    #[test]
+    fn sla_findings_and_time_to_close_carry_no_ids() {
+        let t = Telemetry::disabled();
+        let m = t.metrics();
+        m.sla_at_risk(SlaItem::Request);
+        m.sla_at_risk(SlaItem::Task);
+        m.sla_at_risk(SlaItem::Task);
+        m.sla_breached(SlaItem::Request);
+        m.request_expired();
+        m.request_closed(RequestType::Erasure, Regime::Gdpr, State::Completed, 0.4);
+        m.request_closed(RequestType::Erasure, Regime::Gdpr, State::Completed, 1.2);
+        let text = t.prometheus_text().expect("encodes");
+        let value = |name: &str, labels: &[&str]| {
+            line(&text, name, labels)
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            value("gdpr_dsr_sla_at_risk_total", &["dsr_sla_item=\"task\""]).as_deref(),
+            Some("2"),
+            "{text}"
+        );
+        assert_eq!(
+            value("gdpr_dsr_sla_at_risk_total", &["dsr_sla_item=\"request\""]).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value("gdpr_dsr_sla_breached_total", &["dsr_sla_item=\"request\""]).as_deref(),
+            Some("1")
+        );
+        assert!(text.contains("gdpr_dsr_expired_total"), "{text}");
+        let within = ["dsr_state=\"completed\"", "le=\"1\""];
+        assert_eq!(
+            value("gdpr_dsr_time_to_close_ratio_bucket", &within).as_deref(),
+            Some("1"),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                "gdpr_dsr_time_to_close_ratio_count",
+                &["dsr_type=\"erasure\""]
+            )
+            .as_deref(),
+            Some("2")
+        );
     }
 
     #[tokio::test]

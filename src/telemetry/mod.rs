@@ -21,6 +21,7 @@
 //! with its own exporter: the gRPC layer runs every call under the
 //! application's own `tracing` dispatcher.
 
+mod dispatched;
 mod dsr;
 mod grpc;
 mod logs;
@@ -46,10 +47,11 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::LogFormat;
 
-pub use dsr::record_request;
+pub use dispatched::Dispatched;
+pub use dsr::{link_request, record_request, record_task, record_task_view};
 pub use grpc::GrpcTelemetryLayer;
-pub use metrics::{Metrics, refresh_open_requests, serve_metrics};
-pub use propagation::{current_traceparent, link_to};
+pub use metrics::{Metrics, SlaItem, refresh_open_requests, serve_metrics};
+pub use propagation::{current_origin, current_traceparent, link_origin, link_to};
 
 /// `service.name` when neither `OTEL_SERVICE_NAME` nor a `service.name` in
 /// `OTEL_RESOURCE_ATTRIBUTES` names the service.
@@ -268,6 +270,7 @@ impl TelemetryBuilder {
         }
         let mut adopted = None;
         if tracer_provider.is_some() {
+            threads::register_inert_dispatcher();
             let (adopt, cell) = threads::AdoptHelperThreads::new();
             layers.push(adopt.with_filter(traced_targets()).boxed());
             adopted = Some(cell);
@@ -381,6 +384,15 @@ impl Telemetry {
     /// Whether spans go to an OpenTelemetry exporter.
     pub fn is_tracing(&self) -> bool {
         self.inner.tracer_provider.is_some()
+    }
+
+    /// Runs `future` under this application's dispatcher, when it is
+    /// polled and when it is dropped: for background work (the SLA
+    /// watchdog) whose spans belong to this application. Without tracing,
+    /// the future as it is.
+    pub fn bind<F: std::future::Future>(&self, future: F) -> Dispatched<F> {
+        let dispatch = self.inner.dispatch.clone().filter(|_| self.is_tracing());
+        Dispatched::new(dispatch, future)
     }
 
     /// The tower layer that opens a server span per RPC. `descriptor_sets`

@@ -9,6 +9,8 @@ use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::domain::request::TraceOrigin;
+
 /// Lets the propagator read HTTP/2 headers (gRPC metadata). The propagator
 /// asks only for `traceparent` and `tracestate`; no other header, and in
 /// particular not `authorization`, is ever read through it.
@@ -48,20 +50,50 @@ pub fn current_traceparent() -> Option<String> {
     carrier.remove("traceparent")
 }
 
+/// The current span's trace context as stored with a new request: its
+/// `traceparent` and, if the trace carries vendor entries, its
+/// `tracestate`. `None` outside a traced span, or when tracing is off.
+pub fn current_origin() -> Option<TraceOrigin> {
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    Some(TraceOrigin {
+        traceparent: carrier.remove("traceparent")?,
+        tracestate: carrier.remove("tracestate").filter(|s| !s.is_empty()),
+    })
+}
+
 /// Adds a span link from the current span to the span `traceparent` names
 /// (a string from [`current_traceparent`]). Returns whether `traceparent`
 /// was valid; an invalid one (an old row, a hand-edited value) adds nothing.
 /// A link rather than a parent: the origin call ended long ago and belongs
 /// to another trace.
 pub fn link_to(traceparent: &str) -> bool {
-    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let origin = TraceOrigin {
+        traceparent: traceparent.to_owned(),
+        tracestate: None,
+    };
+    link_origin(&tracing::Span::current(), &origin)
+}
+
+/// Adds a span link from `span` to the call `origin` describes (from
+/// [`current_origin`]), its `tracestate` included. Returns whether the
+/// origin was valid; an invalid one adds nothing.
+pub fn link_origin(span: &tracing::Span, origin: &TraceOrigin) -> bool {
+    let mut carrier = HashMap::from([("traceparent".to_owned(), origin.traceparent.clone())]);
+    if let Some(state) = &origin.tracestate {
+        carrier.insert("tracestate".to_owned(), state.clone());
+    }
     let cx = TraceContextPropagator::new()
         .extract_with_context(&opentelemetry::Context::new(), &carrier);
-    let origin = cx.span().span_context().clone();
-    if !origin.is_valid() {
+    let linked = cx.span().span_context().clone();
+    if !linked.is_valid() {
         return false;
     }
-    tracing::Span::current().add_link(origin);
+    span.add_link(linked);
     true
 }
 
@@ -69,6 +101,7 @@ pub fn link_to(traceparent: &str) -> bool {
 mod tests {
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     use tracing_subscriber::Registry;
     use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -117,6 +150,44 @@ mod tests {
         assert_eq!(link.span_context.span_id().to_string(), origin_span);
         // A link, not a parent: the span starts its own trace.
         assert_ne!(span.span_context.trace_id().to_string(), origin_trace);
+    }
+
+    #[test]
+    fn the_origin_keeps_the_trace_state_and_links_with_it() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", parent.parse().expect("ascii"));
+        headers.insert("tracestate", "vendor=opaque".parse().expect("ascii"));
+        let remote = remote_context(&headers).expect("valid");
+        let (origin, spans) = traced(|| {
+            let span = tracing::info_span!("submit");
+            let _ = span.set_parent(remote);
+            span.in_scope(current_origin)
+        });
+        let origin = origin.expect("inside a traced span");
+        let submit = spans.iter().find(|s| s.name == "submit").expect("exported");
+        assert_eq!(
+            origin.traceparent,
+            format!(
+                "00-{}-{}-01",
+                submit.span_context.trace_id(),
+                submit.span_context.span_id()
+            )
+        );
+        assert_eq!(origin.tracestate.as_deref(), Some("vendor=opaque"));
+
+        let (linked, spans) = traced(|| {
+            let later = tracing::info_span!("later");
+            link_origin(&later, &origin)
+        });
+        assert!(linked);
+        let later = spans.iter().find(|s| s.name == "later").expect("exported");
+        let link = later.links.iter().next().expect("one link");
+        assert_eq!(link.span_context.trace_id(), submit.span_context.trace_id());
+        assert_eq!(link.span_context.span_id(), submit.span_context.span_id());
+        assert_eq!(link.span_context.trace_state().header(), "vendor=opaque");
+        let (untraced, _) = traced(current_origin);
+        assert_eq!(untraced, None);
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! Makes the application's dispatcher the default of the helper threads
-//! that enter its spans, so that a span closed there is closed right.
+//! What keeps a per-application dispatcher correct when it is not the
+//! process-wide default (tests run several applications in one process):
+//! helper threads that enter its spans get it as their default, and a
+//! second, inert dispatcher stays registered.
 //!
+//! **Helper threads.**
 //! `tracing-subscriber`'s registry keeps each span's parent open until the
 //! span closes, then hands the parent's reference back through the
 //! *thread's default dispatcher* (`DataInner::clear`, tokio-rs/tracing#1656),
@@ -18,14 +21,26 @@
 //! runtime) enters one of our spans, this layer makes our dispatcher its
 //! default for the rest of its life. Runtime threads are left alone: they
 //! may serve several applications, and a call's futures run (and are
-//! dropped) under the application's dispatcher there anyway (`grpc.rs`).
+//! dropped) under the application's dispatcher there anyway (`grpc.rs`,
+//! `dispatched.rs`).
+//!
+//! **The inert dispatcher.** While exactly one dispatcher is registered,
+//! tracing-core works out a new callsite's interest from the *thread's*
+//! default dispatcher instead of the registered one (its `JustOne`
+//! shortcut, made for a single global subscriber). With the application's
+//! dispatcher scoped rather than global, a callsite first reached on
+//! another thread (a second, untraced application's watchdog) was cached
+//! as never interesting, and the application lost those spans for good.
+//! A second registered dispatcher, interested in nothing, keeps
+//! tracing-core on its general path, which asks every registered one.
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
-use tracing::Subscriber;
 use tracing::dispatcher::{DefaultGuard, WeakDispatch};
-use tracing::span;
+use tracing::level_filters::LevelFilter;
+use tracing::subscriber::Interest;
+use tracing::{Dispatch, Event, Metadata, Subscriber, span};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 
@@ -71,4 +86,44 @@ impl<S: Subscriber> Layer<S> for AdoptHelperThreads {
             }
         });
     }
+}
+
+/// Registers the inert dispatcher once per process (see the module
+/// documentation).
+pub(super) fn register_inert_dispatcher() {
+    static INERT: OnceLock<Dispatch> = OnceLock::new();
+    INERT.get_or_init(|| Dispatch::new(Inert));
+}
+
+/// Interested in nothing, at no level: it changes no interest but "never"
+/// into "sometimes", and leaves the global maximum level alone.
+struct Inert;
+
+impl Subscriber for Inert {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        Interest::never()
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::OFF)
+    }
+
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        false
+    }
+
+    fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+        // Never called: nothing is enabled.
+        span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+
+    fn event(&self, _: &Event<'_>) {}
+
+    fn enter(&self, _: &span::Id) {}
+
+    fn exit(&self, _: &span::Id) {}
 }
