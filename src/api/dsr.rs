@@ -129,7 +129,12 @@ impl DsrService {
         let mut attempt = 0;
         loop {
             let mut request = self.load(caller, id).await?;
+            if attempt == 0 {
+                // Later calls about a request lead back to its submission.
+                telemetry::link_request(&tracing::Span::current(), &request);
+            }
             let expected = request.version;
+            let was_open = !request.state.is_final();
             let event = change(&mut request)?;
             let effects = effects_of(&self.state, &mut request, event, now).await?;
             match self
@@ -140,6 +145,9 @@ impl DsrService {
             {
                 Ok(()) => {
                     self.state.announce_tasks(&effects.new_tasks);
+                    if was_open {
+                        self.state.record_close(&request);
+                    }
                     telemetry::record_request(&tracing::Span::current(), &request, now);
                     return Ok(request);
                 }
@@ -188,6 +196,8 @@ impl DsrService {
             }
         };
         let mut request = request;
+        // Kept with the request, so that later spans about it link here.
+        request.origin = telemetry::current_origin();
         let effects = effects_of(&self.state, &mut request, event, now).await?;
         // Grouped with concurrent submissions into one commit; answered only
         // after that commit.

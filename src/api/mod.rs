@@ -19,7 +19,9 @@ use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::domain::age::AgePolicy;
 use crate::domain::jurisdiction::Jurisdiction;
+use crate::domain::request::DataSubjectRequest;
 use crate::domain::routing::Task;
+use crate::domain::sla;
 use crate::store::{GroupCommitter, Store};
 
 /// What every handler shares.
@@ -57,6 +59,15 @@ impl AppState {
     pub fn announce_tasks(&self, tasks: &[Task]) {
         for t in tasks {
             let _ = self.task_announcements.send(t.processor_id.clone());
+        }
+    }
+
+    /// Measures a request a call has just closed (completed or refused):
+    /// the share of the time allowed it took. Anything else is not timed.
+    pub fn record_close(&self, request: &DataSubjectRequest) {
+        if let Some(used) = sla::time_used(request) {
+            self.metrics
+                .request_closed(request.request_type, request.regime, request.state, used);
         }
     }
 

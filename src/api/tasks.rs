@@ -9,6 +9,7 @@ use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::field::Empty;
 use uuid::Uuid;
 
 use super::AppState;
@@ -16,10 +17,11 @@ use super::convert::task_to_proto;
 use super::error::ApiError;
 use super::{page, parse};
 use crate::auth::{Caller, Role};
-use crate::domain::routing::TaskState;
+use crate::domain::routing::{TASK_PREFIX, TaskState, TaskView};
 use crate::proto::v1;
 use crate::proto::v1::processor_task_service_server::ProcessorTaskService;
 use crate::store::{Cursor, TaskOp, TaskOpResult};
+use crate::telemetry;
 
 /// How often a watcher looks for claimable tasks even without an
 /// announcement (another replica created them, or a lease ended).
@@ -45,15 +47,30 @@ impl TaskApi {
             .authorize(req.metadata(), &[Role::Processor])?)
     }
 
+    /// Runs a lease-holding operation and records on the handler's span
+    /// what it did: the task, its request (all of it when the operation
+    /// moved the request), and a link to the call that submitted it.
     async fn operate(&self, caller: &Caller, id: Uuid, op: TaskOp) -> Result<v1::Task, ApiError> {
         let now = self.state.clock.now();
+        let span = tracing::Span::current();
+        span.record(
+            "dsr.task.name",
+            tracing::field::display(format_args!("{TASK_PREFIX}{id}")),
+        );
+        span.record("dsr.task.processor_id", caller.tenant.as_str());
         match self
             .state
             .store
             .task_operation(&caller.tenant, id, &op, now)
             .await?
         {
-            TaskOpResult::Done(view) => {
+            TaskOpResult::Done(view, moved) => {
+                telemetry::record_task_view(&span, &view);
+                if let Some(request) = moved {
+                    // Its tasks completed or flagged the request just now.
+                    self.state.record_close(&request);
+                    telemetry::record_request(&span, &request, now);
+                }
                 if matches!(op, TaskOp::Release { .. }) {
                     self.state.announce_processor(&caller.tenant);
                 }
@@ -70,13 +87,39 @@ impl TaskApi {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchTasksResponse, Status>> + Send>>;
 
+/// One span per claimed task, under the claim's, with the task's and its
+/// request's attributes and a link to the call that submitted the request;
+/// the claim's span is linked to each of those calls too.
+fn trace_claimed(tasks: &[TaskView]) {
+    let claim = tracing::Span::current();
+    claim.record("dsr.task.claimed", tasks.len());
+    for view in tasks {
+        let span = tracing::info_span!(
+            "gdpr.tasks.claimed",
+            dsr.task.name = Empty,
+            dsr.task.processor_id = Empty,
+            dsr.task.due_time = Empty,
+            dsr.task.attempt = Empty,
+            dsr.name = Empty,
+            dsr.type = Empty,
+            dsr.controller_id = Empty,
+        );
+        telemetry::record_task_view(&span, view);
+        if let Some(origin) = &view.origin {
+            telemetry::link_origin(&claim, origin);
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl ProcessorTaskService for TaskApi {
+    #[tracing::instrument(name = "gdpr.tasks.claim", skip_all, fields(dsr.task.processor_id, dsr.task.claimed))]
     async fn claim_tasks(
         &self,
         request: Request<v1::ClaimTasksRequest>,
     ) -> Result<Response<v1::ClaimTasksResponse>, Status> {
         let caller = self.processor(&request)?;
+        tracing::Span::current().record("dsr.task.processor_id", caller.tenant.as_str());
         let (max, lease) = parse::claim(request.get_ref())?;
         let now = self.state.clock.now();
         let tasks = self
@@ -85,11 +128,13 @@ impl ProcessorTaskService for TaskApi {
             .claim_tasks(&caller.tenant, max, lease, now)
             .await
             .map_err(ApiError::from)?;
+        trace_claimed(&tasks);
         Ok(Response::new(v1::ClaimTasksResponse {
             tasks: tasks.iter().map(|t| task_to_proto(t, now, true)).collect(),
         }))
     }
 
+    #[tracing::instrument(name = "gdpr.tasks.renew_lease", skip_all, fields(dsr.task.name, dsr.task.processor_id, dsr.task.due_time, dsr.task.attempt, dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn renew_task_lease(
         &self,
         request: Request<v1::RenewTaskLeaseRequest>,
@@ -102,6 +147,7 @@ impl ProcessorTaskService for TaskApi {
         }))
     }
 
+    #[tracing::instrument(name = "gdpr.tasks.complete", skip_all, fields(dsr.task.name, dsr.task.processor_id, dsr.task.due_time, dsr.task.attempt, dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn complete_task(
         &self,
         request: Request<v1::CompleteTaskRequest>,
@@ -112,6 +158,7 @@ impl ProcessorTaskService for TaskApi {
         Ok(Response::new(v1::CompleteTaskResponse { task: Some(task) }))
     }
 
+    #[tracing::instrument(name = "gdpr.tasks.release", skip_all, fields(dsr.task.name, dsr.task.processor_id, dsr.task.due_time, dsr.task.attempt, dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn release_task(
         &self,
         request: Request<v1::ReleaseTaskRequest>,
@@ -122,11 +169,13 @@ impl ProcessorTaskService for TaskApi {
         Ok(Response::new(v1::ReleaseTaskResponse { task: Some(task) }))
     }
 
+    #[tracing::instrument(name = "gdpr.tasks.list", skip_all, fields(dsr.task.processor_id))]
     async fn list_tasks(
         &self,
         request: Request<v1::ListTasksRequest>,
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
         let caller = self.processor(&request)?;
+        tracing::Span::current().record("dsr.task.processor_id", caller.tenant.as_str());
         let wanted = parse::list_tasks(request.get_ref())?;
         let key = wanted.key();
         let parse::TasksPage { state, size, after } = wanted;

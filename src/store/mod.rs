@@ -119,10 +119,12 @@ pub enum TaskOp {
 }
 
 /// What a task operation did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum TaskOpResult {
-    /// Applied (or a completion replayed); the task as it is now.
-    Done(Box<TaskView>),
+    /// Applied (or a completion replayed): the task as it is now, and the
+    /// request if this very operation moved it (its tasks completed it or
+    /// a failure flagged it).
+    Done(Box<TaskView>, Option<Box<DataSubjectRequest>>),
     /// No such task for this processor.
     NotFound,
     /// The domain refused it (lease not held, task cancelled…).
@@ -322,6 +324,7 @@ pub trait Store: Send + Sync + 'static {
         after_sequence: i64,
         limit: u32,
     ) -> Result<Vec<RequestEvent>, StoreError>;
+
     // --- SLA watchdog (across every controller) ---
 
     /// How many requests of every controller are open (not in a final

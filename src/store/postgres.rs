@@ -851,9 +851,10 @@ impl Store for PostgresStore {
             }
             Ok(Applied::Unchanged) => {
                 roll_back(tx).await?;
-                return Ok(TaskOpResult::Done(Box::new(steps::task_view(
-                    task, &request,
-                ))));
+                return Ok(TaskOpResult::Done(
+                    Box::new(steps::task_view(task, &request)),
+                    None,
+                ));
             }
             Ok(Applied::Changed { event, completed }) => (event, completed),
         };
@@ -868,6 +869,7 @@ impl Store for PostgresStore {
             )
             .await?;
         }
+        let mut moved = None;
         if completed {
             let tasks = tasks_of(
                 &mut tx,
@@ -894,12 +896,14 @@ impl Store for PostgresStore {
                     &event,
                 )
                 .await?;
+                moved = Some(Box::new(request.clone()));
             }
         }
         tx.commit().await.map_err(map)?;
-        Ok(TaskOpResult::Done(Box::new(steps::task_view(
-            task, &request,
-        ))))
+        Ok(TaskOpResult::Done(
+            Box::new(steps::task_view(task, &request)),
+            moved,
+        ))
     }
 
     #[tracing::instrument(

@@ -846,9 +846,10 @@ impl Store for SqliteStore {
             }
             Ok(Applied::Unchanged) => {
                 roll_back(tx).await?;
-                return Ok(TaskOpResult::Done(Box::new(steps::task_view(
-                    task, &request,
-                ))));
+                return Ok(TaskOpResult::Done(
+                    Box::new(steps::task_view(task, &request)),
+                    None,
+                ));
             }
             Ok(Applied::Changed { event, completed }) => (event, completed),
         };
@@ -863,6 +864,7 @@ impl Store for SqliteStore {
             )
             .await?;
         }
+        let mut moved = None;
         if completed {
             let tasks = tasks_of(
                 &mut tx,
@@ -889,12 +891,14 @@ impl Store for SqliteStore {
                     &event,
                 )
                 .await?;
+                moved = Some(Box::new(request.clone()));
             }
         }
         tx.commit().await.map_err(map)?;
-        Ok(TaskOpResult::Done(Box::new(steps::task_view(
-            task, &request,
-        ))))
+        Ok(TaskOpResult::Done(
+            Box::new(steps::task_view(task, &request)),
+            moved,
+        ))
     }
 
     #[tracing::instrument(

@@ -529,7 +529,7 @@ async fn operate(
 /// The task an operation left, or a panic saying what happened instead.
 fn done(result: TaskOpResult) -> TaskView {
     match result {
-        TaskOpResult::Done(view) => *view,
+        TaskOpResult::Done(view, _) => *view,
         other => panic!("the operation is applied: {other:?}"),
     }
 }
@@ -1811,33 +1811,32 @@ async fn completing_the_last_task_completes_the_request(store: Arc<dyn Store>) {
     let p = claim(&store, P, 1, 600, at(10)).await;
     let q = claim(&store, Q, 1, 600, at(10)).await;
 
-    done(
-        operate(
-            &store,
-            P,
-            tasks[0].id,
-            &complete(&token(&p[0]), TaskOutcome::Done),
-            at(100),
-        )
-        .await,
+    let first = operate(
+        &store,
+        P,
+        tasks[0].id,
+        &complete(&token(&p[0]), TaskOutcome::Done),
+        at(100),
+    )
+    .await;
+    assert!(
+        matches!(first, TaskOpResult::Done(_, None)),
+        "one task is still open: {first:?}"
     );
-    assert_eq!(
-        get(&store, &request).await,
-        request,
-        "one task is still open"
-    );
+    assert_eq!(get(&store, &request).await, request);
 
-    done(
-        operate(
-            &store,
-            Q,
-            tasks[1].id,
-            &complete(&token(&q[0]), TaskOutcome::NoDataHeld),
-            at(200),
-        )
-        .await,
-    );
+    let last = complete(&token(&q[0]), TaskOutcome::NoDataHeld);
+    let TaskOpResult::Done(_, Some(moved)) = operate(&store, Q, tasks[1].id, &last, at(200)).await
+    else {
+        panic!("the last completion moves the request");
+    };
     let completed = get(&store, &request).await;
+    assert_eq!(*moved, completed, "the request as this operation left it");
+    // Its replay changes nothing and moves nothing.
+    assert!(matches!(
+        operate(&store, Q, tasks[1].id, &last, at(201)).await,
+        TaskOpResult::Done(_, None)
+    ));
     assert_eq!(completed.state, State::Completed);
     assert_eq!(completed.version, request.version + 1);
     assert_eq!(completed.update_time, at(200));
@@ -2081,7 +2080,7 @@ async fn concurrent_claimers_never_share_a_lease(config: StoreConfig) {
                             .await
                             .unwrap()
                         {
-                            TaskOpResult::Done(done) => {
+                            TaskOpResult::Done(done, _) => {
                                 assert_eq!(done.task.state, TaskState::Completed);
                                 completions
                                     .lock()

@@ -410,6 +410,143 @@ async fn no_span_attribute_holds_personal_data_or_the_token() {
     app.stop().await;
 }
 
+/// Later calls about a request (consent, close, a processor's claim and
+/// completion) start traces of their own, linked to the call that
+/// submitted it; a task's spans say which task and request.
+#[tokio::test]
+async fn later_spans_link_to_the_submission() {
+    let (app, exporter) = spawn_traced().await;
+    let controller = app.token(Role::Controller, "acme");
+    let processor = app.token(Role::Processor, "crm");
+    app.route("acme", "crm", &[], 72).await;
+    let mut dsr = app.dsr();
+    let minor = v1::SubmitDataSubjectRequestRequest {
+        subject: Some(minor_subject()),
+        ..submission()
+    };
+    let minor = dsr
+        .submit_data_subject_request(with_traceparent(authed(&controller, minor)))
+        .await
+        .expect("submitted")
+        .into_inner()
+        .data_subject_request
+        .expect("request");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    dsr.record_guardian_consent(authed(
+        &controller,
+        v1::RecordGuardianConsentRequest {
+            name: minor.name.clone(),
+            guardian: Some(v1::Guardian {
+                full_name: "Grace Hopper".to_owned(),
+                relationship: v1::GuardianRelationship::Parent.into(),
+                email: "grace@example.org".to_owned(),
+                verification_method: "video call with id".to_owned(),
+                // After the receipt, not in the future.
+                consented_at: Some(prost_types::Timestamp {
+                    seconds: now.as_secs() as i64,
+                    nanos: now.subsec_nanos() as i32,
+                }),
+            }),
+        },
+    ))
+    .await
+    .expect("consent recorded: the task is created");
+    let mut tasks = app.tasks();
+    let claimed = tasks
+        .claim_tasks(authed(&processor, v1::ClaimTasksRequest::default()))
+        .await
+        .expect("claimed")
+        .into_inner()
+        .tasks;
+    assert_eq!(claimed.len(), 1);
+    let task = &claimed[0];
+    tasks
+        .complete_task(authed(
+            &processor,
+            v1::CompleteTaskRequest {
+                name: task.name.clone(),
+                lease_token: task.lease_token.clone(),
+                outcome: v1::TaskOutcome::NoDataHeld.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("completed: the request completes too");
+
+    let adult = dsr
+        .submit_data_subject_request(with_traceparent(authed(&controller, submission())))
+        .await
+        .expect("submitted")
+        .into_inner()
+        .data_subject_request
+        .expect("request");
+    dsr.close_data_subject_request(authed(
+        &controller,
+        v1::CloseDataSubjectRequestRequest {
+            name: adult.name.clone(),
+            outcome: v1::Outcome::Refused.into(),
+            refusal_reason: v1::RefusalReason::Excessive.into(),
+            explanation: "the fifth identical request this week".to_owned(),
+        },
+    ))
+    .await
+    .expect("refused");
+
+    let later = [
+        "gdpr.dsr.record_guardian_consent",
+        "gdpr.tasks.claim",
+        "gdpr.tasks.claimed",
+        "gdpr.tasks.complete",
+        "gdpr.dsr.close",
+    ];
+    let spans = spans_when(&exporter, |s| {
+        later.iter().all(|name| named(s, name).is_some())
+    })
+    .await;
+    for name in later {
+        let span = named(&spans, name).unwrap_or_else(|| panic!("{name} exported"));
+        assert!(
+            span.links
+                .iter()
+                .any(|l| l.span_context.trace_id().to_string() == CALLER_TRACE),
+            "{name} links to the submission: {:?}",
+            span.links
+        );
+        assert_ne!(
+            span.span_context.trace_id().to_string(),
+            CALLER_TRACE,
+            "{name} is a trace of its own"
+        );
+    }
+    let complete = named(&spans, "gdpr.tasks.complete").expect("exported");
+    assert_eq!(attr_str(complete, "dsr.task.name"), Some(task.name.clone()));
+    assert_eq!(
+        attr_str(complete, "dsr.task.processor_id").as_deref(),
+        Some("crm")
+    );
+    assert_eq!(attr(complete, "dsr.task.attempt"), Some(Value::I64(1)));
+    assert!(attr(complete, "dsr.task.due_time").is_some());
+    assert_eq!(attr_str(complete, "dsr.name"), Some(minor.name.clone()));
+    assert_eq!(attr_str(complete, "dsr.type").as_deref(), Some("access"));
+    assert_eq!(
+        attr_str(complete, "dsr.state").as_deref(),
+        Some("completed"),
+        "the completion closed the request"
+    );
+    let claimed_span = named(&spans, "gdpr.tasks.claimed").expect("exported");
+    assert_eq!(
+        attr_str(claimed_span, "dsr.task.name"),
+        Some(task.name.clone())
+    );
+    assert_eq!(
+        attr_str(claimed_span, "dsr.controller_id").as_deref(),
+        Some("acme")
+    );
+    app.stop().await;
+}
+
 /// `GET path` over plain HTTP/1.1; the status line and the body.
 async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr)
