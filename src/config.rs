@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::age::AgePolicy;
+use crate::domain::sla;
 use crate::transport::{CallLimits, TlsSettings};
+use crate::watchdog::WatchdogConfig;
 
 /// gdpr-intake: intake, deadlines and routing of GDPR data-subject requests.
 #[derive(Debug, Parser)]
@@ -163,6 +165,28 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED.
     #[arg(long, env = "GDPR_INTAKE_MAX_MESSAGE_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_message_bytes: u32,
+    /// How often the SLA watchdog looks for consent windows that ran out
+    /// and for requests and tasks at risk of missing their deadline or past
+    /// it; also how long its lease lasts, and how often the open-requests
+    /// gauge is refreshed.
+    #[arg(long, env = "GDPR_INTAKE_SLA_CHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub sla_check_interval: Duration,
+    /// How long before its deadline an open request is at risk, e.g. `7d`
+    /// or `72h`.
+    #[arg(long, env = "GDPR_INTAKE_SLA_REQUEST_AT_RISK", default_value = "7d", value_parser = parse_day_duration)]
+    pub sla_request_at_risk: Duration,
+    /// How many working hours (on the controller's calendar) before its due
+    /// time an open processor task is at risk.
+    #[arg(
+        long,
+        env = "GDPR_INTAKE_SLA_TASK_AT_RISK_WORKING_HOURS",
+        default_value_t = 24
+    )]
+    pub sla_task_at_risk_working_hours: u32,
+    /// How long after receipt a minor's request may wait for a guardian's
+    /// consent before it expires, e.g. `30d`.
+    #[arg(long, env = "GDPR_INTAKE_GUARDIAN_CONSENT_WINDOW", default_value = "30d", value_parser = parse_day_duration)]
+    pub guardian_consent_window: Duration,
 }
 
 /// Settings of `token`.
@@ -195,6 +219,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a duration such as 500ms, 20s, 5m or 1h"))?;
     Duration::try_from(d).map_err(|_| format!("`{s}` must not be negative"))
+}
+
+/// [`parse_duration`], also in days (`7d`, `2w 3d`), a day being 24 hours.
+pub fn parse_day_duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).or_else(|_| {
+        let span: jiff::Span = s
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration such as 30d, 72h or 90m"))?;
+        let d = span
+            .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+            .map_err(|_| format!("`{s}` is not a duration in days or smaller units"))?;
+        Duration::try_from(d).map_err(|_| format!("`{s}` must not be negative"))
+    })
 }
 
 /// Parses `TENANT=CC`.
@@ -230,6 +267,33 @@ impl ServeArgs {
     /// The age thresholds, checked.
     pub fn age_policy(&self) -> Result<AgePolicy, String> {
         AgePolicy::new(self.minimum_age, self.adult_age)
+    }
+
+    /// The SLA watchdog's settings, checked.
+    pub fn watchdog(&self) -> Result<WatchdogConfig, String> {
+        if self.sla_check_interval.is_zero() {
+            return Err("--sla-check-interval must be longer than zero".to_owned());
+        }
+        let max = sla::MAX_TASK_AT_RISK_WORKING_HOURS;
+        if self.sla_task_at_risk_working_hours > max {
+            return Err(format!(
+                "--sla-task-at-risk-working-hours must be at most {max}"
+            ));
+        }
+        if self.guardian_consent_window.is_zero() {
+            return Err("--guardian-consent-window must be longer than zero".to_owned());
+        }
+        let signed = |flag: &str, d: Duration| {
+            jiff::SignedDuration::try_from(d).map_err(|_| format!("{flag} is too long"))
+        };
+        Ok(WatchdogConfig {
+            interval: self.sla_check_interval,
+            thresholds: sla::Thresholds {
+                request_at_risk: signed("--sla-request-at-risk", self.sla_request_at_risk)?,
+                task_at_risk_working_hours: self.sla_task_at_risk_working_hours,
+                consent_window: signed("--guardian-consent-window", self.guardian_consent_window)?,
+            },
+        })
     }
 
     /// The TLS files, checked to come as a pair.
@@ -275,6 +339,64 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn day_durations() {
+        assert_eq!(
+            parse_day_duration("7d"),
+            Ok(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(
+            parse_day_duration("1w 2d"),
+            Ok(Duration::from_secs(9 * 86_400))
+        );
+        assert_eq!(
+            parse_day_duration("72h"),
+            Ok(Duration::from_secs(72 * 3600))
+        );
+        assert_eq!(parse_day_duration("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_day_duration("1 month").is_err(), "months vary");
+        assert!(parse_day_duration("-2d").is_err());
+        assert!(parse_day_duration("soon").is_err());
+    }
+
+    #[test]
+    fn the_watchdog_defaults_and_flags() {
+        let cli = Cli::try_parse_from(["gdpr-intake"]).expect("defaults parse");
+        assert_eq!(cli.serve.watchdog(), Ok(WatchdogConfig::default()));
+        let cli = Cli::try_parse_from([
+            "gdpr-intake",
+            "--sla-check-interval",
+            "5m",
+            "--sla-request-at-risk",
+            "3d",
+            "--sla-task-at-risk-working-hours",
+            "8",
+            "--guardian-consent-window",
+            "14d",
+        ])
+        .expect("flags parse");
+        let w = cli.serve.watchdog().expect("valid");
+        assert_eq!(w.interval, Duration::from_secs(300));
+        assert_eq!(
+            w.thresholds.request_at_risk,
+            jiff::SignedDuration::from_hours(72)
+        );
+        assert_eq!(w.thresholds.task_at_risk_working_hours, 8);
+        assert_eq!(
+            w.thresholds.consent_window,
+            jiff::SignedDuration::from_hours(14 * 24)
+        );
+        for bad in [
+            ["--sla-check-interval", "0s"],
+            ["--guardian-consent-window", "0s"],
+            ["--sla-task-at-risk-working-hours", "5000"],
+        ] {
+            let cli = Cli::try_parse_from(["gdpr-intake", bad[0], bad[1]]).expect("parses");
+            let err = cli.serve.watchdog().expect_err("refused");
+            assert!(err.contains(bad[0]), "{err}");
+        }
     }
 
     #[test]

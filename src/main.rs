@@ -120,6 +120,7 @@ fn settings(args: &ServeArgs) -> Result<Settings, String> {
         controller_countries: args.controller_countries()?,
         tls: args.tls()?,
         limits: args.call_limits(),
+        watchdog: args.watchdog()?,
     })
 }
 

@@ -15,6 +15,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tracing::instrument::WithSubscriber as _;
 
 use crate::api::AppState;
 use crate::api::dsr::DsrService;
@@ -30,7 +31,11 @@ use crate::proto::v1::routing_service_server::RoutingServiceServer;
 use crate::store::{self, GroupCommitConfig, GroupCommitter, Store, StoreConfig};
 use crate::telemetry::{self, Telemetry};
 use crate::transport::{self, CallLimitLayer, CallLimits, TlsSettings};
+use crate::watchdog::{Watchdog, WatchdogConfig};
 
+/// Longest wait, at shutdown, for the SLA watchdog to finish its sweep and
+/// give up its lease.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often readiness re-checks the database.
 const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -84,6 +89,8 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// Concurrent calls and message size.
     pub limits: CallLimits,
+    /// The SLA watchdog's interval and thresholds.
+    pub watchdog: WatchdogConfig,
 }
 
 /// Why the application could not start or stopped with an error.
@@ -123,6 +130,7 @@ pub struct Application {
     drain_timeout: Duration,
     telemetry: Telemetry,
     metrics_listener: Option<TcpListener>,
+    watchdog: WatchdogConfig,
 }
 
 impl Application {
@@ -186,6 +194,7 @@ impl Application {
             drain_timeout: settings.drain_timeout,
             telemetry,
             metrics_listener,
+            watchdog: settings.watchdog,
         })
     }
 
@@ -209,7 +218,10 @@ impl Application {
     /// Serves until `shutdown` resolves, then turns health to NOT_SERVING,
     /// stops accepting, ends server-streaming calls (they would never end
     /// by themselves) and lets in-flight calls finish for at most the drain
-    /// timeout. Last, flushes the telemetry.
+    /// timeout. Meanwhile the SLA watchdog sweeps whenever this replica
+    /// holds its lease, and the open-requests gauge is refreshed, both
+    /// every `--sla-check-interval` until shutdown begins. Last, flushes
+    /// the telemetry.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -249,12 +261,43 @@ impl Application {
             draining_rx.clone(),
         ));
 
+        // The SLA watchdog and the open-requests gauge run until shutdown
+        // begins: the watchdog then gives up its lease, so that another
+        // replica takes over while this one drains.
+        let (background_tx, background_rx) = watch::channel(false);
+        let background_stop = move || {
+            let mut rx = background_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let watchdog = Watchdog::new(self.state.clone(), self.watchdog);
+        let watchdog = tokio::spawn(self.telemetry.bind(watchdog.run(background_stop())));
+        let gauge = {
+            let store = self.state.store.clone();
+            let count = move || {
+                let store = store.clone();
+                // The query is not traced: a one-span trace every interval
+                // is noise. A failure is still logged by the loop.
+                async move { store.count_open_requests_by_state().await }
+                    .with_subscriber(tracing::Dispatch::none())
+            };
+            tokio::spawn(telemetry::refresh_open_requests(
+                self.state.metrics.clone(),
+                self.watchdog.interval,
+                count,
+                background_stop(),
+            ))
+        };
+
         let signal = {
             let reporter = reporter.clone();
+            let background_tx = background_tx.clone();
             async move {
                 shutdown.await;
                 tracing::info!("shutdown requested: draining in-flight calls");
                 let _ = draining_tx.send(true);
+                let _ = background_tx.send(true);
                 set_all(&reporter, ServingStatus::NotServing).await;
             }
         };
@@ -308,6 +351,15 @@ impl Application {
             }
         };
         readiness.abort();
+        let _ = background_tx.send(true);
+        for task in [watchdog, gauge] {
+            if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a background task did not stop in time");
+            }
+        }
         let _ = metrics_stop.send(());
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;

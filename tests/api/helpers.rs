@@ -64,6 +64,7 @@ pub fn test_settings(store: StoreConfig, data_dir: &TempDir) -> Settings {
         controller_countries: Default::default(),
         tls: None,
         limits: Default::default(),
+        watchdog: Default::default(),
     }
 }
 

@@ -26,3 +26,4 @@ mod security;
 mod store;
 mod telemetry;
 mod tls;
+mod watchdog;

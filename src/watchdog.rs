@@ -1,0 +1,482 @@
+//! The SLA watchdog: a background loop that, every `--sla-check-interval`,
+//! expires the requests whose guardian never consented within the consent
+//! window, and reports open requests and tasks at risk of missing their
+//! deadline and past it — each finding once, on the request's audit trail,
+//! as a span event linked to the call that submitted the request, and in
+//! the `gdpr.dsr.sla.*` counters. The decisions are the domain's
+//! ([`crate::domain::sla`]); this module reads candidates, asks, and
+//! records.
+//!
+//! One replica at a time sweeps: the one holding the `sla-watchdog` lease
+//! in the database ([`Store::acquire_lease`](crate::store::Store::acquire_lease)).
+//! Every replica tries to take or renew it at each tick; the lease lasts
+//! one interval, the holder renews it at each tick and between pages of a
+//! sweep, and gives it up when it stops, so another replica takes over at
+//! its next tick (after a crash, once the lease has lapsed: within two
+//! intervals). Should two ever sweep at once (a holder so late that its
+//! lease lapsed), each finding is still written once: the store writes a
+//! finding only if the row is still as it was read.
+//!
+//! Time comes from the application's clock, so tests move it by hand.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::future::Future;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::time::MissedTickBehavior;
+use tracing::field::Empty;
+use uuid::Uuid;
+
+use crate::api::AppState;
+use crate::domain::request::DataSubjectRequest;
+use crate::domain::routing::Task;
+use crate::domain::sla::{self, Finding, Thresholds};
+use crate::store::{Effects, StoreError, SweepCursor};
+use crate::telemetry::{self, SlaItem};
+
+/// The lease that makes one replica the sweeper.
+pub const LEASE_NAME: &str = "sla-watchdog";
+/// How often the watchdog looks, by default.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// Rows read per page of a sweep.
+const PAGE: u32 = 200;
+
+/// How the watchdog runs and what it reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchdogConfig {
+    /// Time between two sweeps; also how long the lease lasts.
+    pub interval: Duration,
+    pub thresholds: Thresholds,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_INTERVAL,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+/// What one sweep found and recorded, for its span.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sweep {
+    expired: u64,
+    requests_at_risk: u64,
+    requests_breached: u64,
+    tasks_at_risk: u64,
+    tasks_breached: u64,
+}
+
+/// Why a sweep stopped before the end.
+enum Stop {
+    /// Another replica holds the lease now.
+    LeaseLost,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// See the module documentation.
+pub struct Watchdog {
+    state: AppState,
+    config: WatchdogConfig,
+    /// This replica's name on the lease.
+    holder: String,
+}
+
+impl Watchdog {
+    /// A watchdog for the application `state` belongs to, with a holder
+    /// name of its own.
+    pub fn new(state: AppState, config: WatchdogConfig) -> Self {
+        Self {
+            state,
+            config,
+            holder: format!("gdpr-intake-{}", Uuid::new_v4()),
+        }
+    }
+
+    /// This replica's name on the lease.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// How long a lease taken now lasts: one interval.
+    fn lease_ttl(&self) -> SignedDuration {
+        SignedDuration::try_from(self.config.interval).unwrap_or(SignedDuration::from_secs(60))
+    }
+
+    /// Takes or renews the lease; whether this replica holds it.
+    async fn hold_lease(&self) -> Result<bool, StoreError> {
+        self.state
+            .store
+            .acquire_lease(
+                LEASE_NAME,
+                &self.holder,
+                self.state.clock.now(),
+                self.lease_ttl(),
+            )
+            .await
+    }
+
+    /// Every interval (the first one interval after the start), takes or
+    /// renews the lease and, holding it, sweeps; until `stop` resolves,
+    /// which also ends a sweep half-way. Then gives the lease up.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        // A zero period would make the timer panic; the configuration
+        // refuses it, this is only a guard.
+        let interval = self.config.interval.max(Duration::from_millis(1));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                _ = ticks.tick() => {}
+            }
+            let round = async {
+                match self.hold_lease().await {
+                    Ok(true) => {
+                        if let Err(e) = self.sweep().await {
+                            tracing::warn!(error = %e, "the SLA sweep failed; retrying at the next interval");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take the SLA watchdog lease");
+                    }
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                () = round => {}
+            }
+        }
+        if let Err(e) = self
+            .state
+            .store
+            .release_lease(LEASE_NAME, &self.holder)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot give up the SLA watchdog lease; it lapses by itself");
+        }
+    }
+
+    #[tracing::instrument(
+        name = "dsr.sla.check",
+        skip_all,
+        fields(
+            dsr.sla.holder = %self.holder,
+            dsr.sla.expired = Empty,
+            dsr.sla.requests_at_risk = Empty,
+            dsr.sla.requests_breached = Empty,
+            dsr.sla.tasks_at_risk = Empty,
+            dsr.sla.tasks_breached = Empty,
+            dsr.sla.complete = Empty,
+        )
+    )]
+    /// One sweep, by the holder of the lease, which it renews between
+    /// pages: consent windows, then requests, then tasks.
+    async fn sweep(&self) -> Result<(), StoreError> {
+        let mut found = Sweep::default();
+        let outcome = self.sweep_into(&mut found).await;
+        let span = tracing::Span::current();
+        span.record("dsr.sla.expired", found.expired);
+        span.record("dsr.sla.requests_at_risk", found.requests_at_risk);
+        span.record("dsr.sla.requests_breached", found.requests_breached);
+        span.record("dsr.sla.tasks_at_risk", found.tasks_at_risk);
+        span.record("dsr.sla.tasks_breached", found.tasks_breached);
+        span.record("dsr.sla.complete", outcome.is_ok());
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(Stop::LeaseLost) => {
+                tracing::info!("another replica took the SLA watchdog lease; stopping this sweep");
+                Ok(())
+            }
+            Err(Stop::Store(e)) => Err(e),
+        }
+    }
+
+    /// Before a further page of a sweep: renews the lease, and stops if
+    /// another replica holds it now (this one was too slow).
+    async fn keep_going(&self) -> Result<(), Stop> {
+        if !self.hold_lease().await? {
+            return Err(Stop::LeaseLost);
+        }
+        Ok(())
+    }
+
+    async fn sweep_into(&self, found: &mut Sweep) -> Result<(), Stop> {
+        let now = self.state.clock.now();
+        self.expire_consents(found, now).await?;
+        self.check_requests(found, now).await?;
+        self.check_tasks(found, now).await
+    }
+
+    /// Moves the requests that waited for a guardian past the consent
+    /// window to expired, each with its event.
+    async fn expire_consents(&self, found: &mut Sweep, now: Timestamp) -> Result<(), Stop> {
+        let window = self.config.thresholds.consent_window;
+        let received_before = now.saturating_sub(window.abs()).unwrap_or(now);
+        let mut after: Option<SweepCursor> = None;
+        loop {
+            if after.is_some() {
+                self.keep_going().await?;
+            }
+            let page = self
+                .state
+                .store
+                .awaiting_consent_since(received_before, after.as_ref(), PAGE)
+                .await?;
+            for request in &page {
+                if !sla::consent_expired(request, now, window) {
+                    continue;
+                }
+                let mut expired = request.clone();
+                let Ok(event) = expired.expire(now) else {
+                    continue;
+                };
+                let mut effects = Effects::event(event);
+                effects.cancel_open_tasks = expired.state.is_final();
+                match self
+                    .state
+                    .store
+                    .update_request(&expired, request.version, &effects)
+                    .await
+                {
+                    Ok(()) => {
+                        found.expired += 1;
+                        self.state.metrics.request_expired();
+                        report_request(&expired, None, now);
+                    }
+                    // Changed meanwhile (the consent arrived): decided again
+                    // at the next sweep.
+                    Err(StoreError::Conflict) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => {
+                    after = Some(SweepCursor {
+                        time: last.received_at,
+                        id: last.id,
+                    });
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Reports the open requests at risk of missing their deadline or past
+    /// it, each finding once.
+    async fn check_requests(&self, found: &mut Sweep, now: Timestamp) -> Result<(), Stop> {
+        let at_risk = self.config.thresholds.request_at_risk;
+        let due_by = now.saturating_add(at_risk.abs()).unwrap_or(Timestamp::MAX);
+        let mut after: Option<SweepCursor> = None;
+        loop {
+            if after.is_some() {
+                self.keep_going().await?;
+            }
+            let page = self
+                .state
+                .store
+                .sla_requests(due_by, after.as_ref(), PAGE)
+                .await?;
+            for request in &page {
+                let Some(finding) =
+                    sla::request_finding(request.due_time, request.sla, now, at_risk)
+                else {
+                    continue;
+                };
+                if !self
+                    .state
+                    .store
+                    .record_request_finding(request, finding, now)
+                    .await?
+                {
+                    continue;
+                }
+                match finding {
+                    Finding::AtRisk => found.requests_at_risk += 1,
+                    Finding::Breached => found.requests_breached += 1,
+                }
+                self.count(finding, SlaItem::Request);
+                report_request(request, Some(finding), now);
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => {
+                    after = Some(SweepCursor {
+                        time: last.due_time,
+                        id: last.id,
+                    });
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Reports the open tasks at risk of missing their due time (in working
+    /// hours on the controller's calendar) or past it, each finding once.
+    async fn check_tasks(&self, found: &mut Sweep, now: Timestamp) -> Result<(), Stop> {
+        let hours = self.config.thresholds.task_at_risk_working_hours;
+        let due_by = sla::task_scan_horizon(now, hours);
+        let mut requests: HashMap<Uuid, DataSubjectRequest> = HashMap::new();
+        let mut after: Option<SweepCursor> = None;
+        loop {
+            if after.is_some() {
+                self.keep_going().await?;
+            }
+            let page = self
+                .state
+                .store
+                .sla_tasks(due_by, after.as_ref(), PAGE)
+                .await?;
+            for task in &page {
+                let Some(request) = self.request_of(&mut requests, task).await? else {
+                    continue;
+                };
+                let calendar = self
+                    .state
+                    .work_calendar(&request.controller_id, &request.subject.jurisdiction);
+                let Some(finding) =
+                    sla::task_finding(calendar, task.due_time, task.sla, now, hours)
+                else {
+                    continue;
+                };
+                if !self
+                    .state
+                    .store
+                    .record_task_finding(task, finding, now)
+                    .await?
+                {
+                    continue;
+                }
+                match finding {
+                    Finding::AtRisk => found.tasks_at_risk += 1,
+                    Finding::Breached => found.tasks_breached += 1,
+                }
+                self.count(finding, SlaItem::Task);
+                report_task(request, task, finding, now);
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => {
+                    after = Some(SweepCursor {
+                        time: last.due_time,
+                        id: last.id,
+                    });
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The request of `task`, read once per sweep.
+    async fn request_of<'a>(
+        &self,
+        cache: &'a mut HashMap<Uuid, DataSubjectRequest>,
+        task: &Task,
+    ) -> Result<Option<&'a DataSubjectRequest>, StoreError> {
+        match cache.entry(task.request) {
+            Entry::Occupied(known) => Ok(Some(known.into_mut())),
+            Entry::Vacant(slot) => Ok(self
+                .state
+                .store
+                .get_request(&task.controller_id, task.request)
+                .await?
+                // The foreign key makes `None` impossible; skip rather
+                // than stop.
+                .map(|request| &*slot.insert(request))),
+        }
+    }
+
+    fn count(&self, finding: Finding, item: SlaItem) {
+        match finding {
+            Finding::AtRisk => self.state.metrics.sla_at_risk(item),
+            Finding::Breached => self.state.metrics.sla_breached(item),
+        }
+    }
+}
+
+/// A span for one finding about `request`, linked to the call that
+/// submitted it, with the `dsr.*` attributes and one event: `finding`, or
+/// the expiry when `None`.
+fn report_request(request: &DataSubjectRequest, finding: Option<Finding>, now: Timestamp) {
+    let span = finding_span(finding, SlaItem::Request);
+    telemetry::record_request(&span, request, now);
+    telemetry::link_request(&span, request);
+    span.in_scope(|| emit(finding, request, None));
+}
+
+/// A span for one finding about `task` of `request`, linked to the call
+/// that submitted the request, with the `dsr.*` and `dsr.task.*`
+/// attributes and the finding's event.
+fn report_task(request: &DataSubjectRequest, task: &Task, finding: Finding, now: Timestamp) {
+    let span = finding_span(Some(finding), SlaItem::Task);
+    telemetry::record_request(&span, request, now);
+    telemetry::record_task(&span, task);
+    telemetry::link_request(&span, request);
+    span.in_scope(|| emit(Some(finding), request, Some(task)));
+}
+
+fn finding_span(finding: Option<Finding>, item: SlaItem) -> tracing::Span {
+    tracing::info_span!(
+        "dsr.sla.finding",
+        dsr.sla.finding = finding.map_or("consent_expired", Finding::as_str),
+        dsr.sla.item = item.as_str(),
+        dsr.name = Empty,
+        dsr.type = Empty,
+        dsr.state = Empty,
+        dsr.regime = Empty,
+        dsr.controller_id = Empty,
+        dsr.due_time = Empty,
+        dsr.sla.remaining_seconds = Empty,
+        dsr.task.name = Empty,
+        dsr.task.processor_id = Empty,
+        dsr.task.due_time = Empty,
+        dsr.task.attempt = Empty,
+    )
+}
+
+/// The span event (and log line) of a finding, named after it. No message:
+/// the OpenTelemetry layer would name the event after it.
+fn emit(finding: Option<Finding>, request: &DataSubjectRequest, task: Option<&Task>) {
+    let name = tracing::field::display(request.name());
+    let due = tracing::field::display(request.due_time);
+    let task_name = task.map(|t| tracing::field::display(t.name()));
+    let task_due = task.map(|t| tracing::field::display(t.due_time));
+    match finding {
+        Some(Finding::AtRisk) => tracing::event!(
+            name: "dsr.sla.at_risk",
+            tracing::Level::WARN,
+            dsr.sla.finding = "at_risk",
+            dsr.name = name,
+            dsr.due_time = due,
+            dsr.task.name = task_name,
+            dsr.task.due_time = task_due,
+        ),
+        Some(Finding::Breached) => tracing::event!(
+            name: "dsr.sla.breached",
+            tracing::Level::WARN,
+            dsr.sla.finding = "breached",
+            dsr.name = name,
+            dsr.due_time = due,
+            dsr.task.name = task_name,
+            dsr.task.due_time = task_due,
+        ),
+        None => tracing::event!(
+            name: "dsr.sla.consent_expired",
+            tracing::Level::INFO,
+            dsr.sla.finding = "consent_expired",
+            dsr.name = name,
+            dsr.due_time = due,
+        ),
+    }
+}
