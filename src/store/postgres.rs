@@ -1012,18 +1012,8 @@ impl Store for PostgresStore {
         after: Option<&SweepCursor>,
         limit: u32,
     ) -> Result<Vec<DataSubjectRequest>, StoreError> {
-        let (after_time, after_id) = codec::sweep_cursor_values(after);
-        sqlx::query(sql::SLA_REQUESTS)
-            .bind(codec::micros(due_by))
-            .bind(after_time)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+        self.sweep_requests(sql::SLA_REQUESTS, due_by, after, limit)
             .await
-            .map_err(map)?
-            .iter()
-            .map(|row| request_from_row(&self.data_key, row))
-            .collect()
     }
 
     #[tracing::instrument(
@@ -1037,18 +1027,8 @@ impl Store for PostgresStore {
         after: Option<&SweepCursor>,
         limit: u32,
     ) -> Result<Vec<DataSubjectRequest>, StoreError> {
-        let (after_time, after_id) = codec::sweep_cursor_values(after);
-        sqlx::query(sql::AWAITING_CONSENT_SINCE)
-            .bind(codec::micros(received_before))
-            .bind(after_time)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+        self.sweep_requests(sql::AWAITING_CONSENT_SINCE, received_before, after, limit)
             .await
-            .map_err(map)?
-            .iter()
-            .map(|row| request_from_row(&self.data_key, row))
-            .collect()
     }
 
     #[tracing::instrument(
@@ -1239,5 +1219,30 @@ impl Store for PostgresStore {
             .map_err(map)?
             .map(|row| LeaseColumns::read(&row).map_err(map)?.into_domain())
             .transpose()
+    }
+}
+
+impl PostgresStore {
+    /// One page of a watchdog sweep over requests: `statement` takes the
+    /// bound time, the cursor and the limit, in that order.
+    async fn sweep_requests(
+        &self,
+        statement: &'static str,
+        bound: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError> {
+        let (after_time, after_id) = codec::sweep_cursor_values(after);
+        sqlx::query(statement)
+            .bind(codec::micros(bound))
+            .bind(after_time)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(|row| request_from_row(&self.data_key, row))
+            .collect()
     }
 }
