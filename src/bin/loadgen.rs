@@ -15,6 +15,8 @@
 mod calls;
 #[path = "loadgen/cli.rs"]
 mod cli;
+#[path = "loadgen/collector.rs"]
+mod collector;
 #[path = "loadgen/drive.rs"]
 mod drive;
 #[path = "loadgen/echo.rs"]
@@ -28,6 +30,7 @@ mod spawn;
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -35,15 +38,22 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use calls::{Scenario, ScenarioCaller, Shared};
-use cli::{Args, Backend, ScenarioArg};
+use cli::{Args, Backend, ScenarioArg, TraceExport};
+use collector::Collector;
 use drive::{Plan, Stop};
-use report::{Machine, Report, ScenarioReport, ServerInfo, Settings};
+use report::{
+    Machine, Report, ScenarioReport, ServerInfo, Settings, TraceComparison, TraceExportCheck,
+};
 use spawn::{FreshDatabase, SpawnedServer};
 
 /// The tenant of a spawned server's calls (its database is fresh).
 const TENANT: &str = "loadgen";
 /// Tokens outlive any sensible run.
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a traced server has to drain and flush its spans at the end.
+const FLUSH_GRACE: Duration = Duration::from_secs(30);
+/// The sampler of a traced run: every span, the most export can cost.
+const SAMPLER: &str = "always_on";
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -99,31 +109,67 @@ async fn run(args: Args) -> Result<bool, String> {
             );
         }
     }
-    // A fresh database lives for the whole run and is dropped whatever
-    // happens in it.
-    let fresh = match backend {
-        Some(Backend::Postgres) => {
-            let url = args.database_url.as_deref().ok_or(
-                "--spawn postgres needs --database-url (a server to create a fresh database on)",
-            )?;
-            Some(FreshDatabase::create(url).await?)
-        }
-        _ => None,
-    };
-    let result = run_on(&args, backend, fresh.as_ref().map(|d| d.url.clone())).await;
-    if let Some(db) = fresh
-        && let Err(e) = db.drop_now().await
-    {
-        eprintln!("loadgen: {e}");
+    if args.trace_export != TraceExport::Off && backend.is_none() {
+        return Err(
+            "--trace-export sets the spawned server's exporter: it needs a spawned server, not --addr"
+                .to_owned(),
+        );
     }
-    result
+    let mut reports = Vec::new();
+    for &export in args.trace_export.runs() {
+        // A fresh database lives for the whole run and is dropped whatever
+        // happens in it.
+        let fresh = match backend {
+            Some(Backend::Postgres) => {
+                let url = args.database_url.as_deref().ok_or(
+                    "--spawn postgres needs --database-url (a server to create a fresh database on)",
+                )?;
+                Some(FreshDatabase::create(url).await?)
+            }
+            _ => None,
+        };
+        let result = run_on(
+            &args,
+            backend,
+            fresh.as_ref().map(|d| d.url.clone()),
+            export,
+        )
+        .await;
+        if let Some(db) = fresh
+            && let Err(e) = db.drop_now().await
+        {
+            eprintln!("loadgen: {e}");
+        }
+        let report = result?;
+        print!("{}", report.summary_text());
+        reports.push(report);
+    }
+    let passed = reports.iter().all(|r| r.passed);
+    let mut reports = reports.into_iter();
+    match (reports.next(), reports.next()) {
+        (Some(off), Some(on)) => {
+            let comparison = TraceComparison::new(off, on);
+            print!("\n{}", comparison.text());
+            if let Some(path) = &args.json {
+                comparison.write_json(path)?;
+            }
+        }
+        (Some(report), None) => {
+            if let Some(path) = &args.json {
+                report.write_json(path)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(passed)
 }
 
 async fn run_on(
     args: &Args,
     backend: Option<Backend>,
     fresh_url: Option<String>,
-) -> Result<bool, String> {
+    trace_export: bool,
+) -> Result<Report, String> {
     let scenarios: Vec<Scenario> = match args.scenario {
         ScenarioArg::All => vec![
             Scenario::Submit,
@@ -139,13 +185,31 @@ async fn run_on(
     let needs_service = scenarios.iter().any(|s| *s != Scenario::Echo);
 
     let echo_server = echo::EchoServer::start()?;
+    let collector = if trace_export {
+        Some(Collector::start()?)
+    } else {
+        None
+    };
+    let envs: Vec<(&str, String)> = match &collector {
+        Some(c) => vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", c.endpoint()),
+            ("OTEL_TRACES_SAMPLER", SAMPLER.to_owned()),
+            ("OTEL_SERVICE_NAME", "gdpr-intake-loadgen".to_owned()),
+        ],
+        None => Vec::new(),
+    };
     let target = match (&args.addr, backend) {
         (Some(addr), _) => Target::External { addr: addr.clone() },
         (None, Some(backend)) if needs_service => {
             let binary = spawn::server_binary(args.server_bin.as_deref())?;
-            let server =
-                SpawnedServer::start(&binary, backend, fresh_url.as_deref(), &args.server_args)
-                    .await?;
+            let server = SpawnedServer::start(
+                &binary,
+                backend,
+                fresh_url.as_deref(),
+                &args.server_args,
+                &envs,
+            )
+            .await?;
             eprintln!(
                 "loadgen: spawned {} on {} at {} (log: {})",
                 binary.display(),
@@ -189,6 +253,7 @@ async fn run_on(
         list_page_size: args.list_page_size,
         echo_payload: vec![0x5a; args.echo_payload],
         timeout: args.timeout,
+        service_calls: Arc::new(AtomicU64::new(0)),
     };
 
     let mut reports: Vec<ScenarioReport> = Vec::new();
@@ -300,21 +365,43 @@ async fn run_on(
             backend: backend.map(Backend::as_str),
             address: Some(server.addr.to_string()),
             peak_rss_bytes: server.peak_rss(),
+            trace_export,
         },
         Target::External { addr } => ServerInfo {
             mode: "external",
             backend: None,
             address: Some(addr.clone()),
             peak_rss_bytes: None,
+            trace_export: false,
         },
         Target::None => ServerInfo {
             mode: "none",
             backend: None,
             address: None,
             peak_rss_bytes: None,
+            trace_export: false,
         },
     };
-    let passed = reports.iter().all(|r| r.passed) && pgbench_error.is_none();
+    // A traced server drains and flushes its spans before they are counted.
+    let trace_check = match (target, &collector) {
+        (Target::Spawned(server), Some(collector)) => {
+            let flushed_at_exit = server.stop_gracefully(FLUSH_GRACE).await;
+            Some(TraceExportCheck {
+                sampler: SAMPLER,
+                service_calls: shared.service_calls.load(Ordering::Relaxed),
+                received: collector.received(),
+                flushed_at_exit,
+            })
+        }
+        (Target::Spawned(server), None) => {
+            server.stop();
+            None
+        }
+        _ => None,
+    };
+    let passed = reports.iter().all(|r| r.passed)
+        && pgbench_error.is_none()
+        && trace_check.as_ref().is_none_or(TraceExportCheck::passed);
     let report = Report {
         machine: Machine::this(),
         server: server_info,
@@ -334,17 +421,12 @@ async fn run_on(
         echo_ceiling_rps: echo_ceiling,
         pgbench,
         pgbench_error,
+        trace_export: trace_check,
         passed,
     };
-    print!("{}", report.summary_text());
-    if let Some(path) = &args.json {
-        report.write_json(path)?;
-    }
-    if let Target::Spawned(server) = target {
-        server.stop();
-    }
     drop(echo_server);
-    Ok(passed)
+    drop(collector);
+    Ok(report)
 }
 
 /// Warms up (when asked), then measures `scenario` once.

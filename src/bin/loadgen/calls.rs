@@ -2,6 +2,7 @@
 //! to exist first.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gdpr_intake::proto::gdpr::bench::v1::EchoRequest;
@@ -46,6 +47,9 @@ pub struct Shared {
     pub list_page_size: i32,
     pub echo_payload: Vec<u8>,
     pub timeout: Duration,
+    /// Calls made to the intake service so far, warm-up and preloading
+    /// included: what the spans a traced server exports are checked against.
+    pub service_calls: Arc<AtomicU64>,
 }
 
 /// Makes the calls of one scenario over one channel.
@@ -123,6 +127,9 @@ impl ScenarioCaller {
 
 impl Caller for ScenarioCaller {
     async fn call(&mut self) -> Outcome {
+        if self.scenario != Scenario::Echo {
+            self.shared.service_calls.fetch_add(1, Ordering::Relaxed);
+        }
         let (miss, result) = match self.scenario {
             Scenario::Submit => (false, self.submit().await),
             Scenario::Get => self.get().await,
@@ -193,6 +200,7 @@ pub async fn preload(
             let mut names = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
             for _ in 0..n {
                 caller.subject_number += 1;
+                caller.shared.service_calls.fetch_add(1, Ordering::Relaxed);
                 let request = caller.request(submission(caller.subject_number));
                 let response = caller
                     .dsr

@@ -88,6 +88,12 @@ pub struct Args {
     /// data_subject_requests, at the same client count, for comparison.
     #[arg(long)]
     pub pgbench: bool,
+    /// Span export of the spawned server: `off`; `on`, to an OTLP/gRPC
+    /// receiver in this process, every span sampled; or `both`, the whole
+    /// run with export off and then on (a fresh server and database each),
+    /// compared side by side.
+    #[arg(long, value_enum, default_value_t = TraceExport::Off)]
+    pub trace_export: TraceExport,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -106,6 +112,25 @@ pub enum ScenarioArg {
     Echo,
     /// submit, get, list and echo in turn.
     All,
+}
+
+/// Whether the spawned server exports spans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TraceExport {
+    Off,
+    On,
+    Both,
+}
+
+impl TraceExport {
+    /// The settings the run is made with, in order.
+    pub fn runs(self) -> &'static [bool] {
+        match self {
+            TraceExport::Off => &[false],
+            TraceExport::On => &[true],
+            TraceExport::Both => &[false, true],
+        }
+    }
 }
 
 /// The database of a spawned server.
@@ -172,5 +197,13 @@ mod tests {
         assert_eq!(args.addr.as_deref(), Some("127.0.0.1:50051"));
         assert!(Args::try_parse_from(["loadgen", "--addr", "a:1", "--spawn", "sqlite"]).is_err());
         assert!(Args::try_parse_from(["loadgen", "--token", "t"]).is_err());
+    }
+
+    #[test]
+    fn trace_export_both_runs_off_then_on() {
+        let args = Args::try_parse_from(["loadgen", "--trace-export", "both"]).expect("parses");
+        assert_eq!(args.trace_export.runs(), [false, true]);
+        let args = Args::try_parse_from(["loadgen"]).expect("parses");
+        assert_eq!(args.trace_export.runs(), [false]);
     }
 }

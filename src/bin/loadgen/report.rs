@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 use tonic::Code;
 
+use crate::collector::Received;
 use crate::drive::Stats;
 use crate::pgbench::PgbenchResult;
 
@@ -163,7 +164,29 @@ pub struct Report {
     pub echo_ceiling_rps: Option<f64>,
     pub pgbench: Option<PgbenchResult>,
     pub pgbench_error: Option<String>,
+    /// With trace export on: what the OTLP receiver got.
+    pub trace_export: Option<TraceExportCheck>,
     pub passed: bool,
+}
+
+/// The spans a traced server exported, against the calls it was sent.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceExportCheck {
+    pub sampler: &'static str,
+    /// Calls to the intake service, warm-up and preloading included.
+    pub service_calls: u64,
+    pub received: Received,
+    /// Whether the server drained and flushed within its grace period.
+    pub flushed_at_exit: bool,
+}
+
+impl TraceExportCheck {
+    /// Every call's SERVER span reached the receiver: none was dropped by
+    /// a full queue, so the cost measured is the cost of exporting them
+    /// all.
+    pub fn passed(&self) -> bool {
+        self.flushed_at_exit && self.received.server_spans >= self.service_calls
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -191,6 +214,8 @@ pub struct ServerInfo {
     pub backend: Option<&'static str>,
     pub address: Option<String>,
     pub peak_rss_bytes: Option<u64>,
+    /// Whether the spawned server exported its spans.
+    pub trace_export: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -212,7 +237,14 @@ impl Report {
     pub fn summary_text(&self) -> String {
         let mut out = String::new();
         let where_ = match (self.server.mode, self.server.backend) {
-            ("spawned", Some(backend)) => format!("spawned gdpr-intake on {backend}"),
+            ("spawned", Some(backend)) => format!(
+                "spawned gdpr-intake on {backend}, trace export {}",
+                if self.server.trace_export {
+                    "on"
+                } else {
+                    "off"
+                }
+            ),
             _ => format!(
                 "gdpr-intake at {}",
                 self.server.address.as_deref().unwrap_or("?")
@@ -292,15 +324,101 @@ impl Report {
             }
             (None, None) => {}
         }
+        if let Some(check) = &self.trace_export {
+            let r = &check.received;
+            let _ = writeln!(
+                out,
+                "trace export: sampler {}; the OTLP receiver got {} spans ({} SERVER spans for {} calls to the service) in {} exports{}",
+                check.sampler,
+                r.spans,
+                r.server_spans,
+                check.service_calls,
+                r.exports,
+                if check.flushed_at_exit {
+                    ""
+                } else {
+                    "; the server did not exit within its grace period"
+                }
+            );
+            let verdict = if check.passed() { "passed" } else { "failed" };
+            let _ = writeln!(out, "result: trace export {verdict}");
+        }
         out
     }
 
     pub fn write_json(&self, path: &Path) -> Result<(), String> {
-        let mut text = serde_json::to_string_pretty(self)
-            .map_err(|e| format!("cannot encode the report: {e}"))?;
-        text.push('\n');
-        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        write_json(self, path)
     }
+}
+
+/// Two runs of the same scenarios, trace export off and on.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceComparison {
+    pub off: Report,
+    pub on: Report,
+    /// Scenario to requests/s with export on over requests/s with it off.
+    pub on_over_off: BTreeMap<String, f64>,
+}
+
+impl TraceComparison {
+    pub fn new(off: Report, on: Report) -> Self {
+        let on_over_off = on
+            .scenarios
+            .iter()
+            .filter(|s| !s.scenario.starts_with("echo"))
+            .filter_map(|s_on| {
+                let s_off = off.scenarios.iter().find(|s| s.scenario == s_on.scenario)?;
+                (s_off.requests_per_second > 0.0).then(|| {
+                    (
+                        s_on.scenario.clone(),
+                        s_on.requests_per_second / s_off.requests_per_second,
+                    )
+                })
+            })
+            .collect();
+        Self {
+            off,
+            on,
+            on_over_off,
+        }
+    }
+
+    /// One line per scenario: throughput and p99 off and on.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "== trace export off vs on\n{:<16} {:>12} {:>12} {:>8} {:>10} {:>10}",
+            "scenario", "off req/s", "on req/s", "on/off", "off p99", "on p99"
+        );
+        for (name, ratio) in &self.on_over_off {
+            let find = |r: &Report| r.scenarios.iter().find(|s| &s.scenario == name).cloned();
+            if let (Some(off), Some(on)) = (find(&self.off), find(&self.on)) {
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:>12.1} {:>12.1} {:>7.1}% {:>8.2}ms {:>8.2}ms",
+                    name,
+                    off.requests_per_second,
+                    on.requests_per_second,
+                    ratio * 100.0,
+                    off.latency_ms.p99,
+                    on.latency_ms.p99
+                );
+            }
+        }
+        out
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<(), String> {
+        write_json(self, path)
+    }
+}
+
+fn write_json(value: &impl Serialize, path: &Path) -> Result<(), String> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| format!("cannot encode the report: {e}"))?;
+    text.push('\n');
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn mib(bytes: u64) -> String {

@@ -130,6 +130,7 @@ impl SpawnedServer {
         backend: Backend,
         database_url: Option<&str>,
         extra_args: &[String],
+        envs: &[(&str, String)],
     ) -> Result<Self, String> {
         let data_dir = std::env::temp_dir().join(format!(
             "gdpr-intake-loadgen-{}",
@@ -146,15 +147,19 @@ impl SpawnedServer {
         let addr = free_port()?;
 
         let mut command = Command::new(binary);
-        // The child takes its settings from the command line only: a
-        // DATABASE_URL or GDPR_INTAKE_* variable meant for something else
-        // would silently change what is measured.
+        // The child takes its settings from the command line and `envs`
+        // only: a DATABASE_URL, GDPR_INTAKE_* or OTEL_* variable meant for
+        // something else would silently change what is measured.
         for (key, _) in std::env::vars_os() {
             let key_text = key.to_string_lossy();
-            if key_text == "DATABASE_URL" || key_text.starts_with("GDPR_INTAKE_") {
+            if key_text == "DATABASE_URL"
+                || key_text.starts_with("GDPR_INTAKE_")
+                || key_text.starts_with("OTEL_")
+            {
                 command.env_remove(&key);
             }
         }
+        command.envs(envs.iter().map(|(k, v)| (k, v)));
         command
             .arg("serve")
             .arg("--listen")
@@ -251,6 +256,29 @@ impl SpawnedServer {
     /// Kills the child and removes its data directory.
     pub fn stop(mut self) {
         self.kill();
+    }
+
+    /// Sends SIGTERM (with the system's `kill`, as an orchestrator would)
+    /// and waits up to `grace` for the child to drain and flush its spans;
+    /// kills it after that. Whether it exited by itself.
+    pub async fn stop_gracefully(mut self, grace: Duration) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let started = Instant::now();
+        let mut exited = false;
+        while sent && started.elapsed() < grace {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                exited = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.kill();
+        exited
     }
 
     fn kill(&mut self) {
