@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Load smoke test: a few seconds of every loadgen scenario against a
 # spawned gdpr-intake, on SQLite and on a fresh PostgreSQL database, at a
-# fixed concurrency and at a fixed rate. It fails on any call that did not
-# get the code it was meant to get (the only provoked error is the
+# fixed concurrency and at a fixed rate, and once with span export on to a
+# receiver in loadgen (every call's span must arrive). It fails on any call
+# that did not get the code it was meant to get (the only provoked error is the
 # NOT_FOUND of get's deliberate misses), and ends with
 # `load-smoke: N passed, M failed`. The numbers it prints are not a
 # benchmark: CI machines are small and busy.
@@ -43,11 +44,12 @@ run() {
   failed=$((failed + bad))
 }
 
-common=(--duration 2s --concurrency 8 --connections 2 --get-preload 200 --get-miss-ratio 0.05)
+common=(--duration 2s --concurrency 8 --connections 2 --get-preload 200 --get-miss-ratio 0.05 --task-preload 500)
 rate=(--scenario submit --rate 200/s --duration 2s --concurrency 8 --connections 2)
 
 run sqlite-all --spawn sqlite --scenario all "${common[@]}"
 run sqlite-rate --spawn sqlite "${rate[@]}"
+run sqlite-traced --spawn sqlite --scenario all --trace-export on "${common[@]}"
 
 pgbench_flag=()
 if command -v pgbench >/dev/null 2>&1; then

@@ -34,7 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use tonic::metadata::MetadataValue;
+use gdpr_intake::auth::Role;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use calls::{Scenario, ScenarioCaller, Shared};
@@ -48,6 +49,8 @@ use spawn::{FreshDatabase, SpawnedServer};
 
 /// The tenant of a spawned server's calls (its database is fresh).
 const TENANT: &str = "loadgen";
+/// The processor that `claim-complete` claims as.
+const PROCESSOR: &str = "loadgen-processor";
 /// Tokens outlive any sensible run.
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a traced server has to drain and flush its spans at the end.
@@ -175,14 +178,30 @@ async fn run_on(
             Scenario::Submit,
             Scenario::Get,
             Scenario::List,
+            Scenario::ClaimComplete,
             Scenario::Echo,
         ],
         ScenarioArg::Submit => vec![Scenario::Submit],
         ScenarioArg::Get => vec![Scenario::Get],
         ScenarioArg::List => vec![Scenario::List],
+        ScenarioArg::ClaimComplete => vec![Scenario::ClaimComplete],
         ScenarioArg::Echo => vec![Scenario::Echo],
     };
     let needs_service = scenarios.iter().any(|s| *s != Scenario::Echo);
+    if scenarios.contains(&Scenario::ClaimComplete)
+        && args.count.is_some_and(|n| n > args.task_preload)
+    {
+        return Err(format!(
+            "claim-complete uses one task per call: --task-preload ({}) must be at least --count",
+            args.task_preload
+        ));
+    }
+    if scenarios.contains(&Scenario::ClaimComplete) && args.addr.is_some() {
+        return Err(
+            "claim-complete sets up its own processor and route as admin: it needs a spawned server, not --addr (use the ghz configuration for a running one)"
+                .to_owned(),
+        );
+    }
 
     let echo_server = echo::EchoServer::start()?;
     let collector = if trace_export {
@@ -224,13 +243,10 @@ async fn run_on(
 
     let authorization = if needs_service {
         let token = match &target {
-            Target::Spawned(server) => server.token(TENANT, TOKEN_TTL)?,
+            Target::Spawned(server) => server.token(Role::Controller, TENANT, TOKEN_TTL)?,
             _ => external_token(args)?,
         };
-        Some(
-            MetadataValue::try_from(format!("Bearer {token}"))
-                .map_err(|_| "the token is not valid ASCII metadata".to_owned())?,
-        )
+        Some(bearer(&token)?)
     } else {
         None
     };
@@ -254,6 +270,7 @@ async fn run_on(
         echo_payload: vec![0x5a; args.echo_payload],
         timeout: args.timeout,
         service_calls: Arc::new(AtomicU64::new(0)),
+        processor_authorization: None,
     };
 
     let mut reports: Vec<ScenarioReport> = Vec::new();
@@ -282,6 +299,33 @@ async fn run_on(
                 )
                 .await?;
             }
+            Scenario::ClaimComplete => {
+                let Target::Spawned(server) = &target else {
+                    return Err("claim-complete needs a spawned server".to_owned());
+                };
+                let admin = bearer(&server.token(Role::Admin, "", TOKEN_TTL)?)?;
+                let channel = service_channels
+                    .first()
+                    .cloned()
+                    .ok_or("no connection to set up claim-complete over")?;
+                calls::route_to_processor(channel, &admin, TENANT, PROCESSOR, args.timeout).await?;
+                shared.processor_authorization = Some(bearer(&server.token(
+                    Role::Processor,
+                    PROCESSOR,
+                    TOKEN_TTL,
+                )?)?);
+                eprintln!(
+                    "loadgen: submitting {} requests, one task each, for claim-complete",
+                    args.task_preload
+                );
+                calls::preload(
+                    &service_channels,
+                    Arc::new(shared.clone()),
+                    concurrency,
+                    args.task_preload,
+                )
+                .await?;
+            }
             Scenario::Submit | Scenario::Echo => {}
         }
         let channels = if scenario == Scenario::Echo {
@@ -290,6 +334,13 @@ async fn run_on(
             &service_channels
         };
         let shared_now = Arc::new(shared.clone());
+        // Each claim-complete step uses up a task: it claims exactly the
+        // tasks made for it, or --count of them, whatever --duration says.
+        let stop = if scenario == Scenario::ClaimComplete {
+            Stop::Count(args.count.unwrap_or(args.task_preload))
+        } else {
+            stop
+        };
         let stats = measure(args, scenario, channels, &shared_now, args.rate, stop).await?;
         let mut report = ScenarioReport::new(
             scenario.name(),
@@ -416,6 +467,7 @@ async fn run_on(
             get_preload: args.get_preload,
             get_miss_ratio: args.get_miss_ratio,
             list_page_size: args.list_page_size,
+            task_preload: args.task_preload,
         },
         scenarios: reports,
         echo_ceiling_rps: echo_ceiling,
@@ -452,7 +504,8 @@ async fn measure(
             )
         }
     };
-    if !args.warmup.is_zero() {
+    // A warm-up would use up claim-complete's tasks.
+    if !args.warmup.is_zero() && scenario != Scenario::ClaimComplete {
         let plan = Plan {
             concurrency,
             rate,
@@ -480,6 +533,12 @@ fn print_scenario(report: &ScenarioReport) {
         report.connections,
         report.ghz_text()
     );
+}
+
+/// `Bearer <token>` as call metadata.
+fn bearer(token: &str) -> Result<MetadataValue<Ascii>, String> {
+    MetadataValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| "the token is not valid ASCII metadata".to_owned())
 }
 
 /// The token for an external server: --token, or the variable named by

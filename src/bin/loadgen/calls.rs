@@ -10,6 +10,8 @@ use gdpr_intake::proto::gdpr::bench::v1::echo_service_client::EchoServiceClient;
 use gdpr_intake::proto::google::r#type::Date;
 use gdpr_intake::proto::v1;
 use gdpr_intake::proto::v1::data_subject_request_service_client::DataSubjectRequestServiceClient;
+use gdpr_intake::proto::v1::processor_task_service_client::ProcessorTaskServiceClient;
+use gdpr_intake::proto::v1::routing_service_client::RoutingServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -22,6 +24,7 @@ pub enum Scenario {
     Submit,
     Get,
     List,
+    ClaimComplete,
     Echo,
 }
 
@@ -31,6 +34,7 @@ impl Scenario {
             Scenario::Submit => "submit",
             Scenario::Get => "get",
             Scenario::List => "list",
+            Scenario::ClaimComplete => "claim-complete",
             Scenario::Echo => "echo",
         }
     }
@@ -41,6 +45,8 @@ impl Scenario {
 pub struct Shared {
     /// `Bearer <token>` for the intake service.
     pub authorization: Option<MetadataValue<Ascii>>,
+    /// `Bearer <token>` of the processor, for `claim-complete`.
+    pub processor_authorization: Option<MetadataValue<Ascii>>,
     /// Names of existing requests, for `get`.
     pub names: Vec<String>,
     pub get_miss_ratio: f64,
@@ -56,6 +62,7 @@ pub struct Shared {
 pub struct ScenarioCaller {
     scenario: Scenario,
     dsr: DataSubjectRequestServiceClient<Channel>,
+    tasks: ProcessorTaskServiceClient<Channel>,
     echo: EchoServiceClient<Channel>,
     shared: Arc<Shared>,
     rng: SplitMix64,
@@ -67,6 +74,7 @@ impl ScenarioCaller {
         Self {
             scenario,
             dsr: DataSubjectRequestServiceClient::new(channel.clone()),
+            tasks: ProcessorTaskServiceClient::new(channel.clone()),
             echo: EchoServiceClient::new(channel),
             shared,
             rng: SplitMix64(seed),
@@ -75,14 +83,19 @@ impl ScenarioCaller {
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.set_timeout(self.shared.timeout);
-        if let Some(value) = &self.shared.authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        request
+        authorized(
+            message,
+            self.shared.authorization.as_ref(),
+            self.shared.timeout,
+        )
+    }
+
+    fn processor_request<T>(&self, message: T) -> Request<T> {
+        authorized(
+            message,
+            self.shared.processor_authorization.as_ref(),
+            self.shared.timeout,
+        )
     }
 
     async fn submit(&mut self) -> Result<(), Status> {
@@ -115,6 +128,35 @@ impl ScenarioCaller {
         Ok(())
     }
 
+    /// Claims one task and completes it; NOT_FOUND when none was left.
+    async fn claim_complete(&mut self) -> Result<(), Status> {
+        let claim = self.processor_request(v1::ClaimTasksRequest {
+            max_tasks: 1,
+            lease_duration: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+        });
+        let task = self
+            .tasks
+            .claim_tasks(claim)
+            .await?
+            .into_inner()
+            .tasks
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::not_found("no task left to claim: raise --task-preload"))?;
+        self.shared.service_calls.fetch_add(1, Ordering::Relaxed);
+        let complete = self.processor_request(v1::CompleteTaskRequest {
+            name: task.name,
+            lease_token: task.lease_token,
+            outcome: v1::TaskOutcome::Done.into(),
+            ..Default::default()
+        });
+        self.tasks.complete_task(complete).await?;
+        Ok(())
+    }
+
     async fn echo(&mut self) -> Result<(), Status> {
         let mut request = Request::new(EchoRequest {
             payload: self.shared.echo_payload.clone(),
@@ -134,6 +176,7 @@ impl Caller for ScenarioCaller {
             Scenario::Submit => (false, self.submit().await),
             Scenario::Get => self.get().await,
             Scenario::List => (false, self.list().await),
+            Scenario::ClaimComplete => (false, self.claim_complete().await),
             Scenario::Echo => (false, self.echo().await),
         };
         let code = match result {
@@ -146,6 +189,62 @@ impl Caller for ScenarioCaller {
             expected: code == wanted,
         }
     }
+}
+
+/// `message` with `timeout` and, when given, `authorization`.
+fn authorized<T>(
+    message: T,
+    authorization: Option<&MetadataValue<Ascii>>,
+    timeout: Duration,
+) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(timeout);
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+    }
+    request
+}
+
+/// Registers `processor` and routes `controller`'s access requests to it,
+/// as an admin: from then on each submitted access request fans out into
+/// one task for it.
+pub async fn route_to_processor(
+    channel: Channel,
+    admin: &MetadataValue<Ascii>,
+    controller: &str,
+    processor: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut routing = RoutingServiceClient::new(channel);
+    let failed = |what: &str, s: Status| format!("{what}: {:?}: {}", s.code(), s.message());
+    routing
+        .create_processor(authorized(
+            v1::CreateProcessorRequest {
+                processor_id: processor.to_owned(),
+                display_name: "loadgen processor".to_owned(),
+                contact: "loadgen@example.org".to_owned(),
+            },
+            Some(admin),
+            timeout,
+        ))
+        .await
+        .map_err(|s| failed("creating the loadgen processor", s))?;
+    routing
+        .create_route(authorized(
+            v1::CreateRouteRequest {
+                controller_id: controller.to_owned(),
+                processor_id: processor.to_owned(),
+                request_types: vec![v1::RequestType::Access.into()],
+                task_sla_working_hours: 72,
+            },
+            Some(admin),
+            timeout,
+        ))
+        .await
+        .map_err(|s| failed("routing the loadgen controller to it", s))?;
+    Ok(())
 }
 
 /// A valid access request of an adult in Germany: the common case. The

@@ -16,7 +16,8 @@ use gdpr_intake::config::parse_duration;
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Args {
-    /// What to drive; `all` runs submit, get, list and echo in turn.
+    /// What to drive; `all` runs submit, get, list, claim-complete and echo
+    /// in turn.
     #[arg(long, value_enum, default_value_t = ScenarioArg::All)]
     pub scenario: ScenarioArg,
     /// Calls in flight at once (closed loop), or at most in flight with
@@ -81,6 +82,12 @@ pub struct Args {
     /// measure the NOT_FOUND path (those answers are expected).
     #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
     pub get_miss_ratio: f64,
+    /// Tasks made before `claim-complete` (one per submitted request, once a
+    /// route sends the loadgen controller's access requests to the loadgen
+    /// processor). claim-complete claims and completes all of them (or
+    /// --count of them), whatever --duration says, with no warm-up.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub task_preload: u64,
     /// `page_size` of each `list` call.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub list_page_size: i32,
@@ -108,9 +115,13 @@ pub enum ScenarioArg {
     Get,
     /// ListDataSubjectRequests, first page.
     List,
+    /// A processor's ClaimTasks (one task) then CompleteTask of what it
+    /// claimed, as one timed step, on tasks fanned out beforehand; needs a
+    /// spawned server (it sets up the processor and its route as admin).
+    ClaimComplete,
     /// The bare echo service: the gRPC ceiling.
     Echo,
-    /// submit, get, list and echo in turn.
+    /// submit, get, list, claim-complete and echo in turn.
     All,
 }
 

@@ -230,6 +230,7 @@ pub struct Settings {
     pub get_preload: u64,
     pub get_miss_ratio: f64,
     pub list_page_size: i32,
+    pub task_preload: u64,
 }
 
 impl Report {

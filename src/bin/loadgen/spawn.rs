@@ -220,16 +220,17 @@ impl SpawnedServer {
         }
     }
 
-    /// A controller token for `tenant`, signed with the child's development
-    /// key (created by the child in its data directory).
-    pub fn token(&self, tenant: &str, ttl: Duration) -> Result<String, String> {
+    /// A token of `role` for `tenant` (empty for an admin), signed with the
+    /// child's development key (created by the child in its data
+    /// directory).
+    pub fn token(&self, role: Role, tenant: &str, ttl: Duration) -> Result<String, String> {
         dev::mint_token(
             &self.data_dir,
             &TokenClaims {
                 issuer: dev::DEV_ISSUER.to_owned(),
                 audience: "gdpr-intake".to_owned(),
-                subject: format!("loadgen@{tenant}"),
-                role: Role::Controller,
+                subject: format!("loadgen-{role}@{tenant}"),
+                role,
                 tenant: tenant.to_owned(),
                 ttl_secs: ttl.as_secs().max(60),
                 token_id: None,
