@@ -187,6 +187,13 @@ pub struct ServeArgs {
     /// consent before it expires, e.g. `30d`.
     #[arg(long, env = "GDPR_INTAKE_GUARDIAN_CONSENT_WINDOW", default_value = "30d", value_parser = parse_day_duration)]
     pub guardian_consent_window: Duration,
+    /// How long a closed request (completed, refused, cancelled or expired)
+    /// keeps its personal data after it closed, e.g. `1095d`; then the SLA
+    /// watchdog's sweep removes it (the subject's email and date of birth,
+    /// the guardian's name and email, details, corrections) and keeps the
+    /// rest and the audit trail. Off unless set: nothing is ever purged.
+    #[arg(long, env = "GDPR_INTAKE_RETENTION", value_parser = parse_day_duration)]
+    pub retention: Option<Duration>,
 }
 
 /// Settings of `token`.
@@ -283,6 +290,9 @@ impl ServeArgs {
         if self.guardian_consent_window.is_zero() {
             return Err("--guardian-consent-window must be longer than zero".to_owned());
         }
+        if self.retention.is_some_and(|r| r.is_zero()) {
+            return Err("--retention must be longer than zero".to_owned());
+        }
         let signed = |flag: &str, d: Duration| {
             jiff::SignedDuration::try_from(d).map_err(|_| format!("{flag} is too long"))
         };
@@ -293,6 +303,10 @@ impl ServeArgs {
                 task_at_risk_working_hours: self.sla_task_at_risk_working_hours,
                 consent_window: signed("--guardian-consent-window", self.guardian_consent_window)?,
             },
+            retention: self
+                .retention
+                .map(|r| signed("--retention", r))
+                .transpose()?,
         })
     }
 
@@ -375,6 +389,8 @@ mod tests {
             "8",
             "--guardian-consent-window",
             "14d",
+            "--retention",
+            "1095d",
         ])
         .expect("flags parse");
         let w = cli.serve.watchdog().expect("valid");
@@ -388,7 +404,13 @@ mod tests {
             w.thresholds.consent_window,
             jiff::SignedDuration::from_hours(14 * 24)
         );
+        assert_eq!(
+            w.retention,
+            Some(jiff::SignedDuration::from_hours(1095 * 24))
+        );
+        assert_eq!(WatchdogConfig::default().retention, None, "off unless set");
         for bad in [
+            ["--retention", "0d"],
             ["--sla-check-interval", "0s"],
             ["--guardian-consent-window", "0s"],
             ["--sla-task-at-risk-working-hours", "5000"],

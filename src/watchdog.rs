@@ -26,11 +26,13 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use tokio::time::MissedTickBehavior;
+use tracing::Instrument;
 use tracing::field::Empty;
 use uuid::Uuid;
 
 use crate::api::AppState;
 use crate::domain::request::DataSubjectRequest;
+use crate::domain::retention;
 use crate::domain::routing::Task;
 use crate::domain::sla::{self, Finding, Thresholds};
 use crate::store::{Effects, StoreError, SweepCursor};
@@ -49,6 +51,9 @@ pub struct WatchdogConfig {
     /// Time between two sweeps; also how long the lease lasts.
     pub interval: Duration,
     pub thresholds: Thresholds,
+    /// How long a closed request keeps its personal data; `None`: never
+    /// purged.
+    pub retention: Option<SignedDuration>,
 }
 
 impl Default for WatchdogConfig {
@@ -56,6 +61,7 @@ impl Default for WatchdogConfig {
         Self {
             interval: DEFAULT_INTERVAL,
             thresholds: Thresholds::default(),
+            retention: None,
         }
     }
 }
@@ -218,7 +224,75 @@ impl Watchdog {
         let now = self.state.clock.now();
         self.expire_consents(found, now).await?;
         self.check_requests(found, now).await?;
-        self.check_tasks(found, now).await
+        self.check_tasks(found, now).await?;
+        match self.config.retention {
+            Some(retention) => self.purge_closed(retention, now).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the personal data of the requests closed `retention` ago or
+    /// longer, each with its `purged` event, in a span of its own that
+    /// counts them. The log line names no request, let alone a person.
+    async fn purge_closed(&self, retention: SignedDuration, now: Timestamp) -> Result<(), Stop> {
+        let span = tracing::info_span!(
+            "dsr.retention.purge",
+            dsr.retention.purged = Empty,
+            dsr.retention.complete = Empty,
+        );
+        let mut purged = 0;
+        let outcome = self
+            .purge_pages(retention, now, &mut purged)
+            .instrument(span.clone())
+            .await;
+        span.record("dsr.retention.purged", purged);
+        span.record("dsr.retention.complete", outcome.is_ok());
+        if purged > 0 {
+            self.state.metrics.requests_purged(purged);
+            span.in_scope(|| {
+                tracing::info!(
+                    dsr.retention.purged = purged,
+                    "removed the personal data of closed requests past the retention period"
+                );
+            });
+        }
+        outcome
+    }
+
+    async fn purge_pages(
+        &self,
+        retention: SignedDuration,
+        now: Timestamp,
+        purged: &mut u64,
+    ) -> Result<(), Stop> {
+        let closed_by = retention::closed_by(now, retention);
+        let mut after: Option<SweepCursor> = None;
+        loop {
+            if after.is_some() {
+                self.keep_going().await?;
+            }
+            let page = self
+                .state
+                .store
+                .purge_due(closed_by, after.as_ref(), PAGE)
+                .await?;
+            for request in &page {
+                if retention::purge_due(request, retention, now)
+                    && self.state.store.purge_request(request, now).await?
+                {
+                    *purged += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => {
+                    after = Some(SweepCursor {
+                        time: last.close_time.unwrap_or(closed_by),
+                        id: last.id,
+                    });
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Moves the requests that waited for a guardian past the consent

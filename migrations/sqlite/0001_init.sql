@@ -23,7 +23,8 @@ CREATE TABLE data_subject_requests (
         'objection', 'withdraw_consent')),
     subject_external_id TEXT NOT NULL,
     subject_email TEXT,
-    subject_date_of_birth TEXT NOT NULL,
+    -- NULL only once purged (see purge_time).
+    subject_date_of_birth TEXT,
     subject_country TEXT NOT NULL,
     subject_subdivision TEXT,
     details TEXT NOT NULL,
@@ -75,6 +76,11 @@ CREATE TABLE data_subject_requests (
     -- src/store/audit.rs), so that removing events from the end of the
     -- trail is caught; written with every event.
     audit_head TEXT,
+    -- When the retention purge removed the personal data: the subject's
+    -- email and date of birth, the guardian's name and email (NULL), the
+    -- details ('') and the corrections ('{}'). Set once, in the
+    -- transaction that writes its `purged` event.
+    purge_time INTEGER,
     UNIQUE (controller_id, request_id),
     -- The target of request_events' foreign key, which ties an event's
     -- controller to its request's.
@@ -82,12 +88,19 @@ CREATE TABLE data_subject_requests (
     -- Optional parts of a request are stored whole or not at all.
     CHECK ((extension_reason IS NULL) = (extension_time IS NULL)
         AND (extension_reason IS NULL) = (extended_by IS NULL)),
-    CHECK ((guardian_full_name IS NULL) = (guardian_relationship IS NULL)
-        AND (guardian_full_name IS NULL) = (guardian_email IS NULL)
-        AND (guardian_full_name IS NULL) = (guardian_verification_method IS NULL)
-        AND (guardian_full_name IS NULL) = (guardian_consented_at IS NULL)
-        AND (guardian_full_name IS NULL) = (guardian_consent_record_time IS NULL)
-        AND (guardian_full_name IS NULL) = (guardian_consent_recorded_by IS NULL)),
+    CHECK ((guardian_relationship IS NULL) = (guardian_verification_method IS NULL)
+        AND (guardian_relationship IS NULL) = (guardian_consented_at IS NULL)
+        AND (guardian_relationship IS NULL) = (guardian_consent_record_time IS NULL)
+        AND (guardian_relationship IS NULL) = (guardian_consent_recorded_by IS NULL)
+        AND (guardian_full_name IS NULL) = (guardian_email IS NULL)),
+    -- Until the retention purge the personal data are there (the
+    -- guardian's with the consent); after it, none is.
+    CHECK (CASE WHEN purge_time IS NULL
+        THEN subject_date_of_birth IS NOT NULL
+            AND (guardian_full_name IS NULL) = (guardian_relationship IS NULL)
+        ELSE subject_email IS NULL AND subject_date_of_birth IS NULL
+            AND guardian_full_name IS NULL AND guardian_email IS NULL
+            AND details = '' AND corrections = '{}' END),
     CHECK ((closure_outcome IS NULL) = (closure_explanation IS NULL)
         AND (closure_outcome IS NOT NULL OR closure_refusal_reason IS NULL))
 ) STRICT;
@@ -110,6 +123,10 @@ CREATE INDEX data_subject_requests_open
 CREATE INDEX data_subject_requests_awaiting_consent
     ON data_subject_requests (received_at, id)
     WHERE state = 'awaiting_guardian_consent';
+-- The retention purge: closed requests not purged yet, by close time.
+CREATE INDEX data_subject_requests_purge
+    ON data_subject_requests (close_time, id)
+    WHERE purge_time IS NULL AND close_time IS NOT NULL;
 
 -- The processors requests are routed to (a controller's vendors, its own
 -- departments). The id is chosen by the administrator; it is compared
@@ -202,7 +219,8 @@ CREATE TABLE request_events (
         'submitted', 'guardian_consent_recorded', 'deadline_extended',
         'cancelled', 'closed', 'expired', 'needs_attention',
         'task_created', 'task_claimed', 'task_released', 'task_completed',
-        'task_failed', 'task_cancelled', 'sla_at_risk', 'sla_breached')),
+        'task_failed', 'task_cancelled', 'sla_at_risk', 'sla_breached',
+        'purged')),
     event_time INTEGER NOT NULL,
     actor_id TEXT NOT NULL,
     actor_role TEXT NOT NULL,

@@ -156,6 +156,7 @@ fn event_type_to_proto(t: EventType) -> v1::RequestEventType {
         EventType::TaskCancelled => P::TaskCancelled,
         EventType::SlaAtRisk => P::SlaAtRisk,
         EventType::SlaBreached => P::SlaBreached,
+        EventType::Purged => P::Purged,
     }
 }
 
@@ -187,17 +188,20 @@ pub fn raw_guardian(g: Option<v1::Guardian>) -> Option<RawGuardian> {
 }
 
 fn guardian_to_proto(g: &dom::Guardian) -> v1::Guardian {
+    // A purged guardian keeps the relationship and the evidence, not who.
+    let who = g.identity.present();
     v1::Guardian {
-        full_name: g.full_name.expose().to_owned(),
+        full_name: who
+            .map(|w| w.full_name.expose().to_owned())
+            .unwrap_or_default(),
         relationship: relationship_to_proto(g.relationship).into(),
-        email: g.email.expose().to_owned(),
+        email: who.map(|w| w.email.expose().to_owned()).unwrap_or_default(),
         verification_method: g.verification_method.clone(),
         consented_at: Some(timestamp(g.consented_at)),
     }
 }
 
 pub fn request_to_proto(r: &DataSubjectRequest) -> v1::DataSubjectRequest {
-    let dob = r.subject.date_of_birth.expose();
     v1::DataSubjectRequest {
         name: r.name(),
         request_id: r.request_id.to_string(),
@@ -206,14 +210,16 @@ pub fn request_to_proto(r: &DataSubjectRequest) -> v1::DataSubjectRequest {
             external_id: r.subject.external_id.clone(),
             email: r
                 .subject
-                .email
-                .as_ref()
+                .email()
                 .map(|e| e.expose().to_owned())
                 .unwrap_or_default(),
-            date_of_birth: Some(Date {
-                year: dob.year().into(),
-                month: dob.month().into(),
-                day: dob.day().into(),
+            date_of_birth: r.subject.date_of_birth().map(|dob| {
+                let dob = dob.expose();
+                Date {
+                    year: dob.year().into(),
+                    month: dob.month().into(),
+                    day: dob.day().into(),
+                }
             }),
             country: r.subject.jurisdiction.country().code().to_owned(),
             subdivision: r
@@ -267,6 +273,7 @@ pub fn request_to_proto(r: &DataSubjectRequest) -> v1::DataSubjectRequest {
         controller_id: r.controller_id.clone(),
         cancellation_reason: r.cancellation_reason.clone().unwrap_or_default(),
         unrouted: r.unrouted,
+        purge_time: r.purge_time().map(timestamp),
     }
 }
 

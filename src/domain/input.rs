@@ -13,8 +13,8 @@ use super::deadline;
 use super::jurisdiction::{Jurisdiction, JurisdictionError};
 use super::pii::{DateOfBirth, Email, PersonName};
 use super::request::{
-    Actor, Closure, DataSubjectRequest, EventType, Guardian, GuardianRelationship, NewEvent,
-    Outcome, RefusalReason, RequestType, State, Subject,
+    Actor, Closure, DataSubjectRequest, EventType, Guardian, GuardianIdentity,
+    GuardianRelationship, NewEvent, Outcome, Personal, RefusalReason, RequestType, State, Subject,
 };
 use super::sla::SlaMarks;
 
@@ -262,13 +262,14 @@ impl Submission {
         field("request_id", &self.request_id.to_string());
         field("type", self.request_type.as_str());
         field("external_id", &self.subject.external_id);
-        field(
-            "email",
-            self.subject.email.as_ref().map_or("", Email::expose),
-        );
+        field("email", self.subject.email().map_or("", Email::expose));
         field(
             "date_of_birth",
-            &self.subject.date_of_birth.expose().to_string(),
+            &self
+                .subject
+                .date_of_birth()
+                .map(|d| d.expose().to_string())
+                .unwrap_or_default(),
         );
         field("country", self.subject.jurisdiction.country().code());
         field(
@@ -353,12 +354,12 @@ fn parse_subject(v: &mut Violations, s: RawSubject, received_at: Timestamp) -> O
     };
     let jurisdiction = jurisdiction?;
     let date_of_birth = date_of_birth?;
-    Some(Subject {
-        external_id: s.external_id,
+    Some(Subject::new(
+        s.external_id,
+        jurisdiction,
         email,
         date_of_birth,
-        jurisdiction,
-    })
+    ))
 }
 
 /// Why a valid submission is still not accepted.
@@ -382,7 +383,15 @@ pub fn accept(
     let received_at = submission.received_at.unwrap_or(now);
     let j = &submission.subject.jurisdiction;
     let receipt_day = j.local_date(received_at);
-    let state = match policy.decide(submission.subject.date_of_birth.expose(), receipt_day) {
+    // A parsed submission always has its subject's date of birth; without
+    // one there is no age to accept on, so it is refused.
+    let decision = submission
+        .subject
+        .date_of_birth()
+        .map_or(AgeDecision::Blocked, |dob| {
+            policy.decide(dob.expose(), receipt_day)
+        });
+    let state = match decision {
         AgeDecision::Blocked => return Err(Rejection::UnderMinimumAge),
         AgeDecision::NeedsGuardian => State::AwaitingGuardianConsent,
         AgeDecision::Proceeds => State::InProgress,
@@ -503,9 +512,8 @@ pub fn parse_guardian(
     match (full_name, raw.relationship, email, consented_at) {
         (Some(full_name), Some(relationship), Some(email), Some(consented_at)) if v.is_empty() => {
             Ok(Guardian {
-                full_name,
+                identity: Personal::Present(GuardianIdentity { full_name, email }),
                 relationship,
-                email,
                 verification_method: raw.verification_method,
                 consented_at,
             })

@@ -8,5 +8,6 @@ pub mod input;
 pub mod jurisdiction;
 pub mod pii;
 pub mod request;
+pub mod retention;
 pub mod routing;
 pub mod sla;

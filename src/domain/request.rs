@@ -173,25 +173,98 @@ impl GuardianRelationship {
     }
 }
 
+/// Personal data a request holds until the retention purge removes it
+/// ([`DataSubjectRequest::purge`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Personal<T> {
+    Present(T),
+    /// Removed at `at`: nothing of it is kept, only when it went.
+    Purged {
+        at: Timestamp,
+    },
+}
+
+impl<T> Personal<T> {
+    /// The data, unless it was purged.
+    pub fn present(&self) -> Option<&T> {
+        match self {
+            Self::Present(data) => Some(data),
+            Self::Purged { .. } => None,
+        }
+    }
+
+    /// When the data was purged, if it was.
+    pub fn purge_time(&self) -> Option<Timestamp> {
+        match self {
+            Self::Present(_) => None,
+            Self::Purged { at } => Some(*at),
+        }
+    }
+}
+
 /// The person a request is about.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Subject {
     /// The controller's own identifier; the only subject field that may
-    /// appear in telemetry.
+    /// appear in telemetry. Kept by the retention purge: it names the
+    /// person only in the controller's own records.
     pub external_id: String,
+    pub jurisdiction: Jurisdiction,
+    /// The email and date of birth, until the retention purge.
+    pub personal: Personal<SubjectData>,
+}
+
+/// What the request holds about the subject as a person.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubjectData {
     pub email: Option<Email>,
     pub date_of_birth: DateOfBirth,
-    pub jurisdiction: Jurisdiction,
+}
+
+impl Subject {
+    /// A subject whose personal data is present.
+    pub fn new(
+        external_id: String,
+        jurisdiction: Jurisdiction,
+        email: Option<Email>,
+        date_of_birth: DateOfBirth,
+    ) -> Self {
+        Self {
+            external_id,
+            jurisdiction,
+            personal: Personal::Present(SubjectData {
+                email,
+                date_of_birth,
+            }),
+        }
+    }
+
+    /// The email, unless none was given or it was purged.
+    pub fn email(&self) -> Option<&Email> {
+        self.personal.present().and_then(|d| d.email.as_ref())
+    }
+
+    /// The date of birth, unless it was purged.
+    pub fn date_of_birth(&self) -> Option<&DateOfBirth> {
+        self.personal.present().map(|d| &d.date_of_birth)
+    }
 }
 
 /// A guardian and the evidence of their consent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Guardian {
-    pub full_name: PersonName,
+    /// The guardian's name and email, until the retention purge.
+    pub identity: Personal<GuardianIdentity>,
     pub relationship: GuardianRelationship,
-    pub email: Email,
     pub verification_method: String,
     pub consented_at: Timestamp,
+}
+
+/// Who the guardian is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuardianIdentity {
+    pub full_name: PersonName,
+    pub email: Email,
 }
 
 /// A guardian's consent as recorded.
@@ -257,10 +330,12 @@ pub enum EventType {
     /// The SLA watchdog found the request, or one of its tasks, past its
     /// deadline.
     SlaBreached,
+    /// The retention purge removed the request's personal data.
+    Purged,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 16] = [
         Self::Submitted,
         Self::GuardianConsentRecorded,
         Self::DeadlineExtended,
@@ -276,6 +351,7 @@ impl EventType {
         Self::TaskCancelled,
         Self::SlaAtRisk,
         Self::SlaBreached,
+        Self::Purged,
     ];
 
     /// Stable lower-case name, used in storage.
@@ -296,6 +372,7 @@ impl EventType {
             Self::TaskCancelled => "task_cancelled",
             Self::SlaAtRisk => "sla_at_risk",
             Self::SlaBreached => "sla_breached",
+            Self::Purged => "purged",
         }
     }
 
@@ -401,6 +478,11 @@ impl DataSubjectRequest {
     /// `dataSubjectRequests/{uuid}`.
     pub fn name(&self) -> String {
         format!("{NAME_PREFIX}{}", self.id)
+    }
+
+    /// When the retention purge removed the personal data, if it did.
+    pub fn purge_time(&self) -> Option<Timestamp> {
+        self.subject.personal.purge_time()
     }
 
     /// Whether the request was closed (completed or refused) by its deadline;
@@ -636,6 +718,42 @@ impl DataSubjectRequest {
         }
     }
 
+    /// Removes the personal data of a request in a final state: the
+    /// subject's email and date of birth, the guardian's name and email,
+    /// the details and the corrections. What the audit trail holds stays,
+    /// and so does everything else (states, times, reasons, the closure):
+    /// the record that the request was handled, without whom it was about.
+    /// The event names no personal data. A purged request is not purged
+    /// again.
+    pub fn purge(&mut self, now: Timestamp) -> Result<NewEvent, TransitionError> {
+        if !self.state.is_final() {
+            return Err(TransitionError::new(
+                "REQUEST_NOT_CLOSED",
+                "only a closed request can be purged of personal data",
+            ));
+        }
+        if self.purge_time().is_some() {
+            return Err(TransitionError::new(
+                "REQUEST_ALREADY_PURGED",
+                "the request's personal data was already purged",
+            ));
+        }
+        self.subject.personal = Personal::Purged { at: now };
+        if let Some(consent) = &mut self.guardian_consent {
+            consent.guardian.identity = Personal::Purged { at: now };
+        }
+        self.details.clear();
+        self.corrections.clear();
+        let state = self.state;
+        Ok(self.apply(
+            state,
+            EventType::Purged,
+            &Actor::system(),
+            "personal data removed after the retention period".to_owned(),
+            now,
+        ))
+    }
+
     /// Ends a request whose guardian never consented within the window.
     pub fn expire(&mut self, now: Timestamp) -> Result<NewEvent, TransitionError> {
         if self.state != State::AwaitingGuardianConsent {
@@ -704,9 +822,11 @@ mod tests {
 
     fn guardian() -> Guardian {
         Guardian {
-            full_name: PersonName::parse("Grace Hopper").expect("valid"),
+            identity: Personal::Present(GuardianIdentity {
+                full_name: PersonName::parse("Grace Hopper").expect("valid"),
+                email: Email::parse("g@example.org").expect("valid"),
+            }),
             relationship: GuardianRelationship::Parent,
-            email: Email::parse("g@example.org").expect("valid"),
             verification_method: "id-check".into(),
             consented_at: t0(),
         }

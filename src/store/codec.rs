@@ -22,8 +22,8 @@ use crate::domain::jurisdiction::{Country, Jurisdiction, Regime};
 use crate::domain::pii::{DateOfBirth, Email, PersonName};
 use crate::domain::request::{
     Actor, Closure, DataSubjectRequest, EventType, Extension, Guardian, GuardianConsent,
-    GuardianRelationship, NewEvent, Outcome, RefusalReason, RequestEvent, RequestType, State,
-    Subject, TraceOrigin,
+    GuardianIdentity, GuardianRelationship, NewEvent, Outcome, Personal, RefusalReason,
+    RequestEvent, RequestType, State, Subject, SubjectData, TraceOrigin,
 };
 use crate::domain::routing::{Processor, Route, Task, TaskOutcome, TaskState, TaskView};
 use crate::domain::sla::SlaMarks;
@@ -186,7 +186,7 @@ pub(super) struct RequestColumns {
     pub request_type: String,
     pub subject_external_id: String,
     pub subject_email: Option<String>,
-    pub subject_date_of_birth: String,
+    pub subject_date_of_birth: Option<String>,
     pub subject_country: String,
     pub subject_subdivision: Option<String>,
     pub details: String,
@@ -220,6 +220,8 @@ pub(super) struct RequestColumns {
     pub origin_tracestate: Option<String>,
     pub sla_at_risk_reported_at: Option<i64>,
     pub sla_breached_reported_at: Option<i64>,
+    /// Set once the retention purge emptied the personal-data columns.
+    pub purge_time: Option<i64>,
 }
 
 /// Binds the values in order: one list per statement, easy to hold against
@@ -237,6 +239,7 @@ impl RequestColumns {
         let extension = r.extension.as_ref();
         let consent = r.guardian_consent.as_ref();
         let guardian = consent.map(|c| &c.guardian);
+        let guardian_identity = guardian.and_then(|g| g.identity.present());
         let closure = r.closure.as_ref();
         Ok(Self {
             id: r.id,
@@ -244,8 +247,8 @@ impl RequestColumns {
             request_id: r.request_id,
             request_type: r.request_type.as_str().to_owned(),
             subject_external_id: r.subject.external_id.clone(),
-            subject_email: r.subject.email.as_ref().map(|e| e.expose().to_owned()),
-            subject_date_of_birth: r.subject.date_of_birth.expose().to_string(),
+            subject_email: r.subject.email().map(|e| e.expose().to_owned()),
+            subject_date_of_birth: r.subject.date_of_birth().map(|d| d.expose().to_string()),
             subject_country: r.subject.jurisdiction.country().code().to_owned(),
             subject_subdivision: r.subject.jurisdiction.subdivision().map(str::to_owned),
             details: r.details.clone(),
@@ -260,9 +263,9 @@ impl RequestColumns {
             extension_reason: extension.map(|x| x.reason.clone()),
             extension_time: extension.map(|x| micros(x.extend_time)),
             extended_by: extension.map(|x| x.extended_by.clone()),
-            guardian_full_name: guardian.map(|g| g.full_name.expose().to_owned()),
+            guardian_full_name: guardian_identity.map(|g| g.full_name.expose().to_owned()),
             guardian_relationship: guardian.map(|g| g.relationship.as_str().to_owned()),
-            guardian_email: guardian.map(|g| g.email.expose().to_owned()),
+            guardian_email: guardian_identity.map(|g| g.email.expose().to_owned()),
             guardian_verification_method: guardian.map(|g| g.verification_method.clone()),
             guardian_consented_at: guardian.map(|g| micros(g.consented_at)),
             guardian_consent_record_time: consent.map(|c| micros(c.record_time)),
@@ -281,6 +284,7 @@ impl RequestColumns {
             origin_tracestate: r.origin.as_ref().and_then(|o| o.tracestate.clone()),
             sla_at_risk_reported_at: r.sla.at_risk.map(micros),
             sla_breached_reported_at: r.sla.breached.map(micros),
+            purge_time: r.purge_time().map(micros),
         })
     }
 
@@ -289,7 +293,10 @@ impl RequestColumns {
     pub(super) fn seal(mut self, key: &DataKey) -> Result<Self, StoreError> {
         let (tenant, id) = (self.controller_id.clone(), self.id);
         let seal = |column: &str, value: &str| key.seal(&tenant, id, column, value);
-        self.subject_date_of_birth = seal("subject_date_of_birth", &self.subject_date_of_birth)?;
+        self.subject_date_of_birth = self
+            .subject_date_of_birth
+            .map(|v| seal("subject_date_of_birth", &v))
+            .transpose()?;
         self.subject_email = self
             .subject_email
             .map(|v| seal("subject_email", &v))
@@ -310,7 +317,10 @@ impl RequestColumns {
     pub(super) fn open(mut self, key: &DataKey) -> Result<Self, StoreError> {
         let (tenant, id) = (self.controller_id.clone(), self.id);
         let open = |column: &str, value: &str| key.open(&tenant, id, column, value);
-        self.subject_date_of_birth = open("subject_date_of_birth", &self.subject_date_of_birth)?;
+        self.subject_date_of_birth = self
+            .subject_date_of_birth
+            .map(|v| open("subject_date_of_birth", &v))
+            .transpose()?;
         self.subject_email = self
             .subject_email
             .map(|v| open("subject_email", &v))
@@ -329,14 +339,27 @@ impl RequestColumns {
     /// Rebuilds the domain request. Messages name the faulty column, never
     /// its value: several columns hold personal data.
     pub(super) fn into_domain(self) -> Result<DataSubjectRequest, StoreError> {
-        let date: Date = self
-            .subject_date_of_birth
-            .parse()
-            .map_err(|_| corrupt("subject_date_of_birth is not a date"))?;
-        let email = self
-            .subject_email
-            .map(|e| Email::parse(&e).map_err(|_| corrupt("subject_email is not an email address")))
-            .transpose()?;
+        let purge_time = optional_timestamp("purge_time", self.purge_time)?;
+        let personal = match (purge_time, self.subject_date_of_birth, self.subject_email) {
+            (Some(at), None, None) => Personal::Purged { at },
+            (None, Some(date), email) => {
+                let date: Date = date
+                    .parse()
+                    .map_err(|_| corrupt("subject_date_of_birth is not a date"))?;
+                let email = email
+                    .map(|e| {
+                        Email::parse(&e)
+                            .map_err(|_| corrupt("subject_email is not an email address"))
+                    })
+                    .transpose()?;
+                Personal::Present(SubjectData {
+                    email,
+                    date_of_birth: DateOfBirth::from_stored(date),
+                })
+            }
+            (Some(_), _, _) => return Err(corrupt("a purged request holds personal data")),
+            (None, None, _) => return Err(corrupt("subject_date_of_birth is null")),
+        };
         let jurisdiction = Jurisdiction::parse(
             &self.subject_country,
             self.subject_subdivision.as_deref().unwrap_or(""),
@@ -355,35 +378,46 @@ impl RequestColumns {
             _ => return Err(corrupt("the extension columns are partly null")),
         };
 
+        // The guardian's name and email are there unless purged.
+        let guardian_identity = match (self.guardian_full_name, self.guardian_email, purge_time) {
+            (Some(full_name), Some(email), None) => Some(Personal::Present(GuardianIdentity {
+                full_name: PersonName::parse(&full_name)
+                    .map_err(|_| corrupt("guardian_full_name is not a name"))?,
+                email: Email::parse(&email)
+                    .map_err(|_| corrupt("guardian_email is not an email address"))?,
+            })),
+            (None, None, Some(at)) => Some(Personal::Purged { at }),
+            (None, None, None) => None,
+            (Some(_), Some(_), Some(_)) => {
+                return Err(corrupt("a purged request holds personal data"));
+            }
+            _ => return Err(corrupt("the guardian columns are partly null")),
+        };
         let guardian_consent = match (
-            self.guardian_full_name,
+            guardian_identity,
             self.guardian_relationship,
-            self.guardian_email,
             self.guardian_verification_method,
             self.guardian_consented_at,
             self.guardian_consent_record_time,
             self.guardian_consent_recorded_by,
         ) {
-            (None, None, None, None, None, None, None) => None,
+            // A purged request without a guardian has no consent either.
+            (None | Some(Personal::Purged { .. }), None, None, None, None, None) => None,
             (
-                Some(full_name),
+                Some(identity),
                 Some(relationship),
-                Some(email),
                 Some(verification_method),
                 Some(consented_at),
                 Some(record_time),
                 Some(recorded_by),
             ) => Some(GuardianConsent {
                 guardian: Guardian {
-                    full_name: PersonName::parse(&full_name)
-                        .map_err(|_| corrupt("guardian_full_name is not a name"))?,
+                    identity,
                     relationship: parse_enum(
                         "guardian_relationship",
                         &relationship,
                         GuardianRelationship::parse,
                     )?,
-                    email: Email::parse(&email)
-                        .map_err(|_| corrupt("guardian_email is not an email address"))?,
                     verification_method,
                     consented_at: timestamp("guardian_consented_at", consented_at)?,
                 },
@@ -416,9 +450,8 @@ impl RequestColumns {
             request_type: parse_enum("request_type", &self.request_type, RequestType::parse)?,
             subject: Subject {
                 external_id: self.subject_external_id,
-                email,
-                date_of_birth: DateOfBirth::from_stored(date),
                 jurisdiction,
+                personal,
             },
             details: self.details,
             corrections,
@@ -499,6 +532,7 @@ impl RequestColumns {
             self.origin_tracestate,
             self.sla_at_risk_reported_at,
             self.sla_breached_reported_at,
+            self.purge_time,
         )
     }
 
@@ -597,6 +631,7 @@ impl RequestColumns {
             origin_tracestate: row.try_get("origin_tracestate")?,
             sla_at_risk_reported_at: row.try_get("sla_at_risk_reported_at")?,
             sla_breached_reported_at: row.try_get("sla_breached_reported_at")?,
+            purge_time: row.try_get("purge_time")?,
         })
     }
 }
@@ -1203,6 +1238,28 @@ impl StateCountColumns {
 /// [`cursor_values`] for a sweep's `(time, id)` order.
 pub(super) fn sweep_cursor_values(after: Option<&SweepCursor>) -> (i64, Uuid) {
     after.map_or((i64::MIN, Uuid::nil()), |c| (micros(c.time), c.id))
+}
+
+/// Binds [`super::sql::PURGE_REQUEST`] for `purged`, the request after
+/// [`DataSubjectRequest::purge`], stored at `expected_version`.
+pub(super) fn bind_purge<'q, DB, Id>(
+    query: Query<'q, DB, <DB as Database>::Arguments>,
+    purged: &DataSubjectRequest,
+    expected_version: i64,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    bind_all!(query;
+        Id::from_uuid(purged.id),
+        purged.controller_id.clone(),
+        expected_version,
+        micros(purged.update_time),
+        purged.version,
+    )
 }
 
 /// Reads a row of [`super::sql::AUDIT_REQUESTS`]: a trail without its

@@ -389,6 +389,32 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<bool, StoreError>;
 
+    // --- retention purge (across every controller) ---
+
+    /// Up to `limit` requests of every controller closed at or before
+    /// `closed_by` and not purged yet, after `after` in `(close_time, id)`
+    /// order: what the retention purge looks at, deciding with
+    /// [`retention::purge_due`](crate::domain::retention::purge_due).
+    async fn purge_due(
+        &self,
+        closed_by: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError>;
+
+    /// Removes the personal data of `request` (as read) at `now`
+    /// ([`DataSubjectRequest::purge`]): empties its personal-data columns,
+    /// sets its purge time and writes its `purged` event through the
+    /// chained audit trail, in one transaction, if the stored request still
+    /// has the version read and was not purged. Otherwise (or if it is not
+    /// closed) writes nothing and returns `false`: purging twice does
+    /// nothing more.
+    async fn purge_request(
+        &self,
+        request: &DataSubjectRequest,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
     // --- audit trail ---
 
     /// Up to `limit` requests of every controller with an id greater than

@@ -292,6 +292,23 @@ async fn write_effects(
     Ok(())
 }
 
+/// Empties the personal-data columns of `purged` (as
+/// [`DataSubjectRequest::purge`] left it) if it is still at `expected`
+/// and not purged; `false` if not.
+async fn purge_row(
+    conn: &mut PgConnection,
+    purged: &DataSubjectRequest,
+    expected: i64,
+) -> Result<bool, StoreError> {
+    let updated =
+        codec::bind_purge::<Postgres, Id>(sqlx::query(sql::PURGE_REQUEST), purged, expected)
+            .execute(&mut *conn)
+            .await
+            .map_err(map)?
+            .rows_affected();
+    Ok(updated == 1)
+}
+
 /// Sets the SLA marks of `request` (as read) to `marks`, if its version and
 /// marks are still those read; `false` if not. Locks the row.
 async fn mark_request(
@@ -1120,6 +1137,51 @@ impl Store for PostgresStore {
         let request =
             task_request(&mut tx, &self.data_key, sql::SELECT_REQUEST_LOCKED, task).await?;
         let event = steps::task_finding_event(task, &request, finding, now);
+        insert_event(
+            &mut tx,
+            &self.audit_key,
+            request.id,
+            &request.controller_id,
+            &event,
+        )
+        .await?;
+        tx.commit().await.map_err(map)?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.purge_due",
+        skip_all,
+        fields(backend = "postgres", limit = limit)
+    )]
+    async fn purge_due(
+        &self,
+        closed_by: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError> {
+        self.sweep_requests(sql::PURGE_DUE, closed_by, after, limit)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.purge_request",
+        skip_all,
+        fields(backend = "postgres", controller_id = %request.controller_id, id = %request.id)
+    )]
+    async fn purge_request(
+        &self,
+        request: &DataSubjectRequest,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let Some((purged, event)) = steps::purge(request, now) else {
+            return Ok(false);
+        };
+        let mut tx = self.begin().await?;
+        if !purge_row(&mut tx, &purged, request.version).await? {
+            roll_back(tx).await?;
+            return Ok(false);
+        }
         insert_event(
             &mut tx,
             &self.audit_key,

@@ -31,7 +31,7 @@ macro_rules! request_columns {
          closure_outcome, closure_refusal_reason, closure_explanation, \
          close_time, cancellation_reason, unrouted, fingerprint, version, \
          origin_traceparent, origin_tracestate, \
-         sla_at_risk_reported_at, sla_breached_reported_at"
+         sla_at_risk_reported_at, sla_breached_reported_at, purge_time"
     };
 }
 
@@ -53,7 +53,7 @@ pub(super) const INSERT_REQUEST: &str = concat!(
     request_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
      $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, \
-     $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40) \
+     $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41) \
      ON CONFLICT (controller_id, request_id) DO NOTHING"
 );
 
@@ -429,6 +429,31 @@ pub(super) const MARK_TASK_SLA: &str = "UPDATE tasks SET \
      WHERE id = $1 AND state IN ('pending', 'leased') \
      AND sla_at_risk_reported_at IS NOT DISTINCT FROM $4 \
      AND sla_breached_reported_at IS NOT DISTINCT FROM $5";
+
+// ---- retention purge ----
+
+/// Up to `$4` requests of every controller closed at or before `$1` and
+/// not purged yet, after the cursor `$2`/`$3` in `(close_time, id)` order.
+/// Only a request in a final state has a close time; the condition is the
+/// partial index `data_subject_requests_purge`'s, word for word.
+pub(super) const PURGE_DUE: &str = concat!(
+    "SELECT ",
+    request_columns!(),
+    " FROM data_subject_requests WHERE purge_time IS NULL AND close_time IS NOT NULL \
+     AND close_time <= $1 AND (close_time, id) > ($2, $3) \
+     ORDER BY close_time, id LIMIT $4"
+);
+
+/// Empties the personal-data columns of request `$1` of controller `$2`
+/// and sets its purge time `$4` (also its update time) and version `$5`,
+/// if it is still at version `$3` and not purged: purging twice writes
+/// nothing the second time. The audit trail is not touched.
+pub(super) const PURGE_REQUEST: &str = "UPDATE data_subject_requests SET \
+     subject_email = NULL, subject_date_of_birth = NULL, \
+     guardian_full_name = NULL, guardian_email = NULL, \
+     details = '', corrections = '{}', \
+     purge_time = $4, update_time = $4, version = $5 \
+     WHERE id = $1 AND controller_id = $2 AND version = $3 AND purge_time IS NULL";
 
 // ---- leases ----
 

@@ -28,11 +28,22 @@ pub(super) fn task_view(task: Task, request: &DataSubjectRequest) -> TaskView {
         task,
         request_type: request.request_type,
         external_id: request.subject.external_id.clone(),
-        email: request.subject.email.clone(),
+        email: request.subject.email().cloned(),
         country: request.subject.jurisdiction.country(),
         corrections: request.corrections.clone(),
         origin: request.origin.clone(),
     }
+}
+
+/// `request` (as read) purged of its personal data at `now`, with its
+/// `purged` event; `None` if it is not closed or already purged.
+pub(super) fn purge(
+    request: &DataSubjectRequest,
+    now: Timestamp,
+) -> Option<(DataSubjectRequest, NewEvent)> {
+    let mut purged = request.clone();
+    let event = purged.purge(now).ok()?;
+    Some((purged, event))
 }
 
 /// Leases a claimable task under a fresh random token and returns its

@@ -8,6 +8,7 @@
 //! | `gdpr.dsr.sla.at_risk` | counter | `dsr.sla.item` (`request`, `task`) | `gdpr_dsr_sla_at_risk_total` |
 //! | `gdpr.dsr.sla.breached` | counter | `dsr.sla.item` | `gdpr_dsr_sla_breached_total` |
 //! | `gdpr.dsr.expired` | counter | — | `gdpr_dsr_expired_total` |
+//! | `gdpr.dsr.purged` | counter | — | `gdpr_dsr_purged_total` |
 //! | `gdpr.dsr.time_to_close` | histogram, share of the time allowed | `dsr.type`, `dsr.regime`, `dsr.state` (`completed`, `refused`) | `gdpr_dsr_time_to_close_ratio` |
 //! | `rpc.server.call.duration` | histogram, s | `rpc.system.name`, `rpc.method`, `rpc.status_code`, `error.type` | `rpc_server_call_duration_seconds` |
 //!
@@ -78,6 +79,7 @@ struct Instruments {
     at_risk: Counter<u64>,
     breached: Counter<u64>,
     expired: Counter<u64>,
+    purged: Counter<u64>,
     time_to_close: Histogram<f64>,
     rpc_duration: Histogram<f64>,
 }
@@ -123,6 +125,13 @@ impl Metrics {
                     .u64_counter("gdpr.dsr.expired")
                     .with_description(
                         "Requests that expired because no guardian consented within the consent window.",
+                    )
+                    .with_unit("{request}")
+                    .build(),
+                purged: meter
+                    .u64_counter("gdpr.dsr.purged")
+                    .with_description(
+                        "Closed requests whose personal data was removed after the retention period.",
                     )
                     .with_unit("{request}")
                     .build(),
@@ -201,6 +210,11 @@ impl Metrics {
     /// A request waiting for a guardian's consent expired.
     pub fn request_expired(&self) {
         self.inner.expired.add(1, &[]);
+    }
+
+    /// The retention purge removed the personal data of `count` requests.
+    pub fn requests_purged(&self, count: u64) {
+        self.inner.purged.add(count, &[]);
     }
 
     /// A request was closed (`state` completed or refused) after `used` of
@@ -408,6 +422,7 @@ mod tests {
         m.sla_at_risk(SlaItem::Task);
         m.sla_breached(SlaItem::Request);
         m.request_expired();
+        m.requests_purged(3);
         m.request_closed(RequestType::Erasure, Regime::Gdpr, State::Completed, 0.4);
         m.request_closed(RequestType::Erasure, Regime::Gdpr, State::Completed, 1.2);
         let text = t.prometheus_text().expect("encodes");
@@ -430,6 +445,11 @@ mod tests {
             Some("1")
         );
         assert!(text.contains("gdpr_dsr_expired_total"), "{text}");
+        assert_eq!(
+            value("gdpr_dsr_purged_total", &[]).as_deref(),
+            Some("3"),
+            "{text}"
+        );
         let within = ["dsr_state=\"completed\"", "le=\"1\""];
         assert_eq!(
             value("gdpr_dsr_time_to_close_ratio_bucket", &within).as_deref(),

@@ -86,12 +86,12 @@ pub fn sample_request() -> DataSubjectRequest {
         controller_id: "acme".to_owned(),
         request_id: Uuid::new_v4(),
         request_type: gdpr_intake::domain::request::RequestType::Access,
-        subject: Subject {
-            external_id: "customer-42".to_owned(),
-            email: Some(Email::parse("ada@example.org").unwrap()),
-            date_of_birth: DateOfBirth::parse(1990, 12, 10, date(2026, 1, 1)).unwrap(),
-            jurisdiction: jurisdiction.clone(),
-        },
+        subject: Subject::new(
+            "customer-42".to_owned(),
+            jurisdiction.clone(),
+            Some(Email::parse("ada@example.org").unwrap()),
+            DateOfBirth::parse(1990, 12, 10, date(2026, 1, 1)).unwrap(),
+        ),
         details: "all data you hold about me".to_owned(),
         corrections: BTreeMap::new(),
         state: State::InProgress,

@@ -82,13 +82,28 @@ pub async fn spawn_app_on(backend: Backend) -> Option<TestApp> {
 
 /// A fresh app on `backend` with `clock`.
 pub async fn spawn_app_with(backend: Backend, clock: Arc<dyn Clock>) -> Option<TestApp> {
+    spawn_configured(backend, clock, |_| {})
+        .await
+        .map(|(app, _)| app)
+}
+
+/// A fresh app on `backend` with `clock` and the test settings as
+/// `configure` leaves them, and the configuration of its store (for raw
+/// reads of its database and its keys).
+pub async fn spawn_configured(
+    backend: Backend,
+    clock: Arc<dyn Clock>,
+    configure: impl FnOnce(&mut Settings),
+) -> Option<(TestApp, StoreConfig)> {
     init_logs();
     let data_dir = tempfile::tempdir().expect("temp dir");
     let store = match backend {
         Backend::Sqlite => StoreConfig::sqlite(data_dir.path()),
         Backend::Postgres => db::postgres_config().await?,
     };
-    let app = Application::build(test_settings(store, &data_dir), clock)
+    let mut settings = test_settings(store.clone(), &data_dir);
+    configure(&mut settings);
+    let app = Application::build(settings, clock)
         .await
         .expect("application builds");
     let addr = app.local_addr();
@@ -105,12 +120,15 @@ pub async fn spawn_app_with(backend: Backend, clock: Arc<dyn Clock>) -> Option<T
         .connect()
         .await
         .expect("connects");
-    Some(TestApp {
-        channel,
-        data_dir,
-        shutdown: Some(tx),
-        server: Some(server),
-    })
+    Some((
+        TestApp {
+            channel,
+            data_dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        },
+        store,
+    ))
 }
 
 impl TestApp {

@@ -21,6 +21,7 @@ mod overload;
 mod pii;
 mod platform;
 mod processor;
+mod retention;
 mod routing;
 mod security;
 mod store;

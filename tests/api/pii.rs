@@ -3,7 +3,9 @@
 //! tenant, row and column (both backends).
 
 use gdpr_intake::domain::pii::{Email, PersonName};
-use gdpr_intake::domain::request::{EventType, Guardian, GuardianConsent, GuardianRelationship};
+use gdpr_intake::domain::request::{
+    EventType, Guardian, GuardianConsent, GuardianIdentity, GuardianRelationship, Personal,
+};
 use gdpr_intake::store::{self, Effects, StoreConfig, StoreError};
 
 use crate::audit::{at, event, sample_request};
@@ -46,9 +48,11 @@ fn with_guardian() -> gdpr_intake::domain::request::DataSubjectRequest {
     let mut r = sample_request();
     r.guardian_consent = Some(GuardianConsent {
         guardian: Guardian {
-            full_name: PersonName::parse("Zoë O'Brien").unwrap(),
+            identity: Personal::Present(GuardianIdentity {
+                full_name: PersonName::parse("Zoë O'Brien").unwrap(),
+                email: Email::parse("guardian@example.org").unwrap(),
+            }),
             relationship: GuardianRelationship::Parent,
-            email: Email::parse("guardian@example.org").unwrap(),
             verification_method: "passport checked in person".to_owned(),
             consented_at: at(50),
         },

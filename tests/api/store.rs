@@ -19,8 +19,8 @@ use gdpr_intake::domain::jurisdiction::Jurisdiction;
 use gdpr_intake::domain::pii::{DateOfBirth, Email, PersonName};
 use gdpr_intake::domain::request::{
     Actor, Closure, DataSubjectRequest, EventType, Extension, Guardian, GuardianConsent,
-    GuardianRelationship, NewEvent, Outcome, RefusalReason, RequestEvent, RequestType, State,
-    Subject, TraceOrigin,
+    GuardianIdentity, GuardianRelationship, NewEvent, Outcome, Personal, RefusalReason,
+    RequestEvent, RequestType, State, Subject, TraceOrigin,
 };
 use gdpr_intake::domain::routing::{
     Completion, Processor, Route, Task, TaskOutcome, TaskState, TaskView,
@@ -116,6 +116,7 @@ conformance! {
         the_sweep_lists_open_tasks_by_due_time,
         a_task_finding_is_recorded_once_on_its_requests_trail,
         a_lease_has_one_holder_until_it_lapses_or_is_released,
+        closed_requests_past_retention_are_listed_by_close_time,
     ],
     configs: [
         data_survives_reconnecting,
@@ -124,6 +125,7 @@ conformance! {
         concurrent_claimers_never_share_a_lease,
         concurrent_lease_takers_get_it_once,
         concurrent_sweepers_record_a_finding_once,
+        a_purge_empties_the_personal_data_once_and_keeps_the_trail,
     ],
 }
 
@@ -244,12 +246,12 @@ impl Build {
             controller_id: self.controller_id.clone(),
             request_id: self.request_id,
             request_type: self.request_type,
-            subject: Subject {
-                external_id: "customer-42".to_owned(),
-                email: self.email.map(|e| Email::parse(e).unwrap()),
-                date_of_birth: DateOfBirth::parse(1990, 12, 10, date(2026, 1, 1)).unwrap(),
-                jurisdiction: jurisdiction.clone(),
-            },
+            subject: Subject::new(
+                "customer-42".to_owned(),
+                jurisdiction.clone(),
+                self.email.map(|e| Email::parse(e).unwrap()),
+                DateOfBirth::parse(1990, 12, 10, date(2026, 1, 1)).unwrap(),
+            ),
             details: self.details.to_owned(),
             corrections: self.corrections.clone(),
             state: self.state,
@@ -313,9 +315,11 @@ fn fill_every_optional_field(r: &mut DataSubjectRequest) {
     });
     r.guardian_consent = Some(GuardianConsent {
         guardian: Guardian {
-            full_name: PersonName::parse("Zoë O'Brien-Łukasz").unwrap(),
+            identity: Personal::Present(GuardianIdentity {
+                full_name: PersonName::parse("Zoë O'Brien-Łukasz").unwrap(),
+                email: Email::parse("guardian@example.org").unwrap(),
+            }),
             relationship: GuardianRelationship::LegalGuardian,
-            email: Email::parse("guardian@example.org").unwrap(),
             verification_method: "passport checked in person".to_owned(),
             consented_at: at(50),
         },
@@ -459,7 +463,7 @@ fn view_of(task: Task, request: &DataSubjectRequest) -> TaskView {
         task,
         request_type: request.request_type,
         external_id: request.subject.external_id.clone(),
-        email: request.subject.email.clone(),
+        email: request.subject.email().cloned(),
         country: request.subject.jurisdiction.country(),
         corrections: request.corrections.clone(),
         origin: request.origin.clone(),
@@ -674,7 +678,7 @@ async fn sparse_request_round_trips(store: Arc<dyn Store>) {
 
     let stored = get(&store, &request).await;
     assert_eq!(stored, request);
-    assert_eq!(stored.subject.email, None);
+    assert_eq!(stored.subject.email(), None);
     assert_eq!(stored.subject.jurisdiction.subdivision(), None);
     assert!(stored.corrections.is_empty());
 }
@@ -2726,4 +2730,133 @@ fn stored_precision_drops_what_is_finer_than_a_microsecond() {
         Timestamp::new(1_767_225_600, 123_456_000).unwrap()
     );
     assert_eq!(store::to_stored_precision(at(0)), at(0));
+}
+
+// ---- retention purge ----
+
+/// Inserts the request `build` makes, with every optional part filled in,
+/// and refuses it at `closed`; returns it as stored.
+async fn insert_closed(store: &Arc<dyn Store>, build: &Build, closed: i64) -> DataSubjectRequest {
+    let mut r = insert_new(store, &fresh(build)).await;
+    let version = r.version;
+    fill_every_optional_field(&mut r);
+    r.close_time = Some(at(closed));
+    let e = change(&mut r, State::Refused, EventType::Closed, closed);
+    store
+        .update_request(&r, version, &Effects::event(e))
+        .await
+        .unwrap();
+    get(store, &r).await
+}
+
+/// `build` under a new `request_id`, so that it stores another request.
+fn fresh(build: &Build) -> Build {
+    Build {
+        request_id: Uuid::new_v4(),
+        ..build.clone()
+    }
+}
+
+/// Every request the purge listing yields for `closed_by`, `page` per page.
+async fn purge_sweep(store: &Arc<dyn Store>, closed_by: i64, page: u32) -> Vec<DataSubjectRequest> {
+    let mut all: Vec<DataSubjectRequest> = Vec::new();
+    loop {
+        let after = all.last().map(|r| SweepCursor {
+            time: r.close_time.unwrap(),
+            id: r.id,
+        });
+        let got = store
+            .purge_due(at(closed_by), after.as_ref(), page)
+            .await
+            .unwrap();
+        assert!(got.len() <= page as usize);
+        let last_page = got.len() < page as usize;
+        all.extend(got);
+        if last_page {
+            return all;
+        }
+    }
+}
+
+async fn closed_requests_past_retention_are_listed_by_close_time(store: Arc<dyn Store>) {
+    let acme = Build::request("acme");
+    let first = insert_closed(&store, &acme, 300).await;
+    let other_tenant = insert_closed(&store, &Build::request("globex"), 200).await;
+    let same_time = insert_closed(&store, &acme, 300).await;
+    let at_the_bound = insert_closed(&store, &acme, 400).await;
+    let too_recent = insert_closed(&store, &acme, 401).await;
+    let open = insert_new(&store, &fresh(&acme)).await;
+    let purged = insert_closed(&store, &acme, 100).await;
+    assert!(store.purge_request(&purged, at(150)).await.unwrap());
+
+    for page in [1, 2, 10] {
+        let listed = purge_sweep(&store, 400, page).await;
+        assert_eq!(
+            ids(&listed),
+            in_sweep_order(&[&first, &other_tenant, &same_time, &at_the_bound], |r| r
+                .close_time
+                .unwrap()),
+            "page of {page}"
+        );
+    }
+    let listed = ids(&purge_sweep(&store, 10_000, 10).await);
+    assert!(listed.contains(&too_recent.id));
+    assert!(!listed.contains(&open.id) && !listed.contains(&purged.id));
+}
+
+async fn a_purge_empties_the_personal_data_once_and_keeps_the_trail(config: StoreConfig) {
+    let store = open(&config).await;
+    let build = Build::request("acme")
+        .of_type(RequestType::Rectification)
+        .details("my address changed")
+        .correction("address", "1 Main St");
+    let read = insert_closed(&store, &build, 200).await;
+    assert!(read.guardian_consent.is_some() && !read.corrections.is_empty());
+    let untouched = insert_closed(&store, &build, 200).await;
+    let open_one = insert_new(&store, &fresh(&build)).await;
+
+    assert!(store.purge_request(&read, at(1000)).await.unwrap());
+
+    let purged = get(&store, &read).await;
+    let mut expected = read.clone();
+    let event = expected.purge(at(1000)).unwrap();
+    assert_eq!(
+        purged, expected,
+        "what the domain's purge leaves, as stored"
+    );
+    assert_eq!(purged.purge_time(), Some(at(1000)));
+    assert_eq!(
+        (purged.subject.email(), purged.subject.date_of_birth()),
+        (None, None)
+    );
+    assert_eq!(
+        purged.guardian_consent.as_ref().unwrap().guardian.identity,
+        Personal::Purged { at: at(1000) }
+    );
+    assert!(purged.details.is_empty() && purged.corrections.is_empty());
+    assert_eq!(
+        (purged.state, purged.close_time, &purged.closure),
+        (read.state, read.close_time, &read.closure)
+    );
+    let trail = events(&store, &read).await;
+    assert_eq!(trail.len(), 3);
+    assert_eq!(trail[2].event, event);
+    assert_eq!(trail[2].event.event_type, EventType::Purged);
+    assert_eq!(trail[2].event.actor, Actor::system());
+
+    // Purging again, from the old read or the new one, writes nothing.
+    assert!(!store.purge_request(&read, at(1001)).await.unwrap());
+    assert!(!store.purge_request(&purged, at(1002)).await.unwrap());
+    assert_eq!(get(&store, &read).await, purged);
+    assert_eq!(events(&store, &read).await.len(), 3);
+    // An open request is not purged; another closed one is left as it was.
+    assert!(!store.purge_request(&open_one, at(1003)).await.unwrap());
+    assert_eq!(get(&store, &open_one).await, open_one);
+    assert_eq!(get(&store, &untouched).await, untouched);
+
+    let report = gdpr_intake::store::audit::verify(store.as_ref(), &config.audit_key, 2)
+        .await
+        .unwrap();
+    assert_eq!(report.finding, None, "the trail still verifies");
+    assert_eq!((report.requests, report.events), (3, 3 + 2 + 1));
 }
