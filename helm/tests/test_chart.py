@@ -131,7 +131,13 @@ def test_configuration_env():
     assert "DATABASE_URL" not in env  # SQLite
     assert "GDPR_INTAKE_METRICS_LISTEN" not in env
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
+    assert "GDPR_INTAKE_RETENTION" not in env  # off unless set
     assert render(BASE).env_value("GDPR_INTAKE_LOG_FORMAT") == "json"
+
+
+def test_retention_is_passed_when_set():
+    m = render(merge(BASE, {"server": {"retention": "1095d"}}))
+    assert m.env_value("GDPR_INTAKE_RETENTION") == "1095d"
 
 
 def test_no_configmap_carries_configuration():

@@ -47,6 +47,8 @@ REJECTED = {
     "no-grace-margin": {"server": {"terminationGraceExtraSeconds": 0}},
     "drain-as-duration-string": {"server": {"drainTimeoutSeconds": "20s"}},
     "dev-keys-not-boolean": {"auth": {"devKeys": "yes"}},
+    "retention-in-years": {"server": {"retention": "3y"}},
+    "retention-zero": {"server": {"retention": "0d"}},
 }
 
 
@@ -65,6 +67,7 @@ ACCEPTED = {
     "postgres-existing-secret": {"database": {"type": "postgres"}, "auth": {"jwks": ""},
                                  "existingSecret": {"name": "creds"}},
     "sampler-arg-as-number": {"otel": {"tracesSamplerArg": 0.5}},
+    "retention-three-years": {"server": {"retention": "1095d"}},
     "other-non-root-uid": {"podSecurityContext": {"runAsUser": 1000, "fsGroup": 1000},
                            "securityContext": {"runAsUser": 1000}},
 }
