@@ -167,7 +167,8 @@ pub struct ServeArgs {
     pub max_message_bytes: u32,
     /// How often the SLA watchdog looks for consent windows that ran out
     /// and for requests and tasks at risk of missing their deadline or past
-    /// it; also how long its lease lasts, and how often the open-requests
+    /// it (its lease lasts half of it, so a crashed sweeper is replaced
+    /// within one interval); also how often the open-requests
     /// gauge is refreshed.
     #[arg(long, env = "GDPR_INTAKE_SLA_CHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub sla_check_interval: Duration,

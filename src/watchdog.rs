@@ -9,13 +9,16 @@
 //!
 //! One replica at a time sweeps: the one holding the `sla-watchdog` lease
 //! in the database ([`Store::acquire_lease`](crate::store::Store::acquire_lease)).
-//! Every replica tries to take or renew it at each tick; the lease lasts
-//! one interval, the holder renews it at each tick and between pages of a
-//! sweep, and gives it up when it stops, so another replica takes over at
-//! its next tick (after a crash, once the lease has lapsed: within two
-//! intervals). Should two ever sweep at once (a holder so late that its
-//! lease lapsed), each finding is still written once: the store writes a
-//! finding only if the row is still as it was read.
+//! Every replica tries to take or renew it four times per interval; the
+//! lease lasts half an interval, the holder renews it at each of those
+//! ticks and between pages of a sweep, sweeps once per interval, and gives
+//! the lease up when it stops. A replica that takes the lease sweeps at
+//! once. So after a crash the lease lapses at most half an interval after
+//! the holder's last renewal and another replica sweeps at most a quarter
+//! of an interval later: the sweeps go on within one interval. Should two
+//! ever sweep at once (a holder so late that its lease lapsed), each
+//! finding is still written once: the store writes a finding only if the
+//! row is still as it was read.
 //!
 //! Time comes from the application's clock, so tests move it by hand.
 
@@ -25,7 +28,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 use tracing::field::Empty;
 use uuid::Uuid;
@@ -45,10 +48,22 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Rows read per page of a sweep.
 const PAGE: u32 = 200;
 
+/// How long the sweeper's lease lasts: half an interval.
+pub fn lease_ttl(interval: Duration) -> Duration {
+    interval / 2
+}
+
+/// How often every replica takes or renews the lease: a quarter of an
+/// interval, so a live holder renews twice within its lease and a lapsed
+/// lease is taken a quarter of an interval later at most.
+pub fn lease_tick(interval: Duration) -> Duration {
+    interval / 4
+}
+
 /// How the watchdog runs and what it reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WatchdogConfig {
-    /// Time between two sweeps; also how long the lease lasts.
+    /// Time between two sweeps; the lease lasts half of it.
     pub interval: Duration,
     pub thresholds: Thresholds,
     /// How long a closed request keeps its personal data; `None`: never
@@ -113,9 +128,10 @@ impl Watchdog {
         &self.holder
     }
 
-    /// How long a lease taken now lasts: one interval.
+    /// How long a lease taken now lasts: half an interval.
     fn lease_ttl(&self) -> SignedDuration {
-        SignedDuration::try_from(self.config.interval).unwrap_or(SignedDuration::from_secs(60))
+        SignedDuration::try_from(lease_ttl(self.config.interval))
+            .unwrap_or(SignedDuration::from_secs(30))
     }
 
     /// Takes or renews the lease; whether this replica holds it.
@@ -131,30 +147,38 @@ impl Watchdog {
             .await
     }
 
-    /// Every interval (the first one interval after the start), takes or
-    /// renews the lease and, holding it, sweeps; until `stop` resolves,
-    /// which also ends a sweep half-way. Then gives the lease up.
+    /// Four times per interval (the first a quarter of an interval after
+    /// the start), takes or renews the lease; holding it, sweeps if it took
+    /// the lease just now or its last sweep began an interval ago or more.
+    /// Until `stop` resolves, which also ends a sweep half-way. Then gives
+    /// the lease up.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         // A zero period would make the timer panic; the configuration
         // refuses it, this is only a guard.
-        let interval = self.config.interval.max(Duration::from_millis(1));
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let interval = self.config.interval.max(Duration::from_millis(4));
+        let tick = lease_tick(interval);
+        let mut ticks = tokio::time::interval_at(Instant::now() + tick, tick);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // When this replica's current tenure began its last sweep.
+        let mut last_sweep: Option<Instant> = None;
         tokio::pin!(stop);
         loop {
-            tokio::select! {
+            let now = tokio::select! {
                 biased;
                 () = &mut stop => break,
-                _ = ticks.tick() => {}
-            }
+                at = ticks.tick() => at,
+            };
             let round = async {
                 match self.hold_lease().await {
                     Ok(true) => {
-                        if let Err(e) = self.sweep().await {
-                            tracing::warn!(error = %e, "the SLA sweep failed; retrying at the next interval");
+                        if last_sweep.is_none_or(|at| now - at >= interval) {
+                            last_sweep = Some(now);
+                            if let Err(e) = self.sweep().await {
+                                tracing::warn!(error = %e, "the SLA sweep failed; retrying at the next interval");
+                            }
                         }
                     }
-                    Ok(false) => {}
+                    Ok(false) => last_sweep = None,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot take the SLA watchdog lease");
                     }

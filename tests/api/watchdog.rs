@@ -17,7 +17,7 @@ use gdpr_intake::proto::v1::RequestEventType as E;
 use gdpr_intake::startup::Application;
 use gdpr_intake::store::{self, StoreConfig};
 use gdpr_intake::telemetry::{Telemetry, TelemetryConfig};
-use gdpr_intake::watchdog::{LEASE_NAME, Watchdog, WatchdogConfig};
+use gdpr_intake::watchdog::{self, LEASE_NAME, Watchdog, WatchdogConfig};
 use jiff::{SignedDuration, Timestamp};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
@@ -528,7 +528,7 @@ async fn one_of_two_instances_sweeps_and_the_other_takes_over() {
     .await;
     let took = stop_time.elapsed();
     assert!(
-        took < interval * 2 + Duration::from_millis(500),
+        took < interval + Duration::from_millis(500),
         "took over after {took:?}"
     );
 
@@ -547,8 +547,10 @@ async fn one_of_two_instances_sweeps_and_the_other_takes_over() {
     other.app.stop().await;
 }
 
-/// A sweeper that dies keeps its lease until it lapses, one interval after
-/// its last renewal; then another replica takes it at its next tick.
+/// A sweeper that dies keeps its lease until it lapses, half an interval
+/// after its last renewal; another replica takes it at its next tick, a
+/// quarter of an interval later at most, and sweeps at once: within one
+/// interval of the crash.
 #[tokio::test]
 async fn a_dead_sweepers_lease_lapses_and_another_takes_it() {
     let clock = Arc::new(ManualClock::new(monday()));
@@ -595,16 +597,26 @@ async fn a_dead_sweepers_lease_lapses_and_another_takes_it() {
     let second = tokio::spawn(second.run(std::future::pending()));
     tokio::time::sleep(config.interval * 4).await;
     assert!(
-        holder_is(first_name).await,
+        holder_is(first_name.clone()).await,
         "the lease has not lapsed: no time has passed on the clock"
     );
 
-    clock.advance(SignedDuration::try_from(config.interval).expect("short"));
+    // A moment short of half an interval: still held.
+    let ttl = SignedDuration::try_from(watchdog::lease_ttl(config.interval)).expect("short");
+    clock.advance(ttl - SignedDuration::from_millis(1));
+    tokio::time::sleep(config.interval * 2).await;
+    assert!(holder_is(first_name.clone()).await, "lapsed too early");
+
+    clock.advance(SignedDuration::from_millis(1));
     let lapsed = Instant::now();
     until("the second sweeper holding the lease", || {
         holder_is(second_name.clone())
     })
     .await;
-    assert!(lapsed.elapsed() < config.interval * 2 + Duration::from_millis(500));
+    let took = lapsed.elapsed();
+    assert!(
+        took < watchdog::lease_tick(config.interval) + Duration::from_millis(500),
+        "took over {took:?} after the lease lapsed"
+    );
     second.abort();
 }
