@@ -16,6 +16,7 @@ use crate::domain::routing::{Completion, Processor, Route, Task, TaskError, Task
 use crate::domain::sla::Finding;
 
 pub mod audit;
+mod batch;
 mod codec;
 pub mod crypt;
 mod error;

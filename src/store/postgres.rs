@@ -17,16 +17,17 @@
 //! open tasks locks them before it writes the request. Task and request
 //! rows are locked `FOR NO KEY UPDATE` (see [`sql::SELECT_REQUEST_LOCKED`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::audit::{self, AuditKey, AuditTrail};
+use super::batch::Group;
 use super::codec::{
     self, EventColumns, LeaseColumns, ProcessorColumns, RequestColumns, RouteColumns,
     StateCountColumns, TaskColumns, TaskViewColumns,
@@ -252,6 +253,16 @@ async fn insert_one(
         write_effects(tx, key, request, effects, Vec::new()).await?;
         return Ok(InsertOutcome::Created);
     }
+    existing(tx, data_key, request).await
+}
+
+/// The stored request that holds `request`'s `request_id`, found by an
+/// insert that did nothing.
+async fn existing(
+    tx: &mut Transaction<'static, Postgres>,
+    data_key: &DataKey,
+    request: &DataSubjectRequest,
+) -> Result<InsertOutcome, StoreError> {
     // DO NOTHING fired, so the conflicting row was committed before this
     // statement finished (or written earlier in this transaction); READ
     // COMMITTED gives the next statement a snapshot that sees it.
@@ -449,39 +460,34 @@ impl Store for PostgresStore {
         &self,
         batch: &[(DataSubjectRequest, Effects)],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        // Insert in key order: two groups that share request ids then wait
+        // Rows in key order: two groups that share request ids then wait
         // on each other in the same order and never deadlock.
-        let mut order: Vec<usize> = (0..batch.len()).collect();
-        order.sort_by(|a, b| {
-            let (ra, rb) = (&batch[*a].0, &batch[*b].0);
-            (ra.controller_id.as_str(), ra.request_id)
-                .cmp(&(rb.controller_id.as_str(), rb.request_id))
+        let mut ordered: Vec<&(DataSubjectRequest, Effects)> = batch.iter().collect();
+        ordered.sort_by(|(a, _), (b, _)| {
+            (a.controller_id.as_str(), a.request_id).cmp(&(b.controller_id.as_str(), b.request_id))
         });
+        let mut group = Group::plan(&self.audit_key, &self.data_key, ordered)?;
         let mut tx = self.begin().await?;
-        let mut outcomes: Vec<Option<InsertOutcome>> = (0..batch.len()).map(|_| None).collect();
-        for i in order {
-            let (request, effects) = &batch[i];
-            let columns = RequestColumns::from_domain(request)?.seal(&self.data_key)?;
-            outcomes[i] = Some(
-                insert_one(
-                    &mut tx,
-                    &self.audit_key,
-                    &self.data_key,
-                    request,
-                    columns,
-                    effects,
-                )
-                .await?,
-            );
+        let mut inserted = HashSet::with_capacity(batch.len());
+        for query in group.request_inserts::<Postgres, Id>() {
+            for row in query.fetch_all(&mut *tx).await.map_err(map)? {
+                inserted.insert(row.try_get::<Id, _>(0).map_err(map)?);
+            }
+        }
+        for query in group.effect_inserts::<Postgres, Id>(&inserted) {
+            query.execute(&mut *tx).await.map_err(map)?;
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (request, _) in batch {
+            outcomes.push(if inserted.contains(&request.id) {
+                InsertOutcome::Created
+            } else {
+                existing(&mut tx, &self.data_key, request).await?
+            });
         }
         // One commit, one WAL flush, for the whole group.
         tx.commit().await.map_err(map)?;
-        outcomes
-            .into_iter()
-            .map(|o| {
-                o.ok_or_else(|| StoreError::Internal("a grouped insert was skipped".to_owned()))
-            })
-            .collect()
+        Ok(outcomes)
     }
 
     #[tracing::instrument(

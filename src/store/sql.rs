@@ -45,6 +45,15 @@ macro_rules! event_columns {
     };
 }
 
+/// The columns of `request_events` in the order an event is bound
+/// (`EventColumns::bind_insert`).
+macro_rules! event_insert_columns {
+    () => {
+        "data_subject_request_id, controller_id, event_type, event_time, \
+         actor_id, actor_role, from_state, to_state, reason, task_id, sequence, hash"
+    };
+}
+
 /// Inserts a request unless the controller already used its `request_id`;
 /// the conflict target is named so that any other unique violation (a
 /// reused `id`) still fails loudly.
@@ -140,10 +149,11 @@ pub(super) const UPDATE_REQUEST: &str = "UPDATE data_subject_requests SET \
 /// reject it anyway. A task event, which changes no request column, is
 /// written after locking the request row ([`SELECT_REQUEST_LOCKED`]) for
 /// the same reason.
-pub(super) const INSERT_EVENT: &str = "INSERT INTO request_events \
-     (data_subject_request_id, controller_id, event_type, event_time, \
-      actor_id, actor_role, from_state, to_state, reason, task_id, sequence, hash) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+pub(super) const INSERT_EVENT: &str = concat!(
+    "INSERT INTO request_events (",
+    event_insert_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+);
 
 /// The sequence and hash of request `$1`'s last event, which the next
 /// event's sequence and hash follow from ([`INSERT_EVENT`]'s locking
@@ -228,6 +238,44 @@ pub(super) const INSERT_TASK: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
      $17, $18)"
 );
+
+/// The number of columns in a comma-separated column list.
+const fn column_count(list: &str) -> usize {
+    let bytes = list.as_bytes();
+    let mut count = 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            count += 1;
+        }
+        i += 1;
+    }
+    count
+}
+
+/// A group of new requests in one statement (`store::batch`): each row is
+/// [`request_columns`] then `audit_head`, the rows follow `VALUES`, and
+/// [`INSERT_NEW_REQUESTS_TAIL`] skips a taken `request_id` and returns the
+/// ids inserted.
+pub(super) const INSERT_NEW_REQUESTS_HEAD: &str = concat!(
+    "INSERT INTO data_subject_requests (",
+    request_columns!(),
+    ", audit_head) VALUES "
+);
+pub(super) const INSERT_NEW_REQUESTS_TAIL: &str =
+    " ON CONFLICT (controller_id, request_id) DO NOTHING RETURNING id";
+pub(super) const INSERT_NEW_REQUEST_WIDTH: usize = column_count(request_columns!()) + 1;
+/// Tasks, several rows per statement (`store::batch`).
+pub(super) const INSERT_TASKS_HEAD: &str =
+    concat!("INSERT INTO tasks (", task_columns!(), ") VALUES ");
+pub(super) const INSERT_TASK_WIDTH: usize = column_count(task_columns!());
+/// Events, several rows per statement (`store::batch`).
+pub(super) const INSERT_EVENTS_HEAD: &str = concat!(
+    "INSERT INTO request_events (",
+    event_insert_columns!(),
+    ") VALUES "
+);
+pub(super) const INSERT_EVENT_WIDTH: usize = column_count(event_insert_columns!());
 
 /// Writes every mutable column of a task: `$1` id, then the new values.
 /// The SLA marks are the watchdog's alone ([`MARK_TASK_SLA`]).

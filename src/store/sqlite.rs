@@ -10,7 +10,7 @@
 //! connection (another process, a migration tool) wrote in between, while
 //! `BEGIN IMMEDIATE` waits for the lock under the busy timeout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,11 +20,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 use super::audit::{self, AuditKey, AuditTrail};
+use super::batch::Group;
 use super::codec::{
     self, EventColumns, IdColumn, LeaseColumns, ProcessorColumns, RequestColumns, RouteColumns,
     StateCountColumns, TaskColumns, TaskViewColumns,
@@ -257,6 +258,16 @@ async fn insert_one(
         write_effects(tx, key, request, effects, Vec::new()).await?;
         return Ok(InsertOutcome::Created);
     }
+    existing(tx, data_key, request).await
+}
+
+/// The stored request that holds `request`'s `request_id`, found by an
+/// insert that did nothing.
+async fn existing(
+    tx: &mut Transaction<'static, Sqlite>,
+    data_key: &DataKey,
+    request: &DataSubjectRequest,
+) -> Result<InsertOutcome, StoreError> {
     let row = sqlx::query(sql::SELECT_REQUEST_BY_REQUEST_ID)
         .bind(request.controller_id.as_str())
         .bind(Id::from_uuid(request.request_id))
@@ -269,6 +280,36 @@ async fn insert_one(
     Ok(InsertOutcome::Existing(Box::new(request_from_row(
         data_key, &row,
     )?)))
+}
+
+/// Writes `group` in its few multi-row statements, then answers for each
+/// request of `batch`: created, or the request that already held its
+/// `request_id` (stored before, or earlier in this group).
+async fn insert_group(
+    tx: &mut Transaction<'static, Sqlite>,
+    data_key: &DataKey,
+    mut group: Group<'_>,
+    batch: &[(DataSubjectRequest, Effects)],
+) -> Result<Vec<InsertOutcome>, StoreError> {
+    let mut inserted = HashSet::with_capacity(batch.len());
+    for query in group.request_inserts::<Sqlite, Id>() {
+        for row in query.fetch_all(&mut **tx).await.map_err(map)? {
+            let id: Id = row.try_get(0).map_err(map)?;
+            inserted.insert(id.into_uuid("id")?);
+        }
+    }
+    for query in group.effect_inserts::<Sqlite, Id>(&inserted) {
+        query.execute(&mut **tx).await.map_err(map)?;
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (request, _) in batch {
+        outcomes.push(if inserted.contains(&request.id) {
+            InsertOutcome::Created
+        } else {
+            existing(tx, data_key, request).await?
+        });
+    }
+    Ok(outcomes)
 }
 
 /// Writes what a request's change brings besides its row, in this order:
@@ -467,26 +508,10 @@ impl Store for SqliteStore {
         &self,
         batch: &[(DataSubjectRequest, Effects)],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        let columns = batch
-            .iter()
-            .map(|(r, _)| RequestColumns::from_domain(r).and_then(|c| c.seal(&self.data_key)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let group = Group::plan(&self.audit_key, &self.data_key, batch.iter().collect())?;
         let _turn = self.write_turn().await?;
         let mut tx = self.begin_write().await?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for ((request, effects), columns) in batch.iter().zip(columns) {
-            outcomes.push(
-                insert_one(
-                    &mut tx,
-                    &self.audit_key,
-                    &self.data_key,
-                    request,
-                    columns,
-                    effects,
-                )
-                .await?,
-            );
-        }
+        let outcomes = insert_group(&mut tx, &self.data_key, group, batch).await?;
         // One commit, one fsync, for the whole group.
         tx.commit().await.map_err(map)?;
         Ok(outcomes)

@@ -126,6 +126,7 @@ conformance! {
         concurrent_lease_takers_get_it_once,
         concurrent_sweepers_record_a_finding_once,
         a_purge_empties_the_personal_data_once_and_keeps_the_trail,
+        a_large_group_is_split_into_statements_and_its_trails_verify,
     ],
 }
 
@@ -2859,4 +2860,46 @@ async fn a_purge_empties_the_personal_data_once_and_keeps_the_trail(config: Stor
         .unwrap();
     assert_eq!(report.finding, None, "the trail still verifies");
     assert_eq!((report.requests, report.events), (3, 3 + 2 + 1));
+}
+
+/// A group too large for one statement's bind parameters (its request rows
+/// are written in several statements), each request with a fan-out of two
+/// tasks: every request, task and event is stored, and every audit trail,
+/// chained before anything was written, verifies.
+async fn a_large_group_is_split_into_statements_and_its_trails_verify(config: StoreConfig) {
+    let store = open(&config).await;
+    let mut batch = Vec::new();
+    for i in 0..800 {
+        let (request, submitted) = Build::request(if i % 2 == 0 { "acme" } else { "beta" }).build();
+        let tasks = vec![
+            new_task(&request, P, 100 + i),
+            new_task(&request, P, 200 + i),
+        ];
+        let mut events = vec![submitted];
+        events.extend(tasks.iter().map(|t| task_created(&request, t)));
+        batch.push((
+            request,
+            Effects {
+                events,
+                new_tasks: tasks,
+                cancel_open_tasks: false,
+            },
+        ));
+    }
+    let outcomes = store.insert_requests(&batch).await.unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, InsertOutcome::Created)));
+    for (request, effects) in batch.iter().step_by(97) {
+        assert_eq!(get(&store, request).await, *request);
+        let mut stored = stored_tasks(&store, request).await;
+        let mut expected = effects.new_tasks.clone();
+        stored.sort_by_key(|t| t.id);
+        expected.sort_by_key(|t| t.id);
+        assert_eq!(stored, expected);
+        assert_eq!(sequences(&events(&store, request).await), vec![1, 2, 3]);
+    }
+    let report = gdpr_intake::store::audit::verify(store.as_ref(), &config.audit_key, 100)
+        .await
+        .unwrap();
+    assert_eq!(report.finding, None, "every trail verifies");
+    assert_eq!((report.requests, report.events), (800, 2400));
 }

@@ -1,0 +1,279 @@
+//! The multi-row statements of a group of new requests
+//! ([`Store::insert_requests`](super::Store::insert_requests)): the
+//! requests in one `INSERT … VALUES (…), (…) … ON CONFLICT DO NOTHING
+//! RETURNING id`, then the tasks and the audit events of those that were
+//! inserted, each kind in one statement (split only where a statement
+//! would pass the bind-parameter limit). A new request has no event
+//! before its first, so its chain and audit head are computed here, before
+//! anything is written, and the head goes in with the row: a group of any
+//! size takes three statements and one commit instead of four statements
+//! per request.
+//!
+//! A statement holds a power of two of rows (a group of 13 is written as
+//! 8 + 4 + 1), so each kind has at most nine shapes up to 256 rows and the
+//! drivers' prepared-statement caches stay small and warm, whatever sizes
+//! the groups come in.
+//!
+//! The statements are built once for both backends; each backend only
+//! runs them.
+
+use std::collections::HashSet;
+
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Database, Encode, Type};
+use uuid::Uuid;
+
+use super::audit::{self, AuditKey};
+use super::codec::{EventColumns, IdColumn, RequestColumns, TaskColumns};
+use super::crypt::DataKey;
+use super::sql;
+use super::steps::{self, Chained};
+use super::{Effects, StoreError};
+use crate::domain::request::{DataSubjectRequest, NewEvent};
+
+/// Bind parameters per statement at most: below SQLite's 32,766 and
+/// PostgreSQL's 65,535.
+const MAX_PARAMS: usize = 30_000;
+
+type Args<DB> = <DB as Database>::Arguments;
+
+/// A group of new requests, their rows sealed, their events chained.
+pub(super) struct Group<'a> {
+    batch: Vec<&'a (DataSubjectRequest, Effects)>,
+    /// The request rows, in `batch` order, with their audit heads.
+    rows: Vec<(RequestColumns, String)>,
+    /// Each request's events with their place in its chain.
+    chains: Vec<Vec<(&'a NewEvent, Chained)>>,
+}
+
+impl<'a> Group<'a> {
+    /// Seals each request's row with `data_key` and chains its events from
+    /// the genesis, as the first events of a new request. The statements
+    /// write the rows in `batch` order.
+    pub(super) fn plan(
+        key: &AuditKey,
+        data_key: &DataKey,
+        batch: Vec<&'a (DataSubjectRequest, Effects)>,
+    ) -> Result<Self, StoreError> {
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut chains = Vec::with_capacity(batch.len());
+        for (request, effects) in batch.iter().copied() {
+            let columns = RequestColumns::from_domain(request)?.seal(data_key)?;
+            let mut last = None;
+            let mut head = None;
+            let chain: Vec<_> = effects
+                .events
+                .iter()
+                .map(|event| {
+                    let chained =
+                        steps::chain(key, request.id, &request.controller_id, last, event);
+                    last = Some((chained.sequence, chained.hash));
+                    head = Some(chained.head);
+                    (event, chained)
+                })
+                .collect();
+            rows.push((
+                columns,
+                head.as_ref().map(audit::to_hex).unwrap_or_default(),
+            ));
+            chains.push(chain);
+        }
+        Ok(Self {
+            batch,
+            rows,
+            chains,
+        })
+    }
+
+    /// The insert statements of the request rows, in `batch` order; each
+    /// returns the `id` of the rows it inserted (not those whose
+    /// `(controller_id, request_id)` was taken, earlier or in this group).
+    pub(super) fn request_inserts<DB, Id>(&mut self) -> Vec<Query<'static, DB, Args<DB>>>
+    where
+        DB: Database,
+        Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+        String: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
+        i64: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<i64>: for<'t> Encode<'t, DB> + Type<DB>,
+        bool: for<'t> Encode<'t, DB> + Type<DB>,
+    {
+        let width = sql::INSERT_NEW_REQUEST_WIDTH;
+        let mut rows = std::mem::take(&mut self.rows);
+        let mut queries = Vec::new();
+        while !rows.is_empty() {
+            let chunk: Vec<_> = rows.drain(..chunk_len(rows.len(), width)).collect();
+            let text = multi_row(
+                sql::INSERT_NEW_REQUESTS_HEAD,
+                width,
+                chunk.len(),
+                sql::INSERT_NEW_REQUESTS_TAIL,
+            );
+            let mut query = sqlx::query(AssertSqlSafe(text));
+            for (columns, head) in chunk {
+                query = columns.bind_insert::<DB, Id>(query).bind(head);
+            }
+            queries.push(query);
+        }
+        queries
+    }
+
+    /// The insert statements of the tasks and then of the events of the
+    /// requests whose ids are in `inserted`: tasks first, as events name
+    /// them.
+    pub(super) fn effect_inserts<DB, Id>(
+        &self,
+        inserted: &HashSet<Uuid>,
+    ) -> Vec<Query<'static, DB, Args<DB>>>
+    where
+        DB: Database,
+        Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+        Option<Id>: for<'t> Encode<'t, DB> + Type<DB>,
+        String: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
+        i64: for<'t> Encode<'t, DB> + Type<DB>,
+        Option<i64>: for<'t> Encode<'t, DB> + Type<DB>,
+    {
+        let new = |i: &usize| inserted.contains(&self.batch[*i].0.id);
+        let indices: Vec<usize> = (0..self.batch.len()).filter(new).collect();
+        let mut queries = Vec::new();
+
+        let mut tasks: Vec<TaskColumns> = indices
+            .iter()
+            .flat_map(|i| self.batch[*i].1.new_tasks.iter())
+            .map(TaskColumns::from_domain)
+            .collect();
+        let width = sql::INSERT_TASK_WIDTH;
+        while !tasks.is_empty() {
+            let chunk: Vec<_> = tasks.drain(..chunk_len(tasks.len(), width)).collect();
+            let mut query = sqlx::query(AssertSqlSafe(multi_row(
+                sql::INSERT_TASKS_HEAD,
+                width,
+                chunk.len(),
+                "",
+            )));
+            for columns in chunk {
+                query = columns.bind_insert::<DB, Id>(query);
+            }
+            queries.push(query);
+        }
+
+        let events: Vec<(&DataSubjectRequest, &NewEvent, &Chained)> = indices
+            .iter()
+            .flat_map(|i| {
+                let request = &self.batch[*i].0;
+                self.chains[*i]
+                    .iter()
+                    .map(move |(event, chained)| (request, *event, chained))
+            })
+            .collect();
+        let width = sql::INSERT_EVENT_WIDTH;
+        let mut rest = events.as_slice();
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(chunk_len(rest.len(), width));
+            rest = after;
+            let mut query = sqlx::query(AssertSqlSafe(multi_row(
+                sql::INSERT_EVENTS_HEAD,
+                width,
+                chunk.len(),
+                "",
+            )));
+            for (request, event, chained) in chunk {
+                query = EventColumns::bind_insert::<DB, Id>(
+                    query,
+                    request.id,
+                    &request.controller_id,
+                    event,
+                    chained,
+                );
+            }
+            queries.push(query);
+        }
+        queries
+    }
+}
+
+/// How many of `remaining` rows of `width` columns the next statement
+/// takes: the largest power of two that fits both.
+fn chunk_len(remaining: usize, width: usize) -> usize {
+    let fits = (MAX_PARAMS / width.max(1)).max(1);
+    let cap = remaining.min(fits).max(1);
+    1 << (usize::BITS - 1 - cap.leading_zeros())
+}
+
+/// `head`, then `rows` groups of `width` placeholders numbered from `$1`,
+/// then `tail`.
+fn multi_row(head: &str, width: usize, rows: usize, tail: &str) -> String {
+    let mut text = String::with_capacity(head.len() + tail.len() + rows * width * 6);
+    text.push_str(head);
+    let mut n = 0;
+    for row in 0..rows {
+        text.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..width {
+            n += 1;
+            if column > 0 {
+                text.push_str(", ");
+            }
+            text.push('$');
+            text.push_str(&n.to_string());
+        }
+        text.push(')');
+    }
+    text.push_str(tail);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_run_on_across_rows() {
+        assert_eq!(
+            multi_row("INSERT INTO t (a, b) VALUES ", 2, 3, " RETURNING a"),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) RETURNING a"
+        );
+        assert_eq!(multi_row("V ", 1, 1, ""), "V ($1)");
+    }
+
+    #[test]
+    fn rows_go_in_powers_of_two() {
+        let split = |mut n: usize, width: usize| {
+            let mut parts = Vec::new();
+            while n > 0 {
+                let k = chunk_len(n, width);
+                parts.push(k);
+                n -= k;
+            }
+            parts
+        };
+        assert_eq!(split(13, 42), [8, 4, 1]);
+        assert_eq!(split(1, 42), [1]);
+        assert_eq!(split(256, 12), [256]);
+        // 30,000 parameters hold 714 rows of 42: 512 at most per statement.
+        assert_eq!(split(800, 42), [512, 256, 32]);
+        for n in 1..2000 {
+            let parts = split(n, 42);
+            assert_eq!(parts.iter().sum::<usize>(), n);
+            assert!(
+                parts
+                    .iter()
+                    .all(|k| k.is_power_of_two() && k * 42 <= MAX_PARAMS)
+            );
+        }
+    }
+
+    #[test]
+    fn widths_match_the_column_lists() {
+        // The heads name as many columns as the rows bind.
+        for (head, width) in [
+            (sql::INSERT_NEW_REQUESTS_HEAD, sql::INSERT_NEW_REQUEST_WIDTH),
+            (sql::INSERT_TASKS_HEAD, sql::INSERT_TASK_WIDTH),
+            (sql::INSERT_EVENTS_HEAD, sql::INSERT_EVENT_WIDTH),
+        ] {
+            let open = head.find('(').expect("a column list");
+            let close = head.find(')').expect("a column list");
+            assert_eq!(head[open..close].split(',').count(), width, "{head}");
+        }
+    }
+}
