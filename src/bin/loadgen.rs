@@ -341,7 +341,20 @@ async fn run_on(
         } else {
             stop
         };
-        let stats = measure(args, scenario, channels, &shared_now, args.rate, stop).await?;
+        let server = match &target {
+            Target::Spawned(server) if scenario != Scenario::Echo => Some(server),
+            _ => None,
+        };
+        let (stats, server_cpu) = measure(
+            args,
+            scenario,
+            channels,
+            &shared_now,
+            args.rate,
+            stop,
+            server,
+        )
+        .await?;
         let mut report = ScenarioReport::new(
             scenario.name(),
             args.concurrency,
@@ -349,10 +362,9 @@ async fn run_on(
             args.rate,
             &stats,
         );
-        if let Target::Spawned(server) = &target
-            && scenario != Scenario::Echo
-        {
+        if let Some(server) = server {
             report.server_peak_rss_bytes = server.peak_rss();
+            report.set_server_cpu(server_cpu);
         }
         if scenario == Scenario::Echo && args.rate.is_none() {
             echo_ceiling = Some(report.requests_per_second);
@@ -365,13 +377,14 @@ async fn run_on(
     // fixed rate, echo would only show the rate.
     if echo_ceiling.is_none() {
         let shared_now = Arc::new(shared.clone());
-        let stats = measure(
+        let (stats, _) = measure(
             args,
             Scenario::Echo,
             &echo_channels,
             &shared_now,
             None,
             stop,
+            None,
         )
         .await?;
         let report = ScenarioReport::new(
@@ -489,7 +502,8 @@ async fn measure(
     shared: &Arc<Shared>,
     rate: Option<f64>,
     stop: Stop,
-) -> Result<drive::Stats, String> {
+    server: Option<&SpawnedServer>,
+) -> Result<(drive::Stats, Option<Duration>), String> {
     if channels.is_empty() {
         return Err(format!("no connection for {}", scenario.name()));
     }
@@ -519,7 +533,13 @@ async fn measure(
         rate,
         stop,
     };
-    drive::run(plan, make(1 << 40)).await
+    let cpu_before = server.and_then(SpawnedServer::cpu_time);
+    let stats = drive::run(plan, make(1 << 40)).await?;
+    let cpu = server
+        .and_then(SpawnedServer::cpu_time)
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    Ok((stats, cpu))
 }
 
 fn print_scenario(report: &ScenarioReport) {

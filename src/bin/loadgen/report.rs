@@ -53,6 +53,11 @@ pub struct ScenarioReport {
     pub ratio_to_echo: Option<f64>,
     /// Peak resident memory of the spawned server after this scenario.
     pub server_peak_rss_bytes: Option<u64>,
+    /// CPU time (user and system, all threads) the spawned server spent
+    /// during the measured calls, and per call: what a call costs the
+    /// server, however busy the machine.
+    pub server_cpu_seconds: Option<f64>,
+    pub server_cpu_us_per_call: Option<f64>,
     pub passed: bool,
 }
 
@@ -109,8 +114,18 @@ impl ScenarioReport {
             unexpected: stats.unexpected,
             ratio_to_echo: None,
             server_peak_rss_bytes: None,
+            server_cpu_seconds: None,
+            server_cpu_us_per_call: None,
             passed: count > 0 && stats.unexpected == 0,
         }
+    }
+
+    /// Records the server's CPU time over the measured calls.
+    pub fn set_server_cpu(&mut self, cpu: Option<std::time::Duration>) {
+        self.server_cpu_seconds = cpu.map(|c| c.as_secs_f64());
+        self.server_cpu_us_per_call = cpu
+            .filter(|_| self.count > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / self.count as f64);
     }
 
     /// The block ghz prints for a run.
@@ -267,24 +282,35 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<16} {:>9} {:>12} {:>8} {:>8} {:>9} {:>10}",
-            "scenario", "count", "requests/s", "p50 ms", "p99 ms", "vs echo", "peak RSS"
+            "{:<16} {:>9} {:>12} {:>8} {:>8} {:>9} {:>10} {:>12}",
+            "scenario",
+            "count",
+            "requests/s",
+            "p50 ms",
+            "p99 ms",
+            "vs echo",
+            "peak RSS",
+            "CPU us/call"
         );
         for s in &self.scenarios {
             let ratio = s
                 .ratio_to_echo
                 .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0));
             let rss = s.server_peak_rss_bytes.map_or_else(|| "-".to_owned(), mib);
+            let cpu = s
+                .server_cpu_us_per_call
+                .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"));
             let _ = writeln!(
                 out,
-                "{:<16} {:>9} {:>12.1} {:>8.2} {:>8.2} {:>9} {:>10}",
+                "{:<16} {:>9} {:>12.1} {:>8.2} {:>8.2} {:>9} {:>10} {:>12}",
                 s.scenario,
                 s.count,
                 s.requests_per_second,
                 s.latency_ms.p50,
                 s.latency_ms.p99,
                 ratio,
-                rss
+                rss,
+                cpu
             );
         }
         if let Some(ceiling) = self.echo_ceiling_rps {
@@ -389,21 +415,26 @@ impl TraceComparison {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "== trace export off vs on\n{:<16} {:>12} {:>12} {:>8} {:>10} {:>10}",
-            "scenario", "off req/s", "on req/s", "on/off", "off p99", "on p99"
+            "== trace export off vs on\n{:<16} {:>12} {:>12} {:>8} {:>10} {:>10} {:>14}",
+            "scenario", "off req/s", "on req/s", "on/off", "off p99", "on p99", "CPU us/call"
         );
         for (name, ratio) in &self.on_over_off {
             let find = |r: &Report| r.scenarios.iter().find(|s| &s.scenario == name).cloned();
             if let (Some(off), Some(on)) = (find(&self.off), find(&self.on)) {
+                let cpu = match (off.server_cpu_us_per_call, on.server_cpu_us_per_call) {
+                    (Some(a), Some(b)) => format!("{a:.0} -> {b:.0}"),
+                    _ => "-".to_owned(),
+                };
                 let _ = writeln!(
                     out,
-                    "{:<16} {:>12.1} {:>12.1} {:>7.1}% {:>8.2}ms {:>8.2}ms",
+                    "{:<16} {:>12.1} {:>12.1} {:>7.1}% {:>8.2}ms {:>8.2}ms {:>14}",
                     name,
                     off.requests_per_second,
                     on.requests_per_second,
                     ratio * 100.0,
                     off.latency_ms.p99,
-                    on.latency_ms.p99
+                    on.latency_ms.p99,
+                    cpu
                 );
             }
         }

@@ -239,6 +239,13 @@ impl SpawnedServer {
         .map_err(|e| format!("cannot mint a token with the server's key: {e}"))
     }
 
+    /// CPU time the child has used so far, user and system, all threads
+    /// (Linux only).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        parse_cpu_ticks(&stat).map(|ticks| Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS))
+    }
+
     /// The child's peak resident set size so far, in bytes (Linux only).
     pub fn peak_rss(&self) -> Option<u64> {
         peak_rss_of(self.child.id())
@@ -321,6 +328,22 @@ pub fn peak_rss_of(pid: u32) -> Option<u64> {
     parse_vm_hwm(&status)
 }
 
+/// `USER_HZ`, the unit of `/proc/<pid>/stat` times: 100 on every Linux
+/// architecture this runs on.
+const CLOCK_TICKS: f64 = 100.0;
+
+/// `utime + stime` of a `/proc/<pid>/stat` line, in clock ticks. The
+/// command name (field 2) may hold spaces and parentheses, so fields are
+/// counted after its closing parenthesis.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After the name: state is field 3, utime 14, stime 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 fn parse_vm_hwm(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let mut parts = line.split_whitespace().skip(1);
@@ -343,6 +366,13 @@ mod tests {
         assert_eq!(parse_vm_hwm("VmRSS:\t1 kB\n"), None);
         // This very process has a peak.
         assert!(peak_rss_of(std::process::id()).is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn cpu_time_is_read_from_proc_stat() {
+        let stat = "4242 (gdpr intake (x)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 731 112 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(843));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
     }
 
     #[test]
