@@ -492,6 +492,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(
         name = "gdpr.store.get_request",
+        level = "debug",
         skip_all,
         fields(backend = "postgres", controller_id = %controller_id, id = %id)
     )]
@@ -512,6 +513,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(
         name = "gdpr.store.list_requests",
+        level = "debug",
         skip_all,
         fields(backend = "postgres", controller_id = %controller_id, limit = limit)
     )]

@@ -519,6 +519,7 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(
         name = "gdpr.store.get_request",
+        level = "debug",
         skip_all,
         fields(backend = "sqlite", controller_id = %controller_id, id = %id)
     )]
@@ -539,6 +540,7 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(
         name = "gdpr.store.list_requests",
+        level = "debug",
         skip_all,
         fields(backend = "sqlite", controller_id = %controller_id, limit = limit)
     )]

@@ -261,10 +261,17 @@ impl TelemetryBuilder {
         if let Some(provider) = &tracer_provider {
             let otel = tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer_with_scope(scope))
-                // Thread ids and the `tracing` target are noise next to the
-                // `code.*` location the layer records anyway.
+                // Per span, only what the span is about: thread ids, the
+                // `tracing` target, source locations and busy/idle times are
+                // attributes every span would carry and every export would
+                // encode. Busy/idle tracking also costs two clock reads per
+                // poll of every traced future. (Each entered span stays the
+                // current OpenTelemetry context: log lines take their ids
+                // from it.)
                 .with_threads(false)
                 .with_target(false)
+                .with_location(false)
+                .with_tracked_inactivity(false)
                 .with_filter(traced_targets());
             layers.push(otel.boxed());
         }
