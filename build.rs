@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "proto/gdpr/intake/v1/routing_service.proto",
     "proto/gdpr/intake/v1/task.proto",
     "proto/gdpr/intake/v1/processor_task_service.proto",
+    "proto/gdpr/intake/v1/access_service.proto",
     "proto/gdpr/bench/v1/echo.proto",
 ];
 

@@ -165,6 +165,11 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED.
     #[arg(long, env = "GDPR_INTAKE_MAX_MESSAGE_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_message_bytes: u32,
+    /// How often each replica reloads the revoked callers and tokens
+    /// (`AccessService`); a revocation takes effect on every replica within
+    /// this, on the one that records it at once.
+    #[arg(long, env = "GDPR_INTAKE_REVOCATION_REFRESH", default_value = "2s", value_parser = parse_duration)]
+    pub revocation_refresh: Duration,
     /// How often the SLA watchdog looks for consent windows that ran out
     /// and for requests and tasks at risk of missing their deadline or past
     /// it (its lease lasts half of it, so a crashed sweeper is replaced
@@ -275,6 +280,14 @@ impl ServeArgs {
     /// The age thresholds, checked.
     pub fn age_policy(&self) -> Result<AgePolicy, String> {
         AgePolicy::new(self.minimum_age, self.adult_age)
+    }
+
+    /// How often revocations are reloaded, checked.
+    pub fn revocation_refresh(&self) -> Result<Duration, String> {
+        if self.revocation_refresh.is_zero() {
+            return Err("--revocation-refresh must be longer than zero".to_owned());
+        }
+        Ok(self.revocation_refresh)
     }
 
     /// The SLA watchdog's settings, checked.

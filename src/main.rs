@@ -121,6 +121,7 @@ fn settings(args: &ServeArgs) -> Result<Settings, String> {
         tls: args.tls()?,
         limits: args.call_limits(),
         watchdog: args.watchdog()?,
+        revocation_refresh: args.revocation_refresh()?,
     })
 }
 

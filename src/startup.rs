@@ -18,6 +18,7 @@ use tonic_health::server::HealthReporter;
 use tracing::instrument::WithSubscriber as _;
 
 use crate::api::AppState;
+use crate::api::access::{self, AccessApi};
 use crate::api::dsr::DsrService;
 use crate::api::routing::RoutingApi;
 use crate::api::tasks::TaskApi;
@@ -25,6 +26,7 @@ use crate::auth::{AuthConfig, Authenticator, dev};
 use crate::clock::Clock;
 use crate::domain::age::AgePolicy;
 use crate::domain::jurisdiction::Jurisdiction;
+use crate::proto::v1::access_service_server::AccessServiceServer;
 use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestServiceServer;
 use crate::proto::v1::processor_task_service_server::ProcessorTaskServiceServer;
 use crate::proto::v1::routing_service_server::RoutingServiceServer;
@@ -91,6 +93,8 @@ pub struct Settings {
     pub limits: CallLimits,
     /// The SLA watchdog's interval and thresholds.
     pub watchdog: WatchdogConfig,
+    /// How often the revoked callers and tokens are reloaded.
+    pub revocation_refresh: Duration,
 }
 
 /// Why the application could not start or stopped with an error.
@@ -131,6 +135,7 @@ pub struct Application {
     telemetry: Telemetry,
     metrics_listener: Option<TcpListener>,
     watchdog: WatchdogConfig,
+    revocation_refresh: Duration,
 }
 
 impl Application {
@@ -153,6 +158,8 @@ impl Application {
         };
         let auth = authenticator(&settings)?;
         let store = store::connect(&settings.store, settings.migrate_on_start).await?;
+        // No call is answered before the revocations are known.
+        access::reload_revocations(store.as_ref(), auth.revocations()).await?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -195,6 +202,7 @@ impl Application {
             telemetry,
             metrics_listener,
             watchdog: settings.watchdog,
+            revocation_refresh: settings.revocation_refresh,
         })
     }
 
@@ -243,6 +251,8 @@ impl Application {
             .max_decoding_message_size(max_message);
         let tasks = ProcessorTaskServiceServer::new(TaskApi::new(self.state.clone()))
             .max_decoding_message_size(max_message);
+        let access = AccessServiceServer::new(AccessApi::new(self.state.clone()))
+            .max_decoding_message_size(max_message);
 
         let (draining_tx, draining_rx) = watch::channel(false);
         let limits = CallLimitLayer::new(
@@ -271,6 +281,12 @@ impl Application {
                 let _ = rx.wait_for(|stop| *stop).await;
             }
         };
+        let revocations = tokio::spawn(self.telemetry.bind(access::refresh_revocations(
+            self.state.store.clone(),
+            self.state.auth.revocations().clone(),
+            self.revocation_refresh,
+            background_stop(),
+        )));
         let watchdog = Watchdog::new(self.state.clone(), self.watchdog);
         let watchdog = tokio::spawn(self.telemetry.bind(watchdog.run(background_stop())));
         let gauge = {
@@ -334,6 +350,7 @@ impl Application {
             .add_service(dsr)
             .add_service(routing)
             .add_service(tasks)
+            .add_service(access)
             .serve_with_incoming_shutdown(grpc_incoming(self.listener), signal);
 
         let drain_timeout = self.drain_timeout;
@@ -352,7 +369,7 @@ impl Application {
         };
         readiness.abort();
         let _ = background_tx.send(true);
-        for task in [watchdog, gauge] {
+        for task in [watchdog, gauge, revocations] {
             if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, task)
                 .await
                 .is_err()

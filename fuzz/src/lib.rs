@@ -58,10 +58,12 @@ pub enum Kind {
     Release,
     ListTasks,
     Watch,
+    Revoke,
+    ListRevocations,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 22] = [
         Kind::Submit,
         Kind::Get,
         Kind::List,
@@ -82,6 +84,8 @@ impl Kind {
         Kind::Release,
         Kind::ListTasks,
         Kind::Watch,
+        Kind::Revoke,
+        Kind::ListRevocations,
     ];
 
     /// The message an input starting with `byte` is.
@@ -188,6 +192,14 @@ pub fn check_request(data: &[u8]) {
         }),
         // No fields: only decoding can fail.
         Kind::Watch => with(bytes, |_: v1::WatchTasksRequest| {}),
+        Kind::Revoke => with(bytes, |m: v1::RevokeAccessRequest| {
+            if let Some(r) = checked(parse::new_revocation(m, &caller(Role::Admin, ""), NOW)) {
+                assert!(!r.target.value().trim().is_empty());
+            }
+        }),
+        Kind::ListRevocations => with(bytes, |m: v1::ListRevocationsRequest| {
+            checked(parse::list_revocations(&m));
+        }),
     }
 }
 
@@ -552,6 +564,20 @@ pub fn seeds() -> Vec<Vec<u8>> {
             },
         ),
         seed(Kind::Watch, &v1::WatchTasksRequest {}),
+        seed(
+            Kind::Revoke,
+            &v1::RevokeAccessRequest {
+                target: Some(v1::revoke_access_request::Target::TokenId("jti-1".into())),
+                reason: "leaked".into(),
+            },
+        ),
+        seed(
+            Kind::ListRevocations,
+            &v1::ListRevocationsRequest {
+                page_size: 2,
+                page_token: page::encode_key_token("r1", "7"),
+            },
+        ),
     ]
 }
 

@@ -252,3 +252,16 @@ CREATE TABLE leases (
     holder TEXT NOT NULL,
     expire_time BIGINT NOT NULL
 );
+
+-- Revoked callers (`subject`, a token's `sub`) and tokens (`token_id`, a
+-- token's `jti`). Every replica reloads them every --revocation-refresh;
+-- `seq` numbers them in the order they were recorded.
+CREATE TABLE revocations (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('subject', 'token_id')),
+    value TEXT NOT NULL CHECK (length(value) BETWEEN 1 AND 512),
+    reason TEXT NOT NULL,
+    revoked_by TEXT NOT NULL,
+    create_time BIGINT NOT NULL,
+    UNIQUE (kind, value)
+);

@@ -12,6 +12,22 @@ use crate::domain::request::{
 use crate::proto::google::r#type::Date;
 use crate::proto::v1;
 
+/// A revocation as the API shows it.
+pub fn revocation_to_proto(r: &crate::auth::Revocation) -> v1::Revocation {
+    use crate::auth::RevocationTarget;
+    use v1::revocation::Target;
+    v1::Revocation {
+        name: format!("revocations/{}", r.seq),
+        target: Some(match &r.target {
+            RevocationTarget::Subject(s) => Target::Subject(s.clone()),
+            RevocationTarget::TokenId(t) => Target::TokenId(t.clone()),
+        }),
+        reason: r.reason.clone(),
+        revoked_by: r.revoked_by.clone(),
+        create_time: Some(timestamp(r.create_time)),
+    }
+}
+
 pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.as_second(),

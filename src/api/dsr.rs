@@ -97,7 +97,7 @@ impl DsrService {
     }
 
     fn authorized<T>(&self, req: &Request<T>, roles: &[Role]) -> Result<Caller, ApiError> {
-        let caller = self.state.auth.authorize(req.metadata(), roles)?;
+        let caller = self.state.authorize(req.metadata(), roles)?;
         tracing::Span::current().record("dsr.controller_id", caller.tenant.as_str());
         Ok(caller)
     }

@@ -1,6 +1,7 @@
 //! gRPC handlers: authenticate, convert proto to domain, call the domain and
 //! the store, convert back, map errors. Nothing more.
 
+pub mod access;
 pub mod codec;
 pub mod convert;
 pub mod dsr;
@@ -69,6 +70,19 @@ impl AppState {
             self.metrics
                 .request_closed(request.request_type, request.regime, request.state, used);
         }
+    }
+
+    /// Checks the caller's token and role. A refusal is logged (its reason,
+    /// never the token) and counted by reason.
+    pub fn authorize(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        allowed: &[crate::auth::Role],
+    ) -> Result<crate::auth::Caller, crate::auth::AuthError> {
+        self.auth.authorize(metadata, allowed).inspect_err(|e| {
+            tracing::warn!(reason = e.reason(), error = %e, "call refused: authentication or role");
+            self.metrics.auth_failed(e.reason());
+        })
     }
 
     /// Tells watchers that `processor_id` has a task claimable again.

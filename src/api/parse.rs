@@ -12,7 +12,8 @@ use super::convert;
 use super::dsr::parse_name;
 use super::error::ApiError;
 use super::page;
-use crate::auth::{Caller, Role};
+use crate::auth::revocation::MAX_TARGET_LEN;
+use crate::auth::{Caller, NewRevocation, RevocationTarget, Role};
 use crate::domain::input::{self, RawGuardian, Submission, Violations};
 use crate::domain::request::Closure;
 use crate::domain::routing::{
@@ -488,6 +489,64 @@ pub fn list_tasks(m: &v1::ListTasksRequest) -> Result<TasksPage, ApiError> {
     let key = state.map_or("", TaskState::as_str);
     let after = page::decode_cursor("t1", &m.page_token, key)?;
     Ok(TasksPage { state, size, after })
+}
+
+/// `RevokeAccess`: the revocation `caller` (an admin) asks for at `now`.
+pub fn new_revocation(
+    m: v1::RevokeAccessRequest,
+    caller: &Caller,
+    now: Timestamp,
+) -> Result<NewRevocation, ApiError> {
+    use v1::revoke_access_request::Target;
+    let mut bad = Violations::default();
+    let target = match m.target {
+        Some(Target::Subject(s)) => Some(("subject", RevocationTarget::Subject(s))),
+        Some(Target::TokenId(t)) => Some(("token_id", RevocationTarget::TokenId(t))),
+        None => {
+            bad.add("target", "is required: set subject or token_id");
+            None
+        }
+    };
+    if let Some((field, target)) = &target {
+        let value = target.value();
+        if value.trim().is_empty() || value.chars().count() > MAX_TARGET_LEN {
+            bad.add(
+                field,
+                format!("must not be blank and at most {MAX_TARGET_LEN} characters"),
+            );
+        }
+    }
+    if m.reason.trim().is_empty() || m.reason.chars().count() > MAX_TASK_TEXT {
+        bad.add(
+            "reason",
+            format!("is required, at most {MAX_TASK_TEXT} characters"),
+        );
+    }
+    match target {
+        Some((_, target)) if bad.is_empty() => Ok(NewRevocation {
+            target,
+            reason: m.reason,
+            revoked_by: caller.subject.clone(),
+            create_time: now,
+        }),
+        _ => Err(ApiError::InvalidArgument(bad.into_vec())),
+    }
+}
+
+/// `ListRevocations`: page size, and the number of the last revocation
+/// of the previous page.
+pub fn list_revocations(m: &v1::ListRevocationsRequest) -> Result<(u32, Option<i64>), ApiError> {
+    let size = page::page_size(m.page_size, "page_size")?;
+    let after = match page::decode_key_token("r1", &m.page_token)? {
+        None => None,
+        Some(seq) => Some(seq.parse::<i64>().map_err(|_| {
+            ApiError::invalid(
+                "page_token",
+                "is not a token returned by this call; start again with an empty token",
+            )
+        })?),
+    };
+    Ok((size, after))
 }
 
 #[cfg(test)]

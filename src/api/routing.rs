@@ -24,7 +24,7 @@ impl RoutingApi {
     }
 
     fn admin<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
-        Ok(self.state.auth.authorize(req.metadata(), &[Role::Admin])?)
+        Ok(self.state.authorize(req.metadata(), &[Role::Admin])?)
     }
 }
 
@@ -59,7 +59,6 @@ impl RoutingService for RoutingApi {
         request: Request<v1::ListProcessorsRequest>,
     ) -> Result<Response<v1::ListProcessorsResponse>, Status> {
         self.state
-            .auth
             .authorize(request.metadata(), &[Role::Admin, Role::Auditor])
             .map_err(ApiError::from)?;
         let (size, after) = parse::list_processors(request.get_ref())?;
@@ -139,7 +138,6 @@ impl RoutingService for RoutingApi {
     ) -> Result<Response<v1::ListRoutesResponse>, Status> {
         let caller = self
             .state
-            .auth
             .authorize(
                 request.metadata(),
                 &[Role::Admin, Role::Controller, Role::Auditor],

@@ -41,10 +41,7 @@ impl TaskApi {
     }
 
     fn processor<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
-        Ok(self
-            .state
-            .auth
-            .authorize(req.metadata(), &[Role::Processor])?)
+        Ok(self.state.authorize(req.metadata(), &[Role::Processor])?)
     }
 
     /// Runs a lease-holding operation and records on the handler's span

@@ -50,6 +50,8 @@ pub enum AuthError {
     Unverifiable,
     #[error("role {role} may not make this call; allowed: {}", role_list(.allowed))]
     PermissionDenied { role: Role, allowed: Vec<Role> },
+    #[error("token has been revoked")]
+    Revoked,
 }
 
 impl AuthError {
@@ -59,11 +61,46 @@ impl AuthError {
             _ => tonic::Code::Unauthenticated,
         }
     }
+
+    /// The `google.rpc.ErrorInfo` reason of the refusal; in lower case, the
+    /// `reason` of the failed-authentication counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingCredentials => "MISSING_CREDENTIALS",
+            AuthError::DuplicateCredentials => "DUPLICATE_CREDENTIALS",
+            AuthError::NotBearer => "NOT_BEARER",
+            AuthError::EmptyToken => "EMPTY_TOKEN",
+            AuthError::MalformedToken => "MALFORMED_TOKEN",
+            AuthError::UnsupportedAlgorithm => "UNSUPPORTED_ALGORITHM",
+            AuthError::UnsupportedCriticalHeader => "UNSUPPORTED_CRITICAL_HEADER",
+            AuthError::MissingKeyId => "MISSING_KEY_ID",
+            AuthError::UnknownKeyId => "UNKNOWN_KEY_ID",
+            AuthError::AlgorithmMismatch => "ALGORITHM_MISMATCH",
+            AuthError::InvalidSignature => "INVALID_SIGNATURE",
+            AuthError::Expired => "TOKEN_EXPIRED",
+            AuthError::NotYetValid => "TOKEN_NOT_YET_VALID",
+            AuthError::WrongIssuer => "WRONG_ISSUER",
+            AuthError::WrongAudience => "WRONG_AUDIENCE",
+            AuthError::MissingClaim(_) => "MISSING_CLAIM",
+            AuthError::InvalidClaim(_) => "INVALID_CLAIM",
+            AuthError::UnknownRole => "UNKNOWN_ROLE",
+            AuthError::MissingTenant(_) => "MISSING_TENANT",
+            AuthError::Unverifiable => "UNVERIFIABLE",
+            AuthError::PermissionDenied { .. } => "PERMISSION_DENIED",
+            AuthError::Revoked => "TOKEN_REVOKED",
+        }
+    }
 }
 
 impl From<AuthError> for tonic::Status {
     fn from(err: AuthError) -> Self {
-        tonic::Status::new(err.code(), err.to_string())
+        use tonic_types::{ErrorDetails, StatusExt as _};
+        let details = ErrorDetails::with_error_info(
+            err.reason(),
+            crate::api::error::ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        );
+        tonic::Status::with_error_details(err.code(), err.to_string(), details)
     }
 }
 

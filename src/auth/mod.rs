@@ -8,6 +8,7 @@
 pub mod dev;
 mod error;
 mod jwks;
+pub mod revocation;
 mod verify;
 
 #[cfg(test)]
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 pub use error::{AuthError, AuthSetupError};
+pub use revocation::{NewRevocation, Revocation, RevocationTarget, Revocations};
 // Re-exported so that callers and tests sign and name algorithms with the
 // exact jsonwebtoken version this module verifies with.
 pub use jsonwebtoken::{Algorithm, EncodingKey};

@@ -484,17 +484,29 @@ fn wrong_role_is_permission_denied() {
 }
 
 #[test]
-fn unauthenticated_status_carries_only_code_and_message() {
+fn unauthenticated_status_carries_its_reason_and_nothing_of_the_token() {
+    use tonic_types::StatusExt as _;
     let token = ed_token(&with(claims("admin", ""), "exp", json!(now() - 3600)));
     let err = verify(&token).unwrap_err();
     let message = err.to_string();
     let status = tonic::Status::from(err);
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert_eq!(status.message(), message);
-    assert!(status.details().is_empty());
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("TOKEN_EXPIRED", "gdpr-intake")
+    );
+    assert!(info.metadata.is_empty());
     assert!(status.metadata().is_empty());
+    let details = String::from_utf8_lossy(status.details()).into_owned();
     for segment in token.split('.') {
         assert!(!status.message().contains(segment));
+        assert!(!details.contains(segment));
     }
 }
 

@@ -9,6 +9,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use super::revocation::Revocations;
 use tonic::metadata::MetadataMap;
 
 use super::jwks::{self, PinnedKey};
@@ -47,6 +49,9 @@ struct Inner {
     /// A std mutex: the critical section is a map lookup, never held across
     /// an await.
     verified: Mutex<HashMap<Box<str>, Caller>>,
+    /// Revoked subjects and tokens, checked after every verification,
+    /// remembered or not.
+    revocations: Revocations,
 }
 
 /// Most verified tokens remembered at once; bounds memory (a token is well
@@ -120,13 +125,29 @@ impl Authenticator {
                 audience: config.audience,
                 leeway_secs: i64::try_from(config.leeway_secs).unwrap_or(0),
                 verified: Mutex::new(HashMap::new()),
+                revocations: Revocations::default(),
             }),
         })
     }
 
-    /// Verifies the bearer token in the metadata.
+    /// The revoked subjects and tokens this authenticator refuses; the
+    /// application keeps them in step with the store.
+    pub fn revocations(&self) -> &Revocations {
+        &self.inner.revocations
+    }
+
+    /// Verifies the bearer token in the metadata, and refuses it if its
+    /// subject or token id is revoked.
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, AuthError> {
-        let result = bearer_token(metadata).and_then(|token| self.verify_token(token));
+        let result = bearer_token(metadata)
+            .and_then(|token| self.verify_token(token))
+            .and_then(|caller| {
+                if self.inner.revocations.refuses(&caller) {
+                    Err(AuthError::Revoked)
+                } else {
+                    Ok(caller)
+                }
+            });
         if let Err(err) = &result {
             tracing::debug!(reason = %err, "rejected call credentials");
         }

@@ -18,6 +18,7 @@ use super::audit::{self, AuditTrail, EventFields, StoredEvent};
 use super::crypt::DataKey;
 use super::steps::Chained;
 use super::{Cursor, Lease, StoreError, SweepCursor};
+use crate::auth::revocation::{Revocation, RevocationTarget};
 use crate::domain::jurisdiction::{Country, Jurisdiction, Regime};
 use crate::domain::pii::{DateOfBirth, Email, PersonName};
 use crate::domain::request::{
@@ -1176,6 +1177,46 @@ impl RouteColumns {
             request_types: row.try_get("request_types")?,
             task_sla_working_hours: row.try_get("task_sla_working_hours")?,
             create_time: row.try_get("create_time")?,
+        })
+    }
+}
+
+/// One row of `revocations`.
+pub(super) struct RevocationColumns {
+    pub seq: i64,
+    pub kind: String,
+    pub value: String,
+    pub reason: String,
+    pub revoked_by: String,
+    pub create_time: i64,
+}
+
+impl RevocationColumns {
+    pub(super) fn read<'r, R>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        Ok(Self {
+            seq: row.try_get("seq")?,
+            kind: row.try_get("kind")?,
+            value: row.try_get("value")?,
+            reason: row.try_get("reason")?,
+            revoked_by: row.try_get("revoked_by")?,
+            create_time: row.try_get("create_time")?,
+        })
+    }
+
+    pub(super) fn into_domain(self) -> Result<Revocation, StoreError> {
+        Ok(Revocation {
+            seq: self.seq,
+            target: RevocationTarget::from_parts(&self.kind, self.value)
+                .ok_or_else(|| corrupt(format!("revocation kind `{}` is unknown", self.kind)))?,
+            reason: self.reason,
+            revoked_by: self.revoked_by,
+            create_time: timestamp("create_time", self.create_time)?,
         })
     }
 }

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
+use crate::auth::revocation::{NewRevocation, Revocation};
 use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent, RequestType, State};
 use crate::domain::routing::{Completion, Processor, Route, Task, TaskError, TaskState, TaskView};
 use crate::domain::sla::Finding;
@@ -426,6 +427,19 @@ pub trait Store: Send + Sync + 'static {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<AuditTrail>, StoreError>;
+
+    // --- revocations ---
+
+    /// Records `revocation` unless its target is revoked already; either
+    /// way returns the revocation stored for the target.
+    async fn revoke(&self, revocation: &NewRevocation) -> Result<Revocation, StoreError>;
+
+    /// Up to `limit` revocations numbered after `after`, in order.
+    async fn list_revocations(
+        &self,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Revocation>, StoreError>;
 
     // --- leases: one replica at a time ---
 

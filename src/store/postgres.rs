@@ -29,8 +29,8 @@ use uuid::Uuid;
 use super::audit::{self, AuditKey, AuditTrail};
 use super::batch::Group;
 use super::codec::{
-    self, EventColumns, LeaseColumns, ProcessorColumns, RequestColumns, RouteColumns,
-    StateCountColumns, TaskColumns, TaskViewColumns,
+    self, EventColumns, LeaseColumns, ProcessorColumns, RequestColumns, RevocationColumns,
+    RouteColumns, StateCountColumns, TaskColumns, TaskViewColumns,
 };
 use super::crypt::DataKey;
 use super::sql::TaskFilterValue;
@@ -39,6 +39,7 @@ use super::{
     Created, Cursor, Deleted, Effects, InsertOutcome, Lease, RequestFilter, RouteFilter, Store,
     StoreConfig, StoreError, SweepCursor, TaskOp, TaskOpResult, error, sql,
 };
+use crate::auth::revocation::{NewRevocation, Revocation};
 use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent, State};
 use crate::domain::routing::{Processor, Route, Task, TaskState, TaskView};
 use crate::domain::sla::{Finding, SlaMarks};
@@ -1259,6 +1260,53 @@ impl Store for PostgresStore {
             .map_err(map)?
             .rows_affected();
         Ok(taken == 1)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.revoke",
+        skip_all,
+        fields(backend = "postgres", kind = revocation.target.kind())
+    )]
+    async fn revoke(&self, revocation: &NewRevocation) -> Result<Revocation, StoreError> {
+        let target = &revocation.target;
+        sqlx::query(sql::INSERT_REVOCATION)
+            .bind(target.kind())
+            .bind(target.value())
+            .bind(revocation.reason.as_str())
+            .bind(revocation.revoked_by.as_str())
+            .bind(codec::micros(revocation.create_time))
+            .execute(&self.pool)
+            .await
+            .map_err(map)?;
+        let row = sqlx::query(sql::SELECT_REVOCATION)
+            .bind(target.kind())
+            .bind(target.value())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map)?;
+        RevocationColumns::read(&row).map_err(map)?.into_domain()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.list_revocations",
+        level = "debug",
+        skip_all,
+        fields(backend = "postgres", limit = limit)
+    )]
+    async fn list_revocations(
+        &self,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        sqlx::query(sql::LIST_REVOCATIONS)
+            .bind(after.unwrap_or(0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .iter()
+            .map(|row| RevocationColumns::read(row).map_err(map)?.into_domain())
+            .collect()
     }
 
     #[tracing::instrument(

@@ -518,6 +518,20 @@ pub(super) const ACQUIRE_LEASE: &str = "INSERT INTO leases (name, holder, expire
 /// Gives lease `$1` up if holder `$2` holds it.
 pub(super) const RELEASE_LEASE: &str = "DELETE FROM leases WHERE name = $1 AND holder = $2";
 
+/// Records revocation `$1` kind, `$2` value, `$3` reason, `$4` by whom, `$5`
+/// when, unless its target is revoked already.
+pub(super) const INSERT_REVOCATION: &str = "INSERT INTO revocations \
+     (kind, value, reason, revoked_by, create_time) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (kind, value) DO NOTHING";
+
+/// The revocation of kind `$1` and value `$2`.
+pub(super) const SELECT_REVOCATION: &str = "SELECT seq, kind, value, reason, revoked_by, \
+     create_time FROM revocations WHERE kind = $1 AND value = $2";
+
+/// Up to `$2` revocations numbered after `$1`, in order.
+pub(super) const LIST_REVOCATIONS: &str = "SELECT seq, kind, value, reason, revoked_by, \
+     create_time FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2";
+
 /// Lease `$1`: its holder and expiry.
 pub(super) const SELECT_LEASE: &str = "SELECT holder, expire_time FROM leases WHERE name = $1";
 

@@ -80,6 +80,7 @@ struct Instruments {
     breached: Counter<u64>,
     expired: Counter<u64>,
     purged: Counter<u64>,
+    auth_failures: Counter<u64>,
     time_to_close: Histogram<f64>,
     rpc_duration: Histogram<f64>,
 }
@@ -135,6 +136,13 @@ impl Metrics {
                     )
                     .with_unit("{request}")
                     .build(),
+                auth_failures: meter
+                    .u64_counter("gdpr.auth.failures")
+                    .with_description(
+                        "Calls refused for their credentials or role, by reason (token_expired, invalid_signature, token_revoked, permission_denied, ...).",
+                    )
+                    .with_unit("{call}")
+                    .build(),
                 time_to_close: meter
                     .f64_histogram("gdpr.dsr.time_to_close")
                     .with_description(
@@ -155,6 +163,15 @@ impl Metrics {
                     .build(),
             }),
         }
+    }
+
+    /// A call was refused for its credentials or role: `reason` is the
+    /// refusal's ErrorInfo reason (`TOKEN_EXPIRED`, …), counted in lower
+    /// case. Nothing about the caller is kept.
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.inner
+            .auth_failures
+            .add(1, &[KeyValue::new("reason", reason.to_ascii_lowercase())]);
     }
 
     /// A request was accepted and stored.

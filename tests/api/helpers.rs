@@ -14,6 +14,7 @@ use gdpr_intake::proto::v1::processor_task_service_client::ProcessorTaskServiceC
 use gdpr_intake::proto::v1::routing_service_client::RoutingServiceClient;
 use gdpr_intake::startup::{Application, KeySource, Settings};
 use gdpr_intake::store::StoreConfig;
+use gdpr_intake::telemetry::Telemetry;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -65,6 +66,7 @@ pub fn test_settings(store: StoreConfig, data_dir: &TempDir) -> Settings {
         tls: None,
         limits: Default::default(),
         watchdog: Default::default(),
+        revocation_refresh: Duration::from_secs(2),
     }
 }
 
@@ -95,6 +97,17 @@ pub async fn spawn_configured(
     clock: Arc<dyn Clock>,
     configure: impl FnOnce(&mut Settings),
 ) -> Option<(TestApp, StoreConfig)> {
+    spawn_observed(backend, clock, Telemetry::disabled(), configure).await
+}
+
+/// [`spawn_configured`] with `telemetry`, whose instruments the test can
+/// read back.
+pub async fn spawn_observed(
+    backend: Backend,
+    clock: Arc<dyn Clock>,
+    telemetry: Telemetry,
+    configure: impl FnOnce(&mut Settings),
+) -> Option<(TestApp, StoreConfig)> {
     init_logs();
     let data_dir = tempfile::tempdir().expect("temp dir");
     let store = match backend {
@@ -103,7 +116,7 @@ pub async fn spawn_configured(
     };
     let mut settings = test_settings(store.clone(), &data_dir);
     configure(&mut settings);
-    let app = Application::build(settings, clock)
+    let app = Application::build_with_telemetry(settings, clock, telemetry)
         .await
         .expect("application builds");
     let addr = app.local_addr();

@@ -357,7 +357,7 @@ fn decodes<M: Message + Default>(bytes: &[u8]) -> bool {
     M::decode(bytes).is_ok()
 }
 
-const METHODS: [Method; 19] = [
+const METHODS: [Method; 21] = [
     (
         "/gdpr.intake.v1.DataSubjectRequestService/SubmitDataSubjectRequest",
         Who::Controller,
@@ -452,6 +452,16 @@ const METHODS: [Method; 19] = [
         "/gdpr.intake.v1.ProcessorTaskService/ListTasks",
         Who::Processor,
         decodes::<v1::ListTasksRequest>,
+    ),
+    (
+        "/gdpr.intake.v1.AccessService/RevokeAccess",
+        Who::Admin,
+        decodes::<v1::RevokeAccessRequest>,
+    ),
+    (
+        "/gdpr.intake.v1.AccessService/ListRevocations",
+        Who::Admin,
+        decodes::<v1::ListRevocationsRequest>,
     ),
 ];
 

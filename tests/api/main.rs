@@ -8,6 +8,7 @@
     reason = "a test stops at the first broken expectation"
 )]
 
+mod access;
 mod audit;
 mod crash;
 mod db;

@@ -6,6 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gdpr_intake::auth::{Algorithm, Role, TokenClaims, dev, sign_token};
 use gdpr_intake::proto::v1;
+use gdpr_intake::proto::v1::access_service_client::AccessServiceClient;
 use serde_json::Value;
 use tonic::{Code, Status};
 
@@ -34,9 +35,11 @@ enum Rpc {
     Release,
     ListTasks,
     Watch,
+    Revoke,
+    ListRevocations,
 }
 
-const ALL: [Rpc; 20] = [
+const ALL: [Rpc; 22] = [
     Rpc::Submit,
     Rpc::Get,
     Rpc::List,
@@ -57,6 +60,8 @@ const ALL: [Rpc; 20] = [
     Rpc::Release,
     Rpc::ListTasks,
     Rpc::Watch,
+    Rpc::Revoke,
+    Rpc::ListRevocations,
 ];
 
 impl Rpc {
@@ -76,7 +81,9 @@ impl Rpc {
             | Rpc::DeleteProcessor
             | Rpc::CreateRoute
             | Rpc::ListRoutes
-            | Rpc::DeleteRoute => Role::Admin,
+            | Rpc::DeleteRoute
+            | Rpc::Revoke
+            | Rpc::ListRevocations => Role::Admin,
             _ => Role::Processor,
         }
     }
@@ -122,6 +129,7 @@ async fn call(app: &TestApp, rpc: Rpc, token: Option<&str>, t: &Targets) -> Resu
         }
     }
     let (mut d, mut r, mut k) = (app.dsr(), app.routing(), app.tasks());
+    let mut a = AccessServiceClient::new(app.channel.clone());
     let name = t.request.clone();
     let task = t.task.clone();
     let lease = t.token.clone();
@@ -235,6 +243,23 @@ async fn call(app: &TestApp, rpc: Rpc, token: Option<&str>, t: &Targets) -> Resu
                     name: "routes/00000000-0000-4000-8000-000000000000".into(),
                 },
             ))
+            .await
+            .map(drop),
+        // A token id nobody holds: the matrix revokes nothing it uses.
+        Rpc::Revoke => a
+            .revoke_access(req(
+                token,
+                v1::RevokeAccessRequest {
+                    target: Some(v1::revoke_access_request::Target::TokenId(
+                        "security-matrix-probe".into(),
+                    )),
+                    reason: "security matrix".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::ListRevocations => a
+            .list_revocations(req(token, v1::ListRevocationsRequest::default()))
             .await
             .map(drop),
         Rpc::Claim => k

@@ -117,6 +117,7 @@ conformance! {
         a_task_finding_is_recorded_once_on_its_requests_trail,
         a_lease_has_one_holder_until_it_lapses_or_is_released,
         closed_requests_past_retention_are_listed_by_close_time,
+        revocations_are_recorded_once_and_listed_in_order,
     ],
     configs: [
         data_survives_reconnecting,
@@ -2902,4 +2903,49 @@ async fn a_large_group_is_split_into_statements_and_its_trails_verify(config: St
         .unwrap();
     assert_eq!(report.finding, None, "every trail verifies");
     assert_eq!((report.requests, report.events), (800, 2400));
+}
+
+/// A target is revoked once, whoever asks again; revocations list in the
+/// order they were recorded, page after page.
+async fn revocations_are_recorded_once_and_listed_in_order(store: Arc<dyn Store>) {
+    use gdpr_intake::auth::{NewRevocation, RevocationTarget};
+    let new = |target: RevocationTarget, second: i64| NewRevocation {
+        target,
+        reason: "key leaked".to_owned(),
+        revoked_by: "root".to_owned(),
+        create_time: at(second),
+    };
+    let first = store
+        .revoke(&new(RevocationTarget::Subject("svc-a".into()), 10))
+        .await
+        .unwrap();
+    assert_eq!(first.target, RevocationTarget::Subject("svc-a".into()));
+    assert_eq!(
+        (first.reason.as_str(), first.revoked_by.as_str()),
+        ("key leaked", "root")
+    );
+    assert_eq!(first.create_time, at(10));
+    // The same target again: the stored one, unchanged.
+    let again = store
+        .revoke(&new(RevocationTarget::Subject("svc-a".into()), 20))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    // The same value as a token id is another target.
+    let token = store
+        .revoke(&new(RevocationTarget::TokenId("svc-a".into()), 30))
+        .await
+        .unwrap();
+    assert!(token.seq > first.seq);
+    let third = store
+        .revoke(&new(RevocationTarget::TokenId("jti-9".into()), 40))
+        .await
+        .unwrap();
+
+    let all = store.list_revocations(None, 10).await.unwrap();
+    assert_eq!(all, vec![first.clone(), token.clone(), third.clone()]);
+    let page = store.list_revocations(None, 2).await.unwrap();
+    assert_eq!(page, vec![first, token.clone()]);
+    let rest = store.list_revocations(Some(token.seq), 2).await.unwrap();
+    assert_eq!(rest, vec![third]);
 }
