@@ -11,7 +11,7 @@ use super::AppState;
 use super::convert::revocation_to_proto;
 use super::error::ApiError;
 use super::{page, parse};
-use crate::auth::{Caller, Revocation, Revocations, Role};
+use crate::auth::{Caller, Revocations, Role};
 use crate::proto::v1;
 use crate::proto::v1::access_service_server::AccessService;
 use crate::store::{Store, StoreError};
@@ -90,30 +90,27 @@ impl AccessService for AccessApi {
     }
 }
 
-/// Every revocation the store holds, into `revocations`.
+/// The revocations recorded since `revocations` last loaded, into it: only
+/// rows numbered after its load position are read (none, most times).
 pub async fn reload_revocations(
     store: &dyn Store,
     revocations: &Revocations,
 ) -> Result<(), StoreError> {
-    let mut all: Vec<Revocation> = Vec::new();
     loop {
         let page = store
-            .list_revocations(all.last().map(|r| r.seq), RELOAD_PAGE)
+            .list_revocations(Some(revocations.loaded_through()), RELOAD_PAGE)
             .await?;
-        let done = page.len() < RELOAD_PAGE as usize;
-        all.extend(page);
-        if done {
-            break;
+        revocations.extend_loaded(&page);
+        if page.len() < RELOAD_PAGE as usize {
+            return Ok(());
         }
     }
-    revocations.replace(&all);
-    Ok(())
 }
 
-/// Reloads the revocations every `every` until `stop` resolves. The whole
-/// set is read each time (it is small, and a revocation committed late with
-/// a lower number is not missed); a failed read keeps the set as it was and
-/// is logged.
+/// Loads new revocations every `every` until `stop` resolves. The store
+/// numbers revocations in the order they commit, so reading past the last
+/// number loaded misses none; a failed read keeps the set as it was, is
+/// logged, and is retried at the next tick.
 pub async fn refresh_revocations(
     store: Arc<dyn Store>,
     revocations: Revocations,
@@ -130,7 +127,7 @@ pub async fn refresh_revocations(
             _ = ticks.tick() => {}
         }
         if let Err(e) = reload_revocations(store.as_ref(), &revocations).await {
-            tracing::warn!(error = %e, "cannot reload revocations; keeping the last set");
+            tracing::warn!(error = %e, "cannot load new revocations; keeping the set as it is");
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Revoked callers and tokens. The store keeps them; each replica holds the
 //! whole set in memory, checks every call against it without a database
-//! round trip, and reloads it every `--revocation-refresh`.
+//! round trip, and every `--revocation-refresh` loads the ones recorded
+//! since its last load (revocations are never withdrawn, so the set only
+//! grows).
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -77,6 +79,9 @@ pub struct Revocations {
 struct Revoked {
     subjects: HashSet<String>,
     token_ids: HashSet<String>,
+    /// The number of the last revocation loaded from the store: the next
+    /// load asks for those after it.
+    loaded_through: i64,
 }
 
 impl Revoked {
@@ -89,19 +94,31 @@ impl Revoked {
 }
 
 impl Revocations {
-    /// Replaces the set with `all`, everything the store holds.
-    pub fn replace(&self, all: &[Revocation]) {
-        let mut fresh = Revoked::default();
-        for r in all {
-            fresh.insert(&r.target);
-        }
-        *self
-            .inner
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+    /// The number of the last revocation loaded from the store (0 before
+    /// the first).
+    pub fn loaded_through(&self) -> i64 {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .loaded_through
     }
 
-    /// Adds one revocation at once (the replica that recorded it).
+    /// Adds `loaded`, read from the store in order after
+    /// [`loaded_through`](Self::loaded_through), and moves that past them.
+    pub fn extend_loaded(&self, loaded: &[Revocation]) {
+        let mut revoked = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in loaded {
+            revoked.insert(&r.target);
+            revoked.loaded_through = revoked.loaded_through.max(r.seq);
+        }
+    }
+
+    /// Adds one revocation at once (the replica that recorded it). The
+    /// load position stays: revocations numbered before it may not have
+    /// been loaded yet.
     pub fn add(&self, target: &RevocationTarget) {
         self.inner
             .write()
@@ -168,7 +185,7 @@ mod tests {
     fn a_subject_or_a_token_id_is_refused() {
         let set = Revocations::default();
         assert!(!set.refuses(&caller("svc-a", Some("t1"))));
-        set.replace(&[
+        set.extend_loaded(&[
             revocation(1, RevocationTarget::Subject("svc-a".into())),
             revocation(2, RevocationTarget::TokenId("t9".into())),
         ]);
@@ -182,13 +199,22 @@ mod tests {
     }
 
     #[test]
-    fn replacing_forgets_what_the_store_no_longer_holds() {
+    fn only_loading_moves_the_load_position() {
         let set = Revocations::default();
+        assert_eq!(set.loaded_through(), 0);
+        // Recorded here as number 7: numbers before it may still be missing.
         set.add(&RevocationTarget::Subject("svc-a".into()));
         assert!(set.refuses(&caller("svc-a", None)));
-        set.replace(&[]);
-        assert!(set.is_empty());
-        assert!(!set.refuses(&caller("svc-a", None)));
+        assert_eq!(set.loaded_through(), 0);
+        set.extend_loaded(&[
+            revocation(3, RevocationTarget::TokenId("t3".into())),
+            revocation(7, RevocationTarget::Subject("svc-a".into())),
+        ]);
+        assert_eq!(set.loaded_through(), 7);
+        assert_eq!(set.len(), 2);
+        set.extend_loaded(&[]);
+        assert_eq!(set.loaded_through(), 7);
+        assert!(set.refuses(&caller("svc-b", Some("t3"))));
     }
 
     #[test]

@@ -434,7 +434,9 @@ pub trait Store: Send + Sync + 'static {
     /// way returns the revocation stored for the target.
     async fn revoke(&self, revocation: &NewRevocation) -> Result<Revocation, StoreError>;
 
-    /// Up to `limit` revocations numbered after `after`, in order.
+    /// Up to `limit` revocations numbered after `after`, in order. Numbers
+    /// are given in the order revocations commit, so asking after the last
+    /// number seen returns exactly those recorded since.
     async fn list_revocations(
         &self,
         after: Option<i64>,

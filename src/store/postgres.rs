@@ -1269,21 +1269,27 @@ impl Store for PostgresStore {
     )]
     async fn revoke(&self, revocation: &NewRevocation) -> Result<Revocation, StoreError> {
         let target = &revocation.target;
+        let mut tx = self.begin().await?;
+        sqlx::query(sql::LOCK_REVOCATIONS)
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
         sqlx::query(sql::INSERT_REVOCATION)
             .bind(target.kind())
             .bind(target.value())
             .bind(revocation.reason.as_str())
             .bind(revocation.revoked_by.as_str())
             .bind(codec::micros(revocation.create_time))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(map)?;
         let row = sqlx::query(sql::SELECT_REVOCATION)
             .bind(target.kind())
             .bind(target.value())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await
             .map_err(map)?;
+        tx.commit().await.map_err(map)?;
         RevocationColumns::read(&row).map_err(map)?.into_domain()
     }
 

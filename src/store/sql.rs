@@ -518,6 +518,12 @@ pub(super) const ACQUIRE_LEASE: &str = "INSERT INTO leases (name, holder, expire
 /// Gives lease `$1` up if holder `$2` holds it.
 pub(super) const RELEASE_LEASE: &str = "DELETE FROM leases WHERE name = $1 AND holder = $2";
 
+/// PostgreSQL: taken before recording a revocation and held to the commit,
+/// so revocations commit in the order of their numbers and a replica that
+/// has loaded up to one number never misses a lower one committed later.
+/// (Plain reads are not blocked; SQLite has one writer anyway.)
+pub(super) const LOCK_REVOCATIONS: &str = "LOCK TABLE revocations IN SHARE ROW EXCLUSIVE MODE";
+
 /// Records revocation `$1` kind, `$2` value, `$3` reason, `$4` by whom, `$5`
 /// when, unless its target is revoked already.
 pub(super) const INSERT_REVOCATION: &str = "INSERT INTO revocations \

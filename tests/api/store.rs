@@ -118,6 +118,7 @@ conformance! {
         a_lease_has_one_holder_until_it_lapses_or_is_released,
         closed_requests_past_retention_are_listed_by_close_time,
         revocations_are_recorded_once_and_listed_in_order,
+        revocations_recorded_concurrently_are_all_loaded_past_the_cursor,
     ],
     configs: [
         data_survives_reconnecting,
@@ -2948,4 +2949,60 @@ async fn revocations_are_recorded_once_and_listed_in_order(store: Arc<dyn Store>
     assert_eq!(page, vec![first, token.clone()]);
     let rest = store.list_revocations(Some(token.seq), 2).await.unwrap();
     assert_eq!(rest, vec![third]);
+}
+
+/// A replica loads only revocations numbered after the last one it loaded:
+/// while revocations are recorded concurrently, a lower number must never
+/// become visible after a higher one, or the loader would skip it for good.
+async fn revocations_recorded_concurrently_are_all_loaded_past_the_cursor(store: Arc<dyn Store>) {
+    use gdpr_intake::api::access::reload_revocations;
+    use gdpr_intake::auth::{Caller, NewRevocation, RevocationTarget, Revocations, Role};
+    const N: usize = 40;
+    let revocations = Revocations::default();
+    let done = Arc::new(AtomicUsize::new(0));
+    let loader = {
+        let (store, revocations, done) = (store.clone(), revocations.clone(), done.clone());
+        tokio::spawn(async move {
+            while done.load(Ordering::SeqCst) < N {
+                reload_revocations(store.as_ref(), &revocations)
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let writers: Vec<_> = (0..N)
+        .map(|i| {
+            let (store, done) = (store.clone(), done.clone());
+            tokio::spawn(async move {
+                store
+                    .revoke(&NewRevocation {
+                        target: RevocationTarget::TokenId(format!("jti-{i}")),
+                        reason: "key leaked".to_owned(),
+                        revoked_by: "root".to_owned(),
+                        create_time: at(10),
+                    })
+                    .await
+                    .unwrap();
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    loader.await.unwrap();
+    reload_revocations(store.as_ref(), &revocations)
+        .await
+        .unwrap();
+
+    assert_eq!(revocations.len(), N, "every revocation loaded");
+    let caller = |i: usize| Caller {
+        subject: "svc".to_owned(),
+        role: Role::Controller,
+        tenant: "acme".to_owned(),
+        token_id: Some(format!("jti-{i}")),
+        expires_at: 0,
+    };
+    assert!((0..N).all(|i| revocations.refuses(&caller(i))));
 }
