@@ -812,3 +812,135 @@ fn a_rejected_token_is_never_remembered() {
     assert!(auth.verify_token(&tampered).is_err());
     assert_eq!(auth.cached_tokens(), 0);
 }
+
+#[test]
+fn a_revoked_subject_or_token_id_is_refused_even_when_remembered() {
+    let auth = authenticator();
+    let token = ed_token(&claims("controller", "acme"));
+    let other = ed_token(&with(claims("controller", "acme"), "sub", json!("user-43")));
+    let bearer = |t: &str| metadata(&format!("Bearer {t}"));
+    auth.authenticate(&bearer(&token)).unwrap();
+    assert_eq!(auth.cached_tokens(), 1);
+
+    auth.revocations()
+        .add(&RevocationTarget::TokenId("token-7".to_owned()));
+    // Every token of the fixture carries jti `token-7`.
+    assert_eq!(auth.authenticate(&bearer(&token)), Err(AuthError::Revoked));
+    assert_eq!(auth.authenticate(&bearer(&other)), Err(AuthError::Revoked));
+    let no_jti = ed_token(&without(claims("controller", "acme"), "jti"));
+    auth.authenticate(&bearer(&no_jti)).unwrap();
+
+    // A token without `jti` is still refused by its subject.
+    auth.revocations()
+        .add(&RevocationTarget::Subject("user-42".to_owned()));
+    assert_eq!(auth.authenticate(&bearer(&no_jti)), Err(AuthError::Revoked));
+    assert_eq!(
+        AuthError::Revoked.code(),
+        tonic::Code::Unauthenticated,
+        "a revoked token is unauthenticated, not merely forbidden"
+    );
+}
+
+/// Every refusal, whatever its cause, leaves no part of the token in any log
+/// line (at every level) nor in the error's text or debug form, which is
+/// what the handlers' warn line and the client's message are made of.
+#[test]
+fn no_refusal_writes_any_part_of_the_token() {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let auth = authenticator();
+    auth.revocations()
+        .add(&RevocationTarget::Subject("revoked-svc".to_owned()));
+    let expired = ed_token(&with(claims("admin", ""), "exp", json!(now() - 3600)));
+    let mut tampered = ed_token(&claims("admin", ""));
+    tampered.replace_range(tampered.len() - 6.., "AAAAAA");
+    let tokens = [
+        ("expired", expired),
+        ("bad signature", tampered),
+        (
+            "unknown kid",
+            sign_token(
+                &fixture().ed,
+                Algorithm::EdDSA,
+                Some("ed-9"),
+                &claims("admin", ""),
+            )
+            .unwrap(),
+        ),
+        (
+            "wrong audience",
+            ed_token(&with(claims("admin", ""), "aud", json!("other"))),
+        ),
+        (
+            "wrong issuer",
+            ed_token(&with(
+                claims("admin", ""),
+                "iss",
+                json!("https://evil.test"),
+            )),
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64_json(&json!({"alg": "none"})),
+                b64_json(&claims("admin", ""))
+            ),
+        ),
+        (
+            "revoked",
+            ed_token(&with(claims("admin", ""), "sub", json!("revoked-svc"))),
+        ),
+        ("wrong role", ed_token(&claims("processor", "crm-vendor"))),
+    ];
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer({
+            let out = out.clone();
+            move || out.clone()
+        })
+        .finish();
+    let errors: Vec<_> = tracing::subscriber::with_default(subscriber, || {
+        tokens
+            .iter()
+            .map(|(case, token)| {
+                let err = auth
+                    .authorize(&metadata(&format!("Bearer {token}")), &[Role::Admin])
+                    .expect_err(case);
+                tracing::warn!(reason = err.reason(), error = %err, "call refused");
+                (case, token, err)
+            })
+            .collect()
+    });
+    let logged = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        logged.matches("call refused").count(),
+        tokens.len(),
+        "{logged}"
+    );
+    for (case, token, err) in errors {
+        let said = format!("{logged}\n{err}\n{err:?}");
+        for segment in token.split('.').filter(|s| s.len() >= 8) {
+            assert!(
+                !said.contains(segment),
+                "{case}: a token segment was written"
+            );
+        }
+        // The reason is stated, in a form made only of the refusal.
+        assert!(logged.contains(err.reason()), "{case}");
+    }
+}
