@@ -47,6 +47,7 @@ pub const READINESS_SERVICES: &[&str] = &[
     "gdpr.intake.v1.DataSubjectRequestService",
     "gdpr.intake.v1.RoutingService",
     "gdpr.intake.v1.ProcessorTaskService",
+    "gdpr.intake.v1.AccessService",
 ];
 
 /// The tonic server with this service's transport settings. The application
