@@ -13,13 +13,13 @@ use gdpr_intake::proto::v1::access_service_client::AccessServiceClient;
 use gdpr_intake::proto::v1::revocation::Target;
 use gdpr_intake::proto::v1::revoke_access_request::Target as Revoke;
 use gdpr_intake::startup::KeySource;
-use gdpr_intake::telemetry::Telemetry;
+use gdpr_intake::telemetry::{Telemetry, TelemetryConfig};
 use tonic::Code;
 
 use crate::helpers::{
     Backend, TestApp, assert_status, authed, bad_fields, spawn_app, spawn_configured,
-    spawn_observed,
 };
+use crate::telemetry::{http_get, spawn_with, test_log_format};
 
 fn access(app: &TestApp) -> AccessServiceClient<tonic::transport::Channel> {
     AccessServiceClient::new(app.channel.clone())
@@ -219,20 +219,25 @@ async fn only_an_admin_revokes_and_a_revocation_is_checked() {
     app.stop().await;
 }
 
-/// Refusals are counted by reason, the caller nowhere in the labels.
+/// Refusals are counted by reason, the caller nowhere in the labels, as the
+/// Prometheus endpoint shows them.
 #[tokio::test]
 async fn failed_authentications_are_counted_by_reason() {
-    let telemetry = Telemetry::disabled();
-    let (app, _) = spawn_observed(
-        Backend::Sqlite,
-        Arc::new(SystemClock),
-        telemetry.clone(),
-        |_| {},
-    )
-    .await
-    .expect("sqlite");
-    let count = |reason: &str| {
-        let text = telemetry.prometheus_text().expect("encodes");
+    let telemetry = Telemetry::builder(TelemetryConfig {
+        metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
+        log_format: test_log_format(),
+        ..TelemetryConfig::quiet()
+    })
+    .build()
+    .expect("telemetry builds");
+    let (app, metrics) = spawn_with(telemetry).await;
+    let metrics = metrics.expect("metrics endpoint bound");
+    let scrape = || async move {
+        let (status, text) = http_get(metrics, "/metrics").await;
+        assert!(status.contains("200"), "{status}");
+        text
+    };
+    let count = |text: &str, reason: &str| {
         text.lines()
             .find(|l| {
                 l.starts_with("gdpr_auth_failures_total{")
@@ -242,6 +247,9 @@ async fn failed_authentications_are_counted_by_reason() {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    let before = scrape().await;
+    assert_eq!(count(&before, "missing_credentials"), 0.0);
+
     let no_token = app
         .dsr()
         .list_data_subject_requests(tonic::Request::new(
@@ -265,14 +273,20 @@ async fn failed_authentications_are_counted_by_reason() {
             .is_err()
     );
 
-    assert_eq!(count("missing_credentials"), 1.0);
-    assert_eq!(count("invalid_signature"), 2.0);
-    assert_eq!(count("permission_denied"), 1.0);
-    assert_eq!(count("token_revoked"), 1.0);
-    let text = telemetry.prometheus_text().expect("encodes");
+    let text = scrape().await;
+    assert_eq!(count(&text, "missing_credentials"), 1.0, "{text}");
+    assert_eq!(count(&text, "invalid_signature"), 2.0, "{text}");
+    assert_eq!(count(&text, "permission_denied"), 1.0, "{text}");
+    assert_eq!(count(&text, "token_revoked"), 1.0, "{text}");
+    let labels: Vec<_> = text
+        .lines()
+        .filter(|l| l.starts_with("gdpr_auth_failures_total{"))
+        .collect();
     assert!(
-        !text.contains("billing-service"),
-        "no caller in the metrics"
+        labels.iter().all(|l| !l.contains("billing-service")
+            && !l.contains("tenant")
+            && !l.contains("crm-vendor")),
+        "no caller in the labels: {labels:?}"
     );
     app.stop().await;
 }

@@ -14,7 +14,6 @@ use gdpr_intake::proto::v1::processor_task_service_client::ProcessorTaskServiceC
 use gdpr_intake::proto::v1::routing_service_client::RoutingServiceClient;
 use gdpr_intake::startup::{Application, KeySource, Settings};
 use gdpr_intake::store::StoreConfig;
-use gdpr_intake::telemetry::Telemetry;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -97,17 +96,6 @@ pub async fn spawn_configured(
     clock: Arc<dyn Clock>,
     configure: impl FnOnce(&mut Settings),
 ) -> Option<(TestApp, StoreConfig)> {
-    spawn_observed(backend, clock, Telemetry::disabled(), configure).await
-}
-
-/// [`spawn_configured`] with `telemetry`, whose instruments the test can
-/// read back.
-pub async fn spawn_observed(
-    backend: Backend,
-    clock: Arc<dyn Clock>,
-    telemetry: Telemetry,
-    configure: impl FnOnce(&mut Settings),
-) -> Option<(TestApp, StoreConfig)> {
     init_logs();
     let data_dir = tempfile::tempdir().expect("temp dir");
     let store = match backend {
@@ -116,7 +104,7 @@ pub async fn spawn_observed(
     };
     let mut settings = test_settings(store.clone(), &data_dir);
     configure(&mut settings);
-    let app = Application::build_with_telemetry(settings, clock, telemetry)
+    let app = Application::build(settings, clock)
         .await
         .expect("application builds");
     let addr = app.local_addr();

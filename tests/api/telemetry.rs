@@ -48,12 +48,12 @@ const SUBMIT: &str = "gdpr.intake.v1.DataSubjectRequestService/SubmitDataSubject
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-fn test_log_format() -> Option<gdpr_intake::config::LogFormat> {
+pub(crate) fn test_log_format() -> Option<gdpr_intake::config::LogFormat> {
     std::env::var_os("TEST_LOG").map(|_| gdpr_intake::config::LogFormat::Text)
 }
 
 /// An app on SQLite with `telemetry`; returns it with its metrics address.
-async fn spawn_with(telemetry: Telemetry) -> (TestApp, Option<SocketAddr>) {
+pub(crate) async fn spawn_with(telemetry: Telemetry) -> (TestApp, Option<SocketAddr>) {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let settings = test_settings(StoreConfig::sqlite(data_dir.path()), &data_dir);
     let app = Application::build_with_telemetry(settings, Arc::new(SystemClock), telemetry)
@@ -548,7 +548,7 @@ async fn later_spans_link_to_the_submission() {
 }
 
 /// `GET path` over plain HTTP/1.1; the status line and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connects");
