@@ -510,4 +510,23 @@ mod tests {
         assert!(Cli::try_parse_from(["gdpr-intake", "--max-concurrent-calls", "0"]).is_err());
         assert!(Cli::try_parse_from(["gdpr-intake", "--max-message-bytes", "0"]).is_err());
     }
+
+    #[test]
+    fn revocation_refresh_defaults_to_two_seconds_and_refuses_zero() {
+        let refresh = |args: &[&str]| {
+            let mut all = vec!["gdpr-intake"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+                .expect("parses")
+                .serve
+                .revocation_refresh()
+        };
+        assert_eq!(refresh(&[]), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            refresh(&["--revocation-refresh", "500ms"]),
+            Ok(Duration::from_millis(500))
+        );
+        let error = refresh(&["--revocation-refresh", "0s"]).expect_err("refused");
+        assert!(error.starts_with("--revocation-refresh"), "{error}");
+    }
 }

@@ -293,7 +293,7 @@ async fn failed_authentications_are_counted_by_reason() {
 
 /// Two instances on one PostgreSQL database: a revocation recorded on one
 /// is refused by the other within its refresh, though the other had already
-/// verified (and remembered) the token.
+/// verified (and remembered) the token, and by one started later at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_reaches_every_replica_within_the_refresh() {
     let refresh = Duration::from_millis(300);
@@ -308,8 +308,10 @@ async fn a_revocation_reaches_every_replica_within_the_refresh() {
     let keys = first.data_dir.path().to_path_buf();
     let (second, _) = spawn_configured(Backend::Postgres, Arc::new(SystemClock), |s| {
         s.revocation_refresh = refresh;
-        s.store = database;
-        s.keys = KeySource::DevKeys { data_dir: keys };
+        s.store = database.clone();
+        s.keys = KeySource::DevKeys {
+            data_dir: keys.clone(),
+        };
     })
     .await
     .expect("postgres");
@@ -336,6 +338,24 @@ async fn a_revocation_reaches_every_replica_within_the_refresh() {
             }
         }
     }
+
+    // A replica started later refuses it from its first call, long before
+    // its first refresh: it loads every revocation before serving.
+    let (third, _) = spawn_configured(Backend::Postgres, Arc::new(SystemClock), |s| {
+        s.revocation_refresh = Duration::from_secs(3600);
+        s.store = database;
+        s.keys = KeySource::DevKeys { data_dir: keys };
+    })
+    .await
+    .expect("postgres");
+    let status = list_with(&third, &leaked)
+        .await
+        .expect_err("from the start");
+    assert_status(&status, Code::Unauthenticated, Some("TOKEN_REVOKED"));
+    list_with(&third, &token(&first, "billing-service", Some("jti-2")))
+        .await
+        .expect("another token of the caller works");
     first.stop().await;
     second.stop().await;
+    third.stop().await;
 }
