@@ -13,13 +13,12 @@ use gdpr_intake::proto::v1::access_service_client::AccessServiceClient;
 use gdpr_intake::proto::v1::revocation::Target;
 use gdpr_intake::proto::v1::revoke_access_request::Target as Revoke;
 use gdpr_intake::startup::KeySource;
-use gdpr_intake::telemetry::{Telemetry, TelemetryConfig};
 use tonic::Code;
 
 use crate::helpers::{
     Backend, TestApp, assert_status, authed, bad_fields, spawn_app, spawn_configured,
 };
-use crate::telemetry::{http_get, spawn_with, test_log_format};
+use crate::telemetry::{http_get, spawn_with_metrics_endpoint};
 
 fn access(app: &TestApp) -> AccessServiceClient<tonic::transport::Channel> {
     AccessServiceClient::new(app.channel.clone())
@@ -223,15 +222,7 @@ async fn only_an_admin_revokes_and_a_revocation_is_checked() {
 /// Prometheus endpoint shows them.
 #[tokio::test]
 async fn failed_authentications_are_counted_by_reason() {
-    let telemetry = Telemetry::builder(TelemetryConfig {
-        metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
-        log_format: test_log_format(),
-        ..TelemetryConfig::quiet()
-    })
-    .build()
-    .expect("telemetry builds");
-    let (app, metrics) = spawn_with(telemetry).await;
-    let metrics = metrics.expect("metrics endpoint bound");
+    let (app, metrics) = spawn_with_metrics_endpoint().await;
     let scrape = || async move {
         let (status, text) = http_get(metrics, "/metrics").await;
         assert!(status.contains("200"), "{status}");

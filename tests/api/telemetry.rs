@@ -48,12 +48,12 @@ const SUBMIT: &str = "gdpr.intake.v1.DataSubjectRequestService/SubmitDataSubject
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-pub(crate) fn test_log_format() -> Option<gdpr_intake::config::LogFormat> {
+fn test_log_format() -> Option<gdpr_intake::config::LogFormat> {
     std::env::var_os("TEST_LOG").map(|_| gdpr_intake::config::LogFormat::Text)
 }
 
 /// An app on SQLite with `telemetry`; returns it with its metrics address.
-pub(crate) async fn spawn_with(telemetry: Telemetry) -> (TestApp, Option<SocketAddr>) {
+async fn spawn_with(telemetry: Telemetry) -> (TestApp, Option<SocketAddr>) {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let settings = test_settings(StoreConfig::sqlite(data_dir.path()), &data_dir);
     let app = Application::build_with_telemetry(settings, Arc::new(SystemClock), telemetry)
@@ -565,8 +565,9 @@ pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     (status, body.to_owned())
 }
 
-#[tokio::test]
-async fn prometheus_endpoint_serves_the_service_metrics() {
+/// An app on SQLite serving its metrics on a port of its own; returns it
+/// with that port's address.
+pub(crate) async fn spawn_with_metrics_endpoint() -> (TestApp, SocketAddr) {
     let telemetry = Telemetry::builder(TelemetryConfig {
         metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
         log_format: test_log_format(),
@@ -575,7 +576,12 @@ async fn prometheus_endpoint_serves_the_service_metrics() {
     .build()
     .expect("telemetry builds");
     let (app, metrics) = spawn_with(telemetry).await;
-    let metrics = metrics.expect("metrics endpoint bound");
+    (app, metrics.expect("metrics endpoint bound"))
+}
+
+#[tokio::test]
+async fn prometheus_endpoint_serves_the_service_metrics() {
+    let (app, metrics) = spawn_with_metrics_endpoint().await;
     let token = app.token(Role::Controller, "acme");
     let mut dsr = app.dsr();
     dsr.submit_data_subject_request(authed(&token, submission()))
