@@ -57,6 +57,9 @@ const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 const FLUSH_GRACE: Duration = Duration::from_secs(30);
 /// The sampler of a traced run: every span, the most export can cost.
 const SAMPLER: &str = "always_on";
+/// The batch span processor's queue in a traced run (the SDK's default is
+/// 2,048).
+const BSP_QUEUE: usize = 65_536;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -213,6 +216,10 @@ async fn run_on(
         Some(c) => vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", c.endpoint()),
             ("OTEL_TRACES_SAMPLER", SAMPLER.to_owned()),
+            // Room for a few seconds of spans at full load, so that a slow
+            // export on a busy machine delays spans instead of dropping
+            // them: the run measures exporting every span.
+            ("OTEL_BSP_MAX_QUEUE_SIZE", BSP_QUEUE.to_string()),
             ("OTEL_SERVICE_NAME", "gdpr-intake-loadgen".to_owned()),
         ],
         None => Vec::new(),
