@@ -48,6 +48,18 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Rows read per page of a sweep.
 const PAGE: u32 = 200;
 
+/// Where the page after `page` starts (after its last row, keyed by
+/// `key`); `None` when `page` was not full, so there is no other.
+fn next_page<T>(page: &[T], key: impl Fn(&T) -> (Timestamp, Uuid)) -> Option<SweepCursor> {
+    match page.last() {
+        Some(last) if page.len() == PAGE as usize => {
+            let (time, id) = key(last);
+            Some(SweepCursor { time, id })
+        }
+        _ => None,
+    }
+}
+
 /// How long the sweeper's lease lasts: half an interval.
 pub fn lease_ttl(interval: Duration) -> Duration {
     interval / 2
@@ -307,14 +319,9 @@ impl Watchdog {
                     *purged += 1;
                 }
             }
-            match page.last() {
-                Some(last) if page.len() == PAGE as usize => {
-                    after = Some(SweepCursor {
-                        time: last.close_time.unwrap_or(closed_by),
-                        id: last.id,
-                    });
-                }
-                _ => return Ok(()),
+            after = next_page(&page, |r| (r.close_time.unwrap_or(closed_by), r.id));
+            if after.is_none() {
+                return Ok(());
             }
         }
     }
@@ -361,14 +368,9 @@ impl Watchdog {
                     Err(e) => return Err(e.into()),
                 }
             }
-            match page.last() {
-                Some(last) if page.len() == PAGE as usize => {
-                    after = Some(SweepCursor {
-                        time: last.received_at,
-                        id: last.id,
-                    });
-                }
-                _ => return Ok(()),
+            after = next_page(&page, |r| (r.received_at, r.id));
+            if after.is_none() {
+                return Ok(());
             }
         }
     }
@@ -409,14 +411,9 @@ impl Watchdog {
                 self.count(finding, SlaItem::Request);
                 report_request(request, Some(finding), now);
             }
-            match page.last() {
-                Some(last) if page.len() == PAGE as usize => {
-                    after = Some(SweepCursor {
-                        time: last.due_time,
-                        id: last.id,
-                    });
-                }
-                _ => return Ok(()),
+            after = next_page(&page, |r| (r.due_time, r.id));
+            if after.is_none() {
+                return Ok(());
             }
         }
     }
@@ -464,14 +461,9 @@ impl Watchdog {
                 self.count(finding, SlaItem::Task);
                 report_task(request, task, finding, now);
             }
-            match page.last() {
-                Some(last) if page.len() == PAGE as usize => {
-                    after = Some(SweepCursor {
-                        time: last.due_time,
-                        id: last.id,
-                    });
-                }
-                _ => return Ok(()),
+            after = next_page(&page, |r| (r.due_time, r.id));
+            if after.is_none() {
+                return Ok(());
             }
         }
     }
@@ -576,5 +568,26 @@ fn emit(finding: Option<Finding>, request: &DataSubjectRequest, task: Option<&Ta
             dsr.name = name,
             dsr.due_time = due,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_page_continues_after_its_last_row_and_a_short_one_ends() {
+        let rows: Vec<(Timestamp, Uuid)> = (0..PAGE)
+            .map(|i| {
+                (
+                    Timestamp::from_second(i64::from(i)).unwrap(),
+                    Uuid::from_u128(u128::from(i)),
+                )
+            })
+            .collect();
+        let next = next_page(&rows, |r| *r).expect("a full page has a next");
+        assert_eq!((next.time, next.id), rows[rows.len() - 1]);
+        assert!(next_page(&rows[..rows.len() - 1], |r| *r).is_none());
+        assert!(next_page::<(Timestamp, Uuid)>(&[], |r| *r).is_none());
     }
 }
