@@ -499,21 +499,23 @@ impl Watchdog {
 /// submitted it, with the `dsr.*` attributes and one event: `finding`, or
 /// the expiry when `None`.
 fn report_request(request: &DataSubjectRequest, finding: Option<Finding>, now: Timestamp) {
-    let span = finding_span(finding, SlaItem::Request);
-    telemetry::record_request(&span, request, now);
-    telemetry::link_request(&span, request);
-    span.in_scope(|| emit(finding, request, None));
+    finding_span(finding, SlaItem::Request).in_scope(|| {
+        telemetry::record_request(request, now);
+        telemetry::link_request(request);
+        emit(finding, request, None);
+    });
 }
 
 /// A span for one finding about `task` of `request`, linked to the call
 /// that submitted the request, with the `dsr.*` and `dsr.task.*`
 /// attributes and the finding's event.
 fn report_task(request: &DataSubjectRequest, task: &Task, finding: Finding, now: Timestamp) {
-    let span = finding_span(Some(finding), SlaItem::Task);
-    telemetry::record_request(&span, request, now);
-    telemetry::record_task(&span, task);
-    telemetry::link_request(&span, request);
-    span.in_scope(|| emit(Some(finding), request, Some(task)));
+    finding_span(Some(finding), SlaItem::Task).in_scope(|| {
+        telemetry::record_request(request, now);
+        telemetry::record_task(task);
+        telemetry::link_request(request);
+        emit(Some(finding), request, Some(task));
+    });
 }
 
 fn finding_span(finding: Option<Finding>, item: SlaItem) -> tracing::Span {
@@ -521,17 +523,6 @@ fn finding_span(finding: Option<Finding>, item: SlaItem) -> tracing::Span {
         "dsr.sla.finding",
         dsr.sla.finding = finding.map_or("consent_expired", Finding::as_str),
         dsr.sla.item = item.as_str(),
-        dsr.name = Empty,
-        dsr.type = Empty,
-        dsr.state = Empty,
-        dsr.regime = Empty,
-        dsr.controller_id = Empty,
-        dsr.due_time = Empty,
-        dsr.sla.remaining_seconds = Empty,
-        dsr.task.name = Empty,
-        dsr.task.processor_id = Empty,
-        dsr.task.due_time = Empty,
-        dsr.task.attempt = Empty,
     )
 }
 

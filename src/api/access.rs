@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use tonic::{Request, Response, Status};
 
 use super::AppState;
@@ -15,6 +16,7 @@ use crate::auth::{Caller, Revocations, Role};
 use crate::proto::v1;
 use crate::proto::v1::access_service_server::AccessService;
 use crate::store::{Store, StoreError};
+use crate::telemetry;
 
 /// Revocations read per query when reloading.
 const RELOAD_PAGE: u32 = 1000;
@@ -37,14 +39,13 @@ impl AccessApi {
 
 #[tonic::async_trait]
 impl AccessService for AccessApi {
-    #[tracing::instrument(name = "gdpr.access.revoke", skip_all, fields(kind))]
     async fn revoke_access(
         &self,
         request: Request<v1::RevokeAccessRequest>,
     ) -> Result<Response<v1::RevokeAccessResponse>, Status> {
         let caller = self.admin(&request)?;
         let new = parse::new_revocation(request.into_inner(), &caller, self.state.clock.now())?;
-        tracing::Span::current().record("kind", new.target.kind());
+        telemetry::record_attributes(|| [KeyValue::new("gdpr.revocation.kind", new.target.kind())]);
         let stored = self
             .state
             .store

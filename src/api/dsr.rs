@@ -1,5 +1,6 @@
 //! `gdpr.intake.v1.DataSubjectRequestService`.
 
+use opentelemetry::KeyValue;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -98,7 +99,9 @@ impl DsrService {
 
     fn authorized<T>(&self, req: &Request<T>, roles: &[Role]) -> Result<Caller, ApiError> {
         let caller = self.state.authorize(req.metadata(), roles)?;
-        tracing::Span::current().record("dsr.controller_id", caller.tenant.as_str());
+        telemetry::record_attributes(|| {
+            [KeyValue::new("dsr.controller_id", caller.tenant.clone())]
+        });
         Ok(caller)
     }
 
@@ -109,7 +112,7 @@ impl DsrService {
             .get_request(&caller.tenant, id)
             .await?
             .ok_or(ApiError::NotFound("data subject request"))?;
-        telemetry::record_request(&tracing::Span::current(), &found, self.state.clock.now());
+        telemetry::record_request(&found, self.state.clock.now());
         Ok(found)
     }
 
@@ -131,7 +134,7 @@ impl DsrService {
             let mut request = self.load(caller, id).await?;
             if attempt == 0 {
                 // Later calls about a request lead back to its submission.
-                telemetry::link_request(&tracing::Span::current(), &request);
+                telemetry::link_request(&request);
             }
             let expected = request.version;
             let was_open = !request.state.is_final();
@@ -148,7 +151,7 @@ impl DsrService {
                     if was_open {
                         self.state.record_close(&request);
                     }
-                    telemetry::record_request(&tracing::Span::current(), &request, now);
+                    telemetry::record_request(&request, now);
                     return Ok(request);
                 }
                 Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
@@ -208,14 +211,14 @@ impl DsrService {
                 self.state
                     .metrics
                     .request_submitted(request.request_type, request.regime);
-                telemetry::record_request(&tracing::Span::current(), &request, now);
+                telemetry::record_request(&request, now);
                 Ok(v1::SubmitDataSubjectRequestResponse {
                     data_subject_request: Some(request_to_proto(&request)),
                     replayed: false,
                 })
             }
             InsertOutcome::Existing(existing) if existing.fingerprint == request.fingerprint => {
-                telemetry::record_request(&tracing::Span::current(), &existing, now);
+                telemetry::record_request(&existing, now);
                 Ok(v1::SubmitDataSubjectRequestResponse {
                     data_subject_request: Some(request_to_proto(&existing)),
                     replayed: true,
@@ -294,7 +297,6 @@ impl DsrService {
 
 #[tonic::async_trait]
 impl DataSubjectRequestService for DsrService {
-    #[tracing::instrument(name = "gdpr.dsr.submit", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn submit_data_subject_request(
         &self,
         request: Request<v1::SubmitDataSubjectRequestRequest>,
@@ -302,7 +304,6 @@ impl DataSubjectRequestService for DsrService {
         Ok(Response::new(self.submit(request).await?))
     }
 
-    #[tracing::instrument(name = "gdpr.dsr.get", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn get_data_subject_request(
         &self,
         request: Request<v1::GetDataSubjectRequestRequest>,
@@ -315,7 +316,6 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
-    #[tracing::instrument(name = "gdpr.dsr.list", skip_all, fields(dsr.controller_id))]
     async fn list_data_subject_requests(
         &self,
         request: Request<v1::ListDataSubjectRequestsRequest>,
@@ -323,7 +323,6 @@ impl DataSubjectRequestService for DsrService {
         Ok(Response::new(self.list(request).await?))
     }
 
-    #[tracing::instrument(name = "gdpr.dsr.record_guardian_consent", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn record_guardian_consent(
         &self,
         request: Request<v1::RecordGuardianConsentRequest>,
@@ -343,7 +342,6 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
-    #[tracing::instrument(name = "gdpr.dsr.extend_deadline", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn extend_deadline(
         &self,
         request: Request<v1::ExtendDeadlineRequest>,
@@ -363,7 +361,6 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
-    #[tracing::instrument(name = "gdpr.dsr.cancel", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn cancel_data_subject_request(
         &self,
         request: Request<v1::CancelDataSubjectRequestRequest>,
@@ -383,7 +380,6 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
-    #[tracing::instrument(name = "gdpr.dsr.close", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn close_data_subject_request(
         &self,
         request: Request<v1::CloseDataSubjectRequestRequest>,
@@ -402,7 +398,6 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
-    #[tracing::instrument(name = "gdpr.dsr.list_events", skip_all, fields(dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn list_request_events(
         &self,
         request: Request<v1::ListRequestEventsRequest>,

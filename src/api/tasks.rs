@@ -6,10 +6,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
+use opentelemetry::KeyValue;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::field::Empty;
 use uuid::Uuid;
 
 use super::AppState;
@@ -49,12 +49,12 @@ impl TaskApi {
     /// moved the request), and a link to the call that submitted it.
     async fn operate(&self, caller: &Caller, id: Uuid, op: TaskOp) -> Result<v1::Task, ApiError> {
         let now = self.state.clock.now();
-        let span = tracing::Span::current();
-        span.record(
-            "dsr.task.name",
-            tracing::field::display(format_args!("{TASK_PREFIX}{id}")),
-        );
-        span.record("dsr.task.processor_id", caller.tenant.as_str());
+        telemetry::record_attributes(|| {
+            [
+                KeyValue::new("dsr.task.name", format!("{TASK_PREFIX}{id}")),
+                KeyValue::new("dsr.task.processor_id", caller.tenant.clone()),
+            ]
+        });
         match self
             .state
             .store
@@ -62,11 +62,11 @@ impl TaskApi {
             .await?
         {
             TaskOpResult::Done(view, moved) => {
-                telemetry::record_task_view(&span, &view);
+                telemetry::record_task_view(&view);
                 if let Some(request) = moved {
                     // Its tasks completed or flagged the request just now.
                     self.state.record_close(&request);
-                    telemetry::record_request(&span, &request, now);
+                    telemetry::record_request(&request, now);
                 }
                 if matches!(op, TaskOp::Release { .. }) {
                     self.state.announce_processor(&caller.tenant);
@@ -88,35 +88,33 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchTasksResponse, Stat
 /// request's attributes and a link to the call that submitted the request;
 /// the claim's span is linked to each of those calls too.
 fn trace_claimed(tasks: &[TaskView]) {
-    let claim = tracing::Span::current();
-    claim.record("dsr.task.claimed", tasks.len());
+    telemetry::record_attributes(|| {
+        [KeyValue::new(
+            "dsr.task.claimed",
+            i64::try_from(tasks.len()).unwrap_or(i64::MAX),
+        )]
+    });
     for view in tasks {
-        let span = tracing::info_span!(
-            "gdpr.tasks.claimed",
-            dsr.task.name = Empty,
-            dsr.task.processor_id = Empty,
-            dsr.task.due_time = Empty,
-            dsr.task.attempt = Empty,
-            dsr.name = Empty,
-            dsr.type = Empty,
-            dsr.controller_id = Empty,
-        );
-        telemetry::record_task_view(&span, view);
+        tracing::info_span!("gdpr.tasks.claimed").in_scope(|| telemetry::record_task_view(view));
         if let Some(origin) = &view.origin {
-            telemetry::link_origin(&claim, origin);
+            telemetry::link_origin(origin);
         }
     }
 }
 
 #[tonic::async_trait]
 impl ProcessorTaskService for TaskApi {
-    #[tracing::instrument(name = "gdpr.tasks.claim", skip_all, fields(dsr.task.processor_id, dsr.task.claimed))]
     async fn claim_tasks(
         &self,
         request: Request<v1::ClaimTasksRequest>,
     ) -> Result<Response<v1::ClaimTasksResponse>, Status> {
         let caller = self.processor(&request)?;
-        tracing::Span::current().record("dsr.task.processor_id", caller.tenant.as_str());
+        telemetry::record_attributes(|| {
+            [KeyValue::new(
+                "dsr.task.processor_id",
+                caller.tenant.clone(),
+            )]
+        });
         let (max, lease) = parse::claim(request.get_ref())?;
         let now = self.state.clock.now();
         let tasks = self
@@ -131,7 +129,6 @@ impl ProcessorTaskService for TaskApi {
         }))
     }
 
-    #[tracing::instrument(name = "gdpr.tasks.renew_lease", skip_all, fields(dsr.task.name, dsr.task.processor_id, dsr.task.due_time, dsr.task.attempt, dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn renew_task_lease(
         &self,
         request: Request<v1::RenewTaskLeaseRequest>,
@@ -144,7 +141,6 @@ impl ProcessorTaskService for TaskApi {
         }))
     }
 
-    #[tracing::instrument(name = "gdpr.tasks.complete", skip_all, fields(dsr.task.name, dsr.task.processor_id, dsr.task.due_time, dsr.task.attempt, dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn complete_task(
         &self,
         request: Request<v1::CompleteTaskRequest>,
@@ -155,7 +151,6 @@ impl ProcessorTaskService for TaskApi {
         Ok(Response::new(v1::CompleteTaskResponse { task: Some(task) }))
     }
 
-    #[tracing::instrument(name = "gdpr.tasks.release", skip_all, fields(dsr.task.name, dsr.task.processor_id, dsr.task.due_time, dsr.task.attempt, dsr.name, dsr.type, dsr.state, dsr.regime, dsr.controller_id, dsr.due_time, dsr.sla.remaining_seconds))]
     async fn release_task(
         &self,
         request: Request<v1::ReleaseTaskRequest>,
@@ -166,13 +161,17 @@ impl ProcessorTaskService for TaskApi {
         Ok(Response::new(v1::ReleaseTaskResponse { task: Some(task) }))
     }
 
-    #[tracing::instrument(name = "gdpr.tasks.list", skip_all, fields(dsr.task.processor_id))]
     async fn list_tasks(
         &self,
         request: Request<v1::ListTasksRequest>,
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
         let caller = self.processor(&request)?;
-        tracing::Span::current().record("dsr.task.processor_id", caller.tenant.as_str());
+        telemetry::record_attributes(|| {
+            [KeyValue::new(
+                "dsr.task.processor_id",
+                caller.tenant.clone(),
+            )]
+        });
         let wanted = parse::list_tasks(request.get_ref())?;
         let key = wanted.key();
         let parse::TasksPage { state, size, after } = wanted;

@@ -1,16 +1,43 @@
 //! The `dsr.*` span attributes: what a span about a data-subject request
 //! says about it. Never the subject: no email, name or date of birth, and
 //! not even the subject's `external_id`.
+//!
+//! Everything here acts on the *current* OpenTelemetry span: inside a call,
+//! the call's SERVER span (`grpc.rs` makes it current while the call is
+//! polled); inside an entered `tracing` span of this crate, that span (the
+//! OpenTelemetry layer makes an entered span current). Outside any traced
+//! span, or with tracing off, nothing is built and nothing is recorded.
 
 use jiff::Timestamp;
+use opentelemetry::trace::{SpanRef, TraceContextExt as _};
+use opentelemetry::{Context, KeyValue};
 
 use crate::domain::request::{DataSubjectRequest, NAME_PREFIX};
 use crate::domain::routing::{Task, TaskView};
 
-/// Records the `dsr.*` fields of `span` from `request`, as they stand at
-/// `now`:
+/// Runs `f` on the current span if it records (traced and sampled).
+fn on_current(f: impl FnOnce(&SpanRef<'_>)) {
+    Context::map_current(|cx| {
+        let span = cx.span();
+        if span.is_recording() {
+            f(&span);
+        }
+    });
+}
+
+/// Sets the attributes `attributes` builds on the current span; they are
+/// built only when it records.
+pub fn record_attributes<I>(attributes: impl FnOnce() -> I)
+where
+    I: IntoIterator<Item = KeyValue>,
+{
+    on_current(|span| span.set_attributes(attributes()));
+}
+
+/// Records the `dsr.*` attributes of `request` on the current span, as
+/// they stand at `now`:
 ///
-/// | field | value |
+/// | attribute | value |
 /// |---|---|
 /// | `dsr.name` | `dataSubjectRequests/{uuid}` |
 /// | `dsr.type` | `access`, `erasure`, … |
@@ -19,65 +46,60 @@ use crate::domain::routing::{Task, TaskView};
 /// | `dsr.controller_id` | the tenant |
 /// | `dsr.due_time` | RFC 3339 |
 /// | `dsr.sla.remaining_seconds` | seconds from `now` to `due_time`, negative once past |
-///
-/// `tracing` records only fields a span declared, so a handler span lists
-/// them (`fields(dsr.name, dsr.type, …)`); the others are ignored.
-pub fn record_request(span: &tracing::Span, request: &DataSubjectRequest, now: Timestamp) {
-    span.record("dsr.name", tracing::field::display(request.name()));
-    span.record("dsr.type", request.request_type.as_str());
-    span.record("dsr.state", request.state.as_str());
-    span.record("dsr.regime", request.regime.as_str());
-    span.record("dsr.controller_id", request.controller_id.as_str());
-    span.record("dsr.due_time", tracing::field::display(request.due_time));
-    span.record(
-        "dsr.sla.remaining_seconds",
-        request.due_time.as_second() - now.as_second(),
-    );
+pub fn record_request(request: &DataSubjectRequest, now: Timestamp) {
+    record_attributes(|| {
+        [
+            KeyValue::new("dsr.name", request.name()),
+            KeyValue::new("dsr.type", request.request_type.as_str()),
+            KeyValue::new("dsr.state", request.state.as_str()),
+            KeyValue::new("dsr.regime", request.regime.as_str()),
+            KeyValue::new("dsr.controller_id", request.controller_id.clone()),
+            KeyValue::new("dsr.due_time", request.due_time.to_string()),
+            KeyValue::new(
+                "dsr.sla.remaining_seconds",
+                request.due_time.as_second() - now.as_second(),
+            ),
+        ]
+    });
 }
 
-/// Records the `dsr.task.*` fields of `span` from `task`, and the `dsr.*`
-/// fields the task knows of its request (name and controller):
+/// Records the `dsr.task.*` attributes of `task` on the current span, and
+/// the `dsr.*` ones the task knows of its request (name and controller):
 ///
-/// | field | value |
+/// | attribute | value |
 /// |---|---|
 /// | `dsr.task.name` | `tasks/{uuid}` |
 /// | `dsr.task.processor_id` | the processor |
 /// | `dsr.task.due_time` | RFC 3339 |
 /// | `dsr.task.attempt` | how many times it was handed out |
-///
-/// As with [`record_request`], only declared fields are recorded.
-pub fn record_task(span: &tracing::Span, task: &Task) {
-    span.record("dsr.task.name", tracing::field::display(task.name()));
-    span.record("dsr.task.processor_id", task.processor_id.as_str());
-    span.record("dsr.task.due_time", tracing::field::display(task.due_time));
-    span.record("dsr.task.attempt", i64::from(task.attempt));
-    span.record(
-        "dsr.name",
-        tracing::field::display(format_args!("{NAME_PREFIX}{}", task.request)),
-    );
-    span.record("dsr.controller_id", task.controller_id.as_str());
+pub fn record_task(task: &Task) {
+    record_attributes(|| {
+        [
+            KeyValue::new("dsr.task.name", task.name()),
+            KeyValue::new("dsr.task.processor_id", task.processor_id.clone()),
+            KeyValue::new("dsr.task.due_time", task.due_time.to_string()),
+            KeyValue::new("dsr.task.attempt", i64::from(task.attempt)),
+            KeyValue::new("dsr.name", format!("{NAME_PREFIX}{}", task.request)),
+            KeyValue::new("dsr.controller_id", task.controller_id.clone()),
+        ]
+    });
 }
 
-/// Records what a processor's view of a task says on `span` (the task's
-/// `dsr.task.*` fields, and the request's `dsr.name`, `dsr.type` and
-/// `dsr.controller_id`) and links it to the call that submitted the
-/// request. Returns whether a link was added.
-pub fn record_task_view(span: &tracing::Span, view: &TaskView) -> bool {
-    record_task(span, &view.task);
-    span.record("dsr.type", view.request_type.as_str());
-    view.origin
-        .as_ref()
-        .is_some_and(|origin| super::link_origin(span, origin))
+/// Records what a processor's view of a task says on the current span
+/// (the task's `dsr.task.*` attributes, and the request's `dsr.name`,
+/// `dsr.type` and `dsr.controller_id`) and links it to the call that
+/// submitted the request. Returns whether a link was added.
+pub fn record_task_view(view: &TaskView) -> bool {
+    record_task(&view.task);
+    record_attributes(|| [KeyValue::new("dsr.type", view.request_type.as_str())]);
+    view.origin.as_ref().is_some_and(super::link_origin)
 }
 
-/// Links `span` to the call that submitted `request`, if that call was
-/// traced: later spans about a request lead back to its origin. Returns
-/// whether a link was added.
-pub fn link_request(span: &tracing::Span, request: &DataSubjectRequest) -> bool {
-    request
-        .origin
-        .as_ref()
-        .is_some_and(|origin| super::link_origin(span, origin))
+/// Links the current span to the call that submitted `request`, if that
+/// call was traced: later spans about a request lead back to its origin.
+/// Returns whether a link was added.
+pub fn link_request(request: &DataSubjectRequest) -> bool {
+    request.origin.as_ref().is_some_and(super::link_origin)
 }
 
 #[cfg(test)]
@@ -135,17 +157,7 @@ mod tests {
         let subscriber = Registry::default()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!(
-                "handler",
-                dsr.name = tracing::field::Empty,
-                dsr.type = tracing::field::Empty,
-                dsr.state = tracing::field::Empty,
-                dsr.regime = tracing::field::Empty,
-                dsr.controller_id = tracing::field::Empty,
-                dsr.due_time = tracing::field::Empty,
-                dsr.sla.remaining_seconds = tracing::field::Empty,
-            );
-            record_request(&span, request, now);
+            tracing::info_span!("handler").in_scope(|| record_request(request, now));
         });
         let spans = exporter.get_finished_spans().expect("spans");
         let span = spans

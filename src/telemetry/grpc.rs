@@ -41,15 +41,17 @@ use std::time::Instant;
 
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use opentelemetry::KeyValue;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context as OtelContext, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
 use prost::Message as _;
 use tonic::Code;
 use tonic::transport::server::TcpConnectInfo;
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Dispatch;
 use tracing::instrument::Instrument as _;
-use tracing::{Dispatch, Span, field};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::Metrics;
 use super::dispatched::Dispatched;
@@ -59,6 +61,10 @@ use super::propagation::remote_context;
 const RPC_SYSTEM: &str = "grpc";
 /// `rpc.method` of a method the server does not know.
 const OTHER_METHOD: &str = "_OTHER";
+/// The `tracing` target of a call's log-line span: not this crate's, so
+/// that the OpenTelemetry layer leaves it alone (the call's span is made
+/// here, directly).
+const LOG_TARGET: &str = "rpc";
 /// Paths that get no span and no measurement.
 const UNTRACED_PREFIXES: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
 
@@ -73,6 +79,8 @@ struct Shared {
     /// it, so its spans reach this application's exporter even when the
     /// process-wide subscriber is another (tests run several applications).
     dispatch: Option<Dispatch>,
+    /// The application's tracer, when it traces.
+    tracer: Option<SdkTracer>,
     metrics: Metrics,
     /// `package.Service/Method` of every method the server knows.
     methods: HashSet<String>,
@@ -81,12 +89,14 @@ struct Shared {
 impl GrpcTelemetryLayer {
     pub(super) fn new(
         dispatch: Option<Dispatch>,
+        tracer: Option<SdkTracer>,
         metrics: Metrics,
         descriptor_sets: &[&[u8]],
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 dispatch,
+                tracer,
                 metrics,
                 methods: known_methods(descriptor_sets),
             }),
@@ -165,24 +175,33 @@ where
         }
 
         let shared = self.shared.clone();
-        let dispatch = shared.dispatch.clone();
         let started = Instant::now();
-        let (span, method) = match &dispatch {
-            Some(d) => tracing::dispatcher::with_default(d, || server_span(&shared, &req)),
-            None => server_span(&shared, &req),
+        let path = path.strip_prefix('/').unwrap_or_default();
+        let method = if shared.methods.contains(path) {
+            path.to_owned()
+        } else {
+            OTHER_METHOD.to_owned()
         };
+        let otel_cx = shared
+            .tracer
+            .as_ref()
+            .map(|tracer| server_span(tracer, &req, &method));
+        // The log lines of the call say which method they belong to.
+        let span = tracing::info_span!(target: LOG_TARGET, "rpc", "rpc.method" = method.as_str());
         let call = {
             let _entered = span.enter();
-            match &dispatch {
+            let _attached = otel_cx.as_ref().map(|cx| cx.clone().attach());
+            match &shared.dispatch {
                 Some(d) => tracing::dispatcher::with_default(d, || inner.call(req)),
                 None => inner.call(req),
             }
         };
         let record = CallRecord {
-            span: span.clone(),
+            otel_cx: otel_cx.clone(),
             started,
             method,
             metrics: shared.metrics.clone(),
+            closed: false,
         };
         let response = async move {
             match call.await {
@@ -202,7 +221,13 @@ where
             }
         }
         .instrument(span);
-        match dispatch {
+        let Some(otel_cx) = otel_cx else {
+            return Box::pin(response);
+        };
+        // Current while the call is polled: spans and log lines of the
+        // handler belong to the call's span.
+        let response = response.with_context(otel_cx);
+        match shared.dispatch.clone() {
             // Dropped under it too: a call the client abandons is dropped
             // by the connection outside any poll, and the spans it drops
             // then must reach the same dispatcher (see `threads.rs`).
@@ -212,38 +237,28 @@ where
     }
 }
 
-/// Opens the span of one call, with the caller's trace as its parent.
-/// Returns it with the `rpc.method` value.
-fn server_span<B>(shared: &Shared, req: &Request<B>) -> (Span, String) {
+/// Starts the SERVER span of one call, with the caller's trace as its
+/// parent, and returns the context that holds it.
+///
+/// The span is made with the OpenTelemetry API rather than as a `tracing`
+/// span: it is the one span every call has, and this way it costs no
+/// `tracing` registry entry, no field formatting and no per-poll enter and
+/// exit through the layers, only what the SDK itself does.
+fn server_span<B>(tracer: &SdkTracer, req: &Request<B>, method: &str) -> OtelContext {
     let path = req.uri().path().strip_prefix('/').unwrap_or_default();
-    let known = shared.methods.contains(path);
-    let (name, method) = if known {
-        (path, path)
-    } else {
-        (RPC_SYSTEM, OTHER_METHOD)
-    };
-    let span = tracing::info_span!(
-        "grpc.server",
-        "otel.name" = name,
-        "otel.kind" = "server",
-        "otel.status_code" = field::Empty,
-        "rpc.system.name" = RPC_SYSTEM,
-        "rpc.method" = method,
-        "rpc.method_original" = field::Empty,
-        "rpc.status_code" = field::Empty,
-        "error.type" = field::Empty,
-        "server.address" = field::Empty,
-        "server.port" = field::Empty,
-        "network.peer.address" = field::Empty,
-        "network.peer.port" = field::Empty,
-    );
+    let known = method != OTHER_METHOD;
+    // The span keeps this vector: room for what the handler adds (up to
+    // eleven `dsr.*` attributes) and the status, so none of it reallocates.
+    let mut attributes = Vec::with_capacity(24);
+    attributes.push(KeyValue::new("rpc.system.name", RPC_SYSTEM));
+    attributes.push(KeyValue::new("rpc.method", method.to_owned()));
     if !known {
-        span.record("rpc.method_original", path);
+        attributes.push(KeyValue::new("rpc.method_original", path.to_owned()));
     }
     if let Some(authority) = req.uri().authority() {
-        span.record("server.address", authority.host());
+        attributes.push(KeyValue::new("server.address", authority.host().to_owned()));
         if let Some(port) = authority.port_u16() {
-            span.record("server.port", port);
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
     }
     if let Some(peer) = req
@@ -251,15 +266,19 @@ fn server_span<B>(shared: &Shared, req: &Request<B>) -> (Span, String) {
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr)
     {
-        span.record("network.peer.address", field::display(peer.ip()));
-        span.record("network.peer.port", peer.port());
+        attributes.push(KeyValue::new("network.peer.address", peer.ip().to_string()));
+        attributes.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
     }
-    if let Some(parent) = remote_context(req.headers()) {
-        // Fails only when tracing is off for this span, when there is no
-        // trace to continue anyway.
-        let _ = span.set_parent(parent);
-    }
-    (span, method.to_owned())
+    // Without a caller's trace, a new one: never whatever context happens
+    // to be current on this thread.
+    let parent = remote_context(req.headers()).unwrap_or_default();
+    let name = if known { method } else { RPC_SYSTEM };
+    let span = tracer
+        .span_builder(name.to_owned())
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &parent);
+    parent.with_span(span)
 }
 
 /// The `grpc-status` of a header or trailer block, if it has one. A value
@@ -278,38 +297,62 @@ enum Outcome {
     Failed,
 }
 
-/// What is needed to close a call's span and measure it.
+/// What is needed to close a call's span and measure it. A call dropped
+/// before it has an answer (its client went away while the handler ran) is
+/// closed as CANCELLED, as gRPC reports a call the client abandons.
 struct CallRecord {
-    span: Span,
+    /// The context holding the call's span, when tracing.
+    otel_cx: Option<OtelContext>,
     started: Instant,
     method: String,
     metrics: Metrics,
+    closed: bool,
 }
 
 impl CallRecord {
-    fn finish(self, outcome: Outcome) {
+    fn finish(mut self, outcome: Outcome) {
+        self.close(outcome);
+    }
+
+    fn close(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
         let seconds = self.started.elapsed().as_secs_f64();
         let mut attributes = vec![
             KeyValue::new("rpc.system.name", RPC_SYSTEM),
-            KeyValue::new("rpc.method", self.method),
+            KeyValue::new("rpc.method", std::mem::take(&mut self.method)),
         ];
-        let error_type = match outcome {
+        let (status_code, error_type) = match outcome {
             Outcome::Status(code) => {
                 let name = code_name(code);
-                self.span.record("rpc.status_code", name);
                 attributes.push(KeyValue::new("rpc.status_code", name));
-                is_server_error(code).then_some(name)
+                (Some(name), is_server_error(code).then_some(name))
             }
             // No status code to name the error by: the conventions' fallback.
-            Outcome::Failed => Some("_OTHER"),
+            Outcome::Failed => (None, Some("_OTHER")),
         };
         if let Some(error_type) = error_type {
-            self.span.record("error.type", error_type);
-            self.span.record("otel.status_code", "error");
             attributes.push(KeyValue::new("error.type", error_type));
         }
+        if let Some(cx) = &self.otel_cx {
+            let span = cx.span();
+            if let Some(name) = status_code {
+                span.set_attribute(KeyValue::new("rpc.status_code", name));
+            }
+            if let Some(error_type) = error_type {
+                span.set_attribute(KeyValue::new("error.type", error_type));
+                span.set_status(Status::error(error_type));
+            }
+            span.end();
+        }
         self.metrics.record_rpc(seconds, &attributes);
-        // Dropping the last handle ends the span.
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.close(Outcome::Status(Code::Cancelled));
     }
 }
 

@@ -7,8 +7,7 @@
 //! - **Traces**: the OpenTelemetry SDK, exporting OTLP over gRPC when
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set. A tower layer opens one SERVER
 //!   span per RPC, continuing the caller's W3C trace context (`grpc.rs`);
-//!   handler spans are its children and carry the `dsr.*` attributes
-//!   (`dsr.rs`).
+//!   handlers record the `dsr.*` attributes on it (`dsr.rs`).
 //! - **Metrics**: OpenTelemetry instruments (`metrics.rs`), read by a
 //!   Prometheus registry that `--metrics-listen` serves, and exported over
 //!   OTLP next to the traces when the endpoint is set.
@@ -32,6 +31,7 @@ mod threads;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
@@ -39,7 +39,7 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter, TracerProviderBuilder};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanExporter, TracerProviderBuilder};
 use tracing::Dispatch;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -48,7 +48,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 use crate::config::LogFormat;
 
 pub use dispatched::Dispatched;
-pub use dsr::{link_request, record_request, record_task, record_task_view};
+pub use dsr::{link_request, record_attributes, record_request, record_task, record_task_view};
 pub use grpc::GrpcTelemetryLayer;
 pub use metrics::{Metrics, SlaItem, refresh_open_requests, serve_metrics};
 pub use propagation::{current_origin, current_traceparent, link_origin, link_to};
@@ -258,9 +258,12 @@ impl TelemetryBuilder {
         if let Some(format) = config.log_format {
             layers.push(logs::layer(format).with_filter(env_filter()).boxed());
         }
-        if let Some(provider) = &tracer_provider {
+        let tracer = tracer_provider
+            .as_ref()
+            .map(|provider| provider.tracer_with_scope(scope));
+        if let Some(tracer) = &tracer {
             let otel = tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer_with_scope(scope))
+                .with_tracer(tracer.clone())
                 // Per span, only what the span is about: thread ids, the
                 // `tracing` target, source locations and busy/idle times are
                 // attributes every span would carry and every export would
@@ -277,20 +280,22 @@ impl TelemetryBuilder {
         }
         let mut adopted = None;
         if tracer_provider.is_some() {
-            threads::register_inert_dispatcher();
             let (adopt, cell) = threads::AdoptHelperThreads::new();
             layers.push(adopt.with_filter(traced_targets()).boxed());
             adopted = Some(cell);
         }
         let dispatch = Dispatch::new(Registry::default().with(layers));
-        if let Some(cell) = adopted {
+        if let Some(adoption) = &adopted {
             // Set once, here; the layer does nothing before.
-            let _ = cell.set(dispatch.downgrade());
+            adoption.set(dispatch.downgrade());
         }
 
         Ok(Telemetry {
             inner: Arc::new(Inner {
                 dispatch: Some(dispatch),
+                adoption: adopted,
+                global: AtomicBool::new(false),
+                tracer,
                 tracer_provider,
                 meter_provider,
                 metrics,
@@ -314,6 +319,13 @@ struct Inner {
     /// `None` leaves spans and log lines to whatever subscriber is the
     /// default (the disabled handle).
     dispatch: Option<Dispatch>,
+    /// How helper threads are given the dispatcher, when it traces.
+    adoption: Option<Arc<threads::Adoption>>,
+    /// Whether the dispatcher is the process-wide default.
+    global: AtomicBool,
+    /// The tracer of the RPC server spans, which the gRPC layer starts
+    /// with the OpenTelemetry API itself (`grpc.rs`).
+    tracer: Option<SdkTracer>,
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: SdkMeterProvider,
     metrics: Metrics,
@@ -358,6 +370,9 @@ impl Telemetry {
         Self {
             inner: Arc::new(Inner {
                 dispatch: None,
+                adoption: None,
+                global: AtomicBool::new(false),
+                tracer: None,
                 tracer_provider: None,
                 meter_provider,
                 metrics,
@@ -371,11 +386,32 @@ impl Telemetry {
     /// Makes this the process-wide subscriber too, so log lines from outside
     /// any call (start-up, readiness, shutdown) are written the same way.
     /// Call once, in `main`; a second call changes nothing.
+    ///
+    /// Calls and background work then run under the global default as
+    /// they are, rather than each poll setting the application's
+    /// dispatcher as the thread's default (which a process running several
+    /// applications, as tests do, needs).
     pub fn install_global(&self) {
         if let Some(dispatch) = &self.inner.dispatch {
             // Fails only when a subscriber is already installed (tests).
-            let _ = dispatch.clone().try_init();
+            if dispatch.clone().try_init().is_ok() {
+                self.inner.global.store(true, Ordering::Relaxed);
+                if let Some(adoption) = &self.inner.adoption {
+                    adoption.made_global();
+                }
+            }
         }
+    }
+
+    /// The dispatcher each call and background task must run under, when
+    /// it traces and is not the global default already.
+    fn scoped_dispatch(&self) -> Option<Dispatch> {
+        if !self.is_tracing() || self.inner.global.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Scoped dispatchers need the inert one (see `threads.rs`).
+        threads::register_inert_dispatcher();
+        self.inner.dispatch.clone()
     }
 
     /// The application's instruments.
@@ -398,8 +434,7 @@ impl Telemetry {
     /// watchdog) whose spans belong to this application. Without tracing,
     /// the future as it is.
     pub fn bind<F: std::future::Future>(&self, future: F) -> Dispatched<F> {
-        let dispatch = self.inner.dispatch.clone().filter(|_| self.is_tracing());
-        Dispatched::new(dispatch, future)
+        Dispatched::new(self.scoped_dispatch(), future)
     }
 
     /// The tower layer that opens a server span per RPC. `descriptor_sets`
@@ -407,7 +442,8 @@ impl Telemetry {
     /// any other path is recorded as `_OTHER`.
     pub fn grpc_layer(&self, descriptor_sets: &[&[u8]]) -> GrpcTelemetryLayer {
         GrpcTelemetryLayer::new(
-            self.inner.dispatch.clone().filter(|_| self.is_tracing()),
+            self.scoped_dispatch(),
+            self.inner.tracer.clone(),
             self.inner.metrics.clone(),
             descriptor_sets,
         )

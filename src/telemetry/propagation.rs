@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::domain::request::TraceOrigin;
 
@@ -41,7 +40,7 @@ pub(crate) fn remote_context(headers: &http::HeaderMap) -> Option<opentelemetry:
 /// later spans about it can link back to the call that created it. `None`
 /// outside a traced span, or when tracing is off.
 pub fn current_traceparent() -> Option<String> {
-    let cx = tracing::Span::current().context();
+    let cx = opentelemetry::Context::current();
     if !cx.span().span_context().is_valid() {
         return None;
     }
@@ -54,7 +53,7 @@ pub fn current_traceparent() -> Option<String> {
 /// `traceparent` and, if the trace carries vendor entries, its
 /// `tracestate`. `None` outside a traced span, or when tracing is off.
 pub fn current_origin() -> Option<TraceOrigin> {
-    let cx = tracing::Span::current().context();
+    let cx = opentelemetry::Context::current();
     if !cx.span().span_context().is_valid() {
         return None;
     }
@@ -76,13 +75,13 @@ pub fn link_to(traceparent: &str) -> bool {
         traceparent: traceparent.to_owned(),
         tracestate: None,
     };
-    link_origin(&tracing::Span::current(), &origin)
+    link_origin(&origin)
 }
 
-/// Adds a span link from `span` to the call `origin` describes (from
-/// [`current_origin`]), its `tracestate` included. Returns whether the
-/// origin was valid; an invalid one adds nothing.
-pub fn link_origin(span: &tracing::Span, origin: &TraceOrigin) -> bool {
+/// Adds a span link from the current span to the call `origin` describes
+/// (from [`current_origin`]), its `tracestate` included. Returns whether
+/// the origin was valid; an invalid one adds nothing.
+pub fn link_origin(origin: &TraceOrigin) -> bool {
     let mut carrier = HashMap::from([("traceparent".to_owned(), origin.traceparent.clone())]);
     if let Some(state) = &origin.tracestate {
         carrier.insert("tracestate".to_owned(), state.clone());
@@ -93,7 +92,7 @@ pub fn link_origin(span: &tracing::Span, origin: &TraceOrigin) -> bool {
     if !linked.is_valid() {
         return false;
     }
-    span.add_link(linked);
+    opentelemetry::Context::map_current(|cx| cx.span().add_link(linked, Vec::new()));
     true
 }
 
@@ -176,10 +175,8 @@ mod tests {
         );
         assert_eq!(origin.tracestate.as_deref(), Some("vendor=opaque"));
 
-        let (linked, spans) = traced(|| {
-            let later = tracing::info_span!("later");
-            link_origin(&later, &origin)
-        });
+        let (linked, spans) =
+            traced(|| tracing::info_span!("later").in_scope(|| link_origin(&origin)));
         assert!(linked);
         let later = spans.iter().find(|s| s.name == "later").expect("exported");
         let link = later.links.iter().next().expect("one link");

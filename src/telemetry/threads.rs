@@ -13,8 +13,8 @@
 //! has answered: when that drop is the last one, the store span closes on
 //! the worker thread. If that thread's default is not our dispatcher (no
 //! global subscriber, as in tests, or another application's), the parent's
-//! reference goes nowhere, and the handler span, and the RPC span above it,
-//! never close and are never exported.
+//! reference goes nowhere, and the spans above it (a watchdog sweep's, a
+//! claimed task's) never close and are never exported.
 //!
 //! A worker thread is dedicated to one connection of one pool of one
 //! application, so the first time such a thread (one outside any tokio
@@ -35,6 +35,7 @@
 //! tracing-core on its general path, which asks every registered one.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tracing::dispatcher::{DefaultGuard, WeakDispatch};
@@ -51,30 +52,55 @@ thread_local! {
 
 /// See the module documentation.
 pub(super) struct AdoptHelperThreads {
+    adoption: Arc<Adoption>,
+}
+
+/// What [`AdoptHelperThreads`] hands helper threads, shared with the
+/// application's handle.
+#[derive(Default)]
+pub(super) struct Adoption {
     /// The application's dispatcher, set once it exists; weak, so that the
     /// dispatcher does not keep itself alive.
-    dispatch: Arc<OnceLock<WeakDispatch>>,
+    dispatch: OnceLock<WeakDispatch>,
+    /// Set once the dispatcher is the process-wide default: every thread
+    /// has it then, and none needs to be given it.
+    global: AtomicBool,
+}
+
+impl Adoption {
+    /// Sets the dispatcher to hand out; once only.
+    pub(super) fn set(&self, dispatch: WeakDispatch) {
+        let _ = self.dispatch.set(dispatch);
+    }
+
+    /// Stops handing it out: it is the global default now.
+    pub(super) fn made_global(&self) {
+        self.global.store(true, Ordering::Relaxed);
+    }
 }
 
 impl AdoptHelperThreads {
-    /// The layer, and the cell to put the dispatcher in once it is built.
-    pub(super) fn new() -> (Self, Arc<OnceLock<WeakDispatch>>) {
-        let dispatch = Arc::new(OnceLock::new());
+    /// The layer, and what to give it the dispatcher through once it is
+    /// built.
+    pub(super) fn new() -> (Self, Arc<Adoption>) {
+        let adoption = Arc::new(Adoption::default());
         (
             Self {
-                dispatch: dispatch.clone(),
+                adoption: adoption.clone(),
             },
-            dispatch,
+            adoption,
         )
     }
 }
 
 impl<S: Subscriber> Layer<S> for AdoptHelperThreads {
     fn on_enter(&self, _id: &span::Id, _ctx: Context<'_, S>) {
-        if tokio::runtime::Handle::try_current().is_ok() {
+        if self.adoption.global.load(Ordering::Relaxed)
+            || tokio::runtime::Handle::try_current().is_ok()
+        {
             return;
         }
-        let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) else {
+        let Some(dispatch) = self.adoption.dispatch.get().and_then(WeakDispatch::upgrade) else {
             return;
         };
         // Fails only while the thread is exiting, when nothing is left to
