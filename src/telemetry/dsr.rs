@@ -8,30 +8,80 @@
 //! OpenTelemetry layer makes an entered span current). Outside any traced
 //! span, or with tracing off, nothing is built and nothing is recorded.
 
+use std::sync::Mutex;
+
 use jiff::Timestamp;
-use opentelemetry::trace::{SpanRef, TraceContextExt as _};
+use opentelemetry::trace::{SpanId, SpanRef, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 
 use crate::domain::request::{DataSubjectRequest, NAME_PREFIX};
 use crate::domain::routing::{Task, TaskView};
 
-/// Runs `f` on the current span if it records (traced and sampled).
-fn on_current(f: impl FnOnce(&SpanRef<'_>)) {
-    Context::map_current(|cx| {
-        let span = cx.span();
-        if span.is_recording() {
-            f(&span);
-        }
-    });
+/// What a handler records on its call's span, kept in the call's context
+/// and set on the span once, when the call ends: a handler may learn the
+/// same thing twice (the tenant from the token, then from the request it
+/// read), and a span must carry each attribute key once.
+pub(super) struct CallAttributes {
+    /// The call's span: a child span opened inside the call inherits the
+    /// call's context, and its attributes are its own.
+    span_id: SpanId,
+    attributes: Mutex<Vec<KeyValue>>,
 }
 
-/// Sets the attributes `attributes` builds on the current span; they are
-/// built only when it records.
+impl CallAttributes {
+    pub(super) fn new(span_id: SpanId) -> Self {
+        Self {
+            span_id,
+            attributes: Mutex::new(Vec::with_capacity(16)),
+        }
+    }
+
+    /// The attributes recorded, each key once with the last value given,
+    /// in the order first given.
+    pub(super) fn take(&self) -> Vec<KeyValue> {
+        last_value_of_each_key(std::mem::take(&mut *lock(&self.attributes)))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing here can leave the vector half-changed.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Each key once, with the value given last, where it was first given.
+/// (A handful of attributes: a linear search beats hashing.)
+fn last_value_of_each_key(attributes: Vec<KeyValue>) -> Vec<KeyValue> {
+    let mut out: Vec<KeyValue> = Vec::with_capacity(attributes.len());
+    for kv in attributes {
+        match out.iter_mut().find(|o| o.key == kv.key) {
+            Some(given) => given.value = kv.value,
+            None => out.push(kv),
+        }
+    }
+    out
+}
+
+/// Records what `attributes` builds on the current span, building it only
+/// when that span records (traced and sampled): inside a call, in the
+/// call's attributes; elsewhere, on the span itself.
 pub fn record_attributes<I>(attributes: impl FnOnce() -> I)
 where
     I: IntoIterator<Item = KeyValue>,
 {
-    on_current(|span| span.set_attributes(attributes()));
+    Context::map_current(|cx| {
+        let span: SpanRef<'_> = cx.span();
+        if !span.is_recording() {
+            return;
+        }
+        match cx.get::<CallAttributes>() {
+            Some(call) if call.span_id == span.span_context().span_id() => {
+                lock(&call.attributes).extend(attributes());
+            }
+            _ => span.set_attributes(attributes()),
+        }
+    });
 }
 
 /// Records the `dsr.*` attributes of `request` on the current span, as
@@ -176,6 +226,31 @@ mod tests {
             .find(|(k, _)| k.as_str() == key)
             .unwrap_or_else(|| panic!("{key} missing from {attrs:?}"))
             .1
+    }
+
+    #[test]
+    fn each_key_once_with_its_last_value_where_it_first_stood() {
+        let given = vec![
+            KeyValue::new("a", 1),
+            KeyValue::new("b", "x"),
+            KeyValue::new("a", 2),
+            KeyValue::new("c", true),
+            KeyValue::new("b", "y"),
+            KeyValue::new("a", 3),
+        ];
+        let kept: Vec<(String, Value)> = last_value_of_each_key(given)
+            .into_iter()
+            .map(|kv| (kv.key.to_string(), kv.value))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("a".to_owned(), Value::I64(3)),
+                ("b".to_owned(), Value::from("y")),
+                ("c".to_owned(), Value::Bool(true)),
+            ]
+        );
+        assert!(last_value_of_each_key(Vec::new()).is_empty());
     }
 
     #[test]

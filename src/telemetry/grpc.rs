@@ -42,7 +42,7 @@ use std::time::Instant;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context as OtelContext, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use prost::Message as _;
@@ -55,6 +55,7 @@ use tracing::instrument::Instrument as _;
 
 use super::Metrics;
 use super::dispatched::Dispatched;
+use super::dsr::CallAttributes;
 use super::propagation::remote_context;
 
 /// `rpc.system.name` of every call.
@@ -278,7 +279,10 @@ fn server_span<B>(tracer: &SdkTracer, req: &Request<B>, method: &str) -> OtelCon
         .with_kind(SpanKind::Server)
         .with_attributes(attributes)
         .start_with_context(tracer, &parent);
-    parent.with_span(span)
+    let span_id = span.span_context().span_id();
+    parent
+        .with_span(span)
+        .with_value(CallAttributes::new(span_id))
 }
 
 /// The `grpc-status` of a header or trailer block, if it has one. A value
@@ -337,6 +341,9 @@ impl CallRecord {
         }
         if let Some(cx) = &self.otel_cx {
             let span = cx.span();
+            if let Some(recorded) = cx.get::<CallAttributes>() {
+                span.set_attributes(recorded.take());
+            }
             if let Some(name) = status_code {
                 span.set_attribute(KeyValue::new("rpc.status_code", name));
             }

@@ -136,6 +136,16 @@ fn attr(span: &SpanData, key: &str) -> Option<Value> {
         .map(|kv| kv.value.clone())
 }
 
+/// A span carries each attribute key once, however often the handler
+/// learnt it.
+fn assert_each_key_once(span: &SpanData) {
+    let mut keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+    let given = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), given, "{:?}", span.attributes);
+}
+
 fn attr_str(span: &SpanData, key: &str) -> Option<String> {
     attr(span, key).map(|v| v.as_str().into_owned())
 }
@@ -226,6 +236,7 @@ async fn a_read_request_carries_the_domain_attributes_and_status_from_trailers()
     assert_eq!(rpc.status, SpanStatus::Unset);
 
     let handler = rpc;
+    assert_each_key_once(handler);
     assert_eq!(attr_str(handler, "dsr.name"), Some(created.name));
     assert_eq!(attr_str(handler, "dsr.type").as_deref(), Some("access"));
     assert_eq!(
@@ -513,6 +524,7 @@ async fn later_spans_link_to_the_submission() {
         );
     }
     let complete = named(&spans, COMPLETE).expect("exported");
+    assert_each_key_once(complete);
     assert_eq!(attr_str(complete, "dsr.task.name"), Some(task.name.clone()));
     assert_eq!(
         attr_str(complete, "dsr.task.processor_id").as_deref(),
