@@ -44,6 +44,7 @@ use collector::Collector;
 use drive::{Plan, Stop};
 use report::{
     Machine, Report, ScenarioReport, ServerInfo, Settings, TraceComparison, TraceExportCheck,
+    TraceRounds,
 };
 use spawn::{FreshDatabase, SpawnedServer};
 
@@ -94,6 +95,7 @@ enum Target {
 }
 
 async fn run(args: Args) -> Result<bool, String> {
+    args.check_rounds()?;
     let backend = match (&args.addr, args.spawn) {
         (Some(_), _) => None,
         (None, spawn) => Some(spawn.unwrap_or(Backend::Sqlite)),
@@ -121,53 +123,82 @@ async fn run(args: Args) -> Result<bool, String> {
                 .to_owned(),
         );
     }
-    let mut reports = Vec::new();
-    for &export in args.trace_export.runs() {
-        // A fresh database lives for the whole run and is dropped whatever
-        // happens in it.
-        let fresh = match backend {
-            Some(Backend::Postgres) => {
-                let url = args.database_url.as_deref().ok_or(
-                    "--spawn postgres needs --database-url (a server to create a fresh database on)",
-                )?;
-                Some(FreshDatabase::create(url).await?)
+    let mut passed = true;
+    let mut comparisons = Vec::new();
+    let mut single = None;
+    for round in 0..args.rounds {
+        let (mut off, mut on) = (None, None);
+        for &export in args.trace_export.runs(round) {
+            if args.rounds > 1 {
+                eprintln!(
+                    "loadgen: round {} of {}, trace export {}",
+                    round + 1,
+                    args.rounds,
+                    if export { "on" } else { "off" }
+                );
             }
-            _ => None,
-        };
-        let result = run_on(
-            &args,
-            backend,
-            fresh.as_ref().map(|d| d.url.clone()),
-            export,
-        )
-        .await;
-        if let Some(db) = fresh
-            && let Err(e) = db.drop_now().await
-        {
-            eprintln!("loadgen: {e}");
+            let report = run_fresh(&args, backend, export).await?;
+            print!("{}", report.summary_text());
+            passed &= report.passed;
+            if export {
+                on = Some(report);
+            } else {
+                off = Some(report);
+            }
         }
-        let report = result?;
-        print!("{}", report.summary_text());
-        reports.push(report);
+        match (off, on) {
+            (Some(off), Some(on)) => {
+                let comparison = TraceComparison::new(off, on);
+                let title = if args.rounds > 1 {
+                    format!(
+                        "round {} of {}: trace export off vs on",
+                        round + 1,
+                        args.rounds
+                    )
+                } else {
+                    "trace export off vs on".to_owned()
+                };
+                print!("\n{}", comparison.text(&title));
+                comparisons.push(comparison);
+            }
+            (report, None) | (None, report) => single = report,
+        }
     }
-    let passed = reports.iter().all(|r| r.passed);
-    let mut reports = reports.into_iter();
-    match (reports.next(), reports.next()) {
-        (Some(off), Some(on)) => {
-            let comparison = TraceComparison::new(off, on);
-            print!("\n{}", comparison.text());
-            if let Some(path) = &args.json {
-                comparison.write_json(path)?;
-            }
+    if comparisons.len() > 1 {
+        let rounds = TraceRounds::new(comparisons);
+        print!("\n{}", rounds.text());
+        if let Some(path) = &args.json {
+            rounds.write_json(path)?;
         }
-        (Some(report), None) => {
-            if let Some(path) = &args.json {
-                report.write_json(path)?;
-            }
+    } else if let Some(path) = &args.json {
+        match (comparisons.pop(), single) {
+            (Some(comparison), _) => comparison.write_json(path)?,
+            (None, Some(report)) => report.write_json(path)?,
+            (None, None) => {}
         }
-        _ => {}
     }
     Ok(passed)
+}
+
+/// One run, on a fresh database when the backend is PostgreSQL: it lives
+/// for the whole run and is dropped whatever happens in it.
+async fn run_fresh(args: &Args, backend: Option<Backend>, export: bool) -> Result<Report, String> {
+    let fresh = match backend {
+        Some(Backend::Postgres) => {
+            let url = args.database_url.as_deref().ok_or(
+                "--spawn postgres needs --database-url (a server to create a fresh database on)",
+            )?;
+            Some(FreshDatabase::create(url).await?)
+        }
+        _ => None,
+    };
+    let result = run_on(args, backend, fresh.as_ref().map(|d| d.url.clone()), export).await;
+    if let Some(db) = fresh
+        && let Err(e) = db.drop_now().await
+    {
+        eprintln!("loadgen: {e}");
+    }
+    result
 }
 
 async fn run_on(

@@ -101,6 +101,13 @@ pub struct Args {
     /// compared side by side.
     #[arg(long, value_enum, default_value_t = TraceExport::Off)]
     pub trace_export: TraceExport,
+    /// With --trace-export both: make the off/on pair this many times,
+    /// alternating which goes first (off then on, on then off, ...) so that
+    /// order effects cancel, then print the median of each side and the
+    /// lowest and highest on/off ratio of a round (and with --json write
+    /// every round and the medians). Refused with any other --trace-export.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -134,13 +141,28 @@ pub enum TraceExport {
 }
 
 impl TraceExport {
-    /// The settings the run is made with, in order.
-    pub fn runs(self) -> &'static [bool] {
+    /// The settings round `round` (from 0) is made with, in order: `both`
+    /// goes off then on in even rounds and on then off in odd ones.
+    pub fn runs(self, round: u32) -> &'static [bool] {
         match self {
             TraceExport::Off => &[false],
             TraceExport::On => &[true],
-            TraceExport::Both => &[false, true],
+            TraceExport::Both if round.is_multiple_of(2) => &[false, true],
+            TraceExport::Both => &[true, false],
         }
+    }
+}
+
+impl Args {
+    /// What clap cannot check: only `both` has a pair to repeat.
+    pub fn check_rounds(&self) -> Result<(), String> {
+        if self.rounds > 1 && self.trace_export != TraceExport::Both {
+            return Err(format!(
+                "--rounds {} repeats the off/on pair of --trace-export both; it needs --trace-export both",
+                self.rounds
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -211,10 +233,33 @@ mod tests {
     }
 
     #[test]
-    fn trace_export_both_runs_off_then_on() {
+    fn trace_export_both_alternates_off_on_and_on_off() {
         let args = Args::try_parse_from(["loadgen", "--trace-export", "both"]).expect("parses");
-        assert_eq!(args.trace_export.runs(), [false, true]);
+        assert_eq!(args.rounds, 1);
+        assert_eq!(args.trace_export.runs(0), [false, true]);
+        assert_eq!(args.trace_export.runs(1), [true, false]);
+        assert_eq!(args.trace_export.runs(2), [false, true]);
         let args = Args::try_parse_from(["loadgen"]).expect("parses");
-        assert_eq!(args.trace_export.runs(), [false]);
+        assert_eq!(args.trace_export.runs(0), [false]);
+        assert_eq!(args.trace_export.runs(1), [false]);
+    }
+
+    #[test]
+    fn rounds_only_repeat_trace_export_both() {
+        let parse =
+            |extra: &[&str]| Args::try_parse_from(["loadgen"].iter().chain(extra)).expect("parses");
+        assert_eq!(
+            parse(&["--trace-export", "both", "--rounds", "3"]).check_rounds(),
+            Ok(())
+        );
+        for export in ["off", "on"] {
+            assert_eq!(parse(&["--trace-export", export]).check_rounds(), Ok(()));
+            let refused = parse(&["--trace-export", export, "--rounds", "2"]).check_rounds();
+            assert!(
+                refused.is_err_and(|e| e.contains("--trace-export both")),
+                "{export}"
+            );
+        }
+        assert!(Args::try_parse_from(["loadgen", "--rounds", "0"]).is_err());
     }
 }

@@ -376,6 +376,11 @@ impl Report {
     pub fn write_json(&self, path: &Path) -> Result<(), String> {
         write_json(self, path)
     }
+
+    /// The report of the scenario of this name.
+    pub fn scenario(&self, name: &str) -> Option<&ScenarioReport> {
+        self.scenarios.iter().find(|s| s.scenario == name)
+    }
 }
 
 /// Two runs of the same scenarios, trace export off and on.
@@ -394,7 +399,7 @@ impl TraceComparison {
             .iter()
             .filter(|s| !s.scenario.starts_with("echo"))
             .filter_map(|s_on| {
-                let s_off = off.scenarios.iter().find(|s| s.scenario == s_on.scenario)?;
+                let s_off = off.scenario(&s_on.scenario)?;
                 (s_off.requests_per_second > 0.0).then(|| {
                     (
                         s_on.scenario.clone(),
@@ -410,21 +415,18 @@ impl TraceComparison {
         }
     }
 
-    /// One line per scenario: throughput and p99 off and on.
-    pub fn text(&self) -> String {
+    /// Under `== {title}`, one line per scenario: throughput and p99 off
+    /// and on.
+    pub fn text(&self, title: &str) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "== trace export off vs on\n{:<16} {:>12} {:>12} {:>8} {:>10} {:>10} {:>14}",
+            "== {title}\n{:<16} {:>12} {:>12} {:>8} {:>10} {:>10} {:>14}",
             "scenario", "off req/s", "on req/s", "on/off", "off p99", "on p99", "CPU us/call"
         );
         for (name, ratio) in &self.on_over_off {
-            let find = |r: &Report| r.scenarios.iter().find(|s| &s.scenario == name).cloned();
-            if let (Some(off), Some(on)) = (find(&self.off), find(&self.on)) {
-                let cpu = match (off.server_cpu_us_per_call, on.server_cpu_us_per_call) {
-                    (Some(a), Some(b)) => format!("{a:.0} -> {b:.0}"),
-                    _ => "-".to_owned(),
-                };
+            if let (Some(off), Some(on)) = (self.off.scenario(name), self.on.scenario(name)) {
+                let cpu = cpu_change(off.server_cpu_us_per_call, on.server_cpu_us_per_call);
                 let _ = writeln!(
                     out,
                     "{:<16} {:>12.1} {:>12.1} {:>7.1}% {:>8.2}ms {:>8.2}ms {:>14}",
@@ -443,6 +445,134 @@ impl TraceComparison {
 
     pub fn write_json(&self, path: &Path) -> Result<(), String> {
         write_json(self, path)
+    }
+}
+
+/// The off/on pair made several times, and the medians over the rounds.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceRounds {
+    pub rounds: Vec<TraceComparison>,
+    /// Scenario to its medians.
+    pub median: BTreeMap<String, MedianComparison>,
+}
+
+/// One scenario over the rounds of a [`TraceRounds`].
+#[derive(Clone, Debug, Serialize)]
+pub struct MedianComparison {
+    /// Rounds the scenario was measured in, off and on.
+    pub rounds: usize,
+    pub off_requests_per_second: f64,
+    pub on_requests_per_second: f64,
+    /// The median on over the median off.
+    pub on_over_off: f64,
+    /// The lowest and highest on/off ratio of a single round.
+    pub on_over_off_min: f64,
+    pub on_over_off_max: f64,
+    pub off_cpu_us_per_call: Option<f64>,
+    pub on_cpu_us_per_call: Option<f64>,
+}
+
+impl TraceRounds {
+    pub fn new(rounds: Vec<TraceComparison>) -> Self {
+        #[derive(Default)]
+        struct Samples {
+            off: Vec<f64>,
+            on: Vec<f64>,
+            ratio: Vec<f64>,
+            off_cpu: Vec<f64>,
+            on_cpu: Vec<f64>,
+        }
+        let mut samples: BTreeMap<&str, Samples> = BTreeMap::new();
+        for round in &rounds {
+            for (name, ratio) in &round.on_over_off {
+                let (Some(off), Some(on)) = (round.off.scenario(name), round.on.scenario(name))
+                else {
+                    continue;
+                };
+                let s = samples.entry(name).or_default();
+                s.off.push(off.requests_per_second);
+                s.on.push(on.requests_per_second);
+                s.ratio.push(*ratio);
+                s.off_cpu.extend(off.server_cpu_us_per_call);
+                s.on_cpu.extend(on.server_cpu_us_per_call);
+            }
+        }
+        let median = samples
+            .into_iter()
+            .filter_map(|(name, s)| {
+                let off = median(&s.off)?;
+                let on = median(&s.on)?;
+                let row = MedianComparison {
+                    rounds: s.ratio.len(),
+                    off_requests_per_second: off,
+                    on_requests_per_second: on,
+                    on_over_off: on / off,
+                    on_over_off_min: s.ratio.iter().copied().fold(f64::INFINITY, f64::min),
+                    on_over_off_max: s.ratio.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    off_cpu_us_per_call: median(&s.off_cpu),
+                    on_cpu_us_per_call: median(&s.on_cpu),
+                };
+                Some((name.to_owned(), row))
+            })
+            .collect();
+        Self { rounds, median }
+    }
+
+    /// One line per scenario: the median throughput off and on, their
+    /// ratio, the range of the rounds' ratios, and the median CPU per call.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "== trace export off vs on, median of {} rounds\n{:<16} {:>12} {:>12} {:>8} {:>11} {:>11} {:>14}",
+            self.rounds.len(),
+            "scenario",
+            "off req/s",
+            "on req/s",
+            "on/off",
+            "min on/off",
+            "max on/off",
+            "CPU us/call"
+        );
+        for (name, m) in &self.median {
+            let _ = writeln!(
+                out,
+                "{:<16} {:>12.1} {:>12.1} {:>7.1}% {:>10.1}% {:>10.1}% {:>14}",
+                name,
+                m.off_requests_per_second,
+                m.on_requests_per_second,
+                m.on_over_off * 100.0,
+                m.on_over_off_min * 100.0,
+                m.on_over_off_max * 100.0,
+                cpu_change(m.off_cpu_us_per_call, m.on_cpu_us_per_call)
+            );
+        }
+        out
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<(), String> {
+        write_json(self, path)
+    }
+}
+
+/// The middle value, or the mean of the two middle ones for an even
+/// count; none of none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// Server CPU per call off and on, `117 -> 162`.
+fn cpu_change(off: Option<f64>, on: Option<f64>) -> String {
+    match (off, on) {
+        (Some(a), Some(b)) => format!("{a:.0} -> {b:.0}"),
+        _ => "-".to_owned(),
     }
 }
 
@@ -494,5 +624,99 @@ mod tests {
             );
         }
         assert_eq!(code_name(Code::NotFound), "NOT_FOUND");
+    }
+
+    /// A run of `get` at `rps` calls/s, at `cpu` µs of server CPU a call,
+    /// and of the echo ceiling.
+    fn run(trace_export: bool, rps: f64, cpu: f64) -> Report {
+        let scenario = |name: &str, rps: f64, cpu: Option<f64>| ScenarioReport {
+            scenario: name.to_owned(),
+            concurrency: 16,
+            connections: 4,
+            rate: None,
+            count: rps as u64,
+            total_seconds: 1.0,
+            requests_per_second: rps,
+            latency_ms: Latency {
+                average: 1.0,
+                fastest: 0.1,
+                slowest: 9.0,
+                p50: 1.0,
+                p90: 2.0,
+                p99: 3.0,
+                p99_9: 4.0,
+            },
+            start_lag_ms: None,
+            status_codes: BTreeMap::new(),
+            unexpected: 0,
+            ratio_to_echo: None,
+            server_peak_rss_bytes: None,
+            server_cpu_seconds: None,
+            server_cpu_us_per_call: cpu,
+            passed: true,
+        };
+        Report {
+            machine: Machine::this(),
+            server: ServerInfo {
+                mode: "spawned",
+                backend: Some("sqlite"),
+                address: None,
+                peak_rss_bytes: None,
+                trace_export,
+            },
+            settings: Settings {
+                concurrency: 16,
+                connections: 4,
+                rate: None,
+                duration_seconds: Some(1.0),
+                count: None,
+                warmup_seconds: 0.0,
+                echo_payload_bytes: 256,
+                get_preload: 1000,
+                get_miss_ratio: 0.0,
+                list_page_size: 20,
+                task_preload: 5000,
+            },
+            scenarios: vec![
+                scenario("get", rps, Some(cpu)),
+                scenario("echo", 30_000.0, None),
+            ],
+            echo_ceiling_rps: Some(30_000.0),
+            pgbench: None,
+            pgbench_error: None,
+            trace_export: None,
+            passed: true,
+        }
+    }
+
+    #[test]
+    fn rounds_give_the_medians_and_the_range_of_the_ratios() {
+        let rounds = TraceRounds::new(vec![
+            TraceComparison::new(run(false, 1000.0, 100.0), run(true, 900.0, 140.0)),
+            TraceComparison::new(run(false, 1200.0, 110.0), run(true, 960.0, 150.0)),
+            TraceComparison::new(run(false, 1100.0, 90.0), run(true, 1045.0, 130.0)),
+        ]);
+        assert_eq!(rounds.median.keys().collect::<Vec<_>>(), ["get"]);
+        let get = &rounds.median["get"];
+        assert_eq!(get.rounds, 3);
+        assert_eq!(get.off_requests_per_second, 1100.0);
+        assert_eq!(get.on_requests_per_second, 960.0);
+        assert!((get.on_over_off - 960.0 / 1100.0).abs() < 1e-12);
+        assert!((get.on_over_off_min - 0.8).abs() < 1e-12);
+        assert!((get.on_over_off_max - 0.95).abs() < 1e-12);
+        assert_eq!(get.off_cpu_us_per_call, Some(100.0));
+        assert_eq!(get.on_cpu_us_per_call, Some(140.0));
+        let text = rounds.text();
+        assert!(text.starts_with("== trace export off vs on, median of 3 rounds\n"));
+        assert!(text.contains("100 -> 140"), "{text}");
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[4.0]), Some(4.0));
+        assert_eq!(median(&[9.0, 1.0, 5.0]), Some(5.0));
+        assert_eq!(median(&[9.0, 1.0, 3.0, 5.0]), Some(4.0));
+        assert_eq!(median(&[2.0, 2.0, 7.0, 1.0, 100.0]), Some(2.0));
     }
 }
