@@ -1160,14 +1160,21 @@ async fn abandoned_calls_close_their_spans() {
     .await;
     assert!(submits(&spans) >= finished, "every finished call's span");
     assert_eq!(orphans(&spans), Vec::<String>::new());
-    // Each span was closed by the call it measures, abandoned or not: a
-    // call dropped half-way is reported as the client's cancellation.
+    // Each span was closed by the call it measures, abandoned or not, with
+    // a status: CANCELLED for a call dropped while its handler ran, or what
+    // the server answered (a request cut short while it was being read
+    // ends in tonic's own error status).
     for span in spans.iter().filter(|s| s.name == SUBMIT) {
-        let code = attr_str(span, "rpc.status_code");
-        assert!(
-            matches!(code.as_deref(), Some("OK" | "CANCELLED")),
-            "{code:?}"
-        );
+        assert!(attr(span, "rpc.status_code").is_some(), "{span:?}");
     }
+    assert!(
+        spans
+            .iter()
+            .filter(|s| s.name == SUBMIT)
+            .filter(|s| attr_str(s, "rpc.status_code").as_deref() == Some("OK"))
+            .count()
+            >= finished,
+        "every finished call answered OK"
+    );
     app.stop().await;
 }
