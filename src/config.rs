@@ -146,6 +146,12 @@ pub struct ServeArgs {
     /// when unset.
     #[arg(long, env = "GDPR_INTAKE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Which of the service's own spans are exported with OTLP beside each
+    /// call's span: `info`, the request and task lifecycle; `debug` adds a
+    /// span for every store operation (its time inside the call), at a
+    /// cost per call.
+    #[arg(long, env = "GDPR_INTAKE_TRACE_LEVEL", default_value = "info", value_parser = parse_trace_level)]
+    pub trace_level: tracing::Level,
     /// PEM certificate chain of the gRPC listener (leaf first). With
     /// --tls-key, the listener speaks TLS only.
     #[arg(long, env = "GDPR_INTAKE_TLS_CERT")]
@@ -245,6 +251,17 @@ pub fn parse_day_duration(s: &str) -> Result<Duration, String> {
             .map_err(|_| format!("`{s}` is not a duration in days or smaller units"))?;
         Duration::try_from(d).map_err(|_| format!("`{s}` must not be negative"))
     })
+}
+
+/// Parses `info` or `debug`, the levels of the service's exported spans.
+pub fn parse_trace_level(s: &str) -> Result<tracing::Level, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "info" => Ok(tracing::Level::INFO),
+        "debug" => Ok(tracing::Level::DEBUG),
+        _ => Err(format!(
+            "`{s}` is not a trace level: info (the request and task lifecycle) or debug (also every store operation)"
+        )),
+    }
 }
 
 /// Parses `TENANT=CC`.
@@ -367,6 +384,16 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn trace_levels() {
+        assert_eq!(parse_trace_level("info"), Ok(tracing::Level::INFO));
+        assert_eq!(parse_trace_level(" DEBUG "), Ok(tracing::Level::DEBUG));
+        for refused in ["", "trace", "warn", "verbose"] {
+            let err = parse_trace_level(refused).expect_err(refused);
+            assert!(err.contains("info") && err.contains("debug"), "{err}");
+        }
     }
 
     #[test]

@@ -128,7 +128,8 @@ fn settings(args: &ServeArgs) -> Result<Settings, String> {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     // Configuration is checked before anything is bound or written.
     let settings = settings(&args)?;
-    let telemetry = TelemetryConfig::from_env(args.log_format, args.metrics_listen)?;
+    let mut telemetry = TelemetryConfig::from_env(args.log_format, args.metrics_listen)?;
+    telemetry.trace_level = args.trace_level;
     // Inside the runtime: the OTLP channel is created here and driven by it.
     let telemetry = Telemetry::builder(telemetry)
         .build()

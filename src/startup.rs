@@ -187,9 +187,13 @@ impl Application {
             listener,
             local_addr,
             state: AppState {
-                committer: GroupCommitter::start(
+                // Its workers' store spans belong to this application.
+                committer: GroupCommitter::start_with(
                     store.clone(),
                     GroupCommitConfig::for_backend(store.backend()),
+                    |worker| {
+                        tokio::spawn(telemetry.bind(worker));
+                    },
                 ),
                 store,
                 auth,

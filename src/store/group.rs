@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Effects, InsertOutcome, Store, StoreError};
@@ -62,10 +63,26 @@ impl GroupCommitter {
     /// Starts the workers on the current runtime. They stop when every
     /// clone of the committer is dropped and the queue is empty.
     pub fn start(store: Arc<dyn Store>, config: GroupCommitConfig) -> Self {
+        Self::start_with(store, config, |worker| {
+            tokio::spawn(worker);
+        })
+    }
+
+    /// [`GroupCommitter::start`], handing each worker to `spawn` (which
+    /// may, say, run it under the application's `tracing` dispatcher).
+    pub fn start_with(
+        store: Arc<dyn Store>,
+        config: GroupCommitConfig,
+        spawn: impl Fn(BoxFuture<'static, ()>),
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(config.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..config.workers.max(1) {
-            tokio::spawn(worker(store.clone(), rx.clone(), config.max_batch.max(1)));
+            spawn(Box::pin(worker(
+                store.clone(),
+                rx.clone(),
+                config.max_batch.max(1),
+            )));
         }
         Self { queue: tx }
     }

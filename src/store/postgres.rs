@@ -418,7 +418,12 @@ impl Store for PostgresStore {
         "postgres"
     }
 
-    #[tracing::instrument(name = "gdpr.store.ping", skip_all, fields(backend = "postgres"))]
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.ping",
+        skip_all,
+        fields(backend = "postgres")
+    )]
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query(sql::PING)
             .execute(&self.pool)
@@ -428,6 +433,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.insert_request",
         skip_all,
         fields(backend = "postgres", controller_id = %request.controller_id, id = %request.id)
@@ -453,6 +459,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.insert_requests",
         skip_all,
         fields(backend = "postgres", batch = batch.len())
@@ -547,6 +554,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.update_request",
         skip_all,
         fields(
@@ -588,6 +596,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.request_tasks",
         skip_all,
         fields(backend = "postgres", controller_id = %controller_id, id = %id)
@@ -598,6 +607,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.create_processor",
         skip_all,
         fields(backend = "postgres", processor_id = %processor.id)
@@ -617,6 +627,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.list_processors",
         skip_all,
         fields(backend = "postgres", limit = limit)
@@ -639,6 +650,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.delete_processor",
         skip_all,
         fields(backend = "postgres", processor_id = %processor_id)
@@ -675,6 +687,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.create_route",
         skip_all,
         fields(
@@ -701,6 +714,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.list_routes",
         skip_all,
         fields(backend = "postgres", limit = limit)
@@ -732,6 +746,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.delete_route",
         skip_all,
         fields(backend = "postgres", id = %id)
@@ -751,6 +766,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.controller_routes",
         skip_all,
         fields(backend = "postgres", controller_id = %controller_id)
@@ -767,6 +783,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.claim_tasks",
         skip_all,
         fields(backend = "postgres", processor_id = %processor_id, max = max, claimed)
@@ -835,6 +852,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.task_operation",
         skip_all,
         fields(backend = "postgres", processor_id = %processor_id, id = %id)
@@ -933,6 +951,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.get_task",
         skip_all,
         fields(backend = "postgres", processor_id = %processor_id, id = %id)
@@ -949,6 +968,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.list_tasks",
         skip_all,
         fields(backend = "postgres", processor_id = %processor_id, limit = limit)
@@ -983,6 +1003,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.list_events",
         skip_all,
         fields(
@@ -1013,6 +1034,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.count_open_requests_by_state",
         skip_all,
         fields(backend = "postgres")
@@ -1028,6 +1050,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.sla_requests",
         skip_all,
         fields(backend = "postgres", limit = limit)
@@ -1043,6 +1066,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.awaiting_consent_since",
         skip_all,
         fields(backend = "postgres", limit = limit)
@@ -1058,6 +1082,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.sla_tasks",
         skip_all,
         fields(backend = "postgres", limit = limit)
@@ -1083,6 +1108,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.record_request_finding",
         skip_all,
         fields(
@@ -1120,6 +1146,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.record_task_finding",
         skip_all,
         fields(
@@ -1159,6 +1186,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.purge_due",
         skip_all,
         fields(backend = "postgres", limit = limit)
@@ -1174,6 +1202,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.purge_request",
         skip_all,
         fields(backend = "postgres", controller_id = %request.controller_id, id = %request.id)
@@ -1204,6 +1233,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.audit_trails",
         skip_all,
         fields(backend = "postgres", limit = limit)
@@ -1238,6 +1268,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.acquire_lease",
         skip_all,
         fields(backend = "postgres", name = %name, holder = %holder)
@@ -1263,6 +1294,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.revoke",
         skip_all,
         fields(backend = "postgres", kind = revocation.target.kind())
@@ -1316,6 +1348,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.release_lease",
         skip_all,
         fields(backend = "postgres", name = %name, holder = %holder)
@@ -1331,6 +1364,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.lease",
         skip_all,
         fields(backend = "postgres", name = %name)

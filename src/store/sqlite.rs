@@ -465,7 +465,12 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    #[tracing::instrument(name = "gdpr.store.ping", skip_all, fields(backend = "sqlite"))]
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.ping",
+        skip_all,
+        fields(backend = "sqlite")
+    )]
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query(sql::PING)
             .execute(&self.pool)
@@ -475,6 +480,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.insert_request",
         skip_all,
         fields(backend = "sqlite", controller_id = %request.controller_id, id = %request.id)
@@ -501,6 +507,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.insert_requests",
         skip_all,
         fields(backend = "sqlite", batch = batch.len())
@@ -574,6 +581,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.update_request",
         skip_all,
         fields(
@@ -611,6 +619,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.request_tasks",
         skip_all,
         fields(backend = "sqlite", controller_id = %controller_id, id = %id)
@@ -621,6 +630,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.create_processor",
         skip_all,
         fields(backend = "sqlite", processor_id = %processor.id)
@@ -641,6 +651,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.list_processors",
         skip_all,
         fields(backend = "sqlite", limit = limit)
@@ -663,6 +674,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.delete_processor",
         skip_all,
         fields(backend = "sqlite", processor_id = %processor_id)
@@ -700,6 +712,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.create_route",
         skip_all,
         fields(
@@ -727,6 +740,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.list_routes",
         skip_all,
         fields(backend = "sqlite", limit = limit)
@@ -758,6 +772,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.delete_route",
         skip_all,
         fields(backend = "sqlite", id = %id)
@@ -778,6 +793,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.controller_routes",
         skip_all,
         fields(backend = "sqlite", controller_id = %controller_id)
@@ -794,6 +810,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.claim_tasks",
         skip_all,
         fields(backend = "sqlite", processor_id = %processor_id, max = max, claimed)
@@ -858,6 +875,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.task_operation",
         skip_all,
         fields(backend = "sqlite", processor_id = %processor_id, id = %id)
@@ -947,6 +965,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.get_task",
         skip_all,
         fields(backend = "sqlite", processor_id = %processor_id, id = %id)
@@ -963,6 +982,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.list_tasks",
         skip_all,
         fields(backend = "sqlite", processor_id = %processor_id, limit = limit)
@@ -997,6 +1017,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.list_events",
         skip_all,
         fields(
@@ -1027,6 +1048,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.count_open_requests_by_state",
         skip_all,
         fields(backend = "sqlite")
@@ -1042,6 +1064,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.sla_requests",
         skip_all,
         fields(backend = "sqlite", limit = limit)
@@ -1057,6 +1080,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.awaiting_consent_since",
         skip_all,
         fields(backend = "sqlite", limit = limit)
@@ -1072,6 +1096,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.sla_tasks",
         skip_all,
         fields(backend = "sqlite", limit = limit)
@@ -1097,6 +1122,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.record_request_finding",
         skip_all,
         fields(
@@ -1132,6 +1158,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.record_task_finding",
         skip_all,
         fields(
@@ -1168,6 +1195,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.purge_due",
         skip_all,
         fields(backend = "sqlite", limit = limit)
@@ -1183,6 +1211,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.purge_request",
         skip_all,
         fields(backend = "sqlite", controller_id = %request.controller_id, id = %request.id)
@@ -1214,6 +1243,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.audit_trails",
         skip_all,
         fields(backend = "sqlite", limit = limit)
@@ -1248,6 +1278,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.acquire_lease",
         skip_all,
         fields(backend = "sqlite", name = %name, holder = %holder)
@@ -1274,6 +1305,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.revoke",
         skip_all,
         fields(backend = "sqlite", kind = revocation.target.kind())
@@ -1322,6 +1354,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.release_lease",
         skip_all,
         fields(backend = "sqlite", name = %name, holder = %holder)
@@ -1338,6 +1371,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.lease",
         skip_all,
         fields(backend = "sqlite", name = %name)

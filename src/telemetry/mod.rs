@@ -94,6 +94,10 @@ pub struct TelemetryConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Longest wait for the final flush at shutdown.
     pub shutdown_timeout: Duration,
+    /// The most detailed level of this crate's `tracing` spans that are
+    /// exported beside the calls' spans: INFO (the default) takes the
+    /// lifecycle spans, DEBUG adds a span for every store operation.
+    pub trace_level: tracing::Level,
 }
 
 impl TelemetryConfig {
@@ -105,6 +109,7 @@ impl TelemetryConfig {
             log_format: None,
             metrics_listen: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            trace_level: tracing::Level::INFO,
         }
     }
 
@@ -158,6 +163,7 @@ impl TelemetryConfig {
             log_format: Some(log_format),
             metrics_listen,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            trace_level: tracing::Level::INFO,
         })
     }
 }
@@ -275,13 +281,17 @@ impl TelemetryBuilder {
                 .with_target(false)
                 .with_location(false)
                 .with_tracked_inactivity(false)
-                .with_filter(traced_targets());
+                .with_filter(traced_targets(config.trace_level));
             layers.push(otel.boxed());
         }
         let mut adopted = None;
         if tracer_provider.is_some() {
             let (adopt, cell) = threads::AdoptHelperThreads::new();
-            layers.push(adopt.with_filter(traced_targets()).boxed());
+            layers.push(
+                adopt
+                    .with_filter(traced_targets(config.trace_level))
+                    .boxed(),
+            );
             adopted = Some(cell);
         }
         let dispatch = Dispatch::new(Registry::default().with(layers));
@@ -500,9 +510,9 @@ impl Telemetry {
     }
 }
 
-/// What goes to OpenTelemetry: this crate's spans from INFO up.
-fn traced_targets() -> tracing_subscriber::filter::Targets {
-    tracing_subscriber::filter::Targets::new().with_target(TRACED_TARGET, tracing::Level::INFO)
+/// What goes to OpenTelemetry: this crate's spans from `level` up.
+fn traced_targets(level: tracing::Level) -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new().with_target(TRACED_TARGET, level)
 }
 
 fn env_filter() -> EnvFilter {

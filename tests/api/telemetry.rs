@@ -90,9 +90,15 @@ async fn spawn_with(telemetry: Telemetry) -> (TestApp, Option<SocketAddr>) {
 /// An app whose spans go to an in-memory exporter. Several may run at once,
 /// each with its own exporter.
 async fn spawn_traced() -> (TestApp, InMemorySpanExporter) {
+    spawn_traced_at(tracing::Level::INFO).await
+}
+
+/// [`spawn_traced`], exporting the service's spans from `level` up.
+async fn spawn_traced_at(level: tracing::Level) -> (TestApp, InMemorySpanExporter) {
     let exporter = InMemorySpanExporter::default();
     let telemetry = Telemetry::builder(TelemetryConfig {
         log_format: test_log_format(),
+        trace_level: level,
         ..TelemetryConfig::quiet()
     })
     .with_span_exporter(exporter.clone())
@@ -1059,10 +1065,10 @@ async fn the_binary_exports_to_the_endpoint_in_its_environment() {
     }
 }
 
-/// Submits and reads `n` requests; returns how many submit and get calls,
-/// and their handlers, were exported.
+/// Submits and reads `n` requests with every store operation traced;
+/// returns how many submit and get calls were exported.
 async fn submit_and_get(n: usize) -> [usize; 2] {
-    let (app, exporter) = spawn_traced().await;
+    let (app, exporter) = spawn_traced_at(tracing::Level::DEBUG).await;
     let token = app.token(Role::Controller, "acme");
     for _ in 0..n {
         let created = app
@@ -1087,6 +1093,43 @@ async fn submit_and_get(n: usize) -> [usize; 2] {
     let spans = spans_when(&exporter, |s| count(s) == [n; 2]).await;
     app.stop().await;
     count(&spans)
+}
+
+/// Store operations have spans of their own only at trace level DEBUG; at
+/// the default (INFO) a call exports its own span and the lifecycle's.
+#[tokio::test]
+async fn store_spans_are_exported_at_trace_level_debug_only() {
+    for (level, traced) in [(tracing::Level::INFO, false), (tracing::Level::DEBUG, true)] {
+        let (app, exporter) = spawn_traced_at(level).await;
+        let token = app.token(Role::Controller, "acme");
+        app.dsr()
+            .submit_data_subject_request(authed(&token, submission()))
+            .await
+            .expect("submitted");
+        let spans = spans_when(&exporter, |s| {
+            named(s, SUBMIT).is_some()
+                && (!traced || s.iter().any(|s| s.name == "gdpr.store.insert_requests"))
+        })
+        .await;
+        let submit = named(&spans, SUBMIT).expect("the call's span");
+        let store: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name.starts_with("gdpr.store."))
+            .collect();
+        if traced {
+            // Read inside the call: a child of the call's span.
+            let routes = named(&spans, "gdpr.store.controller_routes").expect("routes read");
+            assert_eq!(routes.parent_span_id, submit.span_context.span_id());
+            assert_eq!(
+                routes.span_context.trace_id(),
+                submit.span_context.trace_id()
+            );
+            assert!(named(&spans, "gdpr.store.insert_requests").is_some());
+        } else {
+            assert!(store.is_empty(), "{store:?}");
+        }
+        app.stop().await;
+    }
 }
 
 /// Several traced apps at once, each on a runtime of its own, as parallel
