@@ -148,12 +148,14 @@ def test_no_configmap_carries_configuration():
 def test_otel_variables():
     m = render(merge(BASE, {"otel": {"endpoint": "http://collector.obs:4317", "serviceName": "intake",
                                      "resourceAttributes": {"deployment.environment": "prod"},
-                                     "tracesSampler": "traceidratio", "tracesSamplerArg": "0.25"}}))
+                                     "tracesSampler": "traceidratio", "tracesSamplerArg": "0.25",
+                                     "traceLevel": "debug"}}))
     env = {k: v.get("value") for k, v in m.env().items()}
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.obs:4317"
     assert env["OTEL_SERVICE_NAME"] == "intake"
     assert env["OTEL_TRACES_SAMPLER"] == "traceidratio"
     assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+    assert env["GDPR_INTAKE_TRACE_LEVEL"] == "debug"
     attrs = dict(kv.split("=", 1) for kv in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
     assert attrs["deployment.environment"] == "prod"
     assert attrs["k8s.pod.name"] == "$(GDPR_INTAKE_POD_NAME)"
