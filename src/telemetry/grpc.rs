@@ -186,7 +186,7 @@ where
         let otel_cx = shared
             .tracer
             .as_ref()
-            .map(|tracer| server_span(tracer, &req, &method));
+            .map(|tracer| server_span(tracer, &req, path, &method));
         // The log lines of the call say which method they belong to.
         let span = tracing::info_span!(target: LOG_TARGET, "rpc", "rpc.method" = method.as_str());
         let call = {
@@ -238,15 +238,15 @@ where
     }
 }
 
-/// Starts the SERVER span of one call, with the caller's trace as its
-/// parent, and returns the context that holds it.
+/// Starts the SERVER span of one call to `path` (without its leading
+/// slash), with the caller's trace as its parent, and returns the context
+/// that holds it.
 ///
 /// The span is made with the OpenTelemetry API rather than as a `tracing`
 /// span: it is the one span every call has, and this way it costs no
 /// `tracing` registry entry, no field formatting and no per-poll enter and
 /// exit through the layers, only what the SDK itself does.
-fn server_span<B>(tracer: &SdkTracer, req: &Request<B>, method: &str) -> OtelContext {
-    let path = req.uri().path().strip_prefix('/').unwrap_or_default();
+fn server_span<B>(tracer: &SdkTracer, req: &Request<B>, path: &str, method: &str) -> OtelContext {
     let known = method != OTHER_METHOD;
     // The span keeps this vector: room for what the handler adds (up to
     // eleven `dsr.*` attributes) and the status, so none of it reallocates.
