@@ -30,7 +30,7 @@ use crate::domain::routing::{Processor, Route, Task, TaskOutcome, TaskState, Tas
 use crate::domain::sla::SlaMarks;
 
 /// How a backend stores a UUID: TEXT in SQLite, UUID in PostgreSQL.
-pub(super) trait IdColumn: Sized {
+pub trait IdColumn: Sized {
     fn from_uuid(id: Uuid) -> Self;
     fn into_uuid(self, column: &str) -> Result<Uuid, StoreError>;
 }

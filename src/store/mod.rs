@@ -24,6 +24,7 @@ mod error;
 mod group;
 mod postgres;
 mod sql;
+mod sql_store;
 mod sqlite;
 mod steps;
 

@@ -9,7 +9,8 @@
 //! Row locks (`FOR NO KEY UPDATE`, `FOR UPDATE`, `SKIP LOCKED`) exist only in
 //! PostgreSQL; the statements that take them are the SQLite ones with the
 //! locking clause appended, named `…_LOCKED`, and only the PostgreSQL
-//! backend runs them. SQLite needs no row locks: its writes are serialised.
+//! backend runs them ([`ROW_LOCKS`] against [`NO_ROW_LOCKS`]). SQLite needs
+//! no row locks: its writes are serialised.
 
 use super::{RequestFilter, RouteFilter};
 use crate::domain::routing::TaskState;
@@ -629,3 +630,45 @@ pub(super) const DELETE_ROUTE: &str = "DELETE FROM routes WHERE id = $1";
 
 /// The readiness round trip.
 pub(super) const PING: &str = "SELECT 1";
+
+/// The statements whose text depends on whether the backend takes row
+/// locks: PostgreSQL runs the `…_LOCKED` variants ([`ROW_LOCKS`]); SQLite,
+/// whose writes are serialised, runs the plain ones ([`NO_ROW_LOCKS`]). Each
+/// names the use it serves rather than the clause it carries.
+#[derive(Clone, Copy, Debug)]
+pub struct Locking {
+    /// A request about to get an event or a change (its sequence is taken).
+    pub request_for_update: &'static str,
+    /// A task about to be changed by its processor.
+    pub task_for_update: &'static str,
+    /// The open tasks of a request about to be cancelled with it.
+    pub open_tasks_for_update: &'static str,
+    /// The tasks a claim may take; with row locks, passing over those
+    /// another claim holds.
+    pub claimable_tasks: &'static str,
+    /// A processor about to be deleted.
+    pub processor_for_delete: &'static str,
+    /// Taken before recording a revocation, if the backend needs it for
+    /// revocations to commit in the order of their numbers.
+    pub revocations_lock: Option<&'static str>,
+}
+
+/// Statements with row locks (PostgreSQL).
+pub(super) const ROW_LOCKS: Locking = Locking {
+    request_for_update: SELECT_REQUEST_LOCKED,
+    task_for_update: SELECT_TASK_LOCKED,
+    open_tasks_for_update: OPEN_REQUEST_TASKS_LOCKED,
+    claimable_tasks: CLAIMABLE_TASKS_LOCKED,
+    processor_for_delete: SELECT_PROCESSOR_ID_LOCKED,
+    revocations_lock: Some(LOCK_REVOCATIONS),
+};
+
+/// Statements without row locks (SQLite: one writer at a time).
+pub(super) const NO_ROW_LOCKS: Locking = Locking {
+    request_for_update: SELECT_REQUEST,
+    task_for_update: SELECT_TASK,
+    open_tasks_for_update: OPEN_REQUEST_TASKS,
+    claimable_tasks: CLAIMABLE_TASKS,
+    processor_for_delete: SELECT_PROCESSOR_ID,
+    revocations_lock: None,
+};

@@ -1,0 +1,1526 @@
+//! The store's one implementation, written once for both backends:
+//! [`SqlStore`] runs every transaction, retry and effect over a
+//! [`Backend`], which says only what truly differs between SQLite and
+//! PostgreSQL: the sqlx database and how it keeps ids, how its error codes
+//! read, which statements take row locks, and how a write transaction
+//! begins. Connecting and migrating live in the backend files.
+//!
+//! Writes on a backend without row locks (SQLite) are serialised twice
+//! over, on purpose. Inside the process a fair async mutex (the write gate)
+//! lets one write run at a time, so writers queue in order instead of
+//! polling SQLite's busy handler, and hold at most one pooled connection
+//! between them, leaving the rest to readers (which WAL never blocks). Each
+//! write transaction also starts with the backend's own begin statement
+//! (`BEGIN IMMEDIATE`), which takes the database's write lock up front.
+//!
+//! On a backend with row locks (PostgreSQL), transactions run at the
+//! default READ COMMITTED level, which is enough here: a duplicate insert
+//! waits on the unique index for the first one to finish and then sees its
+//! row; an update locks its row, so a concurrent update with the same
+//! expected version finds the new version and changes nothing.
+//! `synchronous_commit` is left at the server's setting (on by default): a
+//! response is sent only after its commit is durable.
+//!
+//! Tasks need row locks on top. Every transaction that writes a task event
+//! holds its request's row, because the event takes the request's next
+//! sequence. Locks are taken in one order, so that no two transactions
+//! wait for each other in a circle: task rows first, then request rows,
+//! several requests in id order. Claimers lock their tasks with `SKIP
+//! LOCKED`, so they never wait for a task, only for a request; a task
+//! operation waits for its task, then its request; cancelling a request's
+//! open tasks locks them before it writes the request. Task and request
+//! rows are locked `FOR NO KEY UPDATE` (see [`sql::SELECT_REQUEST_LOCKED`]).
+//! Without row locks the same order is followed and costs nothing.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+use sqlx::error::DatabaseError;
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type,
+};
+use tokio::sync::{Mutex, MutexGuard};
+use uuid::Uuid;
+
+use super::audit::{self, AuditKey, AuditTrail};
+use super::batch::Group;
+use super::codec::{
+    self, EventColumns, IdColumn, LeaseColumns, ProcessorColumns, RequestColumns,
+    RevocationColumns, RouteColumns, StateCountColumns, TaskColumns, TaskViewColumns,
+};
+use super::crypt::DataKey;
+use super::sql::{Locking, TaskFilterValue};
+use super::steps::{self, Applied};
+use super::{
+    Created, Cursor, Deleted, Effects, InsertOutcome, Lease, RequestFilter, RouteFilter, Store,
+    StoreConfig, StoreError, SweepCursor, TaskOp, TaskOpResult, error, sql,
+};
+use crate::auth::revocation::{NewRevocation, Revocation};
+use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent, State};
+use crate::domain::routing::{Processor, Route, Task, TaskState, TaskView};
+use crate::domain::sla::{Finding, SlaMarks};
+
+/// What differs between the backends, and nothing else.
+pub trait Backend: Send + Sync + 'static {
+    /// The sqlx database.
+    type Db: Database;
+    /// How the database keeps a UUID (TEXT in SQLite, UUID in PostgreSQL).
+    type Id: IdColumn + Clone + Eq + Hash + Debug + Send + Sync + 'static;
+    /// `"sqlite"` or `"postgres"`, for logs and telemetry.
+    const NAME: &'static str;
+    /// The statements that lock rows, or their plain forms.
+    const LOCKING: Locking;
+    /// How a write transaction begins; `None` for the driver's `BEGIN`.
+    const BEGIN_WRITE: Option<&'static str>;
+    /// Whether writes in this process take turns through the write gate
+    /// (a backend with a single writer).
+    const SERIAL_WRITES: bool;
+    /// Classifies the database's own error codes.
+    fn classify(error: &dyn DatabaseError) -> StoreError;
+    /// How many rows a statement changed.
+    fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
+}
+
+/// The connection type of a backend.
+type Conn<B> = <<B as Backend>::Db as Database>::Connection;
+/// The row type of a backend.
+type DbRow<B> = <<B as Backend>::Db as Database>::Row;
+
+/// A pool of connections to one database, with the keys that seal its
+/// personal data and chain its audit trail.
+pub struct SqlStore<B: Backend> {
+    pool: Pool<B::Db>,
+    /// One write at a time in this process, for backends with a single
+    /// writer ([`Backend::SERIAL_WRITES`]).
+    write_gate: Mutex<()>,
+    /// How long a writer waits for its turn, as for a pooled connection.
+    acquire_timeout: Duration,
+    /// Keys the events' hash chain.
+    audit_key: AuditKey,
+    /// Seals personal data.
+    data_key: DataKey,
+    backend: PhantomData<B>,
+}
+
+impl<B: Backend> Debug for SqlStore<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &B::NAME)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a driver error to the store's terms, with the backend's codes.
+fn map<B: Backend>(e: sqlx::Error) -> StoreError {
+    error::map(e, B::classify)
+}
+
+impl<B: Backend> SqlStore<B> {
+    /// The store over `pool`, with the keys and limits of `config`.
+    pub(super) fn new(pool: Pool<B::Db>, config: &StoreConfig) -> Self {
+        Self {
+            pool,
+            write_gate: Mutex::new(()),
+            acquire_timeout: config.acquire_timeout,
+            audit_key: config.audit_key.clone(),
+            data_key: config.data_key.clone(),
+            backend: PhantomData,
+        }
+    }
+
+    /// The pool, for what the backend files do themselves (migrations).
+    pub(super) fn pool(&self) -> &Pool<B::Db> {
+        &self.pool
+    }
+
+    /// Waits for this process's write turn, on a backend that takes turns;
+    /// `None` (no wait) on one that does not.
+    pub(super) async fn write_turn(&self) -> Result<Option<MutexGuard<'_, ()>>, StoreError> {
+        if !B::SERIAL_WRITES {
+            return Ok(None);
+        }
+        tokio::time::timeout(self.acquire_timeout, self.write_gate.lock())
+            .await
+            .map(Some)
+            .map_err(|_| {
+                StoreError::Unavailable("timed out waiting for the database write lock".to_owned())
+            })
+    }
+
+    /// Starts a write transaction (on SQLite, one that already holds the
+    /// database's write lock).
+    async fn begin_write(&self) -> Result<Transaction<'static, B::Db>, StoreError> {
+        match B::BEGIN_WRITE {
+            Some(statement) => self.pool.begin_with(statement).await,
+            None => self.pool.begin().await,
+        }
+        .map_err(map::<B>)
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl<B> SqlStore<B>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'p> &'p Pool<B::Db>: Executor<'p, Database = B::Db>,
+    B::Id: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    String: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    for<'s> &'s str: Encode<'s, B::Db> + Type<B::Db> + ColumnIndex<DbRow<B>>,
+    i64: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    bool: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<DbRow<B>>,
+    <B::Db as Database>::Arguments: IntoArguments<B::Db>,
+    Option<B::Id>: for<'t> Encode<'t, B::Db> + Type<B::Db>,
+    Option<String>: for<'t> Encode<'t, B::Db> + Type<B::Db>,
+    Option<i64>: for<'t> Encode<'t, B::Db> + Type<B::Db>,
+{
+    fn request_from_row(key: &DataKey, row: &DbRow<B>) -> Result<DataSubjectRequest, StoreError> {
+        RequestColumns::read::<_, B::Id>(row)
+            .map_err(map::<B>)?
+            .open(key)?
+            .into_domain()
+    }
+
+    fn task_from_row(row: &DbRow<B>) -> Result<Task, StoreError> {
+        TaskColumns::read::<_, B::Id>(row)
+            .map_err(map::<B>)?
+            .into_domain()
+    }
+
+    fn task_view_from_row(key: &DataKey, row: &DbRow<B>) -> Result<TaskView, StoreError> {
+        TaskViewColumns::read::<_, B::Id>(row)
+            .map_err(map::<B>)?
+            .open(key)?
+            .into_domain()
+    }
+
+    fn processor_from_row(row: &DbRow<B>) -> Result<Processor, StoreError> {
+        ProcessorColumns::read(row).map_err(map::<B>)?.into_domain()
+    }
+
+    fn route_from_row(row: &DbRow<B>) -> Result<Route, StoreError> {
+        RouteColumns::read::<_, B::Id>(row)
+            .map_err(map::<B>)?
+            .into_domain()
+    }
+
+    /// Appends `event` to the trail of request `id`. Every caller holds the
+    /// request row's lock (it wrote or locked the row), so no other transaction
+    /// takes a sequence meanwhile; if one did, it would be a concurrent change.
+    async fn insert_event(
+        conn: &mut Conn<B>,
+        key: &AuditKey,
+        id: Uuid,
+        controller_id: &str,
+        event: &NewEvent,
+    ) -> Result<(), StoreError> {
+        let last = match sqlx::query(sql::LAST_EVENT)
+            .bind(B::Id::from_uuid(id))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map::<B>)?
+        {
+            Some(row) => Some(EventColumns::read_last(&row)?),
+            None => None,
+        };
+        let chained = steps::chain(key, id, controller_id, last, event);
+        EventColumns::bind_insert::<B::Db, B::Id>(
+            sqlx::query(sql::INSERT_EVENT),
+            id,
+            controller_id,
+            event,
+            &chained,
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            if error::is_unique_violation(&e) {
+                StoreError::Conflict
+            } else {
+                map::<B>(e)
+            }
+        })?;
+        sqlx::query(sql::SET_AUDIT_HEAD)
+            .bind(B::Id::from_uuid(id))
+            .bind(controller_id)
+            .bind(audit::to_hex(&chained.head))
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+            .map_err(map::<B>)
+    }
+
+    async fn insert_task(conn: &mut Conn<B>, task: &Task) -> Result<(), StoreError> {
+        TaskColumns::from_domain(task)
+            .bind_insert::<B::Db, B::Id>(sqlx::query(sql::INSERT_TASK))
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+            .map_err(map::<B>)
+    }
+
+    async fn update_task(conn: &mut Conn<B>, task: &Task) -> Result<(), StoreError> {
+        TaskColumns::from_domain(task)
+            .bind_update::<B::Db, B::Id>(sqlx::query(sql::UPDATE_TASK))
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+            .map_err(map::<B>)
+    }
+
+    /// Writes a changed request if its stored version is still `expected`;
+    /// `false` if it is not.
+    async fn update_request_row(
+        conn: &mut Conn<B>,
+        data_key: &DataKey,
+        request: &DataSubjectRequest,
+        expected_version: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = B::rows_affected(
+            &RequestColumns::from_domain(request)?
+                .seal(data_key)?
+                .bind_update::<B::Db, B::Id>(sqlx::query(sql::UPDATE_REQUEST), expected_version)
+                .execute(&mut *conn)
+                .await
+                .map_err(map::<B>)?,
+        );
+        Ok(updated == 1)
+    }
+
+    /// Ends a transaction that must write nothing, at once. Dropping it would
+    /// roll it back too, but only once a background task returns its
+    /// connection to the pool; until then its row locks would stay, and the
+    /// caller's next call could find its own task still locked (a claim would
+    /// pass over it).
+    async fn roll_back(tx: Transaction<'static, B::Db>) -> Result<(), StoreError> {
+        tx.rollback().await.map_err(map::<B>)
+    }
+
+    /// The request a task belongs to, read with `statement`
+    /// ([`sql::SELECT_REQUEST`] or [`B::LOCKING.request_for_update`]); the foreign
+    /// key says it exists.
+    async fn task_request(
+        conn: &mut Conn<B>,
+        data_key: &DataKey,
+        statement: &'static str,
+        task: &Task,
+    ) -> Result<DataSubjectRequest, StoreError> {
+        let row = sqlx::query(statement)
+            .bind(B::Id::from_uuid(task.request))
+            .bind(task.controller_id.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map::<B>)?
+            .ok_or_else(|| StoreError::Corrupt("a task's request is missing".to_owned()))?;
+        Self::request_from_row(data_key, &row)
+    }
+
+    /// The tasks of one request that `statement` (`$1` request, `$2`
+    /// controller) selects.
+    async fn tasks_of(
+        conn: &mut Conn<B>,
+        statement: &'static str,
+        controller_id: &str,
+        id: Uuid,
+    ) -> Result<Vec<Task>, StoreError> {
+        sqlx::query(statement)
+            .bind(B::Id::from_uuid(id))
+            .bind(controller_id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(Self::task_from_row)
+            .collect()
+    }
+
+    /// Inserts one request with its effects inside `tx`, or reads the request
+    /// that already holds its `(controller_id, request_id)`.
+    async fn insert_one(
+        tx: &mut Transaction<'static, B::Db>,
+        key: &AuditKey,
+        data_key: &DataKey,
+        request: &DataSubjectRequest,
+        columns: RequestColumns,
+        effects: &Effects,
+    ) -> Result<InsertOutcome, StoreError> {
+        let inserted = B::rows_affected(
+            &columns
+                .bind_insert::<B::Db, B::Id>(sqlx::query(sql::INSERT_REQUEST))
+                .execute(&mut **tx)
+                .await
+                .map_err(map::<B>)?,
+        );
+        if inserted == 1 {
+            // A new request has no tasks yet, so none to cancel; no other
+            // transaction sees the row before the commit.
+            Self::write_effects(tx, key, request, effects, Vec::new()).await?;
+            return Ok(InsertOutcome::Created);
+        }
+        Self::existing(tx, data_key, request).await
+    }
+
+    /// The stored request that holds `request`'s `request_id`, found by an
+    /// insert that did nothing.
+    async fn existing(
+        tx: &mut Transaction<'static, B::Db>,
+        data_key: &DataKey,
+        request: &DataSubjectRequest,
+    ) -> Result<InsertOutcome, StoreError> {
+        // DO NOTHING fired, so the conflicting row was committed before this
+        // statement finished (or written earlier in this transaction); READ
+        // COMMITTED gives the next statement a snapshot that sees it.
+        let row = sqlx::query(sql::SELECT_REQUEST_BY_REQUEST_ID)
+            .bind(request.controller_id.as_str())
+            .bind(B::Id::from_uuid(request.request_id))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map::<B>)?
+            .ok_or_else(|| {
+                StoreError::Internal("a conflicting request vanished during insert".to_owned())
+            })?;
+        Ok(InsertOutcome::Existing(Box::new(Self::request_from_row(
+            data_key, &row,
+        )?)))
+    }
+
+    /// Writes what a request's change brings besides its row, in this order:
+    /// the new tasks (which its events may name), its events, then the
+    /// cancellation of `open`, the tasks that were open before the change.
+    async fn write_effects(
+        conn: &mut Conn<B>,
+        key: &AuditKey,
+        request: &DataSubjectRequest,
+        effects: &Effects,
+        open: Vec<Task>,
+    ) -> Result<(), StoreError> {
+        for task in &effects.new_tasks {
+            Self::insert_task(conn, task).await?;
+        }
+        for event in &effects.events {
+            Self::insert_event(conn, key, request.id, &request.controller_id, event).await?;
+        }
+        for (task, event) in steps::cancel_open(request, open) {
+            Self::update_task(conn, &task).await?;
+            Self::insert_event(conn, key, request.id, &request.controller_id, &event).await?;
+        }
+        Ok(())
+    }
+
+    /// Empties the personal-data columns of `purged` (as
+    /// [`DataSubjectRequest::purge`] left it) if it is still at `expected`
+    /// and not purged; `false` if not.
+    async fn purge_row(
+        conn: &mut Conn<B>,
+        purged: &DataSubjectRequest,
+        expected: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = B::rows_affected(
+            &codec::bind_purge::<B::Db, B::Id>(sqlx::query(sql::PURGE_REQUEST), purged, expected)
+                .execute(&mut *conn)
+                .await
+                .map_err(map::<B>)?,
+        );
+        Ok(updated == 1)
+    }
+
+    /// Sets the SLA marks of `request` (as read) to `marks`, if its version and
+    /// marks are still those read; `false` if not. Locks the row.
+    async fn mark_request(
+        conn: &mut Conn<B>,
+        request: &DataSubjectRequest,
+        marks: SlaMarks,
+    ) -> Result<bool, StoreError> {
+        let updated = B::rows_affected(
+            &sqlx::query(sql::MARK_REQUEST_SLA)
+                .bind(B::Id::from_uuid(request.id))
+                .bind(request.controller_id.as_str())
+                .bind(request.version)
+                .bind(marks.at_risk.map(codec::micros))
+                .bind(marks.breached.map(codec::micros))
+                .bind(request.sla.at_risk.map(codec::micros))
+                .bind(request.sla.breached.map(codec::micros))
+                .execute(&mut *conn)
+                .await
+                .map_err(map::<B>)?,
+        );
+        Ok(updated == 1)
+    }
+
+    /// Sets the SLA marks of `task` (as read) to `marks`, if it is still open
+    /// with the marks read; `false` if not. Locks the row.
+    async fn mark_task(
+        conn: &mut Conn<B>,
+        task: &Task,
+        marks: SlaMarks,
+    ) -> Result<bool, StoreError> {
+        let updated = B::rows_affected(
+            &sqlx::query(sql::MARK_TASK_SLA)
+                .bind(B::Id::from_uuid(task.id))
+                .bind(marks.at_risk.map(codec::micros))
+                .bind(marks.breached.map(codec::micros))
+                .bind(task.sla.at_risk.map(codec::micros))
+                .bind(task.sla.breached.map(codec::micros))
+                .execute(&mut *conn)
+                .await
+                .map_err(map::<B>)?,
+        );
+        Ok(updated == 1)
+    }
+
+    /// One page of a watchdog sweep over requests: `statement` takes the
+    /// bound time, the cursor and the limit, in that order.
+    async fn sweep_requests(
+        &self,
+        statement: &'static str,
+        bound: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError> {
+        let (after_time, after_id) = codec::sweep_cursor_values(after);
+        sqlx::query(statement)
+            .bind(codec::micros(bound))
+            .bind(after_time)
+            .bind(B::Id::from_uuid(after_id))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(|row| Self::request_from_row(&self.data_key, row))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl<B> Store for SqlStore<B>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'p> &'p Pool<B::Db>: Executor<'p, Database = B::Db>,
+    B::Id: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    String: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    for<'s> &'s str: Encode<'s, B::Db> + Type<B::Db> + ColumnIndex<DbRow<B>>,
+    i64: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    bool: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<DbRow<B>>,
+    <B::Db as Database>::Arguments: IntoArguments<B::Db>,
+    Option<B::Id>: for<'t> Encode<'t, B::Db> + Type<B::Db>,
+    Option<String>: for<'t> Encode<'t, B::Db> + Type<B::Db>,
+    Option<i64>: for<'t> Encode<'t, B::Db> + Type<B::Db>,
+{
+    fn backend(&self) -> &'static str {
+        B::NAME
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.ping",
+        skip_all,
+        fields(backend = B::NAME)
+    )]
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query(sql::PING)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(map::<B>)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.insert_request",
+        skip_all,
+        fields(backend = B::NAME, controller_id = %request.controller_id, id = %request.id)
+    )]
+    async fn insert_request(
+        &self,
+        request: &DataSubjectRequest,
+        effects: &Effects,
+    ) -> Result<InsertOutcome, StoreError> {
+        let columns = RequestColumns::from_domain(request)?.seal(&self.data_key)?;
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        let outcome = Self::insert_one(
+            &mut tx,
+            &self.audit_key,
+            &self.data_key,
+            request,
+            columns,
+            effects,
+        )
+        .await?;
+        tx.commit().await.map_err(map::<B>)?;
+        Ok(outcome)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.insert_requests",
+        skip_all,
+        fields(backend = B::NAME, batch = batch.len())
+    )]
+    async fn insert_requests(
+        &self,
+        batch: &[(DataSubjectRequest, Effects)],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        // Rows in key order: two groups that share request ids then wait
+        // on each other in the same order and never deadlock.
+        let mut ordered: Vec<&(DataSubjectRequest, Effects)> = batch.iter().collect();
+        ordered.sort_by(|(a, _), (b, _)| {
+            (a.controller_id.as_str(), a.request_id).cmp(&(b.controller_id.as_str(), b.request_id))
+        });
+        let mut group = Group::plan(&self.audit_key, &self.data_key, ordered)?;
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        let mut inserted = HashSet::with_capacity(batch.len());
+        for query in group.request_inserts::<B::Db, B::Id>() {
+            for row in query.fetch_all(&mut *tx).await.map_err(map::<B>)? {
+                let id: B::Id = row.try_get(0).map_err(map::<B>)?;
+                inserted.insert(id.into_uuid("id")?);
+            }
+        }
+        for query in group.effect_inserts::<B::Db, B::Id>(&inserted) {
+            query.execute(&mut *tx).await.map_err(map::<B>)?;
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (request, _) in batch {
+            outcomes.push(if inserted.contains(&request.id) {
+                InsertOutcome::Created
+            } else {
+                Self::existing(&mut tx, &self.data_key, request).await?
+            });
+        }
+        // One commit, one WAL flush, for the whole group.
+        tx.commit().await.map_err(map::<B>)?;
+        Ok(outcomes)
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.get_request",
+        level = "debug",
+        skip_all,
+        fields(backend = B::NAME, controller_id = %controller_id, id = %id)
+    )]
+    async fn get_request(
+        &self,
+        controller_id: &str,
+        id: Uuid,
+    ) -> Result<Option<DataSubjectRequest>, StoreError> {
+        sqlx::query(sql::SELECT_REQUEST)
+            .bind(B::Id::from_uuid(id))
+            .bind(controller_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .map(|row| Self::request_from_row(&self.data_key, &row))
+            .transpose()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.list_requests",
+        level = "debug",
+        skip_all,
+        fields(backend = B::NAME, controller_id = %controller_id, limit = limit)
+    )]
+    async fn list_requests(
+        &self,
+        controller_id: &str,
+        filter: &RequestFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError> {
+        let (after_time, after_id) = codec::cursor_values(after);
+        let mut query = sqlx::query(sql::list_requests(filter))
+            .bind(controller_id)
+            .bind(after_time)
+            .bind(B::Id::from_uuid(after_id))
+            .bind(i64::from(limit));
+        if let Some(state) = filter.state {
+            query = query.bind(state.as_str());
+        }
+        if let Some(request_type) = filter.request_type {
+            query = query.bind(request_type.as_str());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(|row| Self::request_from_row(&self.data_key, row))
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.update_request",
+        skip_all,
+        fields(
+            backend = B::NAME,
+            controller_id = %request.controller_id,
+            id = %request.id,
+            expected_version = expected_version
+        )
+    )]
+    async fn update_request(
+        &self,
+        request: &DataSubjectRequest,
+        expected_version: i64,
+        effects: &Effects,
+    ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        // The open tasks are locked before the request row, the order every
+        // task transaction takes (task, then request): a claim holding one
+        // of these tasks while it waits for the request row would otherwise
+        // deadlock with us. A task finished meanwhile drops out of the set
+        // when its lock is granted (the condition is checked again).
+        let open = if effects.cancel_open_tasks {
+            Self::tasks_of(
+                &mut tx,
+                B::LOCKING.open_tasks_for_update,
+                &request.controller_id,
+                request.id,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        if !Self::update_request_row(&mut tx, &self.data_key, request, expected_version).await? {
+            Self::roll_back(tx).await?;
+            return Err(StoreError::Conflict);
+        }
+        Self::write_effects(&mut tx, &self.audit_key, request, effects, open).await?;
+        tx.commit().await.map_err(map::<B>)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.request_tasks",
+        skip_all,
+        fields(backend = B::NAME, controller_id = %controller_id, id = %id)
+    )]
+    async fn request_tasks(&self, controller_id: &str, id: Uuid) -> Result<Vec<Task>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(map::<B>)?;
+        Self::tasks_of(&mut conn, sql::REQUEST_TASKS, controller_id, id).await
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.create_processor",
+        skip_all,
+        fields(backend = B::NAME, processor_id = %processor.id)
+    )]
+    async fn create_processor(&self, processor: &Processor) -> Result<Created, StoreError> {
+        let _turn = self.write_turn().await?;
+        let inserted = B::rows_affected(
+            &ProcessorColumns::from_domain(processor)
+                .bind_insert::<B::Db>(sqlx::query(sql::INSERT_PROCESSOR))
+                .execute(&self.pool)
+                .await
+                .map_err(map::<B>)?,
+        );
+        Ok(if inserted == 1 {
+            Created::Created
+        } else {
+            Created::Duplicate
+        })
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.list_processors",
+        skip_all,
+        fields(backend = B::NAME, limit = limit)
+    )]
+    async fn list_processors(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Processor>, StoreError> {
+        // Every processor id is longer than the empty string.
+        sqlx::query(sql::LIST_PROCESSORS)
+            .bind(after.unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(Self::processor_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.delete_processor",
+        skip_all,
+        fields(backend = B::NAME, processor_id = %processor_id)
+    )]
+    async fn delete_processor(&self, processor_id: &str) -> Result<Deleted, StoreError> {
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query(B::LOCKING.processor_for_delete)
+            .bind(processor_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map::<B>)?
+            .is_some();
+        if !exists {
+            Self::roll_back(tx).await?;
+            return Ok(Deleted::NotFound);
+        }
+        let busy = sqlx::query(sql::PROCESSOR_HAS_OPEN_TASKS)
+            .bind(processor_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map::<B>)?
+            .is_some();
+        if busy {
+            Self::roll_back(tx).await?;
+            return Ok(Deleted::HasOpenTasks);
+        }
+        sqlx::query(sql::DELETE_PROCESSOR)
+            .bind(processor_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map::<B>)?;
+        tx.commit().await.map_err(map::<B>)?;
+        Ok(Deleted::Deleted)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.create_route",
+        skip_all,
+        fields(
+            backend = B::NAME,
+            id = %route.id,
+            controller_id = %route.controller_id,
+            processor_id = %route.processor_id
+        )
+    )]
+    async fn create_route(&self, route: &Route) -> Result<Created, StoreError> {
+        let _turn = self.write_turn().await?;
+        let inserted = RouteColumns::from_domain(route)
+            .bind_insert::<B::Db, B::Id>(sqlx::query(sql::INSERT_ROUTE))
+            .execute(&self.pool)
+            .await;
+        match inserted {
+            Ok(done) if B::rows_affected(&done) == 1 => Ok(Created::Created),
+            // The (controller, processor) pair is taken, or, far less
+            // likely, the route's id.
+            Ok(_) => Ok(Created::Duplicate),
+            Err(e) if error::is_unique_violation(&e) => Ok(Created::Duplicate),
+            Err(e) if error::is_foreign_key_violation(&e) => Ok(Created::Missing),
+            Err(e) => Err(map::<B>(e)),
+        }
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.list_routes",
+        skip_all,
+        fields(backend = B::NAME, limit = limit)
+    )]
+    async fn list_routes(
+        &self,
+        filter: &RouteFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<Route>, StoreError> {
+        let (after_time, after_id) = codec::cursor_values(after);
+        let mut query = sqlx::query(sql::list_routes(filter))
+            .bind(after_time)
+            .bind(B::Id::from_uuid(after_id))
+            .bind(i64::from(limit));
+        if let Some(controller_id) = &filter.controller_id {
+            query = query.bind(controller_id.as_str());
+        }
+        if let Some(processor_id) = &filter.processor_id {
+            query = query.bind(processor_id.as_str());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(Self::route_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.delete_route",
+        skip_all,
+        fields(backend = B::NAME, id = %id)
+    )]
+    async fn delete_route(&self, id: Uuid) -> Result<Deleted, StoreError> {
+        let _turn = self.write_turn().await?;
+        let deleted = B::rows_affected(
+            &sqlx::query(sql::DELETE_ROUTE)
+                .bind(B::Id::from_uuid(id))
+                .execute(&self.pool)
+                .await
+                .map_err(map::<B>)?,
+        );
+        Ok(if deleted == 1 {
+            Deleted::Deleted
+        } else {
+            Deleted::NotFound
+        })
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.controller_routes",
+        skip_all,
+        fields(backend = B::NAME, controller_id = %controller_id)
+    )]
+    async fn controller_routes(&self, controller_id: &str) -> Result<Vec<Route>, StoreError> {
+        sqlx::query(sql::CONTROLLER_ROUTES)
+            .bind(controller_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(Self::route_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.claim_tasks",
+        skip_all,
+        fields(backend = B::NAME, processor_id = %processor_id, max = max, claimed)
+    )]
+    async fn claim_tasks(
+        &self,
+        processor_id: &str,
+        max: u32,
+        lease: SignedDuration,
+        now: Timestamp,
+    ) -> Result<Vec<TaskView>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        // Concurrent claimers lock disjoint tasks (SKIP LOCKED) and never
+        // wait for a task.
+        let claimable: Vec<Task> = sqlx::query(B::LOCKING.claimable_tasks)
+            .bind(processor_id)
+            .bind(codec::micros(now))
+            .bind(i64::from(max))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(Self::task_from_row)
+            .collect::<Result<_, _>>()?;
+        // Each task event takes the next sequence of its request, so the
+        // requests are locked too: one at a time in id order (the map's
+        // order), so that two claimers whose tasks share requests take
+        // their locks in the same order and cannot deadlock.
+        let mut owners = BTreeMap::new();
+        for task in &claimable {
+            owners.entry(task.request).or_insert(task);
+        }
+        let mut requests = BTreeMap::new();
+        for (id, task) in owners {
+            let request =
+                Self::task_request(&mut tx, &self.data_key, B::LOCKING.request_for_update, task)
+                    .await?;
+            requests.insert(id, request);
+        }
+        let mut claimed = Vec::with_capacity(claimable.len());
+        for mut task in claimable {
+            let Some(request) = requests.get(&task.request) else {
+                continue;
+            };
+            // The query chose by the same rule; the domain has the last word.
+            if !task.is_claimable(now) {
+                continue;
+            }
+            let event = steps::claim(&mut task, request, lease, now);
+            Self::update_task(&mut tx, &task).await?;
+            Self::insert_event(
+                &mut tx,
+                &self.audit_key,
+                task.request,
+                &task.controller_id,
+                &event,
+            )
+            .await?;
+            claimed.push(steps::task_view(task, request));
+        }
+        tx.commit().await.map_err(map::<B>)?;
+        tracing::Span::current().record("claimed", claimed.len());
+        Ok(claimed)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.task_operation",
+        skip_all,
+        fields(backend = B::NAME, processor_id = %processor_id, id = %id)
+    )]
+    async fn task_operation(
+        &self,
+        processor_id: &str,
+        id: Uuid,
+        op: &TaskOp,
+        now: Timestamp,
+    ) -> Result<TaskOpResult, StoreError> {
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        // A refusal, a replay or a missing task writes nothing.
+        let Some(row) = sqlx::query(B::LOCKING.task_for_update)
+            .bind(B::Id::from_uuid(id))
+            .bind(processor_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map::<B>)?
+        else {
+            Self::roll_back(tx).await?;
+            return Ok(TaskOpResult::NotFound);
+        };
+        let mut task = Self::task_from_row(&row)?;
+        // Task first, then request, as everywhere. The request row is
+        // locked whenever an event may follow, for its sequence; and before
+        // a completion aggregates, so that of two completions finishing a
+        // request's last two tasks at once, the second waits here and then
+        // sees the first one's task finished. A renewal writes no event and
+        // leaves the request row alone.
+        let statement = match op {
+            TaskOp::Renew { .. } => sql::SELECT_REQUEST,
+            TaskOp::Release { .. } | TaskOp::Complete { .. } => B::LOCKING.request_for_update,
+        };
+        let mut request = Self::task_request(&mut tx, &self.data_key, statement, &task).await?;
+        let (event, completed) = match steps::apply(&mut task, &request, op, now) {
+            Err(refused) => {
+                Self::roll_back(tx).await?;
+                return Ok(TaskOpResult::Refused(refused));
+            }
+            Ok(Applied::Unchanged) => {
+                Self::roll_back(tx).await?;
+                return Ok(TaskOpResult::Done(
+                    Box::new(steps::task_view(task, &request)),
+                    None,
+                ));
+            }
+            Ok(Applied::Changed { event, completed }) => (event, completed),
+        };
+        Self::update_task(&mut tx, &task).await?;
+        if let Some(event) = &event {
+            Self::insert_event(
+                &mut tx,
+                &self.audit_key,
+                task.request,
+                &task.controller_id,
+                event,
+            )
+            .await?;
+        }
+        let mut moved = None;
+        if completed {
+            let tasks = Self::tasks_of(
+                &mut tx,
+                sql::REQUEST_TASKS,
+                &task.controller_id,
+                task.request,
+            )
+            .await?;
+            let expected_version = request.version;
+            if let Some(event) = steps::settle(&mut request, &task, &tasks, now)? {
+                // The request row is locked (PostgreSQL) or the database
+                // is (SQLite): its version cannot have moved since it was
+                // read, so a conflict here would be a bug; it writes
+                // nothing all the same.
+                if !Self::update_request_row(&mut tx, &self.data_key, &request, expected_version)
+                    .await?
+                {
+                    Self::roll_back(tx).await?;
+                    return Err(StoreError::Conflict);
+                }
+                Self::insert_event(
+                    &mut tx,
+                    &self.audit_key,
+                    request.id,
+                    &request.controller_id,
+                    &event,
+                )
+                .await?;
+                moved = Some(Box::new(request.clone()));
+            }
+        }
+        tx.commit().await.map_err(map::<B>)?;
+        Ok(TaskOpResult::Done(
+            Box::new(steps::task_view(task, &request)),
+            moved,
+        ))
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.get_task",
+        skip_all,
+        fields(backend = B::NAME, processor_id = %processor_id, id = %id)
+    )]
+    async fn get_task(&self, processor_id: &str, id: Uuid) -> Result<Option<TaskView>, StoreError> {
+        sqlx::query(sql::SELECT_TASK_VIEW)
+            .bind(B::Id::from_uuid(id))
+            .bind(processor_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .map(|row| Self::task_view_from_row(&self.data_key, &row))
+            .transpose()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.list_tasks",
+        skip_all,
+        fields(backend = B::NAME, processor_id = %processor_id, limit = limit)
+    )]
+    async fn list_tasks(
+        &self,
+        processor_id: &str,
+        state: Option<TaskState>,
+        after: Option<&Cursor>,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<TaskView>, StoreError> {
+        let (statement, filter) = sql::list_tasks(state);
+        let (after_time, after_id) = codec::cursor_values(after);
+        let mut query = sqlx::query(statement)
+            .bind(processor_id)
+            .bind(after_time)
+            .bind(B::Id::from_uuid(after_id))
+            .bind(i64::from(limit));
+        match filter {
+            TaskFilterValue::None => {}
+            TaskFilterValue::Now => query = query.bind(codec::micros(now)),
+            TaskFilterValue::State(state) => query = query.bind(state),
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(|row| Self::task_view_from_row(&self.data_key, row))
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.list_events",
+        skip_all,
+        fields(
+            backend = B::NAME,
+            controller_id = %controller_id,
+            id = %id,
+            after_sequence = after_sequence
+        )
+    )]
+    async fn list_events(
+        &self,
+        controller_id: &str,
+        id: Uuid,
+        after_sequence: i64,
+        limit: u32,
+    ) -> Result<Vec<RequestEvent>, StoreError> {
+        sqlx::query(sql::LIST_EVENTS)
+            .bind(B::Id::from_uuid(id))
+            .bind(controller_id)
+            .bind(after_sequence)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(|row| {
+                EventColumns::read::<_, B::Id>(row)
+                    .map_err(map::<B>)?
+                    .into_domain()
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.count_open_requests_by_state",
+        skip_all,
+        fields(backend = B::NAME)
+    )]
+    async fn count_open_requests_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
+        sqlx::query(sql::COUNT_OPEN_REQUESTS_BY_STATE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(|row| {
+                StateCountColumns::read(row)
+                    .map_err(map::<B>)?
+                    .into_domain()
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.sla_requests",
+        skip_all,
+        fields(backend = B::NAME, limit = limit)
+    )]
+    async fn sla_requests(
+        &self,
+        due_by: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError> {
+        self.sweep_requests(sql::SLA_REQUESTS, due_by, after, limit)
+            .await
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.awaiting_consent_since",
+        skip_all,
+        fields(backend = B::NAME, limit = limit)
+    )]
+    async fn awaiting_consent_since(
+        &self,
+        received_before: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError> {
+        self.sweep_requests(sql::AWAITING_CONSENT_SINCE, received_before, after, limit)
+            .await
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.sla_tasks",
+        skip_all,
+        fields(backend = B::NAME, limit = limit)
+    )]
+    async fn sla_tasks(
+        &self,
+        due_by: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<Task>, StoreError> {
+        let (after_time, after_id) = codec::sweep_cursor_values(after);
+        sqlx::query(sql::SLA_TASKS)
+            .bind(codec::micros(due_by))
+            .bind(after_time)
+            .bind(B::Id::from_uuid(after_id))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(Self::task_from_row)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.record_request_finding",
+        skip_all,
+        fields(
+            backend = B::NAME,
+            controller_id = %request.controller_id,
+            id = %request.id,
+            finding = finding.as_str()
+        )
+    )]
+    async fn record_request_finding(
+        &self,
+        request: &DataSubjectRequest,
+        finding: Finding,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (marks, event) = steps::request_finding(request, finding, now);
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        // The update locks the request row, which the event's sequence
+        // needs; a concurrent sweeper waits here, then finds the marks
+        // changed and writes nothing.
+        if !Self::mark_request(&mut tx, request, marks).await? {
+            Self::roll_back(tx).await?;
+            return Ok(false);
+        }
+        Self::insert_event(
+            &mut tx,
+            &self.audit_key,
+            request.id,
+            &request.controller_id,
+            &event,
+        )
+        .await?;
+        tx.commit().await.map_err(map::<B>)?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.record_task_finding",
+        skip_all,
+        fields(
+            backend = B::NAME,
+            processor_id = %task.processor_id,
+            id = %task.id,
+            finding = finding.as_str()
+        )
+    )]
+    async fn record_task_finding(
+        &self,
+        task: &Task,
+        finding: Finding,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        // Task first (the update locks it), then its request, as in every
+        // task transaction; the request's row for the event's sequence and
+        // state.
+        if !Self::mark_task(&mut tx, task, steps::task_marks(task, finding, now)).await? {
+            Self::roll_back(tx).await?;
+            return Ok(false);
+        }
+        let request =
+            Self::task_request(&mut tx, &self.data_key, B::LOCKING.request_for_update, task)
+                .await?;
+        let event = steps::task_finding_event(task, &request, finding, now);
+        Self::insert_event(
+            &mut tx,
+            &self.audit_key,
+            request.id,
+            &request.controller_id,
+            &event,
+        )
+        .await?;
+        tx.commit().await.map_err(map::<B>)?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.purge_due",
+        skip_all,
+        fields(backend = B::NAME, limit = limit)
+    )]
+    async fn purge_due(
+        &self,
+        closed_by: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError> {
+        self.sweep_requests(sql::PURGE_DUE, closed_by, after, limit)
+            .await
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.purge_request",
+        skip_all,
+        fields(backend = B::NAME, controller_id = %request.controller_id, id = %request.id)
+    )]
+    async fn purge_request(
+        &self,
+        request: &DataSubjectRequest,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let Some((purged, event)) = steps::purge(request, now) else {
+            return Ok(false);
+        };
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        if !Self::purge_row(&mut tx, &purged, request.version).await? {
+            Self::roll_back(tx).await?;
+            return Ok(false);
+        }
+        Self::insert_event(
+            &mut tx,
+            &self.audit_key,
+            request.id,
+            &request.controller_id,
+            &event,
+        )
+        .await?;
+        tx.commit().await.map_err(map::<B>)?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.audit_trails",
+        skip_all,
+        fields(backend = B::NAME, limit = limit)
+    )]
+    async fn audit_trails(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<AuditTrail>, StoreError> {
+        // The nil id sorts before every request's (v4 and v7 ids are never
+        // nil), so it stands for "from the start".
+        let mut trails = sqlx::query(sql::AUDIT_REQUESTS)
+            .bind(B::Id::from_uuid(after.unwrap_or(Uuid::nil())))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(|row| codec::read_audit_request::<_, B::Id>(row).map_err(map::<B>))
+            .collect::<Result<Vec<_>, _>>()?;
+        for trail in &mut trails {
+            trail.events = sqlx::query(sql::AUDIT_EVENTS)
+                .bind(B::Id::from_uuid(trail.id))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map::<B>)?
+                .iter()
+                .map(|row| EventColumns::read_stored::<_, B::Id>(row).map_err(map::<B>))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(trails)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.acquire_lease",
+        skip_all,
+        fields(backend = B::NAME, name = %name, holder = %holder)
+    )]
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl: SignedDuration,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await?;
+        let until = now.saturating_add(ttl).unwrap_or(now);
+        let taken = B::rows_affected(
+            &sqlx::query(sql::ACQUIRE_LEASE)
+                .bind(name)
+                .bind(holder)
+                .bind(codec::micros(until))
+                .bind(codec::micros(now))
+                .execute(&self.pool)
+                .await
+                .map_err(map::<B>)?,
+        );
+        Ok(taken == 1)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.revoke",
+        skip_all,
+        fields(backend = B::NAME, kind = revocation.target.kind())
+    )]
+    async fn revoke(&self, revocation: &NewRevocation) -> Result<Revocation, StoreError> {
+        let target = &revocation.target;
+        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
+        if let Some(lock) = B::LOCKING.revocations_lock {
+            sqlx::query(lock)
+                .execute(&mut *tx)
+                .await
+                .map_err(map::<B>)?;
+        }
+        sqlx::query(sql::INSERT_REVOCATION)
+            .bind(target.kind())
+            .bind(target.value())
+            .bind(revocation.reason.as_str())
+            .bind(revocation.revoked_by.as_str())
+            .bind(codec::micros(revocation.create_time))
+            .execute(&mut *tx)
+            .await
+            .map_err(map::<B>)?;
+        let row = sqlx::query(sql::SELECT_REVOCATION)
+            .bind(target.kind())
+            .bind(target.value())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map::<B>)?;
+        tx.commit().await.map_err(map::<B>)?;
+        RevocationColumns::read(&row)
+            .map_err(map::<B>)?
+            .into_domain()
+    }
+
+    #[tracing::instrument(
+        name = "gdpr.store.list_revocations",
+        level = "debug",
+        skip_all,
+        fields(backend = B::NAME, limit = limit)
+    )]
+    async fn list_revocations(
+        &self,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        sqlx::query(sql::LIST_REVOCATIONS)
+            .bind(after.unwrap_or(0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(|row| {
+                RevocationColumns::read(row)
+                    .map_err(map::<B>)?
+                    .into_domain()
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.release_lease",
+        skip_all,
+        fields(backend = B::NAME, name = %name, holder = %holder)
+    )]
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await?;
+        sqlx::query(sql::RELEASE_LEASE)
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(map::<B>)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.lease",
+        skip_all,
+        fields(backend = B::NAME, name = %name)
+    )]
+    async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        sqlx::query(sql::SELECT_LEASE)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map::<B>)?
+            .map(|row| LeaseColumns::read(&row).map_err(map::<B>)?.into_domain())
+            .transpose()
+    }
+}
