@@ -286,7 +286,7 @@ async fn failed_authentications_are_counted_by_reason() {
 /// is refused by the other within its refresh, though the other had already
 /// verified (and remembered) the token, and by one started later at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_reaches_every_replica_within_the_refresh() {
+async fn a_revocation_reaches_every_postgres_replica_within_the_refresh() {
     let refresh = Duration::from_millis(300);
     let Some((first, database)) = spawn_configured(Backend::Postgres, Arc::new(SystemClock), |s| {
         s.revocation_refresh = refresh;

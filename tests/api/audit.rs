@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::db;
 
 /// One test per check and backend; the PostgreSQL ones return early when
-/// `TEST_DATABASE_URL` is unset.
+/// there is no PostgreSQL server (see [`db::postgres_config`]).
 macro_rules! on_both_backends {
     ($($check:ident),* $(,)?) => {
         mod sqlite {

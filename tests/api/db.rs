@@ -14,11 +14,25 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-/// The variable that enables the PostgreSQL tests, e.g.
+/// The variable that names the PostgreSQL server of the tests, e.g.
 /// `postgres://postgres@127.0.0.1:5432/test`.
 pub const TEST_DATABASE_URL: &str = "TEST_DATABASE_URL";
 
-static SKIP_NOTICE: Once = Once::new();
+/// Where the tests look for PostgreSQL when `TEST_DATABASE_URL` is unset:
+/// the default local server, as a fresh machine with PostgreSQL has it.
+const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Every test that needs PostgreSQL has `postgres` in its path (a module
+/// `postgres`, or the word in its name), so that a skipped run can say how
+/// many it skipped.
+const POSTGRES_TEST_MARK: &str = "postgres";
+
+/// The server the PostgreSQL tests use, decided once per test binary.
+static SERVER: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
+
+/// Said once per test binary: which server the PostgreSQL tests use, or how
+/// many of them this run skips.
+static NOTICE: Once = Once::new();
 
 /// A configuration for SQLite in a fresh temporary directory, which lives
 /// as long as the returned `TempDir`. The data directory inside it does not
@@ -28,12 +42,19 @@ pub async fn sqlite_config() -> (StoreConfig, TempDir) {
     (StoreConfig::sqlite(dir.path().join("data")), dir)
 }
 
-/// A configuration for a new, empty database on the server named by
-/// `TEST_DATABASE_URL`, or `None` (said once on stderr) when it is unset.
+/// A configuration for a new, empty database on the PostgreSQL server of
+/// the tests: `TEST_DATABASE_URL`, or else the default local server if one
+/// answers. `None` when there is none; the first such test then prints how
+/// many PostgreSQL tests the run skips and how to run them.
 pub async fn postgres_config() -> Option<StoreConfig> {
-    let Ok(server) = std::env::var(TEST_DATABASE_URL) else {
-        SKIP_NOTICE.call_once(|| {
-            eprintln!("postgres tests skipped: {TEST_DATABASE_URL} is not set");
+    let Some(server) = SERVER.get_or_init(find_server).await.clone() else {
+        NOTICE.call_once(|| {
+            say(&format!(
+                "postgres: {} PostgreSQL tests skipped: {TEST_DATABASE_URL} is unset or empty and \
+                 no server answers at {DEFAULT_SERVER}; set \
+                 {TEST_DATABASE_URL}=postgres://USER@HOST:PORT/DB to run them",
+                postgres_tests_in_this_run()
+            ));
         });
         return None;
     };
@@ -42,13 +63,104 @@ pub async fn postgres_config() -> Option<StoreConfig> {
     let name = format!("gdpr_intake_test_{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&server)
         .await
-        .expect("TEST_DATABASE_URL reaches a postgresql server");
+        .expect("the postgresql server of the tests answers");
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
         .expect("the test server lets us create a database");
     admin.close().await.expect("the admin connection closes");
     Some(StoreConfig::postgres(with_database(&server, &name)))
+}
+
+/// `TEST_DATABASE_URL` if set (a server that does not answer is then a
+/// failure, not a skip; set but empty, none), else the default local
+/// server if it answers.
+async fn find_server() -> Option<String> {
+    if let Ok(server) = std::env::var(TEST_DATABASE_URL) {
+        // Set but empty: PostgreSQL is switched off for this run.
+        return (!server.is_empty()).then_some(server);
+    }
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        PgConnection::connect(DEFAULT_SERVER),
+    )
+    .await;
+    match probe {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            NOTICE.call_once(|| {
+                say(&format!(
+                    "postgres: {TEST_DATABASE_URL} is not set; the PostgreSQL tests use the \
+                     server at {DEFAULT_SERVER}"
+                ));
+            });
+            Some(DEFAULT_SERVER.to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Writes `line` to the real standard error: the test harness captures
+/// what `eprintln!` prints inside a passing test and never shows it.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// How many tests of this run need PostgreSQL: the harness lists the
+/// tests that the run's own filters select (`--list`), and those with
+/// [`POSTGRES_TEST_MARK`] in their path are counted.
+fn postgres_tests_in_this_run() -> usize {
+    let Ok(exe) = std::env::current_exe() else {
+        return 0;
+    };
+    let listed = std::process::Command::new(exe)
+        .arg("--list")
+        .arg("--format=terse")
+        .args(selection_args(std::env::args().skip(1)))
+        .output();
+    let Ok(listed) = listed else {
+        return 0;
+    };
+    postgres_tests_in_this_run_of(&String::from_utf8_lossy(&listed.stdout))
+}
+
+/// The PostgreSQL tests in a `--list --format=terse` listing.
+fn postgres_tests_in_this_run_of(listing: &str) -> usize {
+    listing
+        .lines()
+        .filter_map(|line| line.strip_suffix(": test"))
+        .filter(|name| name.contains(POSTGRES_TEST_MARK))
+        .count()
+}
+
+/// The arguments of a test run that decide which tests run (filters,
+/// `--exact`, `--skip`), without those about how they run.
+fn selection_args(args: impl Iterator<Item = String>) -> Vec<String> {
+    /// Options of the harness that take a value as the next argument.
+    const WITH_VALUE: [&str; 6] = [
+        "--test-threads",
+        "--format",
+        "--color",
+        "--logfile",
+        "-Z",
+        "--shuffle-seed",
+    ];
+    let mut kept = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        if arg == "--skip" {
+            kept.push(arg);
+            kept.extend(args.next());
+        } else if arg == "--exact" || arg.starts_with("--skip=") {
+            kept.push(arg);
+        } else if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            kept.push(arg);
+        }
+    }
+    kept
 }
 
 /// `url` with its database (the path) replaced by `name`, keeping any
@@ -160,4 +272,46 @@ fn database_is_replaced_in_urls() {
     ] {
         assert_eq!(with_database(url, "x"), expected, "{url}");
     }
+}
+
+#[test]
+fn a_run_is_listed_with_its_own_filters_only() {
+    let args = |list: &[&str]| {
+        selection_args(list.iter().map(|s| (*s).to_owned()))
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        args(&["store::", "--nocapture", "--test-threads", "2", "--exact"]),
+        ["store::", "--exact"]
+    );
+    assert_eq!(
+        args(&[
+            "--skip",
+            "tls",
+            "--format=pretty",
+            "--skip=crash",
+            "-q",
+            "dsr"
+        ]),
+        ["--skip", "tls", "--skip=crash", "dsr"]
+    );
+    assert!(args(&["--color", "never", "--show-output"]).is_empty());
+}
+
+/// The count reads the harness's own listing, with the run's filters.
+#[test]
+fn skipped_tests_are_counted_from_the_harness_list() {
+    let list = |filter: &str| {
+        let listed = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+            .args(["--list", "--format=terse", filter])
+            .output()
+            .expect("the harness lists its tests");
+        String::from_utf8_lossy(&listed.stdout).into_owned()
+    };
+    let one = list("store::postgres::ping_answers");
+    assert_eq!(postgres_tests_in_this_run_of(&one), 1, "{one}");
+    let none = list("store::sqlite::");
+    assert!(none.lines().count() > 10, "{none}");
+    assert_eq!(postgres_tests_in_this_run_of(&none), 0, "{none}");
 }

@@ -1,6 +1,8 @@
 //! The one integration-test binary: the real server on an ephemeral port,
-//! called through real tonic clients, on SQLite and (with
-//! `TEST_DATABASE_URL`) PostgreSQL.
+//! called through real tonic clients, on SQLite and PostgreSQL
+//! (`TEST_DATABASE_URL`, or the local server if one answers). Every test
+//! that needs PostgreSQL has `postgres` in its path, so that a run without
+//! a server can say how many it skipped.
 
 #![allow(
     clippy::expect_used,

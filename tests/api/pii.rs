@@ -12,7 +12,7 @@ use crate::audit::{at, event, sample_request};
 use crate::db;
 
 /// One test per check and backend; the PostgreSQL ones return early when
-/// `TEST_DATABASE_URL` is unset.
+/// there is no PostgreSQL server (see [`db::postgres_config`]).
 macro_rules! on_both_backends {
     ($($check:ident),* $(,)?) => {
         mod sqlite {

@@ -1,8 +1,9 @@
 //! The store's conformance suite, written once and run against both
 //! backends: every `async fn` below that takes a store (or a configuration)
 //! is a check, and `conformance!` turns each into a `sqlite::…` and a
-//! `postgres::…` test. The PostgreSQL ones return early, after saying so
-//! once, when `TEST_DATABASE_URL` is unset.
+//! `postgres::…` test. The PostgreSQL ones return early when there is no
+//! PostgreSQL server; the run then says how many it skipped
+//! ([`crate::db::postgres_config`]).
 
 #![allow(
     clippy::unwrap_used,

@@ -459,7 +459,7 @@ async fn a_minors_request_expires_when_the_consent_window_ends() {
 /// so each finding is reported once; when it stops, the other takes over
 /// at its next tick.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_of_two_instances_sweeps_and_the_other_takes_over() {
+async fn one_of_two_postgres_instances_sweeps_and_the_other_takes_over() {
     let Some(config) = db::postgres_config().await else {
         return;
     };
