@@ -55,11 +55,11 @@ fn store_config(args: &DatabaseArgs) -> StoreConfig {
         max_connections: args.db_max_connections,
         acquire_timeout: args.db_acquire_timeout,
         statement_timeout: args.db_statement_timeout,
-        // Replaced by the configured key wherever the trail is written or
-        // checked (`serve`, `audit verify`).
-        audit_key: AuditKey::random(),
-        // Replaced by the configured key in `serve`.
-        data_key: DataKey::random(),
+        // Set from the configured (or development) key files where they are
+        // needed: both in `serve`, the audit key in `audit verify`, none in
+        // `migrate`.
+        audit_key: None,
+        data_key: None,
     }
 }
 
@@ -154,8 +154,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         );
     }
     let mut settings = settings;
-    settings.store.audit_key = audit_key;
-    settings.store.data_key = data_key;
+    settings.store = settings.store.with_keys(audit_key, data_key);
     let app = Application::build_with_telemetry(settings, Arc::new(SystemClock), telemetry)
         .await
         .map_err(|e| e.to_string())?;
@@ -195,7 +194,7 @@ async fn audit_verify(args: AuditVerifyArgs) -> ExitCode {
         }
     };
     let mut config = store_config(&args.database);
-    config.audit_key = key.clone();
+    config.audit_key = Some(key.clone());
     let store = match store::connect(&config, false).await {
         Ok(store) => store,
         Err(e) => return fail(e.to_string()),

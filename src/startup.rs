@@ -158,6 +158,9 @@ impl Application {
             None => grpc_server(),
         };
         let auth = authenticator(&settings)?;
+        // A serving store never runs on keys that would be gone with the
+        // process: `serve` loads them from files, tests make their own.
+        settings.store.require_keys()?;
         let store = store::connect(&settings.store, settings.migrate_on_start).await?;
         // No call is answered before the revocations are known.
         access::reload_revocations(store.as_ref(), auth.revocations()).await?;

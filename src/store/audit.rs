@@ -71,9 +71,10 @@ impl AuditKey {
         (bytes.len() >= MIN_KEY_BYTES).then(|| Self(Arc::from(bytes)))
     }
 
-    /// A fresh random key, for a store whose trail nobody will verify with
-    /// another process (tests, tools). `serve` always loads one from a file.
-    pub fn random() -> Self {
+    /// A fresh random key: only ever written to a file first
+    /// ([`AuditKey::ensure_dev`]), so that no store is keyed with one that
+    /// is gone when the process ends.
+    fn random() -> Self {
         let mut bytes = [0u8; MIN_KEY_BYTES];
         OsRng.fill_bytes(&mut bytes);
         Self(Arc::from(&bytes[..]))

@@ -61,9 +61,11 @@ impl DataKey {
         Some(Self(Arc::new(XChaCha20Poly1305::new(&Key::from(bytes)))))
     }
 
-    /// A fresh random key, for a store whose data no other process reads
-    /// (tests, tools). `serve` always loads one from a file.
-    pub fn random() -> Self {
+    /// A fresh random key, for this module's tests: outside them a key is
+    /// always read from a file, so that no store seals data with one that
+    /// is gone when the process ends.
+    #[cfg(test)]
+    fn random() -> Self {
         let mut bytes = [0u8; KEY_BYTES];
         OsRng.fill_bytes(&mut bytes);
         Self(Arc::new(XChaCha20Poly1305::new(&Key::from(bytes))))

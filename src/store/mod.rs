@@ -481,12 +481,14 @@ pub struct StoreConfig {
     /// Longest a single statement may run (PostgreSQL `statement_timeout`,
     /// SQLite busy timeout).
     pub statement_timeout: Duration,
-    /// Keys the audit trail's hash chain ([`audit`]). The constructors pick
-    /// a random one; `serve` and `audit verify` set the configured key.
-    pub audit_key: AuditKey,
-    /// Seals personal data at rest ([`crypt`]). The constructors pick a
-    /// random one; `serve` sets the configured key.
-    pub data_key: DataKey,
+    /// Keys the audit trail's hash chain ([`audit`]): the configured key
+    /// file or the development one, never a key made up on the spot. A store
+    /// without one reads its tables but refuses to write an event.
+    pub audit_key: Option<AuditKey>,
+    /// Seals personal data at rest ([`crypt`]), loaded like the audit key.
+    /// A store without one refuses to read or write personal data (what
+    /// `migrate` and `audit verify` open).
+    pub data_key: Option<DataKey>,
 }
 
 impl StoreConfig {
@@ -498,8 +500,8 @@ impl StoreConfig {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
-            audit_key: AuditKey::random(),
-            data_key: DataKey::random(),
+            audit_key: None,
+            data_key: None,
         }
     }
 
@@ -508,6 +510,28 @@ impl StoreConfig {
         Self {
             database_url: Some(url.into()),
             ..Self::sqlite("./data")
+        }
+    }
+
+    /// The same configuration with both keys.
+    pub fn with_keys(self, audit_key: AuditKey, data_key: DataKey) -> Self {
+        Self {
+            audit_key: Some(audit_key),
+            data_key: Some(data_key),
+            ..self
+        }
+    }
+
+    /// Both keys, or which one is missing: what a serving store needs.
+    pub fn require_keys(&self) -> Result<(), StoreError> {
+        match (&self.audit_key, &self.data_key) {
+            (Some(_), Some(_)) => Ok(()),
+            (None, _) => Err(StoreError::Internal(
+                "the store has no audit key (set --audit-key-file)".to_owned(),
+            )),
+            (_, None) => Err(StoreError::Internal(
+                "the store has no data key (set --data-key-file)".to_owned(),
+            )),
         }
     }
 }

@@ -100,10 +100,10 @@ pub struct SqlStore<B: Backend> {
     write_gate: Mutex<()>,
     /// How long a writer waits for its turn, as for a pooled connection.
     acquire_timeout: Duration,
-    /// Keys the events' hash chain.
-    audit_key: AuditKey,
-    /// Seals personal data.
-    data_key: DataKey,
+    /// Keys the events' hash chain; without it no event is written.
+    audit_key: Option<AuditKey>,
+    /// Seals personal data; without it none is read or written.
+    data_key: Option<DataKey>,
     backend: PhantomData<B>,
 }
 
@@ -132,6 +132,20 @@ impl<B: Backend> SqlStore<B> {
             data_key: config.data_key.clone(),
             backend: PhantomData,
         }
+    }
+
+    /// The audit key, or why there is none.
+    fn audit_key(&self) -> Result<&AuditKey, StoreError> {
+        self.audit_key.as_ref().ok_or_else(|| {
+            StoreError::Internal("this store has no audit key: it writes no event".to_owned())
+        })
+    }
+
+    /// The data key, or why there is none.
+    fn data_key(&self) -> Result<&DataKey, StoreError> {
+        self.data_key.as_ref().ok_or_else(|| {
+            StoreError::Internal("this store has no data key: it reads no personal data".to_owned())
+        })
     }
 
     /// The pool, for what the backend files do themselves (migrations).
@@ -498,7 +512,7 @@ where
             .await
             .map_err(map::<B>)?
             .iter()
-            .map(|row| Self::request_from_row(&self.data_key, row))
+            .map(|row| Self::request_from_row(self.data_key()?, row))
             .collect()
     }
 }
@@ -549,13 +563,13 @@ where
         request: &DataSubjectRequest,
         effects: &Effects,
     ) -> Result<InsertOutcome, StoreError> {
-        let columns = RequestColumns::from_domain(request)?.seal(&self.data_key)?;
+        let columns = RequestColumns::from_domain(request)?.seal(self.data_key()?)?;
         let _turn = self.write_turn().await?;
         let mut tx = self.begin_write().await?;
         let outcome = Self::insert_one(
             &mut tx,
-            &self.audit_key,
-            &self.data_key,
+            self.audit_key()?,
+            self.data_key()?,
             request,
             columns,
             effects,
@@ -581,7 +595,7 @@ where
         ordered.sort_by(|(a, _), (b, _)| {
             (a.controller_id.as_str(), a.request_id).cmp(&(b.controller_id.as_str(), b.request_id))
         });
-        let mut group = Group::plan(&self.audit_key, &self.data_key, ordered)?;
+        let mut group = Group::plan(self.audit_key()?, self.data_key()?, ordered)?;
         let _turn = self.write_turn().await?;
         let mut tx = self.begin_write().await?;
         let mut inserted = HashSet::with_capacity(batch.len());
@@ -599,7 +613,7 @@ where
             outcomes.push(if inserted.contains(&request.id) {
                 InsertOutcome::Created
             } else {
-                Self::existing(&mut tx, &self.data_key, request).await?
+                Self::existing(&mut tx, self.data_key()?, request).await?
             });
         }
         // One commit, one WAL flush, for the whole group.
@@ -624,7 +638,7 @@ where
             .fetch_optional(&self.pool)
             .await
             .map_err(map::<B>)?
-            .map(|row| Self::request_from_row(&self.data_key, &row))
+            .map(|row| Self::request_from_row(self.data_key()?, &row))
             .transpose()
     }
 
@@ -658,7 +672,7 @@ where
             .await
             .map_err(map::<B>)?
             .iter()
-            .map(|row| Self::request_from_row(&self.data_key, row))
+            .map(|row| Self::request_from_row(self.data_key()?, row))
             .collect()
     }
 
@@ -697,11 +711,11 @@ where
         } else {
             Vec::new()
         };
-        if !Self::update_request_row(&mut tx, &self.data_key, request, expected_version).await? {
+        if !Self::update_request_row(&mut tx, self.data_key()?, request, expected_version).await? {
             Self::roll_back(tx).await?;
             return Err(StoreError::Conflict);
         }
-        Self::write_effects(&mut tx, &self.audit_key, request, effects, open).await?;
+        Self::write_effects(&mut tx, self.audit_key()?, request, effects, open).await?;
         tx.commit().await.map_err(map::<B>)
     }
 
@@ -938,9 +952,13 @@ where
         }
         let mut requests = BTreeMap::new();
         for (id, task) in owners {
-            let request =
-                Self::task_request(&mut tx, &self.data_key, B::LOCKING.request_for_update, task)
-                    .await?;
+            let request = Self::task_request(
+                &mut tx,
+                self.data_key()?,
+                B::LOCKING.request_for_update,
+                task,
+            )
+            .await?;
             requests.insert(id, request);
         }
         let mut claimed = Vec::with_capacity(claimable.len());
@@ -956,7 +974,7 @@ where
             Self::update_task(&mut tx, &task).await?;
             Self::insert_event(
                 &mut tx,
-                &self.audit_key,
+                self.audit_key()?,
                 task.request,
                 &task.controller_id,
                 &event,
@@ -1006,7 +1024,7 @@ where
             TaskOp::Renew { .. } => sql::SELECT_REQUEST,
             TaskOp::Release { .. } | TaskOp::Complete { .. } => B::LOCKING.request_for_update,
         };
-        let mut request = Self::task_request(&mut tx, &self.data_key, statement, &task).await?;
+        let mut request = Self::task_request(&mut tx, self.data_key()?, statement, &task).await?;
         let (event, completed) = match steps::apply(&mut task, &request, op, now) {
             Err(refused) => {
                 Self::roll_back(tx).await?;
@@ -1025,7 +1043,7 @@ where
         if let Some(event) = &event {
             Self::insert_event(
                 &mut tx,
-                &self.audit_key,
+                self.audit_key()?,
                 task.request,
                 &task.controller_id,
                 event,
@@ -1047,7 +1065,7 @@ where
                 // is (SQLite): its version cannot have moved since it was
                 // read, so a conflict here would be a bug; it writes
                 // nothing all the same.
-                if !Self::update_request_row(&mut tx, &self.data_key, &request, expected_version)
+                if !Self::update_request_row(&mut tx, self.data_key()?, &request, expected_version)
                     .await?
                 {
                     Self::roll_back(tx).await?;
@@ -1055,7 +1073,7 @@ where
                 }
                 Self::insert_event(
                     &mut tx,
-                    &self.audit_key,
+                    self.audit_key()?,
                     request.id,
                     &request.controller_id,
                     &event,
@@ -1084,7 +1102,7 @@ where
             .fetch_optional(&self.pool)
             .await
             .map_err(map::<B>)?
-            .map(|row| Self::task_view_from_row(&self.data_key, &row))
+            .map(|row| Self::task_view_from_row(self.data_key()?, &row))
             .transpose()
     }
 
@@ -1119,7 +1137,7 @@ where
             .await
             .map_err(map::<B>)?
             .iter()
-            .map(|row| Self::task_view_from_row(&self.data_key, row))
+            .map(|row| Self::task_view_from_row(self.data_key()?, row))
             .collect()
     }
 
@@ -1265,7 +1283,7 @@ where
         }
         Self::insert_event(
             &mut tx,
-            &self.audit_key,
+            self.audit_key()?,
             request.id,
             &request.controller_id,
             &event,
@@ -1301,13 +1319,17 @@ where
             Self::roll_back(tx).await?;
             return Ok(false);
         }
-        let request =
-            Self::task_request(&mut tx, &self.data_key, B::LOCKING.request_for_update, task)
-                .await?;
+        let request = Self::task_request(
+            &mut tx,
+            self.data_key()?,
+            B::LOCKING.request_for_update,
+            task,
+        )
+        .await?;
         let event = steps::task_finding_event(task, &request, finding, now);
         Self::insert_event(
             &mut tx,
-            &self.audit_key,
+            self.audit_key()?,
             request.id,
             &request.controller_id,
             &event,
@@ -1355,7 +1377,7 @@ where
         }
         Self::insert_event(
             &mut tx,
-            &self.audit_key,
+            self.audit_key()?,
             request.id,
             &request.controller_id,
             &event,

@@ -172,11 +172,14 @@ async fn verify(store: &Arc<dyn Store>, key: &AuditKey) -> Report {
 
 async fn intact_trails_verify_page_by_page(config: StoreConfig) {
     let store = store::connect(&config, true).await.unwrap();
-    assert_eq!(verify(&store, &config.audit_key).await, Report::default());
+    assert_eq!(
+        verify(&store, config.audit_key.as_ref().expect("keyed")).await,
+        Report::default()
+    );
     for _ in 0..5 {
         request_with_four_events(&store).await;
     }
-    let report = verify(&store, &config.audit_key).await;
+    let report = verify(&store, config.audit_key.as_ref().expect("keyed")).await;
     assert_eq!(
         report,
         Report {
@@ -186,7 +189,7 @@ async fn intact_trails_verify_page_by_page(config: StoreConfig) {
         }
     );
     // Another key cannot vouch for the trail.
-    let report = verify(&store, &AuditKey::random()).await;
+    let report = verify(&store, &crate::db::test_keys().0).await;
     assert!(report.finding.is_some(), "{report:?}");
 }
 
@@ -282,10 +285,10 @@ async fn each_kind_of_tampering_is_named(config: StoreConfig) {
     ];
     for (what, statements, sequence, problem) in cases {
         let request = request_with_four_events(&store).await;
-        let report = verify(&store, &config.audit_key).await;
+        let report = verify(&store, config.audit_key.as_ref().expect("keyed")).await;
         assert_eq!(report.finding, None, "{what}: intact before");
         tamper(&config, &statements(request.id, &forged_hash)).await;
-        let finding = verify(&store, &config.audit_key)
+        let finding = verify(&store, config.audit_key.as_ref().expect("keyed"))
             .await
             .finding
             .unwrap_or_else(|| panic!("{what}: not caught"));
@@ -334,8 +337,8 @@ async fn the_binary_names_a_tampered_event_and_fails() {
     // The development key `serve` would have created.
     let (key, created) = AuditKey::ensure_dev(&data_dir).unwrap();
     assert!(created);
-    let mut config = StoreConfig::sqlite(&data_dir);
-    config.audit_key = key;
+    let mut config = crate::db::keyed(StoreConfig::sqlite(&data_dir));
+    config.audit_key = Some(key);
     let store = store::connect(&config, true).await.unwrap();
     let request = request_with_four_events(&store).await;
 

@@ -9,7 +9,8 @@
 
 use std::sync::Once;
 
-use gdpr_intake::store::StoreConfig;
+use gdpr_intake::store::{AuditKey, DataKey, StoreConfig};
+use rand_core::{OsRng, RngCore};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -34,12 +35,29 @@ static SERVER: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::co
 /// many of them this run skips.
 static NOTICE: Once = Once::new();
 
+/// A fresh pair of keys (audit, data) for a test's store: a store is
+/// only ever built with keys it is given.
+pub fn test_keys() -> (AuditKey, DataKey) {
+    let mut bytes = [0u8; 64];
+    OsRng.fill_bytes(&mut bytes);
+    (
+        AuditKey::from_bytes(&bytes[..32]).expect("32 bytes make an audit key"),
+        DataKey::from_bytes(&bytes[32..]).expect("32 bytes make a data key"),
+    )
+}
+
+/// `config` with a fresh pair of [`test_keys`].
+pub fn keyed(config: StoreConfig) -> StoreConfig {
+    let (audit, data) = test_keys();
+    config.with_keys(audit, data)
+}
+
 /// A configuration for SQLite in a fresh temporary directory, which lives
 /// as long as the returned `TempDir`. The data directory inside it does not
 /// exist yet, so opening the store also checks that it is created.
 pub async fn sqlite_config() -> (StoreConfig, TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    (StoreConfig::sqlite(dir.path().join("data")), dir)
+    (keyed(StoreConfig::sqlite(dir.path().join("data"))), dir)
 }
 
 /// A configuration for a new, empty database on the PostgreSQL server of
@@ -69,7 +87,7 @@ pub async fn postgres_config() -> Option<StoreConfig> {
         .await
         .expect("the test server lets us create a database");
     admin.close().await.expect("the admin connection closes");
-    Some(StoreConfig::postgres(with_database(&server, &name)))
+    Some(keyed(StoreConfig::postgres(with_database(&server, &name))))
 }
 
 /// `TEST_DATABASE_URL` if set (a server that does not answer is then a

@@ -99,7 +99,7 @@ pub async fn spawn_configured(
     init_logs();
     let data_dir = tempfile::tempdir().expect("temp dir");
     let store = match backend {
-        Backend::Sqlite => StoreConfig::sqlite(data_dir.path()),
+        Backend::Sqlite => crate::db::keyed(StoreConfig::sqlite(data_dir.path())),
         Backend::Postgres => db::postgres_config().await?,
     };
     let mut settings = test_settings(store.clone(), &data_dir);

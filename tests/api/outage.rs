@@ -175,7 +175,7 @@ async fn a_postgres_outage_fails_fast_and_heals_without_a_restart() {
     let (upstream, _) = through(&url, "127.0.0.1:1".parse().expect("addr"));
     let proxy = Proxy::start(upstream).await;
     let (_, proxied) = through(&url, proxy.addr);
-    let mut store = StoreConfig::postgres(proxied);
+    let mut store = crate::db::keyed(StoreConfig::postgres(proxied));
     store.acquire_timeout = ACQUIRE_TIMEOUT;
     store.statement_timeout = Duration::from_secs(2);
     store.max_connections = 8;

@@ -80,7 +80,12 @@ async fn sqlite_app(edit: impl FnOnce(&mut Settings)) -> TestApp {
 
 async fn sqlite_app_at(edit: impl FnOnce(&mut Settings)) -> (TestApp, SocketAddr) {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    spawn_with(StoreConfig::sqlite(data_dir.path()), data_dir, edit).await
+    spawn_with(
+        crate::db::keyed(StoreConfig::sqlite(data_dir.path())),
+        data_dir,
+        edit,
+    )
+    .await
 }
 
 /// Takes SQLite's write lock from outside the service, as another process
@@ -112,7 +117,7 @@ async fn submit(
 #[tokio::test]
 async fn calls_beyond_the_limit_are_shed_at_once_and_health_still_answers() {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut store = StoreConfig::sqlite(data_dir.path());
+    let mut store = crate::db::keyed(StoreConfig::sqlite(data_dir.path()));
     // The blocked calls must outlast the test's probing.
     store.acquire_timeout = Duration::from_secs(20);
     store.statement_timeout = Duration::from_secs(20);

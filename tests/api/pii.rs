@@ -145,7 +145,7 @@ async fn a_ciphertext_moved_elsewhere_is_corrupt(config: StoreConfig) {
 
     // Another key opens nothing.
     let mut other = config.clone();
-    other.data_key = gdpr_intake::store::DataKey::random();
+    other.data_key = Some(crate::db::test_keys().1);
     let c = with_guardian();
     store
         .insert_request(

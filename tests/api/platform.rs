@@ -134,3 +134,27 @@ async fn shutdown_turns_health_to_not_serving_and_stops() {
         .expect("stops within the drain timeout")
         .expect("server task");
 }
+
+/// The application refuses a store configuration without its keys before
+/// it binds or writes anything: no throwaway key ever seals data.
+#[tokio::test]
+async fn the_application_needs_the_store_keys() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(
+        gdpr_intake::store::StoreConfig::sqlite(data_dir.path()),
+        &data_dir,
+    );
+    settings.listen = "127.0.0.1:0".parse().expect("addr");
+    let refused = gdpr_intake::startup::Application::build(
+        settings,
+        std::sync::Arc::new(gdpr_intake::clock::SystemClock),
+    )
+    .await
+    .err()
+    .expect("no keys, no application");
+    assert!(refused.to_string().contains("no audit key"), "{refused}");
+    assert!(
+        !data_dir.path().join("gdpr-intake.db").exists(),
+        "nothing was written"
+    );
+}

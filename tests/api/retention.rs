@@ -322,7 +322,7 @@ async fn purges_closed_requests_past_retention(backend: Backend) {
 
     // The audit trail still verifies with the service's key.
     let store = store::connect(&config, false).await.expect("store opens");
-    let report = audit::verify(store.as_ref(), &config.audit_key, 2)
+    let report = audit::verify(store.as_ref(), config.audit_key.as_ref().expect("keyed"), 2)
         .await
         .expect("verifies");
     assert_eq!(report.finding, None, "the purge broke no trail");
@@ -337,7 +337,7 @@ async fn purges_closed_requests_past_retention(backend: Backend) {
     .await;
     assert_eq!(rows(&config, EMPTIED).await, 3);
     assert_eq!(acme.get(&open).await, before);
-    let report = audit::verify(store.as_ref(), &config.audit_key, 2)
+    let report = audit::verify(store.as_ref(), config.audit_key.as_ref().expect("keyed"), 2)
         .await
         .expect("verifies");
     assert_eq!(report.finding, None);

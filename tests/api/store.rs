@@ -130,6 +130,7 @@ conformance! {
         concurrent_sweepers_record_a_finding_once,
         a_purge_empties_the_personal_data_once_and_keeps_the_trail,
         a_large_group_is_split_into_statements_and_its_trails_verify,
+        a_store_without_keys_keeps_personal_data_and_events_out,
     ],
 }
 
@@ -631,6 +632,72 @@ fn sequences(trail: &[RequestEvent]) -> Vec<i64> {
 
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
+}
+
+/// A store opened without keys (as `migrate` opens it) migrates and
+/// answers, but neither writes a request (its personal data would need the
+/// data key, its event the audit key) nor reads one back; a store with
+/// only the audit key writes no request either. Nothing is half-written.
+async fn a_store_without_keys_keeps_personal_data_and_events_out(config: StoreConfig) {
+    let keyed = open(&config).await;
+    let (stored, event) = Build::request("acme").build();
+    keyed
+        .insert_request(&stored, &Effects::event(event))
+        .await
+        .unwrap();
+    drop(keyed);
+
+    let bare = StoreConfig {
+        audit_key: None,
+        data_key: None,
+        ..config.clone()
+    };
+    assert!(bare.require_keys().is_err());
+    let store = open(&bare).await;
+    store.ping().await.unwrap();
+    let (request, event) = Build::request("acme").build();
+    let refused = store
+        .insert_request(&request, &Effects::event(event.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Internal(why) if why.contains("no data key")),
+        "{refused:?}"
+    );
+    let unread = store.get_request("acme", stored.id).await.unwrap_err();
+    assert!(
+        matches!(&unread, StoreError::Internal(why) if why.contains("no data key")),
+        "{unread:?}"
+    );
+
+    let audit_only = StoreConfig {
+        data_key: None,
+        ..config.clone()
+    };
+    assert!(audit_only.require_keys().is_err());
+    let store = open(&audit_only).await;
+    assert!(
+        store
+            .insert_request(&request, &Effects::event(event))
+            .await
+            .is_err()
+    );
+    let reopened = open(&config).await;
+    assert!(
+        reopened
+            .get_request("acme", request.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused insert wrote nothing"
+    );
+    assert!(
+        reopened
+            .get_request("acme", stored.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn insert_then_get_round_trips_every_field(store: Arc<dyn Store>) {
@@ -2858,9 +2925,13 @@ async fn a_purge_empties_the_personal_data_once_and_keeps_the_trail(config: Stor
     assert_eq!(get(&store, &open_one).await, open_one);
     assert_eq!(get(&store, &untouched).await, untouched);
 
-    let report = gdpr_intake::store::audit::verify(store.as_ref(), &config.audit_key, 2)
-        .await
-        .unwrap();
+    let report = gdpr_intake::store::audit::verify(
+        store.as_ref(),
+        config.audit_key.as_ref().expect("keyed"),
+        2,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.finding, None, "the trail still verifies");
     assert_eq!((report.requests, report.events), (3, 3 + 2 + 1));
 }
@@ -2900,9 +2971,13 @@ async fn a_large_group_is_split_into_statements_and_its_trails_verify(config: St
         assert_eq!(stored, expected);
         assert_eq!(sequences(&events(&store, request).await), vec![1, 2, 3]);
     }
-    let report = gdpr_intake::store::audit::verify(store.as_ref(), &config.audit_key, 100)
-        .await
-        .unwrap();
+    let report = gdpr_intake::store::audit::verify(
+        store.as_ref(),
+        config.audit_key.as_ref().expect("keyed"),
+        100,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.finding, None, "every trail verifies");
     assert_eq!((report.requests, report.events), (800, 2400));
 }

@@ -59,7 +59,10 @@ fn test_log_format() -> Option<gdpr_intake::config::LogFormat> {
 /// An app on SQLite with `telemetry`; returns it with its metrics address.
 async fn spawn_with(telemetry: Telemetry) -> (TestApp, Option<SocketAddr>) {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let settings = test_settings(StoreConfig::sqlite(data_dir.path()), &data_dir);
+    let settings = test_settings(
+        crate::db::keyed(StoreConfig::sqlite(data_dir.path())),
+        &data_dir,
+    );
     let app = Application::build_with_telemetry(settings, Arc::new(SystemClock), telemetry)
         .await
         .expect("application builds");

@@ -118,7 +118,10 @@ impl Pki {
 /// stopped; its channel is not connected (each test makes its own).
 async fn spawn_tls_app(tls: TlsSettings) -> (TestApp, String) {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = test_settings(StoreConfig::sqlite(data_dir.path()), &data_dir);
+    let mut settings = test_settings(
+        crate::db::keyed(StoreConfig::sqlite(data_dir.path())),
+        &data_dir,
+    );
     settings.tls = Some(tls);
     let app = Application::build(settings, Arc::new(SystemClock))
         .await

@@ -115,7 +115,7 @@ async fn serve(app: Application, data_dir: TempDir) -> TestApp {
 
 async fn sqlite(clock: &Arc<ManualClock>, traced: bool) -> Instance {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = StoreConfig::sqlite(dir.path());
+    let store = crate::db::keyed(StoreConfig::sqlite(dir.path()));
     start(store, dir, clock.clone(), traced, INTERVAL).await
 }
 
@@ -557,7 +557,7 @@ async fn a_dead_sweepers_lease_lapses_and_another_takes_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     // The application's own watchdog ticks every minute: out of the way.
     let (app, _, _) = build(
-        StoreConfig::sqlite(dir.path()),
+        crate::db::keyed(StoreConfig::sqlite(dir.path())),
         &dir,
         clock.clone(),
         false,
