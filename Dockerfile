@@ -17,16 +17,21 @@ ENV SQLX_OFFLINE=true \
     CARGO_TERM_COLOR=never
 
 # 1. Dependency layer: build every dependency against stub targets, so this
-#    layer is reused until Cargo.toml, Cargo.lock, build.rs or proto/ change.
-#    The stub crate's own artifacts are then deleted, so the real sources are
-#    always rebuilt below, whatever their timestamps.
+#    layer is reused until a Cargo.toml, Cargo.lock, build.rs or proto/
+#    change. The stub crate's own artifacts are then deleted, so the real
+#    sources are always rebuilt below, whatever their timestamps. The load
+#    generator is a member of the workspace, so its manifest and a stub
+#    target must be there for cargo to load it, but `-p gdpr-intake` never
+#    builds it or what only it depends on.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY tools/loadgen/Cargo.toml ./tools/loadgen/
 COPY proto ./proto
-RUN mkdir -p src \
+RUN mkdir -p src tools/loadgen/src \
  && echo 'fn main() {}' > src/main.rs \
  && : > src/lib.rs \
- && cargo build --release --locked \
- && rm -rf src \
+ && echo 'fn main() {}' > tools/loadgen/src/main.rs \
+ && cargo build --release --locked -p gdpr-intake \
+ && rm -rf src tools/loadgen/src \
            target/release/gdpr-intake \
            target/release/deps/gdpr_intake-* \
            target/release/deps/libgdpr_intake-* \
@@ -36,7 +41,7 @@ RUN mkdir -p src \
 # 2. The crate itself; /out holds what the runtime stage takes, including
 #    an empty data dir that gets the runtime user as owner.
 COPY . .
-RUN cargo build --release --locked \
+RUN cargo build --release --locked -p gdpr-intake \
  && install -D -m 0755 target/release/gdpr-intake /out/usr/local/bin/gdpr-intake \
  && install -d -m 0750 /out/var/lib/gdpr-intake
 

@@ -12,10 +12,12 @@ cd "$(dirname "$0")/.."
 
 pg_url="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 out_dir=target/load-smoke
-loadgen=target/release/loadgen
+# Both binaries land in one target directory; loadgen finds gdpr-intake
+# beside itself.
+loadgen="${CARGO_TARGET_DIR:-target}/release/loadgen"
 
-printf '==> cargo build --release --bins\n'
-cargo build --release --bins --locked
+printf '==> cargo build --release --workspace --bins\n'
+cargo build --release --workspace --bins --locked
 
 mkdir -p "$out_dir"
 passed=0

@@ -9,23 +9,13 @@
 //! PostgreSQL database) and report the child's peak memory, and compare
 //! PostgreSQL with pgbench's single-row INSERT. See `tests/load/README.md`.
 
-// A binary's root module looks for its modules beside it, not in a folder
-// of its name; the paths keep them together under src/bin/loadgen/.
-#[path = "loadgen/calls.rs"]
 mod calls;
-#[path = "loadgen/cli.rs"]
 mod cli;
-#[path = "loadgen/collector.rs"]
 mod collector;
-#[path = "loadgen/drive.rs"]
 mod drive;
-#[path = "loadgen/echo.rs"]
 mod echo;
-#[path = "loadgen/pgbench.rs"]
 mod pgbench;
-#[path = "loadgen/report.rs"]
 mod report;
-#[path = "loadgen/spawn.rs"]
 mod spawn;
 
 use std::process::ExitCode;

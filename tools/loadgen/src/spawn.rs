@@ -47,7 +47,7 @@ pub fn server_binary(explicit: Option<&Path>) -> Result<PathBuf, String> {
         }
     }
     Err(format!(
-        "no {SERVER_BIN} binary next to loadgen nor in target/release: run `cargo build --release --bins` or pass --server-bin"
+        "no {SERVER_BIN} binary next to loadgen nor in target/release: run `cargo build --release --workspace` or pass --server-bin"
     ))
 }
 
