@@ -22,7 +22,7 @@ const CONFLICT_RETRIES: usize = 3;
 
 /// Who a change is made for, which decides where it is traced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum On {
+pub(super) enum On {
     /// A call: its span gets the request's `dsr.*` attributes as read and
     /// as written, and a link to the call that submitted it.
     Call,
