@@ -278,7 +278,7 @@ impl Watchdog {
             }
             let page = self
                 .state
-                .purge_closed(retention, now, after.as_ref())
+                .purge_past_retention(retention, now, after.as_ref())
                 .await?;
             *purged += page.found;
             after = page.next;

@@ -209,7 +209,7 @@ impl AppState {
 
     /// One page of the requests closed `retention` ago or longer, each
     /// purged of its personal data with its `purged` event; counts them.
-    pub async fn purge_closed(
+    pub async fn purge_past_retention(
         &self,
         retention: SignedDuration,
         now: Timestamp,
