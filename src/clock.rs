@@ -18,8 +18,19 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         // Stored timestamps have microsecond precision; handing out the same
         // precision keeps a value equal to itself after a round trip.
-        crate::store::to_stored_precision(Timestamp::now())
+        to_stored_precision(Timestamp::now())
     }
+}
+
+/// `t` as the store keeps it: times are stored as whole microseconds since
+/// the Unix epoch, so anything finer is dropped (towards zero). Pass times
+/// through this before building a request or an event from a clock with
+/// finer precision, so that what a call returns equals what a later read
+/// returns. Here, below the store, so the clock needs nothing above it;
+/// `store::to_stored_precision` is the same rule.
+pub fn to_stored_precision(t: Timestamp) -> Timestamp {
+    // Cannot fail: the microseconds of a valid timestamp are a valid one.
+    Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)
 }
 
 /// A clock that only moves when told to; for tests.

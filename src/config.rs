@@ -5,12 +5,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::domain::age::AgePolicy;
 use crate::domain::sla;
 use crate::transport::{CallLimits, TlsSettings};
 use crate::watchdog::WatchdogConfig;
+
+// The log format is telemetry's; the command line names it here too.
+pub use crate::telemetry::LogFormat;
 
 /// gdpr-intake: intake, deadlines and routing of GDPR data-subject requests.
 #[derive(Debug, Parser)]
@@ -88,16 +91,6 @@ pub struct DatabaseArgs {
     /// --data-dir.
     #[arg(long, env = "GDPR_INTAKE_DATA_KEY_FILE")]
     pub data_key_file: Option<PathBuf>,
-}
-
-/// Log output.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Settings of `serve`.

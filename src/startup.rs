@@ -17,8 +17,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::instrument::WithSubscriber as _;
 
-use crate::api::AppState;
-use crate::api::access::{self, AccessApi};
+use crate::api::access::AccessApi;
 use crate::api::dsr::DsrService;
 use crate::api::routing::RoutingApi;
 use crate::api::tasks::TaskApi;
@@ -30,6 +29,7 @@ use crate::proto::v1::access_service_server::AccessServiceServer;
 use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestServiceServer;
 use crate::proto::v1::processor_task_service_server::ProcessorTaskServiceServer;
 use crate::proto::v1::routing_service_server::RoutingServiceServer;
+use crate::service::{AppState, access};
 use crate::store::{self, GroupCommitConfig, GroupCommitter, Store, StoreConfig};
 use crate::telemetry::{self, Telemetry};
 use crate::transport::{self, CallLimitLayer, CallLimits, TlsSettings};

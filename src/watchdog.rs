@@ -4,11 +4,12 @@
 //! deadline and past it — each finding once, on the request's audit trail,
 //! as a span event linked to the call that submitted the request, and in
 //! the `gdpr.dsr.sla.*` counters. The decisions are the domain's
-//! ([`crate::domain::sla`]); this module reads candidates, asks, and
-//! records.
+//! ([`crate::domain::sla`]); each step (read a page of candidates, ask,
+//! record, report) is the service's ([`crate::service::sweep`]); this
+//! module decides when to sweep and holds the lease.
 //!
 //! One replica at a time sweeps: the one holding the `sla-watchdog` lease
-//! in the database ([`Store::acquire_lease`](crate::store::Store::acquire_lease)).
+//! in the database ([`AppState::hold_lease`]).
 //! Every replica tries to take or renew it four times per interval; the
 //! lease lasts half an interval, the holder renews it at each of those
 //! ticks and between pages of a sweep, sweeps once per interval, and gives
@@ -22,8 +23,6 @@
 //!
 //! Time comes from the application's clock, so tests move it by hand.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::time::Duration;
 
@@ -33,32 +32,14 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use uuid::Uuid;
 
-use crate::api::AppState;
-use crate::domain::request::DataSubjectRequest;
-use crate::domain::retention;
-use crate::domain::routing::Task;
-use crate::domain::sla::{self, Finding, Thresholds};
-use crate::store::{Effects, StoreError, SweepCursor};
-use crate::telemetry::{self, SlaItem};
+use crate::domain::sla::Thresholds;
+use crate::service::sweep::SweepRequests;
+use crate::service::{AppState, ServiceError};
 
 /// The lease that makes one replica the sweeper.
 pub const LEASE_NAME: &str = "sla-watchdog";
 /// How often the watchdog looks, by default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-/// Rows read per page of a sweep.
-const PAGE: u32 = 200;
-
-/// Where the page after `page` starts (after its last row, keyed by
-/// `key`); `None` when `page` was not full, so there is no other.
-fn next_page<T>(page: &[T], key: impl Fn(&T) -> (Timestamp, Uuid)) -> Option<SweepCursor> {
-    match page.last() {
-        Some(last) if page.len() == PAGE as usize => {
-            let (time, id) = key(last);
-            Some(SweepCursor { time, id })
-        }
-        _ => None,
-    }
-}
 
 /// How long the sweeper's lease lasts: half an interval.
 pub fn lease_ttl(interval: Duration) -> Duration {
@@ -107,12 +88,12 @@ struct Sweep {
 enum Stop {
     /// Another replica holds the lease now.
     LeaseLost,
-    Store(StoreError),
+    Service(ServiceError),
 }
 
-impl From<StoreError> for Stop {
-    fn from(e: StoreError) -> Self {
-        Self::Store(e)
+impl From<ServiceError> for Stop {
+    fn from(e: ServiceError) -> Self {
+        Self::Service(e)
     }
 }
 
@@ -147,15 +128,9 @@ impl Watchdog {
     }
 
     /// Takes or renews the lease; whether this replica holds it.
-    async fn hold_lease(&self) -> Result<bool, StoreError> {
+    async fn hold_lease(&self) -> Result<bool, ServiceError> {
         self.state
-            .store
-            .acquire_lease(
-                LEASE_NAME,
-                &self.holder,
-                self.state.clock.now(),
-                self.lease_ttl(),
-            )
+            .hold_lease(LEASE_NAME, &self.holder, self.lease_ttl())
             .await
     }
 
@@ -202,12 +177,7 @@ impl Watchdog {
                 () = round => {}
             }
         }
-        if let Err(e) = self
-            .state
-            .store
-            .release_lease(LEASE_NAME, &self.holder)
-            .await
-        {
+        if let Err(e) = self.state.release_lease(LEASE_NAME, &self.holder).await {
             tracing::warn!(error = %e, "cannot give up the SLA watchdog lease; it lapses by itself");
         }
     }
@@ -227,7 +197,7 @@ impl Watchdog {
     )]
     /// One sweep, by the holder of the lease, which it renews between
     /// pages: consent windows, then requests, then tasks.
-    async fn sweep(&self) -> Result<(), StoreError> {
+    async fn sweep(&self) -> Result<(), ServiceError> {
         let mut found = Sweep::default();
         let outcome = self.sweep_into(&mut found).await;
         let span = tracing::Span::current();
@@ -243,7 +213,7 @@ impl Watchdog {
                 tracing::info!("another replica took the SLA watchdog lease; stopping this sweep");
                 Ok(())
             }
-            Err(Stop::Store(e)) => Err(e),
+            Err(Stop::Service(e)) => Err(e),
         }
     }
 
@@ -301,25 +271,17 @@ impl Watchdog {
         now: Timestamp,
         purged: &mut u64,
     ) -> Result<(), Stop> {
-        let closed_by = retention::closed_by(now, retention);
-        let mut after: Option<SweepCursor> = None;
+        let mut after = None;
         loop {
             if after.is_some() {
                 self.keep_going().await?;
             }
             let page = self
                 .state
-                .store
-                .purge_due(closed_by, after.as_ref(), PAGE)
+                .purge_past_retention(retention, now, after.as_ref())
                 .await?;
-            for request in &page {
-                if retention::purge_due(request, retention, now)
-                    && self.state.store.purge_request(request, now).await?
-                {
-                    *purged += 1;
-                }
-            }
-            after = next_page(&page, |r| (r.close_time.unwrap_or(closed_by), r.id));
+            *purged += page.found;
+            after = page.next;
             if after.is_none() {
                 return Ok(());
             }
@@ -330,45 +292,17 @@ impl Watchdog {
     /// window to expired, each with its event.
     async fn expire_consents(&self, found: &mut Sweep, now: Timestamp) -> Result<(), Stop> {
         let window = self.config.thresholds.consent_window;
-        let received_before = now.saturating_sub(window.abs()).unwrap_or(now);
-        let mut after: Option<SweepCursor> = None;
+        let mut after = None;
         loop {
             if after.is_some() {
                 self.keep_going().await?;
             }
             let page = self
                 .state
-                .store
-                .awaiting_consent_since(received_before, after.as_ref(), PAGE)
+                .expire_consents(window, now, after.as_ref())
                 .await?;
-            for request in &page {
-                if !sla::consent_expired(request, now, window) {
-                    continue;
-                }
-                let mut expired = request.clone();
-                let Ok(event) = expired.expire(now) else {
-                    continue;
-                };
-                let mut effects = Effects::event(event);
-                effects.cancel_open_tasks = expired.state.is_final();
-                match self
-                    .state
-                    .store
-                    .update_request(&expired, request.version, &effects)
-                    .await
-                {
-                    Ok(()) => {
-                        found.expired += 1;
-                        self.state.metrics.request_expired();
-                        report_request(&expired, None, now);
-                    }
-                    // Changed meanwhile (the consent arrived): decided again
-                    // at the next sweep.
-                    Err(StoreError::Conflict) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            after = next_page(&page, |r| (r.received_at, r.id));
+            found.expired += page.found;
+            after = page.next;
             if after.is_none() {
                 return Ok(());
             }
@@ -379,39 +313,18 @@ impl Watchdog {
     /// it, each finding once.
     async fn check_requests(&self, found: &mut Sweep, now: Timestamp) -> Result<(), Stop> {
         let at_risk = self.config.thresholds.request_at_risk;
-        let due_by = now.saturating_add(at_risk.abs()).unwrap_or(Timestamp::MAX);
-        let mut after: Option<SweepCursor> = None;
+        let mut after = None;
         loop {
             if after.is_some() {
                 self.keep_going().await?;
             }
             let page = self
                 .state
-                .store
-                .sla_requests(due_by, after.as_ref(), PAGE)
+                .request_findings(at_risk, now, after.as_ref())
                 .await?;
-            for request in &page {
-                let Some(finding) =
-                    sla::request_finding(request.due_time, request.sla, now, at_risk)
-                else {
-                    continue;
-                };
-                if !self
-                    .state
-                    .store
-                    .record_request_finding(request, finding, now)
-                    .await?
-                {
-                    continue;
-                }
-                match finding {
-                    Finding::AtRisk => found.requests_at_risk += 1,
-                    Finding::Breached => found.requests_breached += 1,
-                }
-                self.count(finding, SlaItem::Request);
-                report_request(request, Some(finding), now);
-            }
-            after = next_page(&page, |r| (r.due_time, r.id));
+            found.requests_at_risk += page.found.at_risk;
+            found.requests_breached += page.found.breached;
+            after = page.next;
             if after.is_none() {
                 return Ok(());
             }
@@ -422,163 +335,22 @@ impl Watchdog {
     /// hours on the controller's calendar) or past it, each finding once.
     async fn check_tasks(&self, found: &mut Sweep, now: Timestamp) -> Result<(), Stop> {
         let hours = self.config.thresholds.task_at_risk_working_hours;
-        let due_by = sla::task_scan_horizon(now, hours);
-        let mut requests: HashMap<Uuid, DataSubjectRequest> = HashMap::new();
-        let mut after: Option<SweepCursor> = None;
+        let mut requests = SweepRequests::default();
+        let mut after = None;
         loop {
             if after.is_some() {
                 self.keep_going().await?;
             }
             let page = self
                 .state
-                .store
-                .sla_tasks(due_by, after.as_ref(), PAGE)
+                .task_findings(hours, now, after.as_ref(), &mut requests)
                 .await?;
-            for task in &page {
-                let Some(request) = self.request_of(&mut requests, task).await? else {
-                    continue;
-                };
-                let calendar = self
-                    .state
-                    .work_calendar(&request.controller_id, &request.subject.jurisdiction);
-                let Some(finding) =
-                    sla::task_finding(calendar, task.due_time, task.sla, now, hours)
-                else {
-                    continue;
-                };
-                if !self
-                    .state
-                    .store
-                    .record_task_finding(task, finding, now)
-                    .await?
-                {
-                    continue;
-                }
-                match finding {
-                    Finding::AtRisk => found.tasks_at_risk += 1,
-                    Finding::Breached => found.tasks_breached += 1,
-                }
-                self.count(finding, SlaItem::Task);
-                report_task(request, task, finding, now);
-            }
-            after = next_page(&page, |r| (r.due_time, r.id));
+            found.tasks_at_risk += page.found.at_risk;
+            found.tasks_breached += page.found.breached;
+            after = page.next;
             if after.is_none() {
                 return Ok(());
             }
         }
-    }
-
-    /// The request of `task`, read once per sweep.
-    async fn request_of<'a>(
-        &self,
-        cache: &'a mut HashMap<Uuid, DataSubjectRequest>,
-        task: &Task,
-    ) -> Result<Option<&'a DataSubjectRequest>, StoreError> {
-        match cache.entry(task.request) {
-            Entry::Occupied(known) => Ok(Some(known.into_mut())),
-            Entry::Vacant(slot) => Ok(self
-                .state
-                .store
-                .get_request(&task.controller_id, task.request)
-                .await?
-                // The foreign key makes `None` impossible; skip rather
-                // than stop.
-                .map(|request| &*slot.insert(request))),
-        }
-    }
-
-    fn count(&self, finding: Finding, item: SlaItem) {
-        match finding {
-            Finding::AtRisk => self.state.metrics.sla_at_risk(item),
-            Finding::Breached => self.state.metrics.sla_breached(item),
-        }
-    }
-}
-
-/// A span for one finding about `request`, linked to the call that
-/// submitted it, with the `dsr.*` attributes and one event: `finding`, or
-/// the expiry when `None`.
-fn report_request(request: &DataSubjectRequest, finding: Option<Finding>, now: Timestamp) {
-    finding_span(finding, SlaItem::Request).in_scope(|| {
-        telemetry::record_request(request, now);
-        telemetry::link_request(request);
-        emit(finding, request, None);
-    });
-}
-
-/// A span for one finding about `task` of `request`, linked to the call
-/// that submitted the request, with the `dsr.*` and `dsr.task.*`
-/// attributes and the finding's event.
-fn report_task(request: &DataSubjectRequest, task: &Task, finding: Finding, now: Timestamp) {
-    finding_span(Some(finding), SlaItem::Task).in_scope(|| {
-        telemetry::record_request(request, now);
-        telemetry::record_task(task);
-        telemetry::link_request(request);
-        emit(Some(finding), request, Some(task));
-    });
-}
-
-fn finding_span(finding: Option<Finding>, item: SlaItem) -> tracing::Span {
-    tracing::info_span!(
-        "dsr.sla.finding",
-        dsr.sla.finding = finding.map_or("consent_expired", Finding::as_str),
-        dsr.sla.item = item.as_str(),
-    )
-}
-
-/// The span event (and log line) of a finding, named after it. No message:
-/// the OpenTelemetry layer would name the event after it.
-fn emit(finding: Option<Finding>, request: &DataSubjectRequest, task: Option<&Task>) {
-    let name = tracing::field::display(request.name());
-    let due = tracing::field::display(request.due_time);
-    let task_name = task.map(|t| tracing::field::display(t.name()));
-    let task_due = task.map(|t| tracing::field::display(t.due_time));
-    match finding {
-        Some(Finding::AtRisk) => tracing::event!(
-            name: "dsr.sla.at_risk",
-            tracing::Level::WARN,
-            dsr.sla.finding = "at_risk",
-            dsr.name = name,
-            dsr.due_time = due,
-            dsr.task.name = task_name,
-            dsr.task.due_time = task_due,
-        ),
-        Some(Finding::Breached) => tracing::event!(
-            name: "dsr.sla.breached",
-            tracing::Level::WARN,
-            dsr.sla.finding = "breached",
-            dsr.name = name,
-            dsr.due_time = due,
-            dsr.task.name = task_name,
-            dsr.task.due_time = task_due,
-        ),
-        None => tracing::event!(
-            name: "dsr.sla.consent_expired",
-            tracing::Level::INFO,
-            dsr.sla.finding = "consent_expired",
-            dsr.name = name,
-            dsr.due_time = due,
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_full_page_continues_after_its_last_row_and_a_short_one_ends() {
-        let rows: Vec<(Timestamp, Uuid)> = (0..PAGE)
-            .map(|i| {
-                (
-                    Timestamp::from_second(i64::from(i)).unwrap(),
-                    Uuid::from_u128(u128::from(i)),
-                )
-            })
-            .collect();
-        let next = next_page(&rows, |r| *r).expect("a full page has a next");
-        assert_eq!((next.time, next.id), rows[rows.len() - 1]);
-        assert!(next_page(&rows[..rows.len() - 1], |r| *r).is_none());
-        assert!(next_page::<(Timestamp, Uuid)>(&[], |r| *r).is_none());
     }
 }

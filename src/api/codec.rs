@@ -23,7 +23,7 @@ use tonic::{Code, Status};
 use tonic_prost::ProstEncoder;
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::error::ERROR_DOMAIN;
+use crate::errors::ERROR_DOMAIN;
 
 /// `ErrorInfo.reason` of a message that is not valid protobuf.
 pub const MALFORMED_MESSAGE: &str = "MALFORMED_MESSAGE";

@@ -13,8 +13,8 @@ use crate::proto::google::r#type::Date;
 use crate::proto::v1;
 
 /// A revocation as the API shows it.
-pub fn revocation_to_proto(r: &crate::auth::Revocation) -> v1::Revocation {
-    use crate::auth::RevocationTarget;
+pub fn revocation_to_proto(r: &crate::domain::revocation::Revocation) -> v1::Revocation {
+    use crate::domain::revocation::RevocationTarget;
     use v1::revocation::Target;
     v1::Revocation {
         name: format!("revocations/{}", r.seq),

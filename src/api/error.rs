@@ -1,6 +1,7 @@
-//! The service's small error vocabulary and its one mapping to gRPC status
-//! codes with `google.rpc` details (BadRequest for bad fields, ErrorInfo with
-//! a machine-readable reason for everything else).
+//! What a handler fails with (a bad message, a refused caller, or the
+//! service's [`ServiceError`]) and the one mapping of all of it to gRPC
+//! status codes with `google.rpc` details (BadRequest for bad fields,
+//! ErrorInfo with a machine-readable reason for everything else).
 
 use std::collections::HashMap;
 
@@ -9,40 +10,22 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::AuthError;
 use crate::domain::input::FieldViolation;
-use crate::domain::request::TransitionError;
-use crate::store::StoreError;
-
-/// `ErrorInfo.domain` of every error this service reports.
-pub const ERROR_DOMAIN: &str = "gdpr-intake";
+use crate::errors::ERROR_DOMAIN;
+use crate::service::{ServiceError, StoreError};
 
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// One or more fields are wrong: INVALID_ARGUMENT with BadRequest.
+    /// One or more fields of the message are wrong: INVALID_ARGUMENT with
+    /// BadRequest.
     #[error("invalid request")]
     InvalidArgument(Vec<FieldViolation>),
-    /// No such resource for this caller: NOT_FOUND. Also the answer for
-    /// another tenant's resource, so existence never leaks.
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    /// The resource's state forbids the call: FAILED_PRECONDITION.
-    #[error("{message}")]
-    FailedPrecondition {
-        reason: &'static str,
-        message: String,
-    },
-    /// The idempotency key is taken by different content: ALREADY_EXISTS.
-    #[error("{message}")]
-    AlreadyExists {
-        reason: &'static str,
-        message: String,
-    },
     /// The caller is not who it must be.
     #[error(transparent)]
     Auth(#[from] AuthError),
-    /// The database failed.
+    /// The use case refused or failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Service(#[from] ServiceError),
 }
 
 impl ApiError {
@@ -61,15 +44,6 @@ impl From<Vec<FieldViolation>> for ApiError {
     }
 }
 
-impl From<TransitionError> for ApiError {
-    fn from(e: TransitionError) -> Self {
-        Self::FailedPrecondition {
-            reason: e.reason,
-            message: e.message,
-        }
-    }
-}
-
 fn error_info(reason: &str) -> ErrorDetails {
     ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new())
 }
@@ -77,7 +51,8 @@ fn error_info(reason: &str) -> ErrorDetails {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::InvalidArgument(violations) => {
+            ApiError::InvalidArgument(violations)
+            | ApiError::Service(ServiceError::InvalidArgument(violations)) => {
                 let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
                 let message = format!("invalid fields: {}", fields.join(", "));
                 let mut details = ErrorDetails::new();
@@ -87,20 +62,26 @@ impl From<ApiError> for Status {
                 details.set_error_info("INVALID_FIELDS", ERROR_DOMAIN, HashMap::new());
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
-            ApiError::NotFound(what) => Status::with_error_details(
+            ApiError::Service(ServiceError::NotFound(what)) => Status::with_error_details(
                 Code::NotFound,
                 format!("{what} not found"),
                 error_info("NOT_FOUND"),
             ),
-            ApiError::FailedPrecondition { reason, message } => {
+            ApiError::Service(ServiceError::FailedPrecondition { reason, message }) => {
                 Status::with_error_details(Code::FailedPrecondition, message, error_info(reason))
             }
-            ApiError::AlreadyExists { reason, message } => {
+            ApiError::Service(ServiceError::AlreadyExists { reason, message }) => {
                 Status::with_error_details(Code::AlreadyExists, message, error_info(reason))
             }
+            ApiError::Service(ServiceError::Store(e)) => store_status(&e),
             ApiError::Auth(e) => e.into(),
-            ApiError::Store(e) => store_status(&e),
         }
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        ApiError::Service(e).into()
     }
 }
 

@@ -1,5 +1,6 @@
-//! gRPC handlers: authenticate, convert proto to domain, call the domain and
-//! the store, convert back, map errors. Nothing more.
+//! gRPC handlers: authorize the caller, check and convert the message
+//! (proto to domain), call the service, convert back, map errors. Nothing
+//! more: the use cases are [`crate::service`]'s.
 
 pub mod access;
 pub mod codec;
@@ -10,83 +11,3 @@ pub mod page;
 pub mod parse;
 pub mod routing;
 pub mod tasks;
-
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use tokio::sync::broadcast;
-
-use crate::auth::Authenticator;
-use crate::clock::Clock;
-use crate::domain::age::AgePolicy;
-use crate::domain::jurisdiction::Jurisdiction;
-use crate::domain::request::DataSubjectRequest;
-use crate::domain::routing::Task;
-use crate::domain::sla;
-use crate::store::{GroupCommitter, Store};
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub auth: Authenticator,
-    pub clock: Arc<dyn Clock>,
-    pub age_policy: AgePolicy,
-    /// The service's instruments (submitted, blocked, open requests).
-    pub metrics: crate::telemetry::Metrics,
-    /// Each controller's country, whose public holidays processor SLAs skip.
-    pub controller_calendars: Arc<HashMap<String, Jurisdiction>>,
-    /// Groups concurrent submissions into shared commits.
-    pub committer: GroupCommitter,
-    /// Processor ids with newly claimable tasks, for `WatchTasks`.
-    pub task_announcements: broadcast::Sender<String>,
-}
-
-impl AppState {
-    /// The calendar a controller's processor SLAs are counted on: its
-    /// configured country, or else the subject's.
-    pub fn work_calendar<'a>(
-        &'a self,
-        controller_id: &str,
-        subject: &'a Jurisdiction,
-    ) -> &'a Jurisdiction {
-        self.controller_calendars
-            .get(controller_id)
-            .unwrap_or(subject)
-    }
-
-    /// Tells watchers which processors have new tasks. Nobody listening is
-    /// fine: a watcher also polls.
-    pub fn announce_tasks(&self, tasks: &[Task]) {
-        for t in tasks {
-            let _ = self.task_announcements.send(t.processor_id.clone());
-        }
-    }
-
-    /// Measures a request a call has just closed (completed or refused):
-    /// the share of the time allowed it took. Anything else is not timed.
-    pub fn record_close(&self, request: &DataSubjectRequest) {
-        if let Some(used) = sla::time_used(request) {
-            self.metrics
-                .request_closed(request.request_type, request.regime, request.state, used);
-        }
-    }
-
-    /// Checks the caller's token and role. A refusal is logged (its reason,
-    /// never the token) and counted by reason.
-    pub fn authorize(
-        &self,
-        metadata: &tonic::metadata::MetadataMap,
-        allowed: &[crate::auth::Role],
-    ) -> Result<crate::auth::Caller, crate::auth::AuthError> {
-        self.auth.authorize(metadata, allowed).inspect_err(|e| {
-            tracing::warn!(reason = e.reason(), error = %e, "call refused: authentication or role");
-            self.metrics.auth_failed(e.reason());
-        })
-    }
-
-    /// Tells watchers that `processor_id` has a task claimable again.
-    pub fn announce_processor(&self, processor_id: &str) {
-        let _ = self.task_announcements.send(processor_id.to_owned());
-    }
-}

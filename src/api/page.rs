@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::store::{Cursor, RequestFilter};
+use crate::service::{Cursor, RequestFilter};
 
 /// Page size when the caller sends 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;

@@ -12,17 +12,17 @@ use super::convert;
 use super::dsr::parse_name;
 use super::error::ApiError;
 use super::page;
-use crate::auth::revocation::MAX_TARGET_LEN;
-use crate::auth::{Caller, NewRevocation, RevocationTarget, Role};
+use crate::auth::{Caller, Role};
 use crate::domain::input::{self, RawGuardian, Submission, Violations};
 use crate::domain::request::Closure;
+use crate::domain::revocation::{MAX_TARGET_LEN, NewRevocation, RevocationTarget};
 use crate::domain::routing::{
     self, Completion, DEFAULT_CLAIM, DEFAULT_LEASE, DEFAULT_TASK_SLA_WORKING_HOURS, MAX_CLAIM,
     MAX_LEASE, MAX_TASK_SLA_WORKING_HOURS, Processor, ROUTE_PREFIX, Route, TASK_PREFIX,
     TaskOutcome, TaskState,
 };
 use crate::proto::v1;
-use crate::store::{Cursor, RequestFilter, RouteFilter, TaskOp};
+use crate::service::{Cursor, RequestFilter, RouteFilter, TaskOp};
 
 /// Longest controller id accepted in a route.
 pub const MAX_TENANT_LEN: usize = 128;

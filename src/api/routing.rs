@@ -3,14 +3,13 @@
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::AppState;
 use super::convert::{processor_to_proto, route_to_proto};
 use super::error::ApiError;
 use super::{page, parse};
 use crate::auth::{Caller, Role};
 use crate::proto::v1;
 use crate::proto::v1::routing_service_server::RoutingService;
-use crate::store::{Created, Cursor, Deleted};
+use crate::service::{AppState, Cursor};
 
 /// The handlers of the administration service.
 #[derive(Clone)]
@@ -36,22 +35,10 @@ impl RoutingService for RoutingApi {
     ) -> Result<Response<v1::CreateProcessorResponse>, Status> {
         self.admin(&request)?;
         let processor = parse::new_processor(request.into_inner(), self.state.clock.now())?;
-        match self
-            .state
-            .store
-            .create_processor(&processor)
-            .await
-            .map_err(ApiError::from)?
-        {
-            Created::Created => Ok(Response::new(v1::CreateProcessorResponse {
-                processor: Some(processor_to_proto(&processor)),
-            })),
-            Created::Duplicate | Created::Missing => Err(ApiError::AlreadyExists {
-                reason: "PROCESSOR_EXISTS",
-                message: "a processor with this processor_id already exists".to_owned(),
-            }
-            .into()),
-        }
+        self.state.create_processor(&processor).await?;
+        Ok(Response::new(v1::CreateProcessorResponse {
+            processor: Some(processor_to_proto(&processor)),
+        }))
     }
 
     async fn list_processors(
@@ -62,20 +49,13 @@ impl RoutingService for RoutingApi {
             .authorize(request.metadata(), &[Role::Admin, Role::Auditor])
             .map_err(ApiError::from)?;
         let (size, after) = parse::list_processors(request.get_ref())?;
-        let mut rows = self
-            .state
-            .store
-            .list_processors(after.as_deref(), size + 1)
-            .await
-            .map_err(ApiError::from)?;
-        let more = rows.len() > size as usize;
-        rows.truncate(size as usize);
-        let next_page_token = match rows.last() {
-            Some(last) if more => page::encode_key_token("p1", &last.id),
-            _ => String::new(),
+        let listed = self.state.list_processors(after.as_deref(), size).await?;
+        let next_page_token = match listed.next_after() {
+            Some(last) => page::encode_key_token("p1", &last.id),
+            None => String::new(),
         };
         Ok(Response::new(v1::ListProcessorsResponse {
-            processors: rows.iter().map(processor_to_proto).collect(),
+            processors: listed.rows.iter().map(processor_to_proto).collect(),
             next_page_token,
         }))
     }
@@ -86,21 +66,8 @@ impl RoutingService for RoutingApi {
     ) -> Result<Response<v1::DeleteProcessorResponse>, Status> {
         self.admin(&request)?;
         let id = parse::processor_id(request.into_inner().processor_id)?;
-        match self
-            .state
-            .store
-            .delete_processor(&id)
-            .await
-            .map_err(ApiError::from)?
-        {
-            Deleted::Deleted => Ok(Response::new(v1::DeleteProcessorResponse {})),
-            Deleted::NotFound => Err(ApiError::NotFound("processor").into()),
-            Deleted::HasOpenTasks => Err(ApiError::FailedPrecondition {
-                reason: "PROCESSOR_HAS_OPEN_TASKS",
-                message: "the processor still has pending or leased tasks; it can be deleted once they are finished".to_owned(),
-            }
-            .into()),
-        }
+        self.state.delete_processor(&id).await?;
+        Ok(Response::new(v1::DeleteProcessorResponse {}))
     }
 
     async fn create_route(
@@ -109,27 +76,10 @@ impl RoutingService for RoutingApi {
     ) -> Result<Response<v1::CreateRouteResponse>, Status> {
         self.admin(&request)?;
         let route = parse::new_route(request.into_inner(), Uuid::now_v7(), self.state.clock.now())?;
-        match self
-            .state
-            .store
-            .create_route(&route)
-            .await
-            .map_err(ApiError::from)?
-        {
-            Created::Created => Ok(Response::new(v1::CreateRouteResponse {
-                route: Some(route_to_proto(&route)),
-            })),
-            Created::Duplicate => Err(ApiError::AlreadyExists {
-                reason: "ROUTE_EXISTS",
-                message: "this controller already has a route to this processor; delete it first to change it".to_owned(),
-            }
-            .into()),
-            Created::Missing => Err(ApiError::FailedPrecondition {
-                reason: "PROCESSOR_NOT_FOUND",
-                message: "no processor with this processor_id; create it first".to_owned(),
-            }
-            .into()),
-        }
+        self.state.create_route(&route).await?;
+        Ok(Response::new(v1::CreateRouteResponse {
+            route: Some(route_to_proto(&route)),
+        }))
     }
 
     async fn list_routes(
@@ -154,16 +104,12 @@ impl RoutingService for RoutingApi {
         else {
             return Ok(Response::new(v1::ListRoutesResponse::default()));
         };
-        let mut rows = self
+        let listed = self
             .state
-            .store
-            .list_routes(&filter, after.as_ref(), size + 1)
-            .await
-            .map_err(ApiError::from)?;
-        let more = rows.len() > size as usize;
-        rows.truncate(size as usize);
-        let next_page_token = match rows.last() {
-            Some(last) if more => page::encode_cursor(
+            .list_routes(&filter, after.as_ref(), size)
+            .await?;
+        let next_page_token = match listed.next_after() {
+            Some(last) => page::encode_cursor(
                 "o1",
                 &Cursor {
                     create_time: last.create_time,
@@ -171,10 +117,10 @@ impl RoutingService for RoutingApi {
                 },
                 &key,
             ),
-            _ => String::new(),
+            None => String::new(),
         };
         Ok(Response::new(v1::ListRoutesResponse {
-            routes: rows.iter().map(route_to_proto).collect(),
+            routes: listed.rows.iter().map(route_to_proto).collect(),
             next_page_token,
         }))
     }
@@ -185,15 +131,7 @@ impl RoutingService for RoutingApi {
     ) -> Result<Response<v1::DeleteRouteResponse>, Status> {
         self.admin(&request)?;
         let id = parse::route_name(&request.get_ref().name)?;
-        match self
-            .state
-            .store
-            .delete_route(id)
-            .await
-            .map_err(ApiError::from)?
-        {
-            Deleted::Deleted => Ok(Response::new(v1::DeleteRouteResponse {})),
-            Deleted::NotFound | Deleted::HasOpenTasks => Err(ApiError::NotFound("route").into()),
-        }
+        self.state.delete_route(id).await?;
+        Ok(Response::new(v1::DeleteRouteResponse {}))
     }
 }

@@ -12,15 +12,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::AppState;
 use super::convert::task_to_proto;
 use super::error::ApiError;
 use super::{page, parse};
 use crate::auth::{Caller, Role};
-use crate::domain::routing::{TASK_PREFIX, TaskState, TaskView};
 use crate::proto::v1;
 use crate::proto::v1::processor_task_service_server::ProcessorTaskService;
-use crate::store::{Cursor, TaskOp, TaskOpResult};
+use crate::service::{AppState, Cursor, TaskOp};
 use crate::telemetry;
 
 /// How often a watcher looks for claimable tasks even without an
@@ -44,63 +42,15 @@ impl TaskApi {
         Ok(self.state.authorize(req.metadata(), &[Role::Processor])?)
     }
 
-    /// Runs a lease-holding operation and records on the handler's span
-    /// what it did: the task, its request (all of it when the operation
-    /// moved the request), and a link to the call that submitted it.
+    /// Runs a lease-holding operation; the task as it is after it.
     async fn operate(&self, caller: &Caller, id: Uuid, op: TaskOp) -> Result<v1::Task, ApiError> {
         let now = self.state.clock.now();
-        telemetry::record_attributes(|| {
-            [
-                KeyValue::new("dsr.task.name", format!("{TASK_PREFIX}{id}")),
-                KeyValue::new("dsr.task.processor_id", caller.tenant.clone()),
-            ]
-        });
-        match self
-            .state
-            .store
-            .task_operation(&caller.tenant, id, &op, now)
-            .await?
-        {
-            TaskOpResult::Done(view, moved) => {
-                telemetry::record_task_view(&view);
-                if let Some(request) = moved {
-                    // Its tasks completed or flagged the request just now.
-                    self.state.record_close(&request);
-                    telemetry::record_request(&request, now);
-                }
-                if matches!(op, TaskOp::Release { .. }) {
-                    self.state.announce_processor(&caller.tenant);
-                }
-                Ok(task_to_proto(&view, now, true))
-            }
-            TaskOpResult::NotFound => Err(ApiError::NotFound("task")),
-            TaskOpResult::Refused(e) => Err(ApiError::FailedPrecondition {
-                reason: e.reason,
-                message: e.message,
-            }),
-        }
+        let view = self.state.task_operation(caller, id, op, now).await?;
+        Ok(task_to_proto(&view, now, true))
     }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchTasksResponse, Status>> + Send>>;
-
-/// One span per claimed task, under the claim's, with the task's and its
-/// request's attributes and a link to the call that submitted the request;
-/// the claim's span is linked to each of those calls too.
-fn trace_claimed(tasks: &[TaskView]) {
-    telemetry::record_attributes(|| {
-        [KeyValue::new(
-            "dsr.task.claimed",
-            i64::try_from(tasks.len()).unwrap_or(i64::MAX),
-        )]
-    });
-    for view in tasks {
-        tracing::info_span!("gdpr.tasks.claimed").in_scope(|| telemetry::record_task_view(view));
-        if let Some(origin) = &view.origin {
-            telemetry::link_origin(origin);
-        }
-    }
-}
 
 #[tonic::async_trait]
 impl ProcessorTaskService for TaskApi {
@@ -117,13 +67,7 @@ impl ProcessorTaskService for TaskApi {
         });
         let (max, lease) = parse::claim(request.get_ref())?;
         let now = self.state.clock.now();
-        let tasks = self
-            .state
-            .store
-            .claim_tasks(&caller.tenant, max, lease, now)
-            .await
-            .map_err(ApiError::from)?;
-        trace_claimed(&tasks);
+        let tasks = self.state.claim_tasks(&caller, max, lease, now).await?;
         Ok(Response::new(v1::ClaimTasksResponse {
             tasks: tasks.iter().map(|t| task_to_proto(t, now, true)).collect(),
         }))
@@ -176,16 +120,12 @@ impl ProcessorTaskService for TaskApi {
         let key = wanted.key();
         let parse::TasksPage { state, size, after } = wanted;
         let now = self.state.clock.now();
-        let mut rows = self
+        let listed = self
             .state
-            .store
-            .list_tasks(&caller.tenant, state, after.as_ref(), size + 1, now)
-            .await
-            .map_err(ApiError::from)?;
-        let more = rows.len() > size as usize;
-        rows.truncate(size as usize);
-        let next_page_token = match rows.last() {
-            Some(last) if more => page::encode_cursor(
+            .list_tasks(&caller.tenant, state, after.as_ref(), size, now)
+            .await?;
+        let next_page_token = match listed.next_after() {
+            Some(last) => page::encode_cursor(
                 "t1",
                 &Cursor {
                     create_time: last.task.create_time,
@@ -193,10 +133,14 @@ impl ProcessorTaskService for TaskApi {
                 },
                 key,
             ),
-            _ => String::new(),
+            None => String::new(),
         };
         Ok(Response::new(v1::ListTasksResponse {
-            tasks: rows.iter().map(|t| task_to_proto(t, now, false)).collect(),
+            tasks: listed
+                .rows
+                .iter()
+                .map(|t| task_to_proto(t, now, false))
+                .collect(),
             next_page_token,
         }))
     }
@@ -218,19 +162,12 @@ impl ProcessorTaskService for TaskApi {
             loop {
                 let now = state.clock.now();
                 let claimable = match state
-                    .store
-                    .list_tasks(
-                        &caller.tenant,
-                        Some(TaskState::Pending),
-                        None,
-                        WATCH_BATCH,
-                        now,
-                    )
+                    .claimable_tasks(&caller.tenant, WATCH_BATCH, now)
                     .await
                 {
                     Ok(rows) => rows,
                     Err(e) => {
-                        let _ = tx.send(Err(ApiError::from(e).into())).await;
+                        let _ = tx.send(Err(e.into())).await;
                         return;
                     }
                 };

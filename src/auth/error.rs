@@ -97,7 +97,7 @@ impl From<AuthError> for tonic::Status {
         use tonic_types::{ErrorDetails, StatusExt as _};
         let details = ErrorDetails::with_error_info(
             err.reason(),
-            crate::api::error::ERROR_DOMAIN,
+            crate::errors::ERROR_DOMAIN,
             std::collections::HashMap::new(),
         );
         tonic::Status::with_error_details(err.code(), err.to_string(), details)

@@ -9,5 +9,6 @@ pub mod jurisdiction;
 pub mod pii;
 pub mod request;
 pub mod retention;
+pub mod revocation;
 pub mod routing;
 pub mod sla;

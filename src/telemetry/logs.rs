@@ -11,7 +11,7 @@ use tracing_subscriber::fmt::format::{self, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::LogFormat;
+use super::LogFormat;
 
 /// The log layer for `format`, writing to stderr.
 pub(super) fn layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>

@@ -45,13 +45,21 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::LogFormat;
-
 pub use dispatched::Dispatched;
 pub use dsr::{link_request, record_attributes, record_request, record_task, record_task_view};
 pub use grpc::GrpcTelemetryLayer;
 pub use metrics::{Metrics, SlaItem, refresh_open_requests, serve_metrics};
 pub use propagation::{current_origin, current_traceparent, link_origin, link_to};
+
+/// Log output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// `service.name` when neither `OTEL_SERVICE_NAME` nor a `service.name` in
 /// `OTEL_RESOURCE_ATTRIBUTES` names the service.

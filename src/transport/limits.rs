@@ -46,7 +46,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::CallLimits;
-use crate::api::error::ERROR_DOMAIN;
+use crate::errors::ERROR_DOMAIN;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

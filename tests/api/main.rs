@@ -19,6 +19,7 @@ mod helpers;
 mod hostile;
 mod lifecycle;
 mod load_configs;
+mod modules;
 mod outage;
 mod overload;
 mod pii;

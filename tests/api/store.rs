@@ -3031,8 +3031,8 @@ async fn revocations_are_recorded_once_and_listed_in_order(store: Arc<dyn Store>
 /// while revocations are recorded concurrently, a lower number must never
 /// become visible after a higher one, or the loader would skip it for good.
 async fn revocations_recorded_concurrently_are_all_loaded_past_the_cursor(store: Arc<dyn Store>) {
-    use gdpr_intake::api::access::reload_revocations;
     use gdpr_intake::auth::{Caller, NewRevocation, RevocationTarget, Revocations, Role};
+    use gdpr_intake::service::access::reload_revocations;
     const N: usize = 40;
     let revocations = Revocations::default();
     let done = Arc::new(AtomicUsize::new(0));

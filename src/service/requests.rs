@@ -1,0 +1,331 @@
+//! Data-subject requests: submission, reads, and every change of state —
+//! a controller's (guardian consent, extension, cancellation, closing) and
+//! the watchdog's (consent expiry) — through one versioned update that is
+//! retried when another change got there first.
+
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use super::{AppState, Listed, ServiceError};
+use crate::auth::Caller;
+use crate::domain::input::{self, RawGuardian, Rejection, Submission};
+use crate::domain::request::{
+    Actor, Closure, DataSubjectRequest, EventType, NewEvent, RequestEvent,
+};
+use crate::domain::routing;
+use crate::store::{Cursor, Effects, InsertOutcome, RequestFilter, StoreError};
+use crate::telemetry;
+
+/// How often a change is retried when another one changed the request
+/// between our read and our write.
+const CONFLICT_RETRIES: usize = 3;
+
+/// Who a change is made for, which decides where it is traced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum On {
+    /// A call: its span gets the request's `dsr.*` attributes as read and
+    /// as written, and a link to the call that submitted it.
+    Call,
+    /// The watchdog's sweep, which reports each change in a span of its
+    /// own afterwards; nothing goes on the sweep's span.
+    Sweep,
+}
+
+/// What a submission came to.
+#[derive(Debug)]
+pub struct Submitted {
+    pub request: DataSubjectRequest,
+    /// The same `request_id` with the same content was submitted before:
+    /// `request` is the stored one and nothing was written.
+    pub replayed: bool,
+}
+
+/// The actor a caller's change is recorded as.
+pub fn actor(caller: &Caller) -> Actor {
+    Actor {
+        id: caller.subject.clone(),
+        role: caller.role.as_str().to_owned(),
+    }
+}
+
+impl AppState {
+    /// What a change writes with the request: its event; for a request that
+    /// just entered in progress, one task per matching route (or the
+    /// unrouted mark); for a request that reached a final state, the
+    /// cancellation of its open tasks.
+    async fn effects_of(
+        &self,
+        request: &mut DataSubjectRequest,
+        event: NewEvent,
+        now: Timestamp,
+    ) -> Result<Effects, ServiceError> {
+        let fan_out = request.needs_fan_out(&event);
+        let mut effects = Effects::event(event);
+        effects.cancel_open_tasks = request.state.is_final();
+        if fan_out {
+            let routes = self.store.controller_routes(&request.controller_id).await?;
+            let calendar =
+                self.work_calendar(&request.controller_id, &request.subject.jurisdiction);
+            let tasks = routing::fan_out(request, &routes, calendar, now, Uuid::now_v7);
+            request.unrouted = tasks.is_empty();
+            for task in &tasks {
+                effects.events.push(request.task_event(
+                    EventType::TaskCreated,
+                    task.id,
+                    &Actor::system(),
+                    format!("task for processor {}", task.processor_id),
+                    now,
+                ));
+            }
+            effects.new_tasks = tasks;
+        }
+        Ok(effects)
+    }
+
+    /// Accepts a valid submission for `caller`'s tenant: the age rule and
+    /// the deadline on the day of receipt, the fan-out if it enters in
+    /// progress, then one shared commit with concurrent submissions;
+    /// answered only after that commit. The same `request_id` with the same
+    /// content is a replay; with other content, ALREADY_EXISTS.
+    pub async fn submit(
+        &self,
+        caller: &Caller,
+        submission: Submission,
+        now: Timestamp,
+    ) -> Result<Submitted, ServiceError> {
+        let request_id = submission.request_id;
+        let fingerprint = submission.fingerprint();
+        let (mut request, event) = match input::accept(
+            submission,
+            &caller.tenant,
+            Uuid::now_v7(),
+            fingerprint,
+            &self.age_policy,
+            &actor(caller),
+            now,
+        ) {
+            Ok(accepted) => accepted,
+            Err(Rejection::UnderMinimumAge) => {
+                self.metrics.submission_blocked("SUBJECT_UNDER_MINIMUM_AGE");
+                tracing::info!(
+                    controller_id = %caller.tenant,
+                    request_id = %request_id,
+                    reason = "SUBJECT_UNDER_MINIMUM_AGE",
+                    "submission refused by the age rule; nothing stored"
+                );
+                return Err(ServiceError::FailedPrecondition {
+                    reason: "SUBJECT_UNDER_MINIMUM_AGE",
+                    message: format!(
+                        "the subject is under {} on the day the request was received; such a request cannot be accepted",
+                        self.age_policy.minimum_age
+                    ),
+                });
+            }
+        };
+        // Kept with the request, so that later spans about it link here.
+        request.origin = telemetry::current_origin();
+        let effects = self.effects_of(&mut request, event, now).await?;
+        // Grouped with concurrent submissions into one commit; answered only
+        // after that commit.
+        let (outcome, request, effects) = self.committer.insert(request, effects).await?;
+        match outcome {
+            InsertOutcome::Created => {
+                self.announce_tasks(&effects.new_tasks);
+                self.metrics
+                    .request_submitted(request.request_type, request.regime);
+                telemetry::record_request(&request, now);
+                Ok(Submitted {
+                    request,
+                    replayed: false,
+                })
+            }
+            InsertOutcome::Existing(existing) if existing.fingerprint == request.fingerprint => {
+                telemetry::record_request(&existing, now);
+                Ok(Submitted {
+                    request: *existing,
+                    replayed: true,
+                })
+            }
+            InsertOutcome::Existing(_) => Err(ServiceError::AlreadyExists {
+                reason: "REQUEST_ID_REUSED",
+                message: "this request_id was already used for a request with different content; use a new request_id for a new request".to_owned(),
+            }),
+        }
+    }
+
+    /// `caller`'s request `id`, recorded on the call's span.
+    pub async fn get_request(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<DataSubjectRequest, ServiceError> {
+        self.read_request(&caller.tenant, id, On::Call).await
+    }
+
+    async fn read_request(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        on: On,
+    ) -> Result<DataSubjectRequest, ServiceError> {
+        let found = self
+            .store
+            .get_request(tenant, id)
+            .await?
+            .ok_or(ServiceError::NotFound("data subject request"))?;
+        if on == On::Call {
+            telemetry::record_request(&found, self.clock.now());
+        }
+        Ok(found)
+    }
+
+    /// A page of `caller`'s requests, after `after`.
+    pub async fn list_requests(
+        &self,
+        caller: &Caller,
+        filter: &RequestFilter,
+        after: Option<&Cursor>,
+        size: u32,
+    ) -> Result<Listed<DataSubjectRequest>, ServiceError> {
+        let rows = self
+            .store
+            .list_requests(&caller.tenant, filter, after, size + 1)
+            .await?;
+        Ok(Listed::of(rows, size))
+    }
+
+    /// A page of the events of `caller`'s request `id`, after sequence
+    /// `after`. The request must exist for this tenant, even when the page
+    /// is empty.
+    pub async fn list_events(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        after: i64,
+        size: u32,
+    ) -> Result<Listed<RequestEvent>, ServiceError> {
+        self.get_request(caller, id).await?;
+        let rows = self
+            .store
+            .list_events(&caller.tenant, id, after, size + 1)
+            .await?;
+        Ok(Listed::of(rows, size))
+    }
+
+    /// Records the guardian's consent to a minor's request; the request
+    /// enters in progress and fans out.
+    pub async fn record_guardian_consent(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        guardian: Option<RawGuardian>,
+        now: Timestamp,
+    ) -> Result<DataSubjectRequest, ServiceError> {
+        let who = actor(caller);
+        self.change_request(&caller.tenant, id, None, On::Call, now, |r| {
+            let guardian = input::parse_guardian(guardian.clone(), r.received_at, now)?;
+            Ok(r.record_guardian_consent(guardian, &who, now)?)
+        })
+        .await
+    }
+
+    /// Extends the request's deadline once, for `reason`.
+    pub async fn extend_deadline(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<DataSubjectRequest, ServiceError> {
+        let who = actor(caller);
+        self.change_request(&caller.tenant, id, None, On::Call, now, |r| {
+            Ok(r.extend_deadline(reason.clone(), &who, now)?)
+        })
+        .await
+    }
+
+    /// Cancels the request, and its open tasks with it.
+    pub async fn cancel_request(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<DataSubjectRequest, ServiceError> {
+        let who = actor(caller);
+        self.change_request(&caller.tenant, id, None, On::Call, now, |r| {
+            Ok(r.cancel(reason.clone(), &who, now)?)
+        })
+        .await
+    }
+
+    /// Closes the request (completed or refused), and its open tasks with
+    /// it.
+    pub async fn close_request(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        closure: Closure,
+        now: Timestamp,
+    ) -> Result<DataSubjectRequest, ServiceError> {
+        let who = actor(caller);
+        self.change_request(&caller.tenant, id, None, On::Call, now, |r| {
+            Ok(r.close(closure.clone(), &who, now)?)
+        })
+        .await
+    }
+
+    /// The one way a stored request changes: read it (or start from `read`,
+    /// a row the caller has just read), apply `change`, and write it back
+    /// with its effects (event, fan-out, task cancellation) only if it is
+    /// still the version read. Another change in between sends it round
+    /// again, at most [`CONFLICT_RETRIES`] times, so the rule is always
+    /// checked against what is stored. After the commit: watchers hear of
+    /// new tasks, and a request this change closed is timed.
+    pub(super) async fn change_request<F>(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        mut read: Option<DataSubjectRequest>,
+        on: On,
+        now: Timestamp,
+        change: F,
+    ) -> Result<DataSubjectRequest, ServiceError>
+    where
+        F: Fn(&mut DataSubjectRequest) -> Result<NewEvent, ServiceError>,
+    {
+        let mut attempt = 0;
+        loop {
+            let mut request = match read.take() {
+                Some(request) => request,
+                None => self.read_request(tenant, id, on).await?,
+            };
+            if attempt == 0 && on == On::Call {
+                // Later calls about a request lead back to its submission.
+                telemetry::link_request(&request);
+            }
+            let expected = request.version;
+            let was_open = !request.state.is_final();
+            let event = change(&mut request)?;
+            let effects = self.effects_of(&mut request, event, now).await?;
+            match self
+                .store
+                .update_request(&request, expected, &effects)
+                .await
+            {
+                Ok(()) => {
+                    self.announce_tasks(&effects.new_tasks);
+                    if was_open {
+                        self.record_close(&request);
+                    }
+                    if on == On::Call {
+                        telemetry::record_request(&request, now);
+                    }
+                    return Ok(request);
+                }
+                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The SLA watchdog's steps, one page at a time: expire the requests whose
+//! guardian never consented within the window, report the requests and
+//! tasks at risk or breached, purge closed requests past the retention.
+//! Each reads candidates, asks the domain ([`crate::domain::sla`],
+//! [`crate::domain::retention`]), writes, and reports what it wrote (a
+//! span linked to the request's submission, an event, a counter). When to
+//! sweep, and the lease that makes one replica the sweeper, are the
+//! watchdog's.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use jiff::{SignedDuration, Timestamp};
+use uuid::Uuid;
+
+use super::requests::On;
+use super::{AppState, ServiceError};
+use crate::domain::request::DataSubjectRequest;
+use crate::domain::retention;
+use crate::domain::routing::Task;
+use crate::domain::sla::{self, Finding};
+use crate::store::{StoreError, SweepCursor};
+use crate::telemetry::{self, SlaItem};
+
+/// Rows read per page of a sweep.
+pub const PAGE: u32 = 200;
+
+/// What one page of a step did, and where the next page starts (`None`:
+/// this was the last).
+#[derive(Debug)]
+pub struct Swept<T> {
+    pub found: T,
+    pub next: Option<SweepCursor>,
+}
+
+/// Findings recorded, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Findings {
+    pub at_risk: u64,
+    pub breached: u64,
+}
+
+impl Findings {
+    fn add(&mut self, finding: Finding) {
+        match finding {
+            Finding::AtRisk => self.at_risk += 1,
+            Finding::Breached => self.breached += 1,
+        }
+    }
+}
+
+/// The requests of the tasks a sweep looked at, each read once per sweep.
+#[derive(Debug, Default)]
+pub struct SweepRequests(HashMap<Uuid, DataSubjectRequest>);
+
+/// Where the page after `page` starts (after its last row, keyed by
+/// `key`); `None` when `page` was not full, so there is no other.
+fn next_page<T>(page: &[T], key: impl Fn(&T) -> (Timestamp, Uuid)) -> Option<SweepCursor> {
+    match page.last() {
+        Some(last) if page.len() == PAGE as usize => {
+            let (time, id) = key(last);
+            Some(SweepCursor { time, id })
+        }
+        _ => None,
+    }
+}
+
+impl AppState {
+    /// Takes or renews lease `name` for `holder` until `ttl` from now;
+    /// whether `holder` holds it.
+    pub async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: SignedDuration,
+    ) -> Result<bool, ServiceError> {
+        Ok(self
+            .store
+            .acquire_lease(name, holder, self.clock.now(), ttl)
+            .await?)
+    }
+
+    /// Gives lease `name` up, if `holder` holds it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), ServiceError> {
+        Ok(self.store.release_lease(name, holder).await?)
+    }
+
+    /// One page of the requests that waited for a guardian past the consent
+    /// `window`, each moved to expired with its event; counts them.
+    pub async fn expire_consents(
+        &self,
+        window: SignedDuration,
+        now: Timestamp,
+        after: Option<&SweepCursor>,
+    ) -> Result<Swept<u64>, ServiceError> {
+        let received_before = now.saturating_sub(window.abs()).unwrap_or(now);
+        let page = self
+            .store
+            .awaiting_consent_since(received_before, after, PAGE)
+            .await?;
+        let mut expired = 0;
+        for request in &page {
+            if !sla::consent_expired(request, now, window) {
+                continue;
+            }
+            // A request read again after a concurrent change is as old as
+            // it was: still awaiting consent, it is still past the window.
+            let outcome = self
+                .change_request(
+                    &request.controller_id,
+                    request.id,
+                    Some(request.clone()),
+                    On::Sweep,
+                    now,
+                    |r| Ok(r.expire(now)?),
+                )
+                .await;
+            match outcome {
+                Ok(changed) => {
+                    expired += 1;
+                    self.metrics.request_expired();
+                    report_request(&changed, None, now);
+                }
+                // The consent arrived (or the request closed) meanwhile;
+                // or it kept changing: decided again at the next sweep.
+                Err(
+                    ServiceError::FailedPrecondition { .. }
+                    | ServiceError::NotFound(_)
+                    | ServiceError::Store(StoreError::Conflict),
+                ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Swept {
+            found: expired,
+            next: next_page(&page, |r| (r.received_at, r.id)),
+        })
+    }
+
+    /// One page of the open requests due within `at_risk`: each at risk of
+    /// missing its deadline, or past it, is reported once.
+    pub async fn request_findings(
+        &self,
+        at_risk: SignedDuration,
+        now: Timestamp,
+        after: Option<&SweepCursor>,
+    ) -> Result<Swept<Findings>, ServiceError> {
+        let due_by = now.saturating_add(at_risk.abs()).unwrap_or(Timestamp::MAX);
+        let page = self.store.sla_requests(due_by, after, PAGE).await?;
+        let mut found = Findings::default();
+        for request in &page {
+            let Some(finding) = sla::request_finding(request.due_time, request.sla, now, at_risk)
+            else {
+                continue;
+            };
+            if !self
+                .store
+                .record_request_finding(request, finding, now)
+                .await?
+            {
+                continue;
+            }
+            found.add(finding);
+            self.count(finding, SlaItem::Request);
+            report_request(request, Some(finding), now);
+        }
+        Ok(Swept {
+            found,
+            next: next_page(&page, |r| (r.due_time, r.id)),
+        })
+    }
+
+    /// One page of the open tasks due within the widest horizon `hours`
+    /// working hours can reach: each at risk of missing its due time (in
+    /// working hours on the controller's calendar), or past it, is reported
+    /// once. `requests` keeps the tasks' requests across the sweep's pages.
+    pub async fn task_findings(
+        &self,
+        hours: u32,
+        now: Timestamp,
+        after: Option<&SweepCursor>,
+        requests: &mut SweepRequests,
+    ) -> Result<Swept<Findings>, ServiceError> {
+        let due_by = sla::task_scan_horizon(now, hours);
+        let page = self.store.sla_tasks(due_by, after, PAGE).await?;
+        let mut found = Findings::default();
+        for task in &page {
+            let Some(request) = self.request_of(requests, task).await? else {
+                continue;
+            };
+            let calendar =
+                self.work_calendar(&request.controller_id, &request.subject.jurisdiction);
+            let Some(finding) = sla::task_finding(calendar, task.due_time, task.sla, now, hours)
+            else {
+                continue;
+            };
+            if !self.store.record_task_finding(task, finding, now).await? {
+                continue;
+            }
+            found.add(finding);
+            self.count(finding, SlaItem::Task);
+            report_task(request, task, finding, now);
+        }
+        Ok(Swept {
+            found,
+            next: next_page(&page, |r| (r.due_time, r.id)),
+        })
+    }
+
+    /// One page of the requests closed `retention` ago or longer, each
+    /// purged of its personal data with its `purged` event; counts them.
+    pub async fn purge_past_retention(
+        &self,
+        retention: SignedDuration,
+        now: Timestamp,
+        after: Option<&SweepCursor>,
+    ) -> Result<Swept<u64>, ServiceError> {
+        let closed_by = retention::closed_by(now, retention);
+        let page = self.store.purge_due(closed_by, after, PAGE).await?;
+        let mut purged = 0;
+        for request in &page {
+            if retention::purge_due(request, retention, now)
+                && self.store.purge_request(request, now).await?
+            {
+                purged += 1;
+            }
+        }
+        Ok(Swept {
+            found: purged,
+            next: next_page(&page, |r| (r.close_time.unwrap_or(closed_by), r.id)),
+        })
+    }
+
+    /// The request of `task`, read once per sweep.
+    async fn request_of<'a>(
+        &self,
+        cache: &'a mut SweepRequests,
+        task: &Task,
+    ) -> Result<Option<&'a DataSubjectRequest>, StoreError> {
+        match cache.0.entry(task.request) {
+            Entry::Occupied(known) => Ok(Some(known.into_mut())),
+            Entry::Vacant(slot) => Ok(self
+                .store
+                .get_request(&task.controller_id, task.request)
+                .await?
+                // The foreign key makes `None` impossible; skip rather
+                // than stop.
+                .map(|request| &*slot.insert(request))),
+        }
+    }
+
+    fn count(&self, finding: Finding, item: SlaItem) {
+        match finding {
+            Finding::AtRisk => self.metrics.sla_at_risk(item),
+            Finding::Breached => self.metrics.sla_breached(item),
+        }
+    }
+}
+
+/// A span for one finding about `request`, linked to the call that
+/// submitted it, with the `dsr.*` attributes and one event: `finding`, or
+/// the expiry when `None`.
+fn report_request(request: &DataSubjectRequest, finding: Option<Finding>, now: Timestamp) {
+    finding_span(finding, SlaItem::Request).in_scope(|| {
+        telemetry::record_request(request, now);
+        telemetry::link_request(request);
+        emit(finding, request, None);
+    });
+}
+
+/// A span for one finding about `task` of `request`, linked to the call
+/// that submitted the request, with the `dsr.*` and `dsr.task.*`
+/// attributes and the finding's event.
+fn report_task(request: &DataSubjectRequest, task: &Task, finding: Finding, now: Timestamp) {
+    finding_span(Some(finding), SlaItem::Task).in_scope(|| {
+        telemetry::record_request(request, now);
+        telemetry::record_task(task);
+        telemetry::link_request(request);
+        emit(Some(finding), request, Some(task));
+    });
+}
+
+fn finding_span(finding: Option<Finding>, item: SlaItem) -> tracing::Span {
+    tracing::info_span!(
+        "dsr.sla.finding",
+        dsr.sla.finding = finding.map_or("consent_expired", Finding::as_str),
+        dsr.sla.item = item.as_str(),
+    )
+}
+
+/// The span event (and log line) of a finding, named after it. No message:
+/// the OpenTelemetry layer would name the event after it.
+fn emit(finding: Option<Finding>, request: &DataSubjectRequest, task: Option<&Task>) {
+    let name = tracing::field::display(request.name());
+    let due = tracing::field::display(request.due_time);
+    let task_name = task.map(|t| tracing::field::display(t.name()));
+    let task_due = task.map(|t| tracing::field::display(t.due_time));
+    match finding {
+        Some(Finding::AtRisk) => tracing::event!(
+            name: "dsr.sla.at_risk",
+            tracing::Level::WARN,
+            dsr.sla.finding = "at_risk",
+            dsr.name = name,
+            dsr.due_time = due,
+            dsr.task.name = task_name,
+            dsr.task.due_time = task_due,
+        ),
+        Some(Finding::Breached) => tracing::event!(
+            name: "dsr.sla.breached",
+            tracing::Level::WARN,
+            dsr.sla.finding = "breached",
+            dsr.name = name,
+            dsr.due_time = due,
+            dsr.task.name = task_name,
+            dsr.task.due_time = task_due,
+        ),
+        None => tracing::event!(
+            name: "dsr.sla.consent_expired",
+            tracing::Level::INFO,
+            dsr.sla.finding = "consent_expired",
+            dsr.name = name,
+            dsr.due_time = due,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_page_continues_after_its_last_row_and_a_short_one_ends() {
+        let rows: Vec<(Timestamp, Uuid)> = (0..PAGE)
+            .map(|i| {
+                (
+                    Timestamp::from_second(i64::from(i)).unwrap(),
+                    Uuid::from_u128(u128::from(i)),
+                )
+            })
+            .collect();
+        let next = next_page(&rows, |r| *r).expect("a full page has a next");
+        assert_eq!((next.time, next.id), rows[rows.len() - 1]);
+        assert!(next_page(&rows[..rows.len() - 1], |r| *r).is_none());
+        assert!(next_page::<(Timestamp, Uuid)>(&[], |r| *r).is_none());
+    }
+}
