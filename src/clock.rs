@@ -27,7 +27,7 @@ impl Clock for SystemClock {
 /// through this before building a request or an event from a clock with
 /// finer precision, so that what a call returns equals what a later read
 /// returns. Here, below the store, so the clock needs nothing above it;
-/// `store::to_stored_precision` is the same rule.
+/// the store re-exports it.
 pub fn to_stored_precision(t: Timestamp) -> Timestamp {
     // Cannot fail: the microseconds of a valid timestamp are a valid one.
     Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)

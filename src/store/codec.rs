@@ -18,7 +18,6 @@ use super::audit::{self, AuditTrail, EventFields, StoredEvent};
 use super::crypt::DataKey;
 use super::steps::Chained;
 use super::{Cursor, Lease, StoreError, SweepCursor};
-use crate::auth::revocation::{Revocation, RevocationTarget};
 use crate::domain::jurisdiction::{Country, Jurisdiction, Regime};
 use crate::domain::pii::{DateOfBirth, Email, PersonName};
 use crate::domain::request::{
@@ -26,6 +25,7 @@ use crate::domain::request::{
     GuardianIdentity, GuardianRelationship, NewEvent, Outcome, Personal, RefusalReason,
     RequestEvent, RequestType, State, Subject, SubjectData, TraceOrigin,
 };
+use crate::domain::revocation::{Revocation, RevocationTarget};
 use crate::domain::routing::{Processor, Route, Task, TaskOutcome, TaskState, TaskView};
 use crate::domain::sla::SlaMarks;
 

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
-use crate::auth::revocation::{NewRevocation, Revocation};
 use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent, RequestType, State};
+use crate::domain::revocation::{NewRevocation, Revocation};
 use crate::domain::routing::{Completion, Processor, Route, Task, TaskError, TaskState, TaskView};
 use crate::domain::sla::Finding;
 
@@ -28,6 +28,7 @@ mod sql_store;
 mod sqlite;
 mod steps;
 
+pub use crate::clock::to_stored_precision;
 pub use audit::{AuditKey, AuditTrail};
 pub use crypt::DataKey;
 pub use group::{GroupCommitConfig, GroupCommitter, Inserted};
@@ -534,16 +535,6 @@ impl StoreConfig {
             )),
         }
     }
-}
-
-/// `t` as the store keeps it: times are stored as whole microseconds since
-/// the Unix epoch, so anything finer is dropped (towards zero). Pass times
-/// through this before building a request or an event from a clock with
-/// finer precision, so that what a call returns equals what a later read
-/// returns.
-pub fn to_stored_precision(t: Timestamp) -> Timestamp {
-    // Cannot fail: the microseconds of a valid timestamp are a valid one.
-    Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)
 }
 
 /// Connects to the configured backend. With `migrate`, applies pending

@@ -60,8 +60,8 @@ use super::{
     Created, Cursor, Deleted, Effects, InsertOutcome, Lease, RequestFilter, RouteFilter, Store,
     StoreConfig, StoreError, SweepCursor, TaskOp, TaskOpResult, error, sql,
 };
-use crate::auth::revocation::{NewRevocation, Revocation};
 use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent, State};
+use crate::domain::revocation::{NewRevocation, Revocation};
 use crate::domain::routing::{Processor, Route, Task, TaskState, TaskView};
 use crate::domain::sla::{Finding, SlaMarks};
 
