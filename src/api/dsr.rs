@@ -211,6 +211,11 @@ impl DsrService {
                 self.state
                     .metrics
                     .request_submitted(request.request_type, request.regime);
+                telemetry::check_deadline_holidays(
+                    &self.state.metrics,
+                    &request.subject.jurisdiction,
+                    request.due_time,
+                );
                 telemetry::record_request(&request, now);
                 Ok(v1::SubmitDataSubjectRequestResponse {
                     data_subject_request: Some(request_to_proto(&request)),
@@ -356,6 +361,11 @@ impl DataSubjectRequestService for DsrService {
                 Ok(r.extend_deadline(reason.clone(), &who, now)?)
             })
             .await?;
+        telemetry::check_deadline_holidays(
+            &self.state.metrics,
+            &updated.subject.jurisdiction,
+            updated.due_time,
+        );
         Ok(Response::new(v1::ExtendDeadlineResponse {
             data_subject_request: Some(request_to_proto(&updated)),
         }))
