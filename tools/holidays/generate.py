@@ -44,7 +44,8 @@ def main() -> None:
     out.write(
         "# National public holidays, an independent reference for src/domain/holidays.rs.\n"
         f"# Source: the Python package `holidays` {holidays.__version__} (PyPI).\n"
-        "# Command: python tools/holidays/generate.py > tests/fixtures/holidays_reference.csv\n"
+        f"# Command: pip install holidays=={holidays.__version__}; then\n"
+        "#   python tools/holidays/generate.py > tests/fixtures/holidays_reference.csv\n"
         f"# Generated: {datetime.date.today().isoformat()}\n"
         f"# Years: {FIRST_YEAR} to {LAST_YEAR}.\n"
         f"# Options: categories={list(CATEGORIES)}; no subdivision (national holidays\n"
