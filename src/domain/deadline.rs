@@ -17,6 +17,10 @@
 //!   only make us late.
 //! * Working days are Monday to Friday minus national holidays, for every
 //!   country (including those with another weekend), see [`super::holidays`].
+//! * Holiday rules are checked against an independent table only up to
+//!   [`holidays::VERIFIED_THROUGH`]; a deadline that needed a later year's
+//!   holidays says so in [`Deadline::beyond_verified_holidays`], so that the
+//!   caller can warn (this module does no I/O).
 //! * Results that would fall beyond jiff's range (year 9999) saturate at
 //!   [`Date::MAX`] / [`Timestamp::MAX`]; no real request gets near it, and it
 //!   keeps these functions total.
@@ -25,6 +29,7 @@ use jiff::civil::{Date, Time};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Span, Timestamp};
 
+use super::holidays;
 use super::jurisdiction::{Jurisdiction, Regime};
 
 /// The end of a response period.
@@ -36,41 +41,73 @@ pub struct Deadline {
     /// of the next local day minus 1 µs (so 23 or 25 hours after the start of
     /// `date` on DST days).
     pub due_time: Timestamp,
+    /// Whether finding `date` looked up the national holidays of a year
+    /// after [`holidays::VERIFIED_THROUGH`]: true for a period that rolls
+    /// past non-working days (GDPR), in a country with holiday rules, ending
+    /// after that year. The date is still the one the rules give, but no one
+    /// has checked those rules for that year, so a holiday created or moved
+    /// since may be missing: time to review the tables.
+    pub beyond_verified_holidays: bool,
 }
 
 impl Deadline {
-    const SATURATED: Deadline = Deadline {
-        date: Date::MAX,
-        due_time: Timestamp::MAX,
-    };
+    const fn saturated(beyond_verified_holidays: bool) -> Deadline {
+        Deadline {
+            date: Date::MAX,
+            due_time: Timestamp::MAX,
+            beyond_verified_holidays,
+        }
+    }
 }
 
 /// The deadline for answering a request received at `received_at`:
 /// GDPR one month (rolled to a working day), CCPA 45 calendar days,
 /// LGPD 15 calendar days.
 pub fn statutory_deadline(j: &Jurisdiction, received_at: Timestamp) -> Deadline {
-    let period = match j.regime() {
+    statutory_period(j.regime()).deadline(j, received_at)
+}
+
+fn statutory_period(regime: Regime) -> Period {
+    match regime {
         // GDPR Art. 12(3): "within one month of receipt of the request".
         Regime::Gdpr => Period::months(1).rolled(),
         // Cal. Civ. Code § 1798.130(a)(2): "within 45 days of receiving".
         Regime::Ccpa => Period::days(45),
         // LGPD Art. 19(II): "within 15 days from the date of the request".
         Regime::Lgpd => Period::days(15),
-    };
-    period.deadline(j, received_at)
+    }
 }
 
 /// The deadline once the controller has extended it, counted from receipt:
 /// GDPR three months (one plus "two further months", rolled), CCPA 90
 /// calendar days (45 plus "an additional 45 days"), LGPD none.
 pub fn extended_deadline(j: &Jurisdiction, received_at: Timestamp) -> Option<Deadline> {
-    let period = match j.regime() {
-        Regime::Gdpr => Period::months(3).rolled(),
-        Regime::Ccpa => Period::days(90),
+    extended_period(j.regime()).map(|period| period.deadline(j, received_at))
+}
+
+fn extended_period(regime: Regime) -> Option<Period> {
+    match regime {
+        Regime::Gdpr => Some(Period::months(3).rolled()),
+        Regime::Ccpa => Some(Period::days(90)),
         // The LGPD provides no extension.
-        Regime::Lgpd => return None,
-    };
-    Some(period.deadline(j, received_at))
+        Regime::Lgpd => None,
+    }
+}
+
+/// [`Deadline::beyond_verified_holidays`] for a deadline known only by its
+/// due time, such as a stored request's statutory or extended deadline
+/// (both periods of a regime roll alike).
+pub fn beyond_verified_holidays(j: &Jurisdiction, due_time: Timestamp) -> bool {
+    let rolled = statutory_period(j.regime()).rolled;
+    consults_unverified_holidays(j, rolled, j.local_date(due_time))
+}
+
+/// Whether settling a period on `last_day` looked up holidays past
+/// [`holidays::VERIFIED_THROUGH`]. A rolled period looks at each day from
+/// its nominal end to `last_day`, so `last_day` is the latest it saw; an
+/// unrolled one looks at none.
+fn consults_unverified_holidays(j: &Jurisdiction, rolled: bool, last_day: Date) -> bool {
+    rolled && holidays::covers(j.country()) && !holidays::verified(last_day)
 }
 
 /// `start` plus `hours` working hours: the earliest instant by which that
@@ -172,7 +209,9 @@ impl Period {
         };
         nominal
             .and_then(|date| settle(j, &tz, date, self.rolled))
-            .unwrap_or(Deadline::SATURATED)
+            .unwrap_or_else(|| {
+                Deadline::saturated(consults_unverified_holidays(j, self.rolled, Date::MAX))
+            })
     }
 }
 
@@ -199,7 +238,11 @@ fn settle(j: &Jurisdiction, tz: &TimeZone, mut date: Date, rolled: bool) -> Opti
             .checked_sub(SignedDuration::from_micros(1))
             .ok()?;
         if tz.to_datetime(due_time).date() == date {
-            return Some(Deadline { date, due_time });
+            return Some(Deadline {
+                date,
+                due_time,
+                beyond_verified_holidays: consults_unverified_holidays(j, rolled, date),
+            });
         }
         // The date never appeared on this zone's clocks (Samoa skipped
         // 30 December 2011), so the period ends with the next day that did.
@@ -320,6 +363,79 @@ mod tests {
         assert_eq!(due_date(&de, date(2026, 2, 1)), date(2026, 3, 2));
         assert_eq!(due_date(&de, date(2026, 2, 2)), date(2026, 3, 2));
         assert_eq!(due_date(&de, date(2026, 2, 3)), date(2026, 3, 3));
+    }
+
+    #[test]
+    fn deadlines_past_the_verified_holidays_say_so() {
+        let last = holidays::VERIFIED_THROUGH;
+        let de = jurisdiction("DE", "");
+        let noon = |j: &Jurisdiction, y, m, d| local(j, date(y, m, d).at(12, 0, 0, 0));
+        let inside = statutory_deadline(&de, noon(&de, last, 11, 15));
+        assert_eq!(inside.date.year(), last);
+        assert!(!inside.beyond_verified_holidays);
+        let past = statutory_deadline(&de, noon(&de, last, 12, 15));
+        assert_eq!(past.date.year(), last + 1);
+        assert!(past.beyond_verified_holidays);
+        // The extension of a request received in a verified year can end
+        // past it.
+        let extended = extended_deadline(&de, noon(&de, last, 11, 15)).expect("GDPR extends");
+        assert!(extended.beyond_verified_holidays);
+        // Calendar-day periods look up no holidays at all.
+        let ca = jurisdiction("US", "US-CA");
+        let ccpa = statutory_deadline(&ca, noon(&ca, last + 5, 1, 10));
+        assert!(!ccpa.beyond_verified_holidays);
+        let br = jurisdiction("BR", "");
+        assert!(!statutory_deadline(&br, noon(&br, last + 5, 1, 10)).beyond_verified_holidays);
+        // A country without holiday rules has nothing to verify.
+        let jp = jurisdiction("JP", "");
+        assert!(holidays::covers(de.country()) && !holidays::covers(jp.country()));
+        assert!(!statutory_deadline(&jp, noon(&jp, last + 5, 1, 10)).beyond_verified_holidays);
+    }
+
+    #[test]
+    fn the_stored_due_time_tells_the_same_as_the_computed_deadline() {
+        for regime in [Regime::Gdpr, Regime::Ccpa, Regime::Lgpd] {
+            if let Some(extended) = extended_period(regime) {
+                assert_eq!(
+                    extended.rolled,
+                    statutory_period(regime).rolled,
+                    "{regime:?}"
+                );
+            }
+        }
+        let last = holidays::VERIFIED_THROUGH;
+        let mut countries: Vec<Jurisdiction> =
+            GDPR_COUNTRIES.iter().map(|c| jurisdiction(c, "")).collect();
+        countries.extend([
+            jurisdiction("US", "US-CA"),
+            jurisdiction("BR", ""),
+            jurisdiction("JP", ""),
+        ]);
+        for j in &countries {
+            let mut day = date(last, 8, 1);
+            while day <= date(last + 1, 1, 31) {
+                let received = local(j, day.at(12, 0, 0, 0));
+                let deadlines = [
+                    Some(statutory_deadline(j, received)),
+                    extended_deadline(j, received),
+                ];
+                for deadline in deadlines.into_iter().flatten() {
+                    assert_eq!(
+                        beyond_verified_holidays(j, deadline.due_time),
+                        deadline.beyond_verified_holidays,
+                        "{j:?} {day}"
+                    );
+                    assert_eq!(
+                        deadline.beyond_verified_holidays,
+                        j.regime() == Regime::Gdpr
+                            && holidays::covers(j.country())
+                            && deadline.date.year() > last,
+                        "{j:?} {day}"
+                    );
+                }
+                day = day.tomorrow().expect("in range");
+            }
+        }
     }
 
     #[test]
@@ -498,7 +614,7 @@ mod tests {
     fn far_future_saturates() {
         let de = jurisdiction("DE", "");
         let t = utc(date(9999, 12, 20).at(0, 0, 0, 0));
-        assert_eq!(statutory_deadline(&de, t), Deadline::SATURATED);
+        assert_eq!(statutory_deadline(&de, t), Deadline::saturated(true));
         assert_eq!(add_working_hours(&de, t, u32::MAX), Timestamp::MAX);
     }
 

@@ -23,11 +23,43 @@
 //!
 //! Rules carry the years they applied in where a change is known; otherwise
 //! they apply to every year.
+//!
+//! Holidays change by law, often with a year's notice or less, and a rule
+//! table cannot know it. So the tables are compared with an independent
+//! dataset (`tests/fixtures/holidays_reference.csv`, made by
+//! `tools/holidays/generate.py`) for every year up to [`VERIFIED_THROUGH`];
+//! past that year the rules are an extrapolation, which [`verified`] lets
+//! callers notice.
 
 use jiff::Span;
 use jiff::civil::{Date, Weekday};
 
 use super::jurisdiction::Country;
+
+/// The last year whose holidays were checked, for every covered country,
+/// against the independent reference table: the test
+/// `rules_match_the_reference_table` compares every weekday from 2020 to
+/// this year. A date after it is computed by rules nobody has checked for
+/// that year (a holiday added or moved by a later law would be missed).
+///
+/// Moving it is a review, not an edit: regenerate the reference with
+/// `tools/holidays/generate.py` for the new range, run the test, and fix
+/// the rules or the reviewed list of known differences.
+pub const VERIFIED_THROUGH: i16 = 2030;
+
+/// Whether the holidays of `date`'s year were checked against the
+/// reference (see [`VERIFIED_THROUGH`]). Years before the reference begins
+/// count as verified: they lie in the past, where the rules were written
+/// against the law as it stood.
+pub fn verified(date: Date) -> bool {
+    date.year() <= VERIFIED_THROUGH
+}
+
+/// Whether there are holiday rules for `country` (see the module's list of
+/// covered countries); elsewhere only weekends are non-working.
+pub fn covers(country: Country) -> bool {
+    !rules_for(country).is_empty()
+}
 
 /// Whether `date` is a national public holiday (or the substitute day for
 /// one) in `country`.
@@ -527,7 +559,12 @@ const GR: &[Holiday] = &[
     fixed(3, 25, "Independence Day"),
     ORTHODOX_GOOD_FRIDAY,
     ORTHODOX_EASTER_MONDAY,
-    LABOUR_DAY,
+    // Moved by decision of the labour minister (law 4468/2017 art. 14) when
+    // it falls on a Sunday or in Holy Week; each move is listed once made.
+    LABOUR_DAY.suspended(2024, 2024),
+    fixed(5, 4, "Labour Day").only(2021),
+    fixed(5, 2, "Labour Day").only(2022),
+    fixed(5, 7, "Labour Day").only(2024),
     ORTHODOX_WHIT_MONDAY,
     ASSUMPTION,
     fixed(10, 28, "Ochi Day"),
@@ -563,6 +600,8 @@ const HU: &[Holiday] = &[
     fixed(8, 20, "State Foundation Day"),
     fixed(10, 23, "National Day"),
     ALL_SAINTS,
+    // Act LXXII of 2026.
+    CHRISTMAS_EVE.from(2026),
     CHRISTMAS,
     SECOND_CHRISTMAS,
 ];
@@ -675,6 +714,11 @@ const LV: &[Holiday] = &[
     fixed(5, 4, "Restoration of Independence Day").substituted(),
     fixed(6, 23, "Midsummer Eve"),
     fixed(6, 24, "Midsummer Day"),
+    // Declared by law for the ice hockey team's world championship medal.
+    fixed(5, 29, "Ice Hockey Bronze Medal Day").only(2023),
+    // The closing day of the Song and Dance Celebration is a holiday in the
+    // years it is held; its date is set each time, so it is listed once known.
+    fixed(7, 10, "Song and Dance Celebration Closing Day").only(2023),
     fixed(11, 18, "Proclamation Day").substituted(),
     CHRISTMAS_EVE,
     CHRISTMAS,
@@ -802,6 +846,8 @@ const SI: &[Holiday] = &[
     LABOUR_DAY,
     fixed(5, 2, "Labour Day (second day)"),
     fixed(6, 25, "Statehood Day"),
+    // A work-free day declared after the floods of August 2023.
+    fixed(8, 14, "Solidarity Day").only(2023),
     ASSUMPTION,
     fixed(10, 31, "Reformation Day"),
     ALL_SAINTS,
@@ -1030,6 +1076,253 @@ mod tests {
 
     fn holiday(code: &str, y: i16, m: i8, d: i8) -> Option<&'static str> {
         public_holiday(country(code), date(y, m, d))
+    }
+
+    /// The independent reference, see [`VERIFIED_THROUGH`].
+    const REFERENCE: &str = include_str!("../../tests/fixtures/holidays_reference.csv");
+    /// The first year in the reference table.
+    const REFERENCE_FROM: i16 = 2020;
+
+    /// Which side of the comparison has a holiday the other lacks.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum OnlyIn {
+        Rules,
+        Reference,
+    }
+
+    /// The weekday holidays a known difference covers.
+    #[derive(Debug, Clone, Copy)]
+    enum Days {
+        /// These dates (ISO 8601).
+        Dates(&'static [&'static str]),
+        /// Every date the side that has it calls by this name.
+        Named(&'static str),
+    }
+
+    /// A reviewed, deliberate disagreement with the reference.
+    struct KnownDifference {
+        country: &'static str,
+        only_in: OnlyIn,
+        days: Days,
+        /// One line, for the reviewer.
+        reason: &'static str,
+    }
+
+    const fn known(
+        country: &'static str,
+        only_in: OnlyIn,
+        days: Days,
+        reason: &'static str,
+    ) -> KnownDifference {
+        KnownDifference {
+            country,
+            only_in,
+            days,
+            reason,
+        }
+    }
+
+    /// Every weekday on which the rules and the reference disagree from 2020
+    /// to [`VERIFIED_THROUGH`], and why. Keep it short: a difference that is
+    /// a mistake in the rules is fixed there, not listed here.
+    const KNOWN_DIFFERENCES: &[KnownDifference] = &[
+        known(
+            "BG",
+            OnlyIn::Reference,
+            Days::Dates(&["2025-12-31", "2026-01-02"]),
+            "non-working days by government resolution (808/2025), not holidays; ad-hoc days are left out",
+        ),
+        known(
+            "GR",
+            OnlyIn::Reference,
+            Days::Dates(&["2027-05-04"]),
+            "the reference predicts the ministerial move of Labour Day 2027 (Holy Saturday); not decided yet",
+        ),
+        known(
+            "HU",
+            OnlyIn::Reference,
+            Days::Dates(&[
+                "2020-08-21",
+                "2020-12-24",
+                "2021-12-24",
+                "2022-03-14",
+                "2022-10-31",
+                "2024-08-19",
+                "2024-12-24",
+                "2024-12-27",
+                "2025-05-02",
+                "2025-10-24",
+                "2025-12-24",
+                "2026-01-02",
+                "2026-08-21",
+            ]),
+            "bridge days traded for a worked Saturday by ministerial decree, not holidays; left out",
+        ),
+        known(
+            "LV",
+            OnlyIn::Reference,
+            Days::Dates(&[
+                "2020-06-22",
+                "2021-05-03",
+                "2021-06-25",
+                "2021-11-19",
+                "2023-05-05",
+                "2024-12-23",
+                "2024-12-30",
+                "2025-05-02",
+                "2025-11-17",
+                "2026-01-02",
+                "2026-06-22",
+            ]),
+            "bridge days traded for a worked Saturday by cabinet order, not holidays; left out",
+        ),
+        known(
+            "NL",
+            OnlyIn::Rules,
+            Days::Named("Liberation Day"),
+            "Algemene termijnenwet art. 3(1) lists 5 May every year; the reference keeps only lustrum years",
+        ),
+        known(
+            "SE",
+            OnlyIn::Rules,
+            Days::Named("Midsummer Eve"),
+            "the time-limit act (1930:173) counts the eve as a holiday; it is not a public holiday",
+        ),
+        known(
+            "SE",
+            OnlyIn::Rules,
+            Days::Named("Christmas Eve"),
+            "the time-limit act (1930:173) counts the eve as a holiday; it is not a public holiday",
+        ),
+        known(
+            "SE",
+            OnlyIn::Rules,
+            Days::Named("New Year's Eve"),
+            "the time-limit act (1930:173) counts the eve as a holiday; it is not a public holiday",
+        ),
+    ];
+
+    /// One line of the reference: country, date, name.
+    fn reference() -> Vec<(Country, Date, &'static str)> {
+        REFERENCE
+            .lines()
+            .filter(|line| !line.starts_with('#') && *line != "country,date,name")
+            .map(|line| {
+                let mut fields = line.splitn(3, ',');
+                let code = fields.next().expect("country");
+                let day: Date = fields.next().expect("date").parse().expect("ISO date");
+                (country(code), day, fields.next().expect("name"))
+            })
+            .collect()
+    }
+
+    /// The known difference that explains `day` being a holiday named
+    /// `name` only on the `only_in` side, if any.
+    fn explained(country: Country, day: Date, name: &str, only_in: OnlyIn) -> Option<usize> {
+        KNOWN_DIFFERENCES.iter().position(|known| {
+            known.country == country.code()
+                && known.only_in == only_in
+                && match known.days {
+                    Days::Dates(dates) => dates.iter().any(|d| *d == day.to_string()),
+                    Days::Named(named) => named == name,
+                }
+        })
+    }
+
+    #[test]
+    fn rules_match_the_reference_table() {
+        let reference = reference();
+        let covered: Vec<Country> = Country::all().filter(|c| covers(*c)).collect();
+        let mut used = vec![false; KNOWN_DIFFERENCES.len()];
+        let mut unexplained = Vec::new();
+        let mut compare = |country: Country, day: Date, ours, theirs| {
+            let (name, only_in) = match (ours, theirs) {
+                (Some(name), None) => (name, OnlyIn::Rules),
+                (None, Some(name)) => (name, OnlyIn::Reference),
+                _ => return,
+            };
+            match explained(country, day, name, only_in) {
+                Some(index) => used[index] = true,
+                None => unexplained.push(format!("{country} {day} {name:?} only in {only_in:?}")),
+            }
+        };
+        for &country in &covered {
+            let theirs: Vec<(Date, &str)> = reference
+                .iter()
+                .filter(|(c, _, _)| *c == country)
+                .map(|(_, day, name)| (*day, *name))
+                .collect();
+            assert!(
+                !theirs.is_empty(),
+                "{country} is missing from the reference"
+            );
+            let mut day = date(REFERENCE_FROM, 1, 1);
+            while day.year() <= VERIFIED_THROUGH {
+                if !is_weekend(day) {
+                    let their = theirs.iter().find(|(d, _)| *d == day).map(|(_, n)| *n);
+                    compare(country, day, public_holiday(country, day), their);
+                }
+                day = day.tomorrow().expect("in range");
+            }
+        }
+        assert!(
+            unexplained.is_empty(),
+            "the rules and the reference disagree; fix the rule or, if the rule is right, add a reviewed known difference:\n{}",
+            unexplained.join("\n")
+        );
+        // A known difference that no longer occurs must go, so that the list
+        // stays a list of what is true.
+        let stale: Vec<String> = KNOWN_DIFFERENCES
+            .iter()
+            .zip(&used)
+            .filter(|(_, used)| !**used)
+            .map(|(known, _)| format!("{} {:?} {:?}", known.country, known.only_in, known.days))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "known differences that no longer occur: {stale:?}"
+        );
+        // Every covered country and nothing else is in the reference.
+        for (c, _, _) in &reference {
+            assert!(
+                covered.contains(c),
+                "{c} has no rules but is in the reference"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reference_spans_the_verified_years() {
+        let years: Vec<i16> = reference().iter().map(|(_, day, _)| day.year()).collect();
+        assert_eq!(years.iter().min(), Some(&REFERENCE_FROM));
+        assert_eq!(years.iter().max(), Some(&VERIFIED_THROUGH));
+        // Each listed date of a known difference lies in the compared range
+        // and on a weekday, or it could never match.
+        for known in KNOWN_DIFFERENCES {
+            assert!(
+                !known.reason.is_empty() && !known.reason.contains('\n'),
+                "{} needs a one-line reason",
+                known.country
+            );
+            if let Days::Dates(dates) = known.days {
+                for text in dates {
+                    let day: Date = text.parse().expect("ISO date");
+                    assert!(
+                        (REFERENCE_FROM..=VERIFIED_THROUGH).contains(&day.year()),
+                        "{text}"
+                    );
+                    assert!(!is_weekend(day), "{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn verified_ends_with_the_verified_year() {
+        assert!(verified(date(2020, 1, 1)));
+        assert!(verified(date(1990, 6, 1)));
+        assert!(verified(date(VERIFIED_THROUGH, 12, 31)));
+        assert!(!verified(date(VERIFIED_THROUGH + 1, 1, 1)));
     }
 
     #[test]
@@ -1261,6 +1554,10 @@ mod tests {
         assert_eq!(holiday("GR", 2026, 6, 1), Some("Whit Monday"));
         assert_eq!(holiday("RO", 2026, 6, 1), Some("Children's Day"));
         assert_eq!(holiday("CY", 2025, 3, 3), Some("Green Monday"));
+        // Labour Day 2024 fell in Holy Week and was moved after Easter.
+        assert_eq!(holiday("GR", 2024, 5, 1), None);
+        assert_eq!(holiday("GR", 2024, 5, 7), Some("Labour Day"));
+        assert_eq!(holiday("GR", 2022, 5, 2), Some("Labour Day"));
         // Western Easter Monday 2026 is a normal day in Greece.
         assert_eq!(holiday("GR", 2026, 4, 6), None);
     }
@@ -1288,6 +1585,7 @@ mod tests {
             ("FI", 2026, 6, 19, "Midsummer Eve"),
             ("HR", 2026, 5, 30, "Statehood Day"),
             ("HU", 2026, 10, 23, "National Day"),
+            ("HU", 2026, 12, 24, "Christmas Eve"),
             ("IS", 2026, 4, 23, "First Day of Summer"),
             ("IT", 2027, 10, 4, "St Francis of Assisi"),
             ("LI", 2026, 3, 19, "St Joseph's Day"),
@@ -1311,6 +1609,7 @@ mod tests {
             assert_eq!(holiday(code, y, m, d), Some(name), "{code} {y}-{m}-{d}");
         }
         assert_eq!(holiday("DK", 2024, 4, 26), None);
+        assert_eq!(holiday("HU", 2025, 12, 24), None);
         assert_eq!(holiday("PT", 2014, 6, 19), None);
         assert_eq!(holiday("SK", 2026, 5, 8), None);
         assert_eq!(

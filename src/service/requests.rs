@@ -133,6 +133,11 @@ impl AppState {
                 self.announce_tasks(&effects.new_tasks);
                 self.metrics
                     .request_submitted(request.request_type, request.regime);
+                telemetry::check_deadline_holidays(
+                    &self.metrics,
+                    &request.subject.jurisdiction,
+                    request.due_time,
+                );
                 telemetry::record_request(&request, now);
                 Ok(Submitted {
                     request,
@@ -238,10 +243,17 @@ impl AppState {
         now: Timestamp,
     ) -> Result<DataSubjectRequest, ServiceError> {
         let who = actor(caller);
-        self.change_request(&caller.tenant, id, None, On::Call, now, |r| {
-            Ok(r.extend_deadline(reason.clone(), &who, now)?)
-        })
-        .await
+        let updated = self
+            .change_request(&caller.tenant, id, None, On::Call, now, |r| {
+                Ok(r.extend_deadline(reason.clone(), &who, now)?)
+            })
+            .await?;
+        telemetry::check_deadline_holidays(
+            &self.metrics,
+            &updated.subject.jurisdiction,
+            updated.due_time,
+        );
+        Ok(updated)
     }
 
     /// Cancels the request, and its open tasks with it.

@@ -10,6 +10,7 @@
 //! | `gdpr.dsr.expired` | counter | — | `gdpr_dsr_expired_total` |
 //! | `gdpr.dsr.purged` | counter | — | `gdpr_dsr_purged_total` |
 //! | `gdpr.dsr.time_to_close` | histogram, share of the time allowed | `dsr.type`, `dsr.regime`, `dsr.state` (`completed`, `refused`) | `gdpr_dsr_time_to_close_ratio` |
+//! | `gdpr.deadline.holidays_unverified` | counter | `country` (ISO 3166-1 alpha-2) | `gdpr_deadline_holidays_unverified_total` |
 //! | `rpc.server.call.duration` | histogram, s | `rpc.system.name`, `rpc.method`, `rpc.status_code`, `error.type` | `rpc_server_call_duration_seconds` |
 //!
 //! No tenant, subject or request id is ever an attribute: their number is
@@ -82,6 +83,7 @@ struct Instruments {
     purged: Counter<u64>,
     auth_failures: Counter<u64>,
     time_to_close: Histogram<f64>,
+    holidays_unverified: Counter<u64>,
     rpc_duration: Histogram<f64>,
 }
 
@@ -150,6 +152,13 @@ impl Metrics {
                     )
                     .with_unit("1")
                     .with_boundaries(TIME_USED_BUCKETS.to_vec())
+                    .build(),
+                holidays_unverified: meter
+                    .u64_counter("gdpr.deadline.holidays_unverified")
+                    .with_description(
+                        "Deadlines computed with national holidays of a year after the one the holiday tables were last checked for (holidays::VERIFIED_THROUGH), by country.",
+                    )
+                    .with_unit("{deadline}")
                     .build(),
                 // https://opentelemetry.io/docs/specs/semconv/rpc/rpc-metrics/
                 // (`rpc.server.call.duration`, unit `s`).
@@ -251,6 +260,15 @@ impl Metrics {
                 KeyValue::new("dsr.state", state.as_str()),
             ],
         );
+    }
+
+    /// A deadline in `country` (its ISO code) was computed with holiday
+    /// rules not checked for its year; see [`super::holidays_unverified`],
+    /// which also logs it.
+    pub(super) fn holidays_unverified(&self, country: &'static str) {
+        self.inner
+            .holidays_unverified
+            .add(1, &[KeyValue::new("country", country)]);
     }
 
     /// One finished RPC (see `grpc.rs` for the attributes).

@@ -23,6 +23,7 @@
 mod dispatched;
 mod dsr;
 mod grpc;
+mod holidays;
 mod logs;
 mod metrics;
 mod propagation;
@@ -48,6 +49,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 pub use dispatched::Dispatched;
 pub use dsr::{link_request, record_attributes, record_request, record_task, record_task_view};
 pub use grpc::GrpcTelemetryLayer;
+pub use holidays::{check_deadline_holidays, holidays_unverified};
 pub use metrics::{Metrics, SlaItem, refresh_open_requests, serve_metrics};
 pub use propagation::{current_origin, current_traceparent, link_origin, link_to};
 

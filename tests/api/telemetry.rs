@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gdpr_intake::auth::{Role, TokenClaims, dev};
-use gdpr_intake::clock::SystemClock;
+use gdpr_intake::clock::{Clock, ManualClock, SystemClock};
 use gdpr_intake::proto::google::r#type::Date;
 use gdpr_intake::proto::v1;
 use gdpr_intake::startup::Application;
@@ -58,12 +58,20 @@ fn test_log_format() -> Option<gdpr_intake::config::LogFormat> {
 
 /// An app on SQLite with `telemetry`; returns it with its metrics address.
 async fn spawn_with(telemetry: Telemetry) -> (TestApp, Option<SocketAddr>) {
+    spawn_with_clock(telemetry, Arc::new(SystemClock)).await
+}
+
+/// [`spawn_with`] on `clock`.
+async fn spawn_with_clock(
+    telemetry: Telemetry,
+    clock: Arc<dyn Clock>,
+) -> (TestApp, Option<SocketAddr>) {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let settings = test_settings(
         crate::db::keyed(StoreConfig::sqlite(data_dir.path())),
         &data_dir,
     );
-    let app = Application::build_with_telemetry(settings, Arc::new(SystemClock), telemetry)
+    let app = Application::build_with_telemetry(settings, clock, telemetry)
         .await
         .expect("application builds");
     let addr = app.local_addr();
@@ -588,6 +596,11 @@ pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
 /// An app on SQLite serving its metrics on a port of its own; returns it
 /// with that port's address.
 pub(crate) async fn spawn_with_metrics_endpoint() -> (TestApp, SocketAddr) {
+    spawn_with_metrics_endpoint_on(Arc::new(SystemClock)).await
+}
+
+/// [`spawn_with_metrics_endpoint`] on `clock`.
+async fn spawn_with_metrics_endpoint_on(clock: Arc<dyn Clock>) -> (TestApp, SocketAddr) {
     let telemetry = Telemetry::builder(TelemetryConfig {
         metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
         log_format: test_log_format(),
@@ -595,8 +608,81 @@ pub(crate) async fn spawn_with_metrics_endpoint() -> (TestApp, SocketAddr) {
     })
     .build()
     .expect("telemetry builds");
-    let (app, metrics) = spawn_with(telemetry).await;
+    let (app, metrics) = spawn_with_clock(telemetry, clock).await;
     (app, metrics.expect("metrics endpoint bound"))
+}
+
+/// The `gdpr_deadline_holidays_unverified_total` lines an app's metrics
+/// endpoint serves.
+async fn holidays_unverified_lines(metrics: SocketAddr) -> Vec<String> {
+    let (status, text) = http_get(metrics, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    text.lines()
+        .filter(|l| l.starts_with("gdpr_deadline_holidays_unverified_total"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// An app whose clock reads noon UTC on `month`/`day` of `year`.
+async fn app_on(year: i16, month: i8, day: i8) -> (TestApp, SocketAddr) {
+    let now = jiff::civil::date(year, month, day)
+        .at(12, 0, 0, 0)
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .expect("representable")
+        .timestamp();
+    spawn_with_metrics_endpoint_on(Arc::new(ManualClock::new(now))).await
+}
+
+#[tokio::test]
+async fn deadlines_past_the_verified_holiday_years_are_counted_by_country() {
+    use gdpr_intake::domain::holidays::VERIFIED_THROUGH;
+
+    // Received mid-December of the last verified year: a German deadline
+    // in January after it.
+    let (app, metrics) = app_on(VERIFIED_THROUGH, 12, 15).await;
+    let token = app.token(Role::Controller, "acme");
+    let created = app
+        .dsr()
+        .submit_data_subject_request(authed(&token, submission()))
+        .await
+        .expect("submitted")
+        .into_inner()
+        .data_subject_request
+        .expect("request returned");
+    let lines = holidays_unverified_lines(metrics).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("country=\"DE\""), "{lines:?}");
+    assert!(lines[0].ends_with(" 1"), "{lines:?}");
+    // Only the country: no tenant or subject.
+    assert!(!lines[0].contains("acme") && !lines[0].contains("ada"));
+
+    app.dsr()
+        .extend_deadline(authed(
+            &token,
+            v1::ExtendDeadlineRequest {
+                name: created.name,
+                reason: "many systems to search".to_owned(),
+            },
+        ))
+        .await
+        .expect("extended");
+    let lines = holidays_unverified_lines(metrics).await;
+    assert!(lines[0].ends_with(" 2"), "{lines:?}");
+    app.stop().await;
+
+    // Received mid-October of that year: due mid-November, within the
+    // verified years, so nothing is counted.
+    let (app, metrics) = app_on(VERIFIED_THROUGH, 10, 15).await;
+    let token = app.token(Role::Controller, "acme");
+    app.dsr()
+        .submit_data_subject_request(authed(&token, submission()))
+        .await
+        .expect("submitted");
+    assert_eq!(
+        holidays_unverified_lines(metrics).await,
+        Vec::<String>::new()
+    );
+    app.stop().await;
 }
 
 #[tokio::test]
