@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use gdpr_intake::auth::Role;
 use gdpr_intake::clock::ManualClock;
+use gdpr_intake::domain::sla::DEFAULT_REQUEST_AT_RISK;
 use gdpr_intake::proto::google::r#type::Date;
 use gdpr_intake::proto::v1;
 use gdpr_intake::proto::v1::RequestEventType as E;
@@ -481,10 +482,18 @@ async fn one_of_two_instances_sweeps_and_the_other_takes_over() {
     }
     let due = names.iter().map(due_of).max().expect("submitted");
 
-    // Moving the clock ends the lease's term, so either instance may hold
-    // it now: count the sweeps of both.
+    // A jump of the clock past the lease's end lets the other instance take
+    // the lease while the holder may be sweeping at the new time already
+    // (a late holder, whose findings the store still writes once each). So
+    // the clock jumps to just short of the at-risk window, where there is
+    // nothing to find, and, once the lease has settled, moves into the
+    // window by less than the lease's term: the holder keeps it.
+    let ttl = SignedDuration::try_from(watchdog::lease_ttl(interval)).expect("short");
+    let at_risk_from = due - DEFAULT_REQUEST_AT_RISK;
     let sweeps: Vec<_> = instances.iter().map(|i| i.app.sweeps.clone()).collect();
-    clock.set(due - days(2));
+    clock.set(at_risk_from - ttl / 2);
+    sweeps_after(&sweeps, 2).await;
+    clock.advance(ttl / 2 + SignedDuration::from_millis(1));
     let reader = &instances[1].app;
     sweeps_after(&sweeps, 1).await;
     for r in &names {
