@@ -33,7 +33,7 @@ use crate::service::{AppState, access};
 use crate::store::{self, GroupCommitConfig, GroupCommitter, Store, StoreConfig};
 use crate::telemetry::{self, Telemetry};
 use crate::transport::{self, CallLimitLayer, CallLimits, TlsSettings};
-use crate::watchdog::{Watchdog, WatchdogConfig};
+use crate::watchdog::{Progress, Watchdog, WatchdogConfig};
 
 /// Longest wait, at shutdown, for the SLA watchdog to finish its sweep and
 /// give up its lease.
@@ -136,6 +136,7 @@ pub struct Application {
     telemetry: Telemetry,
     metrics_listener: Option<TcpListener>,
     watchdog: WatchdogConfig,
+    watchdog_progress: Progress,
     revocation_refresh: Duration,
 }
 
@@ -210,6 +211,7 @@ impl Application {
             telemetry,
             metrics_listener,
             watchdog: settings.watchdog,
+            watchdog_progress: Progress::default(),
             revocation_refresh: settings.revocation_refresh,
         })
     }
@@ -229,6 +231,13 @@ impl Application {
     /// The shared state, for tests that look behind the API.
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The number of sweeps the SLA watchdog has run to the end while this
+    /// replica held the lease, once it runs: what a test waits on rather
+    /// than sleeping.
+    pub fn watchdog_sweeps(&self) -> watch::Receiver<u64> {
+        self.watchdog_progress.sweeps()
     }
 
     /// Serves until `shutdown` resolves, then turns health to NOT_SERVING,
@@ -295,7 +304,8 @@ impl Application {
             self.revocation_refresh,
             background_stop(),
         )));
-        let watchdog = Watchdog::new(self.state.clone(), self.watchdog);
+        let watchdog = Watchdog::new(self.state.clone(), self.watchdog)
+            .with_progress(self.watchdog_progress.clone());
         let watchdog = tokio::spawn(self.telemetry.bind(watchdog.run(background_stop())));
         let gauge = {
             let store = self.state.store.clone();

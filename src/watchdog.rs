@@ -27,6 +27,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -97,12 +98,38 @@ impl From<ServiceError> for Stop {
     }
 }
 
+/// What a watchdog has done so far, as counts anyone may wait on (tests,
+/// above all, instead of sleeping): its rounds, the ticks at which it
+/// took, renewed or failed to take the lease, and its sweeps, those it ran
+/// to the end while holding the lease. Clones share the counts.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    rounds: watch::Sender<u64>,
+    sweeps: watch::Sender<u64>,
+}
+
+impl Progress {
+    /// The rounds finished so far, whether or not this replica held the
+    /// lease in them.
+    pub fn rounds(&self) -> watch::Receiver<u64> {
+        self.rounds.subscribe()
+    }
+
+    /// The sweeps finished so far: run to the end while holding the lease
+    /// (not one stopped by a store error or by another replica taking the
+    /// lease).
+    pub fn sweeps(&self) -> watch::Receiver<u64> {
+        self.sweeps.subscribe()
+    }
+}
+
 /// See the module documentation.
 pub struct Watchdog {
     state: AppState,
     config: WatchdogConfig,
     /// This replica's name on the lease.
     holder: String,
+    progress: Progress,
 }
 
 impl Watchdog {
@@ -113,7 +140,20 @@ impl Watchdog {
             state,
             config,
             holder: format!("gdpr-intake-{}", Uuid::new_v4()),
+            progress: Progress::default(),
         }
+    }
+
+    /// Counts its rounds and sweeps in `progress` (made before the
+    /// watchdog, so that receivers exist before it runs).
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Its rounds and sweeps so far.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// This replica's name on the lease.
@@ -160,8 +200,12 @@ impl Watchdog {
                     Ok(true) => {
                         if last_sweep.is_none_or(|at| now - at >= interval) {
                             last_sweep = Some(now);
-                            if let Err(e) = self.sweep().await {
-                                tracing::warn!(error = %e, "the SLA sweep failed; retrying at the next interval");
+                            match self.sweep().await {
+                                Ok(true) => self.progress.sweeps.send_modify(|n| *n += 1),
+                                Ok(false) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "the SLA sweep failed; retrying at the next interval");
+                                }
                             }
                         }
                     }
@@ -176,6 +220,7 @@ impl Watchdog {
                 () = &mut stop => break,
                 () = round => {}
             }
+            self.progress.rounds.send_modify(|n| *n += 1);
         }
         if let Err(e) = self.state.release_lease(LEASE_NAME, &self.holder).await {
             tracing::warn!(error = %e, "cannot give up the SLA watchdog lease; it lapses by itself");
@@ -196,8 +241,9 @@ impl Watchdog {
         )
     )]
     /// One sweep, by the holder of the lease, which it renews between
-    /// pages: consent windows, then requests, then tasks.
-    async fn sweep(&self) -> Result<(), ServiceError> {
+    /// pages: consent windows, then requests, then tasks. Whether it went
+    /// to the end (not if another replica took the lease half-way).
+    async fn sweep(&self) -> Result<bool, ServiceError> {
         let mut found = Sweep::default();
         let outcome = self.sweep_into(&mut found).await;
         let span = tracing::Span::current();
@@ -208,10 +254,10 @@ impl Watchdog {
         span.record("dsr.sla.tasks_breached", found.tasks_breached);
         span.record("dsr.sla.complete", outcome.is_ok());
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(Stop::LeaseLost) => {
                 tracing::info!("another replica took the SLA watchdog lease; stopping this sweep");
-                Ok(())
+                Ok(false)
             }
             Err(Stop::Service(e)) => Err(e),
         }

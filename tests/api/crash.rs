@@ -21,7 +21,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::db;
-use crate::helpers::{authed, submission};
+use crate::helpers::{authed, eventually, submission};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -63,26 +63,25 @@ fn start(data_dir: &std::path::Path, database_url: Option<&str>, port: u16) -> S
 async fn wait_ready(addr: &str) -> Channel {
     // Generous: a debug build restarting on a loaded CI machine (the rest of
     // the suite runs beside it) can take many seconds to migrate and bind.
-    for _ in 0..1200 {
-        if let Ok(ch) = Channel::from_shared(addr.to_owned())
-            .expect("uri")
-            .connect()
-            .await
-        {
+    eventually(
+        "the server's readiness",
+        Duration::from_secs(60),
+        || async {
+            let ch = Channel::from_shared(addr.to_owned())
+                .expect("uri")
+                .connect()
+                .await
+                .ok()?;
             let ok = HealthClient::new(ch.clone())
                 .check(HealthCheckRequest {
                     service: "gdpr.intake.v1.DataSubjectRequestService".into(),
                 })
                 .await
-                .map(|r| r.into_inner().status == 1)
-                .unwrap_or(false);
-            if ok {
-                return ch;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not become ready");
+                .is_ok_and(|r| r.into_inner().status == 1);
+            ok.then_some(ch)
+        },
+    )
+    .await
 }
 
 fn token(data_dir: &std::path::Path, role: Role, tenant: &str) -> String {
@@ -156,6 +155,7 @@ async fn run(database_url: Option<String>) {
     let mut round = 0;
     while acked.lock().expect("lock").len() < wanted || round < kills {
         let channel = wait_ready(&server.addr).await;
+        let acked_before = acked.lock().expect("lock").len();
         let per_round = wanted.div_ceil(kills.max(1) * 8).max(1);
         let mut clients = Vec::new();
         for c in 0..8 {
@@ -182,8 +182,16 @@ async fn run(database_url: Option<String>) {
             }));
         }
         if round < kills {
-            // Let the burst run a little, then kill the server mid-flight.
-            tokio::time::sleep(Duration::from_millis(150 + 50 * (round as u64 % 4))).await;
+            // Let the burst run a little (between an eighth and a half of
+            // the round's submissions acknowledged, varying from round to
+            // round), then kill the server mid-flight.
+            let kill_after = acked_before + per_round * (1 + round % 4);
+            eventually(
+                &format!("{kill_after} submissions acknowledged before kill {round}"),
+                Duration::from_secs(60),
+                || async { acked.lock().expect("lock").len() >= kill_after },
+            )
+            .await;
             server.child.kill().expect("SIGKILL");
             server.child.wait().expect("reaped");
             for c in clients {

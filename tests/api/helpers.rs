@@ -1,6 +1,7 @@
 //! `spawn_app()`: a fresh database, the real application on port 0, clients
 //! and tokens signed with the application's own development key.
 
+use std::future::Future;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use gdpr_intake::proto::v1::routing_service_client::RoutingServiceClient;
 use gdpr_intake::startup::{Application, KeySource, Settings};
 use gdpr_intake::store::StoreConfig;
 use tempfile::TempDir;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -35,6 +37,8 @@ pub struct TestApp {
     pub data_dir: TempDir,
     pub shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<()>>,
+    /// The sweeps of its SLA watchdog ([`Application::watchdog_sweeps`]).
+    pub sweeps: watch::Receiver<u64>,
 }
 
 static LOGS: Once = Once::new();
@@ -108,6 +112,7 @@ pub async fn spawn_configured(
         .await
         .expect("application builds");
     let addr = app.local_addr();
+    let sweeps = app.watchdog_sweeps();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -127,6 +132,7 @@ pub async fn spawn_configured(
             data_dir,
             shutdown: Some(tx),
             server: Some(server),
+            sweeps,
         },
         store,
     ))
@@ -201,6 +207,13 @@ impl TestApp {
             .into_inner()
             .route
             .expect("route")
+    }
+
+    /// Waits until `n` sweeps of the SLA watchdog that began after this
+    /// call have finished: whatever the clock said before the call, these
+    /// sweeps saw what it says now.
+    pub async fn sweeps_after(&self, n: u64) {
+        sweeps_after(std::slice::from_ref(&self.sweeps), n).await;
     }
 
     /// Stops the server and waits for it to exit.
@@ -288,4 +301,93 @@ pub fn bad_fields(status: &Status) -> Vec<String> {
         .iter()
         .map(|v| v.field.clone())
         .collect()
+}
+
+/// How long a test waits for the sweeps it needs: far more than any sweep
+/// takes, so only a watchdog that stopped sweeping reaches it.
+const SWEEPS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until the watchdogs counting in `counters` have finished, between
+/// them, `n` sweeps that began after this call. Each may have had one sweep
+/// under way at the call, begun before it, so that one does not count.
+pub async fn sweeps_after(counters: &[watch::Receiver<u64>], n: u64) {
+    let mut counters = counters.to_vec();
+    let total = |counters: &mut [watch::Receiver<u64>]| -> u64 {
+        counters.iter_mut().map(|c| *c.borrow_and_update()).sum()
+    };
+    let needed = n + counters.len() as u64;
+    let start = total(&mut counters);
+    let deadline = Instant::now() + SWEEPS_TIMEOUT;
+    loop {
+        let done = total(&mut counters) - start;
+        if done >= needed {
+            return;
+        }
+        let changed =
+            futures::future::select_all(counters.iter_mut().map(|c| Box::pin(c.changed())));
+        match tokio::time::timeout_at(deadline, changed).await {
+            Ok((Ok(()), _, _)) => {}
+            Ok((Err(_), _, _)) => panic!("a watchdog stopped while the test waited for sweeps"),
+            Err(_) => panic!(
+                "timed out after {SWEEPS_TIMEOUT:?} waiting for {n} sweeps: {done} of the {needed} needed finished"
+            ),
+        }
+    }
+}
+
+/// What a check of [`eventually`] answers: whether the awaited condition
+/// holds, and with what value.
+pub trait Outcome {
+    type Value;
+    fn value(self) -> Option<Self::Value>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn value(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn value(self) -> Option<T> {
+        self
+    }
+}
+
+/// Polls `check` until it answers `true` or `Some`, backing off from 1 ms
+/// to 50 ms between tries, and returns its value; fails naming `what` if
+/// it does not hold within `timeout`. For conditions that no event
+/// announces (a row written by another process, a replica that refreshes
+/// on its own schedule, a server coming up).
+pub async fn eventually<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> <Fut::Output as Outcome>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+    Fut::Output: Outcome,
+{
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(outcome) => {
+                if let Some(value) = outcome.value() {
+                    return value;
+                }
+            }
+            Err(_) => break,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
 }

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::{authed, submission};
+use crate::helpers::{authed, eventually, submission};
 
 pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -78,18 +78,21 @@ impl Binary {
 
     /// A channel to the server once its readiness is SERVING.
     pub async fn ready(&self) -> Channel {
-        for _ in 0..400 {
-            if let Ok(ch) = Channel::from_shared(self.url.clone())
-                .expect("uri")
-                .connect()
-                .await
-                && serving(&ch, "gdpr.intake.v1.DataSubjectRequestService").await
-            {
-                return ch;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("server did not become ready");
+        eventually(
+            "the server's readiness",
+            Duration::from_secs(20),
+            || async {
+                let ch = Channel::from_shared(self.url.clone())
+                    .expect("uri")
+                    .connect()
+                    .await
+                    .ok()?;
+                serving(&ch, "gdpr.intake.v1.DataSubjectRequestService")
+                    .await
+                    .then_some(ch)
+            },
+        )
+        .await
     }
 
     /// A new connection to the server.
@@ -130,15 +133,12 @@ impl Binary {
     }
 
     /// Waits for the process to exit, at most `limit`.
-    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        None
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        eventually("the server's exit", limit, || {
+            std::future::ready(child.try_wait().expect("wait"))
+        })
+        .await
     }
 }
 
@@ -240,24 +240,38 @@ async fn sigterm_drains_calls_in_flight_and_exits_cleanly() {
                     code,
                 });
                 if failed {
-                    // Do not spin on a closed port.
+                    // Pacing, not synchronisation: no spinning on a closed port.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }));
     }
 
+    // The load itself, not synchronisation: clients busy for this long.
     tokio::time::sleep(load).await;
     let signal_sent = Instant::now();
     server.terminate();
     let signal_delivered = Instant::now();
     let status = server
         .wait_exit(drain_timeout + Duration::from_secs(5))
-        .await
-        .expect("the server exits");
+        .await;
     let exited = Instant::now();
-    // Keep calling a little after the exit: those calls must fail fast.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Keep calling after the exit, as many calls as there are clients:
+    // those calls must fail fast.
+    eventually(
+        &format!("{clients} calls started after the exit"),
+        Duration::from_secs(10),
+        || async {
+            calls
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|c| c.started > exited)
+                .count()
+                >= clients
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.expect("client");

@@ -26,10 +26,12 @@ use gdpr_intake::store::StoreConfig;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sqlx::{Connection, SqliteConnection};
 use tempfile::TempDir;
-use tokio::sync::{Barrier, oneshot};
+use tokio::sync::{Barrier, oneshot, watch};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt as _};
 
 use crate::helpers::{TestApp, assert_status, authed, submission, test_settings};
 use crate::lifecycle::{Binary, env_or, serving};
@@ -51,6 +53,7 @@ pub async fn spawn_with(
         .await
         .expect("application builds");
     let addr = app.local_addr();
+    let sweeps = app.watchdog_sweeps();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -69,6 +72,7 @@ pub async fn spawn_with(
         data_dir,
         shutdown: Some(tx),
         server: Some(server),
+        sweeps,
     };
     (app, addr)
 }
@@ -104,6 +108,40 @@ async fn hold_write_lock(app: &TestApp) -> SqliteConnection {
     conn
 }
 
+/// Counts the submissions the server has taken in, from the `rpc` span
+/// its telemetry layer opens for each call. That layer calls the limit
+/// layer inside it in the same step, and the limit layer takes the call's
+/// permit (or sheds it) there and then: once a span is counted, its
+/// call's permit is decided.
+struct Arrivals(watch::Sender<usize>);
+
+const SUBMIT: &str = "gdpr.intake.v1.DataSubjectRequestService/SubmitDataSubjectRequest";
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Arrivals {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: LayerContext<'_, S>,
+    ) {
+        struct Method(bool);
+        impl Visit for Method {
+            fn record_str(&mut self, field: &Field, value: &str) {
+                self.0 |= field.name() == "rpc.method" && value == SUBMIT;
+            }
+            fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+        }
+        if attrs.metadata().name() != "rpc" {
+            return;
+        }
+        let mut method = Method(false);
+        attrs.record(&mut method);
+        if method.0 {
+            self.0.send_modify(|n| *n += 1);
+        }
+    }
+}
+
 async fn submit(
     client: &mut DataSubjectRequestServiceClient<Channel>,
     token: &str,
@@ -114,8 +152,19 @@ async fn submit(
     client.submit_data_subject_request(request).await.map(drop)
 }
 
-#[tokio::test]
+// One thread: the server's tasks run under the subscriber this test sets.
+#[tokio::test(flavor = "current_thread")]
 async fn calls_beyond_the_limit_are_shed_at_once_and_health_still_answers() {
+    // With one dispatcher registered, tracing-core would decide whether a
+    // callsite is wanted by the default of the thread that reaches it first
+    // (another test's, wanting nothing); a second one, wanting nothing,
+    // makes it ask every registered dispatcher (src/telemetry/threads.rs).
+    let _inert = tracing::Dispatch::new(
+        tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::OFF),
+    );
+    let (arrived, mut arrivals) = watch::channel(0);
+    let _counting =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(Arrivals(arrived)));
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut store = crate::db::keyed(StoreConfig::sqlite(data_dir.path()));
     // The blocked calls must outlast the test's probing.
@@ -133,9 +182,13 @@ async fn calls_beyond_the_limit_are_shed_at_once_and_health_still_answers() {
             submit(&mut client, &token, Duration::from_secs(20)).await
         }));
     }
-    // Let them reach the server first; a probe that still finds a permit
-    // holds it until its deadline and tries again.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // They reach the server before any probe: a probe that found a permit
+    // would hold it until its deadline, and a submission arriving then
+    // would be shed.
+    tokio::time::timeout(Duration::from_secs(10), arrivals.wait_for(|n| *n >= 4))
+        .await
+        .expect("the four submissions reach the server")
+        .expect("the subscriber lives");
     let mut shed = None;
     for _ in 0..100 {
         let started = Instant::now();
@@ -376,6 +429,7 @@ async fn a_flood_gets_only_ok_or_resource_exhausted_in_bounded_memory() {
                 }
                 checks += 1;
                 slowest = slowest.max(started.elapsed());
+                // The prober's pace, not synchronisation: it samples health.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             (checks, failures, slowest)

@@ -18,23 +18,24 @@ async fn health_answers_without_a_token() {
         .expect("overall health")
         .into_inner();
     assert_eq!(overall.status(), ServingStatus::Serving);
-    // Readiness is set by the first database check, right after start.
-    let mut status = ServingStatus::Unknown;
-    for _ in 0..50 {
-        if let Ok(r) = health
-            .check(HealthCheckRequest {
-                service: "gdpr.intake.v1.DataSubjectRequestService".into(),
-            })
-            .await
-        {
-            status = r.into_inner().status();
-            if status == ServingStatus::Serving {
-                break;
+    // Readiness is set by the first database check, right after start;
+    // until then the service is unknown to health.
+    eventually(
+        "readiness SERVING",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut health = health.clone();
+            async move {
+                health
+                    .check(HealthCheckRequest {
+                        service: "gdpr.intake.v1.DataSubjectRequestService".into(),
+                    })
+                    .await
+                    .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
             }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, ServingStatus::Serving);
+        },
+    )
+    .await;
     let err = health
         .check(HealthCheckRequest {
             service: "no.such.Service".into(),

@@ -5,9 +5,8 @@
 //! and open requests and those closed too recently are left alone. Both
 //! backends.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gdpr_intake::auth::Role;
 use gdpr_intake::clock::ManualClock;
@@ -185,19 +184,6 @@ fn rectification(birth_year: i32) -> v1::SubmitDataSubjectRequestRequest {
     }
 }
 
-/// Waits (up to 10 s) for `done` to hold.
-async fn until<F, Fut>(what: &str, done: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn purges(events: &[i32]) -> usize {
     events
         .iter()
@@ -250,13 +236,15 @@ async fn purges_closed_requests_past_retention(backend: Backend) {
 
     let sweep_time = t0() + days(RETENTION_DAYS) + SignedDuration::from_secs(1);
     clock.set(sweep_time);
-    until("the purge of the requests closed at t0", || async {
-        acme.get(&completed).await.purge_time.is_some()
-            && acme.get(&with_guardian).await.purge_time.is_some()
-    })
-    .await;
+    app.sweeps_after(1).await;
+    for name in [&completed, &with_guardian] {
+        assert!(
+            acme.get(name).await.purge_time.is_some(),
+            "{name}: purged by the first sweep at the new time"
+        );
+    }
     // A few more sweeps: nothing more happens.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.sweeps_after(3).await;
 
     for name in [&completed, &with_guardian] {
         let got = acme.get(name).await;
@@ -331,10 +319,11 @@ async fn purges_closed_requests_past_retention(backend: Backend) {
     // Once its retention has passed too, the later one goes; the open one
     // never does.
     clock.set(t0() + days(20 + RETENTION_DAYS));
-    until("the purge of the later request", || async {
-        acme.get(&recent).await.purge_time.is_some()
-    })
-    .await;
+    app.sweeps_after(1).await;
+    assert!(
+        acme.get(&recent).await.purge_time.is_some(),
+        "the later request purged by the first sweep at the new time"
+    );
     assert_eq!(rows(&config, EMPTIED).await, 3);
     assert_eq!(acme.get(&open).await, before);
     let report = audit::verify(store.as_ref(), config.audit_key.as_ref().expect("keyed"), 2)

@@ -75,6 +75,7 @@ async fn spawn_with_clock(
         .await
         .expect("application builds");
     let addr = app.local_addr();
+    let sweeps = app.watchdog_sweeps();
     let metrics = app.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -94,6 +95,7 @@ async fn spawn_with_clock(
         data_dir,
         shutdown: Some(tx),
         server: Some(server),
+        sweeps,
     };
     (app, metrics)
 }
@@ -119,20 +121,19 @@ async fn spawn_traced_at(level: tracing::Level) -> (TestApp, InMemorySpanExporte
     (app, exporter)
 }
 
-/// Waits for the spans `done` accepts: a call's span ends when the server
-/// has sent its last frame, which may be just after the client has it.
+/// Waits for the spans `done` accepts, `what` they are: a call's span ends
+/// when the server has sent its last frame, which may be just after the
+/// client has it.
 async fn spans_when(
     exporter: &InMemorySpanExporter,
+    what: &str,
     done: impl Fn(&[SpanData]) -> bool,
 ) -> Vec<SpanData> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(what, Duration::from_secs(10), || {
         let spans = exporter.get_finished_spans().expect("spans");
-        if done(&spans) || Instant::now() > deadline {
-            return spans;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        std::future::ready(done(&spans).then_some(spans))
+    })
+    .await
 }
 
 fn named<'a>(spans: &'a [SpanData], name: &str) -> Option<&'a SpanData> {
@@ -192,7 +193,10 @@ async fn every_rpc_gets_a_server_span_named_after_its_method() {
         .expect_err("no such request");
     assert_eq!(err.code(), Code::NotFound);
 
-    let spans = spans_when(&exporter, |s| named(s, GET).is_some()).await;
+    let spans = spans_when(&exporter, "the Get call's span", |s| {
+        named(s, GET).is_some()
+    })
+    .await;
     let rpc = named(&spans, GET).expect("rpc span");
     assert_eq!(rpc.span_kind, SpanKind::Server);
     assert_eq!(attr_str(rpc, "rpc.system.name").as_deref(), Some("grpc"));
@@ -246,7 +250,10 @@ async fn a_read_request_carries_the_domain_attributes_and_status_from_trailers()
         .await
         .expect("found");
 
-    let spans = spans_when(&exporter, |s| named(s, GET).is_some()).await;
+    let spans = spans_when(&exporter, "the Get call's span", |s| {
+        named(s, GET).is_some()
+    })
+    .await;
     let rpc = named(&spans, GET).expect("rpc span");
     // A message, then the status in the trailers.
     assert_eq!(attr_str(rpc, "rpc.status_code").as_deref(), Some("OK"));
@@ -290,7 +297,10 @@ async fn an_unknown_method_is_other_and_a_server_error() {
         .expect_err("not served");
     assert_eq!(err.code(), Code::Unimplemented);
 
-    let spans = spans_when(&exporter, |s| named(s, "grpc").is_some()).await;
+    let spans = spans_when(&exporter, "the unknown method's span", |s| {
+        named(s, "grpc").is_some()
+    })
+    .await;
     let rpc = named(&spans, "grpc").expect("span named after the system");
     assert_eq!(attr_str(rpc, "rpc.method").as_deref(), Some("_OTHER"));
     assert_eq!(
@@ -322,7 +332,10 @@ async fn the_callers_trace_continues_through_the_service() {
             },
         )))
         .await;
-    let spans = spans_when(&exporter, |s| named(s, GET).is_some()).await;
+    let spans = spans_when(&exporter, "the Get call's span", |s| {
+        named(s, GET).is_some()
+    })
+    .await;
     let rpc = named(&spans, GET).expect("rpc span");
     assert_eq!(rpc.span_context.trace_id().to_string(), CALLER_TRACE);
     assert_eq!(rpc.parent_span_id.to_string(), CALLER_SPAN);
@@ -346,7 +359,10 @@ async fn health_checks_are_not_traced() {
             name: String::new(),
         })
         .await;
-    let spans = spans_when(&exporter, |s| named(s, GET).is_some()).await;
+    let spans = spans_when(&exporter, "the Get call's span", |s| {
+        named(s, GET).is_some()
+    })
+    .await;
     assert!(named(&spans, GET).is_some());
     assert!(
         spans.iter().all(|s| !s.name.contains("Health")),
@@ -391,7 +407,7 @@ async fn no_span_attribute_holds_personal_data_or_the_token() {
         .await
         .expect("listed");
 
-    let spans = spans_when(&exporter, |s| {
+    let spans = spans_when(&exporter, "the four calls' spans", |s| {
         s.iter()
             .filter(|s| s.name.starts_with("gdpr.intake.v1."))
             .count()
@@ -521,7 +537,7 @@ async fn later_spans_link_to_the_submission() {
     .expect("refused");
 
     let later = [CONSENT, CLAIM, "gdpr.tasks.claimed", COMPLETE, CLOSE];
-    let spans = spans_when(&exporter, |s| {
+    let spans = spans_when(&exporter, "the spans of the later calls", |s| {
         later.iter().all(|name| named(s, name).is_some())
     })
     .await;
@@ -714,15 +730,17 @@ async fn prometheus_endpoint_serves_the_service_metrics() {
     assert_eq!(refused.code(), Code::FailedPrecondition);
 
     // The duration is recorded when the call's last frame is sent.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let text = loop {
-        let (status, text) = http_get(metrics, "/metrics").await;
-        assert!(status.contains("200"), "{status}");
-        if text.contains("rpc_status_code=\"FAILED_PRECONDITION\"") || Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let text = eventually(
+        "the refused call's duration in the scrape",
+        Duration::from_secs(10),
+        || async {
+            let (status, text) = http_get(metrics, "/metrics").await;
+            assert!(status.contains("200"), "{status}");
+            text.contains("rpc_status_code=\"FAILED_PRECONDITION\"")
+                .then_some(text)
+        },
+    )
+    .await;
     let has = |name: &str, labels: &[&str], value: &str| {
         text.lines().any(|l| {
             l.starts_with(name)
@@ -1112,14 +1130,12 @@ async fn the_binary_exports_to_the_endpoint_in_its_environment() {
         .status()
         .expect("kill runs");
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("waits") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "the binary did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = eventually(
+        "the binary to stop after SIGTERM",
+        Duration::from_secs(30),
+        || std::future::ready(child.try_wait().expect("waits")),
+    )
+    .await;
     assert!(exit.success(), "{exit:?}");
     lines.extend(line_rx.try_iter());
 
@@ -1179,7 +1195,10 @@ async fn submit_and_get(n: usize) -> [usize; 2] {
     let count = |spans: &[SpanData]| {
         [SUBMIT, GET].map(|name| spans.iter().filter(|s| s.name == name).count())
     };
-    let spans = spans_when(&exporter, |s| count(s) == [n; 2]).await;
+    let spans = spans_when(&exporter, "every submit and get span", |s| {
+        count(s) == [n; 2]
+    })
+    .await;
     app.stop().await;
     count(&spans)
 }
@@ -1195,7 +1214,7 @@ async fn store_spans_are_exported_at_trace_level_debug_only() {
             .submit_data_subject_request(authed(&token, submission()))
             .await
             .expect("submitted");
-        let spans = spans_when(&exporter, |s| {
+        let spans = spans_when(&exporter, "the submission's spans", |s| {
             named(s, SUBMIT).is_some()
                 && (!traced || s.iter().any(|s| s.name == "gdpr.store.insert_requests"))
         })
@@ -1292,9 +1311,11 @@ async fn abandoned_calls_close_their_spans() {
             .map(|s| s.name.to_string())
             .collect::<Vec<_>>()
     };
-    let spans = spans_when(&exporter, |s| {
-        submits(s) >= finished && orphans(s).is_empty()
-    })
+    let spans = spans_when(
+        &exporter,
+        "every finished call's span, and no orphan",
+        |s| submits(s) >= finished && orphans(s).is_empty(),
+    )
     .await;
     assert!(submits(&spans) >= finished, "every finished call's span");
     assert_eq!(orphans(&spans), Vec::<String>::new());

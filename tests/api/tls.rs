@@ -127,6 +127,7 @@ async fn spawn_tls_app(tls: TlsSettings) -> (TestApp, String) {
         .await
         .expect("application builds with tls");
     let port = app.local_addr().port();
+    let sweeps = app.watchdog_sweeps();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -140,6 +141,7 @@ async fn spawn_tls_app(tls: TlsSettings) -> (TestApp, String) {
         data_dir,
         shutdown: Some(tx),
         server: Some(server),
+        sweeps,
     };
     (app, format!("https://127.0.0.1:{port}"))
 }

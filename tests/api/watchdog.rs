@@ -5,12 +5,12 @@
 //! instances sharing a database, with the lease handed over when the
 //! sweeper stops or dies.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gdpr_intake::auth::Role;
 use gdpr_intake::clock::ManualClock;
+use gdpr_intake::domain::sla::DEFAULT_REQUEST_AT_RISK;
 use gdpr_intake::proto::google::r#type::Date;
 use gdpr_intake::proto::v1;
 use gdpr_intake::proto::v1::RequestEventType as E;
@@ -22,7 +22,7 @@ use jiff::{SignedDuration, Timestamp};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tonic::Request;
 use tonic::transport::Channel;
 
@@ -92,6 +92,7 @@ async fn build(
 
 async fn serve(app: Application, data_dir: TempDir) -> TestApp {
     let addr = app.local_addr();
+    let sweeps = app.watchdog_sweeps();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -110,6 +111,7 @@ async fn serve(app: Application, data_dir: TempDir) -> TestApp {
         data_dir,
         shutdown: Some(tx),
         server: Some(server),
+        sweeps,
     }
 }
 
@@ -185,18 +187,8 @@ fn count(trail: &[v1::RequestEvent], kind: E) -> usize {
     trail.iter().filter(|e| e.r#type == i32::from(kind)).count()
 }
 
-/// Waits (up to 10 s) for `done` to hold.
-async fn until<F, Fut>(what: &str, done: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long a test waits for a condition that no event announces.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The value of the Prometheus sample `name` with all of `labels`.
 fn sample(telemetry: &Telemetry, name: &str, labels: &[&str]) -> Option<f64> {
@@ -235,15 +227,17 @@ async fn a_request_is_reported_at_risk_then_breached_once_each() {
     let due = due_of(&r);
 
     // A month ahead: sweeps come and go, nothing to report.
-    tokio::time::sleep(INTERVAL * 4).await;
+    it.app.sweeps_after(2).await;
     assert_eq!(trail(&it.app, &r.name).await.len(), 1);
 
     clock.set(due - days(3));
-    until("the at-risk report", || async {
-        count(&trail(&it.app, &r.name).await, E::SlaAtRisk) == 1
-    })
-    .await;
-    tokio::time::sleep(INTERVAL * 5).await;
+    it.app.sweeps_after(1).await;
+    assert_eq!(
+        count(&trail(&it.app, &r.name).await, E::SlaAtRisk),
+        1,
+        "reported by the first sweep at the new time"
+    );
+    it.app.sweeps_after(3).await;
     let events = trail(&it.app, &r.name).await;
     assert_eq!(
         count(&events, E::SlaAtRisk),
@@ -258,15 +252,18 @@ async fn a_request_is_reported_at_risk_then_breached_once_each() {
     assert!(at_risk.task.is_empty());
 
     clock.set(due + SignedDuration::from_secs(1));
-    until("the breach report", || async {
-        count(&trail(&it.app, &r.name).await, E::SlaBreached) == 1
-    })
-    .await;
-    tokio::time::sleep(INTERVAL * 5).await;
+    it.app.sweeps_after(1).await;
+    assert_eq!(
+        count(&trail(&it.app, &r.name).await, E::SlaBreached),
+        1,
+        "reported by the first sweep at the new time"
+    );
+    it.app.sweeps_after(3).await;
     let events = trail(&it.app, &r.name).await;
     assert_eq!(
         (count(&events, E::SlaAtRisk), count(&events, E::SlaBreached)),
-        (1, 1)
+        (1, 1),
+        "each reported once, not per sweep"
     );
 
     // One span per finding, under a sweep's span, linked to the submission
@@ -320,15 +317,19 @@ async fn a_request_is_reported_at_risk_then_breached_once_each() {
         sample(&it.telemetry, "gdpr_dsr_sla_breached_total", &item),
         Some(1.0)
     );
-    assert_eq!(
-        sample(
-            &it.telemetry,
-            "gdpr_dsr_open",
-            &["dsr_state=\"in_progress\""]
-        ),
-        Some(1.0),
-        "the open-requests gauge is refreshed too"
-    );
+    // The gauge has a loop of its own, on the same interval.
+    eventually(
+        "the open-requests gauge to count the request in progress",
+        PATIENCE,
+        || async {
+            sample(
+                &it.telemetry,
+                "gdpr_dsr_open",
+                &["dsr_state=\"in_progress\""],
+            ) == Some(1.0)
+        },
+    )
+    .await;
     it.app.stop().await;
 }
 
@@ -349,21 +350,25 @@ async fn a_task_is_reported_at_risk_in_working_hours_then_breached_once_each() {
 
     // Tuesday evening: 33 working hours left, more than 24.
     clock.set("2026-03-10T20:00:00Z".parse().expect("valid"));
-    tokio::time::sleep(INTERVAL * 4).await;
+    it.app.sweeps_after(2).await;
     assert_eq!(count(&trail(&it.app, &r.name).await, E::SlaAtRisk), 0);
 
     // Wednesday 13:00 in Berlin: 20 working hours left.
     clock.set("2026-03-11T12:00:00Z".parse().expect("valid"));
-    until("the task's at-risk report", || async {
-        count(&trail(&it.app, &r.name).await, E::SlaAtRisk) == 1
-    })
-    .await;
+    it.app.sweeps_after(1).await;
+    assert_eq!(
+        count(&trail(&it.app, &r.name).await, E::SlaAtRisk),
+        1,
+        "the task's at-risk report"
+    );
     clock.set(task_due + SignedDuration::from_secs(1));
-    until("the task's breach report", || async {
-        count(&trail(&it.app, &r.name).await, E::SlaBreached) == 1
-    })
-    .await;
-    tokio::time::sleep(INTERVAL * 5).await;
+    it.app.sweeps_after(1).await;
+    assert_eq!(
+        count(&trail(&it.app, &r.name).await, E::SlaBreached),
+        1,
+        "the task's breach report"
+    );
+    it.app.sweeps_after(3).await;
     let events = trail(&it.app, &r.name).await;
     let findings: Vec<&v1::RequestEvent> = events
         .iter()
@@ -406,16 +411,14 @@ async fn a_minors_request_expires_when_the_consent_window_ends() {
 
     // The last instant of the window: still waiting.
     clock.set(monday() + days(30));
-    tokio::time::sleep(INTERVAL * 4).await;
+    it.app.sweeps_after(2).await;
     let events = trail(&it.app, &r.name).await;
     assert_eq!(count(&events, E::Expired), 0);
 
     clock.set(monday() + days(30) + SignedDuration::from_secs(1));
-    until("the expiry", || async {
-        count(&trail(&it.app, &r.name).await, E::Expired) == 1
-    })
-    .await;
+    it.app.sweeps_after(1).await;
     let events = trail(&it.app, &r.name).await;
+    assert_eq!(count(&events, E::Expired), 1, "expired by the next sweep");
     let expired = events.last().expect("an event");
     assert_eq!(expired.r#type, i32::from(E::Expired));
     assert_eq!(
@@ -446,7 +449,7 @@ async fn a_minors_request_expires_when_the_consent_window_ends() {
     );
     // Expired is final: nothing more is reported, however late it gets.
     clock.set(monday() + days(400));
-    tokio::time::sleep(INTERVAL * 4).await;
+    it.app.sweeps_after(2).await;
     assert_eq!(trail(&it.app, &r.name).await.len(), events.len());
     assert_eq!(
         sample(&it.telemetry, "gdpr_dsr_expired_total", &[]),
@@ -479,20 +482,34 @@ async fn one_of_two_postgres_instances_sweeps_and_the_other_takes_over() {
     }
     let due = names.iter().map(due_of).max().expect("submitted");
 
-    clock.set(due - days(2));
+    // A jump of the clock past the lease's end lets the other instance take
+    // the lease while the holder may be sweeping at the new time already
+    // (a late holder, whose findings the store still writes once each). So
+    // the clock jumps to just short of the at-risk window, where there is
+    // nothing to find, and, once the lease has settled, moves into the
+    // window by less than the lease's term: the holder keeps it.
+    let ttl = SignedDuration::try_from(watchdog::lease_ttl(interval)).expect("short");
+    let at_risk_from = due - DEFAULT_REQUEST_AT_RISK;
+    let sweeps: Vec<_> = instances.iter().map(|i| i.app.sweeps.clone()).collect();
+    clock.set(at_risk_from - ttl / 2);
+    sweeps_after(&sweeps, 2).await;
+    clock.advance(ttl / 2 + SignedDuration::from_millis(1));
     let reader = &instances[1].app;
-    until("every request reported at risk", || async {
-        for r in &names {
-            if count(&trail(reader, &r.name).await, E::SlaAtRisk) == 0 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    tokio::time::sleep(interval * 3).await;
+    sweeps_after(&sweeps, 1).await;
     for r in &names {
-        assert_eq!(count(&trail(reader, &r.name).await, E::SlaAtRisk), 1);
+        assert_eq!(
+            count(&trail(reader, &r.name).await, E::SlaAtRisk),
+            1,
+            "every request reported at risk by the first sweep at the new time"
+        );
+    }
+    sweeps_after(&sweeps, 3).await;
+    for r in &names {
+        assert_eq!(
+            count(&trail(reader, &r.name).await, E::SlaAtRisk),
+            1,
+            "reported once, not per sweep"
+        );
     }
     let item = ["dsr_sla_item=\"request\""];
     let found: Vec<f64> = instances
@@ -518,7 +535,7 @@ async fn one_of_two_postgres_instances_sweeps_and_the_other_takes_over() {
     let stopped = instances.remove(0);
     stopped.app.stop().await;
     let stop_time = Instant::now();
-    until("the other instance holding the lease", || async {
+    eventually("the other instance holding the lease", PATIENCE, || async {
         leases
             .lease(LEASE_NAME)
             .await
@@ -533,10 +550,12 @@ async fn one_of_two_postgres_instances_sweeps_and_the_other_takes_over() {
     );
 
     clock.set(due + SignedDuration::from_secs(1));
-    until("every breach reported by the other instance", || async {
-        sample(&other.telemetry, "gdpr_dsr_sla_breached_total", &item) == Some(5.0)
-    })
-    .await;
+    other.app.sweeps_after(1).await;
+    assert_eq!(
+        sample(&other.telemetry, "gdpr_dsr_sla_breached_total", &item),
+        Some(5.0),
+        "every breach reported by the other instance"
+    );
     for r in &names {
         let events = trail(&other.app, &r.name).await;
         assert_eq!(
@@ -583,19 +602,25 @@ async fn a_dead_sweepers_lease_lapses_and_another_takes_it() {
 
     let first = Watchdog::new(state.clone(), config);
     let first_name = first.holder().to_owned();
+    let first_sweeps = first.progress().sweeps();
     let first = tokio::spawn(first.run(std::future::pending()));
-    until("the first sweeper holding the lease", || {
-        holder_is(first_name.clone())
-    })
-    .await;
+    // Alone, it takes the lease at its first tick and sweeps at once.
+    first_sweep(first_sweeps).await;
+    assert!(
+        holder_is(first_name.clone()).await,
+        "the first sweeper holds the lease"
+    );
     // It dies: no chance to give the lease up.
     first.abort();
     let _ = first.await;
 
     let second = Watchdog::new(state, config);
     let second_name = second.holder().to_owned();
+    let second_rounds = second.progress().rounds();
+    let second_sweeps = second.progress().sweeps();
     let second = tokio::spawn(second.run(std::future::pending()));
-    tokio::time::sleep(config.interval * 4).await;
+    // Each round, the second tries to take the lease.
+    rounds_after(&second_rounds, 4).await;
     assert!(
         holder_is(first_name.clone()).await,
         "the lease has not lapsed: no time has passed on the clock"
@@ -604,19 +629,40 @@ async fn a_dead_sweepers_lease_lapses_and_another_takes_it() {
     // A moment short of half an interval: still held.
     let ttl = SignedDuration::try_from(watchdog::lease_ttl(config.interval)).expect("short");
     clock.advance(ttl - SignedDuration::from_millis(1));
-    tokio::time::sleep(config.interval * 2).await;
+    rounds_after(&second_rounds, 2).await;
     assert!(holder_is(first_name.clone()).await, "lapsed too early");
 
     clock.advance(SignedDuration::from_millis(1));
     let lapsed = Instant::now();
-    until("the second sweeper holding the lease", || {
-        holder_is(second_name.clone())
-    })
-    .await;
+    // The second takes the lease at its next round and sweeps at once.
+    first_sweep(second_sweeps).await;
+    assert!(
+        holder_is(second_name.clone()).await,
+        "the second sweeper holds the lease"
+    );
     let took = lapsed.elapsed();
     assert!(
         took < watchdog::lease_tick(config.interval) + Duration::from_millis(500),
         "took over {took:?} after the lease lapsed"
     );
     second.abort();
+}
+
+/// Waits for `n` rounds of a watchdog that began after this call (the
+/// round under way, if any, read the clock before it).
+async fn rounds_after(rounds: &watch::Receiver<u64>, n: u64) {
+    let mut rounds = rounds.clone();
+    let target = *rounds.borrow_and_update() + n + 1;
+    tokio::time::timeout(PATIENCE, rounds.wait_for(|done| *done >= target))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {n} rounds of the watchdog"))
+        .expect("the watchdog runs");
+}
+
+/// Waits for a watchdog's first sweep to finish.
+async fn first_sweep(mut sweeps: watch::Receiver<u64>) {
+    tokio::time::timeout(PATIENCE, sweeps.wait_for(|done| *done >= 1))
+        .await
+        .expect("timed out waiting for the watchdog's first sweep")
+        .expect("the watchdog runs");
 }
