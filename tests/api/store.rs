@@ -2128,6 +2128,8 @@ async fn concurrent_claimers_never_share_a_lease(config: StoreConfig) {
                     let now = tick();
                     let got = store.claim_tasks(P, 5, LEASE, now).await.unwrap();
                     if got.is_empty() {
+                        // A claimer's pause before it asks again, as a real
+                        // processor's; not a wait for background work.
                         tokio::time::sleep(Duration::from_millis(1)).await;
                         continue;
                     }
