@@ -41,35 +41,13 @@ pub fn holidays_unverified(metrics: &Metrics, country: Country, due_year: i16) {
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
-    use std::io;
-    use std::sync::{Arc, Mutex};
 
     use jiff::civil::date;
-    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
     use crate::domain::deadline::statutory_deadline;
     use crate::telemetry::Telemetry;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
+    use crate::telemetry::captured::Captured;
 
     /// The log lines `f` writes, and the counter's value per country
     /// afterwards.
@@ -82,7 +60,7 @@ mod tests {
             .with_ansi(false)
             .finish();
         tracing::subscriber::with_default(subscriber, || f(&metrics));
-        let logs = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+        let logs = out.text();
         let text = telemetry.prometheus_text().expect("encodes");
         let counts = text
             .lines()

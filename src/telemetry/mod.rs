@@ -20,6 +20,8 @@
 //! with its own exporter: the gRPC layer runs every call under the
 //! application's own `tracing` dispatcher.
 
+#[cfg(test)]
+mod captured;
 mod dispatched;
 mod dsr;
 mod grpc;
