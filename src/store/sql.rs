@@ -327,9 +327,10 @@ pub(super) const SELECT_TASK_LOCKED: &str = concat!(
 
 /// Up to `$3` tasks of processor `$1` that a claim at `$2` may hand out
 /// (pending, or leased under a lease that has ended), earliest due first.
-/// The state is spelled as an `IN` list so that both databases look the
-/// rows up in the `tasks_claim` index, open tasks only, rather than scan
-/// every task the processor ever had.
+/// The state is spelled as the `IN` list of the partial `tasks_claim`
+/// index (open tasks only, by processor in due order; migration 0002), so
+/// that both databases read that index in order and stop after `$3` rows,
+/// whatever the backlog, rather than scan and sort the processor's tasks.
 pub(super) const CLAIMABLE_TASKS: &str = concat!(
     "SELECT ",
     task_columns!(),
