@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 pub use error::{AuthError, AuthSetupError};
-pub use revocation::{NewRevocation, Revocation, RevocationTarget, Revocations};
+pub use revocation::Revocations;
 // Re-exported so that callers and tests sign and name algorithms with the
 // exact jsonwebtoken version this module verifies with.
 pub use jsonwebtoken::{Algorithm, EncodingKey};

@@ -9,9 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use super::Caller;
 
-// The values are plain data and live in the domain; re-exported so that
-// code naming them here (the store) keeps its paths.
-pub use crate::domain::revocation::{MAX_TARGET_LEN, NewRevocation, Revocation, RevocationTarget};
+use crate::domain::revocation::{Revocation, RevocationTarget};
 
 /// The revoked subjects and token ids one replica checks calls against.
 /// Cloning shares the set.

@@ -2987,7 +2987,7 @@ async fn a_large_group_is_split_into_statements_and_its_trails_verify(config: St
 /// A target is revoked once, whoever asks again; revocations list in the
 /// order they were recorded, page after page.
 async fn revocations_are_recorded_once_and_listed_in_order(store: Arc<dyn Store>) {
-    use gdpr_intake::auth::{NewRevocation, RevocationTarget};
+    use gdpr_intake::domain::revocation::{NewRevocation, RevocationTarget};
     let new = |target: RevocationTarget, second: i64| NewRevocation {
         target,
         reason: "key leaked".to_owned(),
@@ -3033,7 +3033,8 @@ async fn revocations_are_recorded_once_and_listed_in_order(store: Arc<dyn Store>
 /// while revocations are recorded concurrently, a lower number must never
 /// become visible after a higher one, or the loader would skip it for good.
 async fn revocations_recorded_concurrently_are_all_loaded_past_the_cursor(store: Arc<dyn Store>) {
-    use gdpr_intake::auth::{Caller, NewRevocation, RevocationTarget, Revocations, Role};
+    use gdpr_intake::auth::{Caller, Revocations, Role};
+    use gdpr_intake::domain::revocation::{NewRevocation, RevocationTarget};
     use gdpr_intake::service::access::reload_revocations;
     const N: usize = 40;
     let revocations = Revocations::default();
