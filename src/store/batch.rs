@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::audit::{self, AuditKey};
 use super::codec::{EventColumns, IdColumn, RequestColumns, TaskColumns};
 use super::crypt::DataKey;
-use super::sql;
+use super::sql::{self, Placeholders};
 use super::steps::{self, Chained};
 use super::{Effects, StoreError};
 use crate::domain::request::{DataSubjectRequest, NewEvent};
@@ -37,11 +37,21 @@ const MAX_PARAMS: usize = 30_000;
 
 type Args<DB> = <DB as Database>::Arguments;
 
+/// What a new request row holds of its audit chain: the head (empty
+/// without events) and the last event's sequence and hash.
+#[derive(Default)]
+struct Tip {
+    head: String,
+    sequence: Option<i64>,
+    hash: Option<String>,
+}
+
 /// A group of new requests, their rows sealed, their events chained.
 pub(super) struct Group<'a> {
     batch: Vec<&'a (DataSubjectRequest, Effects)>,
-    /// The request rows, in `batch` order, with their audit heads.
-    rows: Vec<(RequestColumns, String)>,
+    /// The request rows, in `batch` order, with their audit heads and the
+    /// tips of their chains.
+    rows: Vec<(RequestColumns, Tip)>,
     /// Each request's events with their place in its chain.
     chains: Vec<Vec<(&'a NewEvent, Chained)>>,
 }
@@ -60,7 +70,6 @@ impl<'a> Group<'a> {
         for (request, effects) in batch.iter().copied() {
             let columns = RequestColumns::from_domain(request)?.seal(data_key)?;
             let mut last = None;
-            let mut head = None;
             let chain: Vec<_> = effects
                 .events
                 .iter()
@@ -68,14 +77,15 @@ impl<'a> Group<'a> {
                     let chained =
                         steps::chain(key, request.id, &request.controller_id, last, event);
                     last = Some((chained.sequence, chained.hash));
-                    head = Some(chained.head);
                     (event, chained)
                 })
                 .collect();
-            rows.push((
-                columns,
-                head.as_ref().map(audit::to_hex).unwrap_or_default(),
-            ));
+            let tip = chain.last().map_or_else(Tip::default, |(_, chained)| Tip {
+                head: audit::to_hex(&chained.head),
+                sequence: Some(chained.sequence),
+                hash: Some(audit::to_hex(&chained.hash)),
+            });
+            rows.push((columns, tip));
             chains.push(chain);
         }
         Ok(Self {
@@ -88,7 +98,10 @@ impl<'a> Group<'a> {
     /// The insert statements of the request rows, in `batch` order; each
     /// returns the `id` of the rows it inserted (not those whose
     /// `(controller_id, request_id)` was taken, earlier or in this group).
-    pub(super) fn request_inserts<DB, Id>(&mut self) -> Vec<Query<'static, DB, Args<DB>>>
+    pub(super) fn request_inserts<DB, Id>(
+        &mut self,
+        placeholders: Placeholders,
+    ) -> Vec<Query<'static, DB, Args<DB>>>
     where
         DB: Database,
         Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
@@ -108,10 +121,15 @@ impl<'a> Group<'a> {
                 width,
                 chunk.len(),
                 sql::INSERT_NEW_REQUESTS_TAIL,
+                placeholders,
             );
             let mut query = sqlx::query(AssertSqlSafe(text));
-            for (columns, head) in chunk {
-                query = columns.bind_insert::<DB, Id>(query).bind(head);
+            for (columns, tip) in chunk {
+                query = columns
+                    .bind_insert::<DB, Id>(query)
+                    .bind(tip.head)
+                    .bind(tip.sequence)
+                    .bind(tip.hash);
             }
             queries.push(query);
         }
@@ -124,6 +142,7 @@ impl<'a> Group<'a> {
     pub(super) fn effect_inserts<DB, Id>(
         &self,
         inserted: &HashSet<Uuid>,
+        placeholders: Placeholders,
     ) -> Vec<Query<'static, DB, Args<DB>>>
     where
         DB: Database,
@@ -151,6 +170,7 @@ impl<'a> Group<'a> {
                 width,
                 chunk.len(),
                 "",
+                placeholders,
             )));
             for columns in chunk {
                 query = columns.bind_insert::<DB, Id>(query);
@@ -177,6 +197,7 @@ impl<'a> Group<'a> {
                 width,
                 chunk.len(),
                 "",
+                placeholders,
             )));
             for (request, event, chained) in chunk {
                 query = EventColumns::bind_insert::<DB, Id>(
@@ -201,9 +222,15 @@ fn chunk_len(remaining: usize, width: usize) -> usize {
     1 << (usize::BITS - 1 - cap.leading_zeros())
 }
 
-/// `head`, then `rows` groups of `width` placeholders numbered from `$1`,
-/// then `tail`.
-fn multi_row(head: &str, width: usize, rows: usize, tail: &str) -> String {
+/// `head`, then `rows` groups of `width` placeholders (numbered from `$1`,
+/// or anonymous), then `tail`.
+fn multi_row(
+    head: &str,
+    width: usize,
+    rows: usize,
+    tail: &str,
+    placeholders: Placeholders,
+) -> String {
     let mut text = String::with_capacity(head.len() + tail.len() + rows * width * 6);
     text.push_str(head);
     let mut n = 0;
@@ -214,8 +241,13 @@ fn multi_row(head: &str, width: usize, rows: usize, tail: &str) -> String {
             if column > 0 {
                 text.push_str(", ");
             }
-            text.push('$');
-            text.push_str(&n.to_string());
+            match placeholders {
+                Placeholders::Numbered => {
+                    text.push('$');
+                    text.push_str(&n.to_string());
+                }
+                Placeholders::Anonymous => text.push('?'),
+            }
         }
         text.push(')');
     }
@@ -230,10 +262,20 @@ mod tests {
     #[test]
     fn placeholders_run_on_across_rows() {
         assert_eq!(
-            multi_row("INSERT INTO t (a, b) VALUES ", 2, 3, " RETURNING a"),
+            multi_row(
+                "INSERT INTO t (a, b) VALUES ",
+                2,
+                3,
+                " RETURNING a",
+                Placeholders::Numbered
+            ),
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) RETURNING a"
         );
-        assert_eq!(multi_row("V ", 1, 1, ""), "V ($1)");
+        assert_eq!(multi_row("V ", 1, 1, "", Placeholders::Numbered), "V ($1)");
+        assert_eq!(
+            multi_row("V ", 2, 2, "", Placeholders::Anonymous),
+            "V (?, ?), (?, ?)"
+        );
     }
 
     #[test]

@@ -1319,3 +1319,32 @@ where
         events: Vec::new(),
     })
 }
+
+/// Reads the tip of a request's audit chain from a row that selected
+/// `last_event_sequence` and `last_event_hash`: `None` before its first
+/// event.
+pub(super) fn read_tip<'r, R>(row: &'r R) -> Result<Option<(i64, [u8; 32])>, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let sequence: Option<i64> = row
+        .try_get("last_event_sequence")
+        .map_err(|_| corrupt("data_subject_requests.last_event_sequence is unreadable"))?;
+    let hash: Option<String> = row
+        .try_get("last_event_hash")
+        .map_err(|_| corrupt("data_subject_requests.last_event_hash is unreadable"))?;
+    match (sequence, hash) {
+        (None, None) => Ok(None),
+        (Some(sequence), Some(hash)) => {
+            let hash = audit::from_hex(&hash)
+                .ok_or_else(|| corrupt("data_subject_requests.last_event_hash is not a hash"))?;
+            Ok(Some((sequence, hash)))
+        }
+        _ => Err(corrupt(
+            "data_subject_requests has half of its audit chain's tip",
+        )),
+    }
+}

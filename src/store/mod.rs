@@ -27,6 +27,7 @@ mod sql;
 mod sql_store;
 mod sqlite;
 mod steps;
+mod writes;
 
 pub use crate::clock::to_stored_precision;
 pub use audit::{AuditKey, AuditTrail};

@@ -8,6 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
 use uuid::Uuid;
 
 use super::sql_store::{Backend, SqlStore};
+use super::writes::Together;
 use super::{StoreConfig, StoreError, sql};
 
 /// The PostgreSQL side of [`SqlStore`].
@@ -24,6 +25,8 @@ impl Backend for Postgres {
     const LOCKING: sql::Locking = sql::ROW_LOCKS;
     const BEGIN_WRITE: Option<&'static str> = None;
     const SERIAL_WRITES: bool = false;
+    const PLACEHOLDERS: sql::Placeholders = sql::Placeholders::Numbered;
+    const TOGETHER: Together = Together::CommonTableExpressions;
 
     /// Classifies SQLSTATE codes: the server or the network going away, too
     /// many connections or a statement running out of time are worth a
@@ -68,7 +71,7 @@ impl SqlStore<Postgres> {
             .connect_with(options)
             .await
             .map_err(|e| super::error::map(e, Postgres::classify))?;
-        Ok(Self::new(pool, config))
+        Ok(Self::new(pool, None, config))
     }
 
     /// Applies the migrations in `migrations/postgres` that are not applied

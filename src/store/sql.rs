@@ -6,6 +6,15 @@
 //! Every statement is a `&'static str` so that sqlx prepares it once per
 //! connection and reuses it from its statement cache.
 //!
+//! A limit is written `LIMIT CAST($N AS BIGINT)`, never `LIMIT $N`, and a
+//! state filter `state = CAST($N AS TEXT)`: SQLite plans with the value
+//! bound to a bare parameter in those places (a limit's size; a state that
+//! a partial index's condition names), and then marks the prepared
+//! statement to be parsed and planned again whenever that parameter is
+//! bound anew, which is at every execution. Behind a cast the parameter is
+//! an expression it does not look into, and the statement is prepared
+//! once.
+//!
 //! Row locks (`FOR NO KEY UPDATE`, `FOR UPDATE`, `SKIP LOCKED`) exist only in
 //! PostgreSQL; the statements that take them are the SQLite ones with the
 //! locking clause appended, named `…_LOCKED`, and only the PostgreSQL
@@ -86,11 +95,25 @@ pub(super) const SELECT_REQUEST: &str = concat!(
 /// lock an `UPDATE` of the row takes itself; unlike `FOR UPDATE` it does not
 /// hold up the key-share locks that foreign-key checks take when a task or
 /// an event of the request is inserted.
+///
+/// It also reads the tip of the request's audit chain (the last event's
+/// sequence and hash), which the transaction's events chain from: a wait
+/// for the lock re-reads the row, so the tip is the latest.
 pub(super) const SELECT_REQUEST_LOCKED: &str = concat!(
     "SELECT ",
     request_columns!(),
-    " FROM data_subject_requests WHERE id = $1 AND controller_id = $2 \
+    ", last_event_sequence, last_event_hash \
+     FROM data_subject_requests WHERE id = $1 AND controller_id = $2 \
      FOR NO KEY UPDATE"
+);
+
+/// [`SELECT_REQUEST_LOCKED`] without the lock (SQLite, one writer at a
+/// time): the request and the tip of its audit chain.
+pub(super) const SELECT_REQUEST_WITH_TIP: &str = concat!(
+    "SELECT ",
+    request_columns!(),
+    ", last_event_sequence, last_event_hash \
+     FROM data_subject_requests WHERE id = $1 AND controller_id = $2"
 );
 
 /// A page of requests: `$1` controller, `$2`/`$3` the cursor's create time
@@ -103,7 +126,7 @@ macro_rules! list_requests {
             " FROM data_subject_requests \
              WHERE controller_id = $1 AND (create_time, id) > ($2, $3)",
             $filters,
-            " ORDER BY create_time, id LIMIT $4"
+            " ORDER BY create_time, id LIMIT CAST($4 AS BIGINT)"
         )
     };
 }
@@ -112,10 +135,10 @@ macro_rules! list_requests {
 /// `($5 IS NULL OR state = $5)`: each prepared plan can then use the index
 /// that matches its filter.
 const LIST_REQUESTS: &str = list_requests!("");
-const LIST_REQUESTS_BY_STATE: &str = list_requests!(" AND state = $5");
+const LIST_REQUESTS_BY_STATE: &str = list_requests!(" AND state = CAST($5 AS TEXT)");
 const LIST_REQUESTS_BY_TYPE: &str = list_requests!(" AND request_type = $5");
 const LIST_REQUESTS_BY_STATE_AND_TYPE: &str =
-    list_requests!(" AND state = $5 AND request_type = $6");
+    list_requests!(" AND state = CAST($5 AS TEXT) AND request_type = $6");
 
 /// The listing statement for a filter; its filter values are bound after
 /// the limit, state first.
@@ -132,15 +155,29 @@ pub(super) fn list_requests(filter: &RequestFilter) -> &'static str {
 /// `$1` id, `$2` controller, `$3` expected version, then the new values.
 /// The origin never changes, and the SLA marks are the watchdog's alone
 /// ([`MARK_REQUEST_SLA`]).
-pub(super) const UPDATE_REQUEST: &str = "UPDATE data_subject_requests SET \
-     state = $4, update_time = $5, due_time = $6, \
-     extension_reason = $7, extension_time = $8, extended_by = $9, \
-     guardian_full_name = $10, guardian_relationship = $11, guardian_email = $12, \
-     guardian_verification_method = $13, guardian_consented_at = $14, \
-     guardian_consent_record_time = $15, guardian_consent_recorded_by = $16, \
-     closure_outcome = $17, closure_refusal_reason = $18, closure_explanation = $19, \
-     close_time = $20, cancellation_reason = $21, unrouted = $22, version = $23 \
-     WHERE id = $1 AND controller_id = $2 AND version = $3";
+macro_rules! update_request {
+    ($tip:literal) => {
+        concat!(
+            "UPDATE data_subject_requests SET \
+             state = $4, update_time = $5, due_time = $6, \
+             extension_reason = $7, extension_time = $8, extended_by = $9, \
+             guardian_full_name = $10, guardian_relationship = $11, guardian_email = $12, \
+             guardian_verification_method = $13, guardian_consented_at = $14, \
+             guardian_consent_record_time = $15, guardian_consent_recorded_by = $16, \
+             closure_outcome = $17, closure_refusal_reason = $18, closure_explanation = $19, \
+             close_time = $20, cancellation_reason = $21, unrouted = $22, version = $23",
+            $tip,
+            " WHERE id = $1 AND controller_id = $2 AND version = $3"
+        )
+    };
+}
+pub(super) const UPDATE_REQUEST: &str = update_request!("");
+
+/// [`UPDATE_REQUEST`] that also moves the audit head and the chain's tip
+/// (`$24` head, `$25` last sequence, `$26` last hash), for a change whose
+/// events are written in the same round trip ([`super::writes`]).
+pub(super) const UPDATE_REQUEST_WITH_TIP: &str =
+    update_request!(", audit_head = $24, last_event_sequence = $25, last_event_hash = $26");
 
 /// Appends an event with the next sequence of its request (`$11`, one
 /// past [`LAST_EVENT`]'s) and its chained hash (`$12`). Run inside the
@@ -162,15 +199,17 @@ pub(super) const INSERT_EVENT: &str = concat!(
 pub(super) const LAST_EVENT: &str = "SELECT sequence, hash FROM request_events \
      WHERE data_subject_request_id = $1 ORDER BY sequence DESC LIMIT 1";
 
-/// Sets the audit head of request `$1` of controller `$2` to `$3`, in the
-/// transaction that wrote its last event.
-pub(super) const SET_AUDIT_HEAD: &str =
-    "UPDATE data_subject_requests SET audit_head = $3 WHERE id = $1 AND controller_id = $2";
+/// Sets the audit head of request `$1` of controller `$2` to `$3`, and the
+/// tip of its chain to sequence `$4` and hash `$5`, in the transaction that
+/// wrote its last event.
+pub(super) const SET_AUDIT_HEAD: &str = "UPDATE data_subject_requests \
+     SET audit_head = $3, last_event_sequence = $4, last_event_hash = $5 \
+     WHERE id = $1 AND controller_id = $2";
 
 /// Up to `$2` requests of every controller with an id greater than `$1`,
 /// by id: the pages `audit verify` walks.
 pub(super) const AUDIT_REQUESTS: &str = "SELECT id, controller_id, audit_head \
-     FROM data_subject_requests WHERE id > $1 ORDER BY id LIMIT $2";
+     FROM data_subject_requests WHERE id > $1 ORDER BY id LIMIT CAST($2 AS BIGINT)";
 
 /// Every event of request `$1` with its hash, in sequence order.
 pub(super) const AUDIT_EVENTS: &str = concat!(
@@ -187,7 +226,7 @@ pub(super) const LIST_EVENTS: &str = concat!(
     event_columns!(),
     " FROM request_events \
      WHERE data_subject_request_id = $1 AND controller_id = $2 AND sequence > $3 \
-     ORDER BY sequence LIMIT $4"
+     ORDER BY sequence LIMIT CAST($4 AS BIGINT)"
 );
 
 // ---- tasks ----
@@ -240,6 +279,20 @@ pub(super) const INSERT_TASK: &str = concat!(
      $17, $18)"
 );
 
+/// How a statement built at run time writes its placeholders. The fixed
+/// statements of this module use `$N`, which both databases accept; a
+/// built statement may have thousands (a group of requests), and SQLite
+/// finds a named parameter by a linear search of the statement's names,
+/// once per parameter as it binds, so there it uses `?`, which it binds by
+/// position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placeholders {
+    /// `$1, $2, …` (PostgreSQL knows no other form).
+    Numbered,
+    /// `?, ?, …`, bound in order.
+    Anonymous,
+}
+
 /// The number of columns in a comma-separated column list.
 const fn column_count(list: &str) -> usize {
     let bytes = list.as_bytes();
@@ -255,17 +308,17 @@ const fn column_count(list: &str) -> usize {
 }
 
 /// A group of new requests in one statement (`store::batch`): each row is
-/// [`request_columns`] then `audit_head`, the rows follow `VALUES`, and
+/// [`request_columns`] then `audit_head` and the chain's tip, the rows follow `VALUES`, and
 /// [`INSERT_NEW_REQUESTS_TAIL`] skips a taken `request_id` and returns the
 /// ids inserted.
 pub(super) const INSERT_NEW_REQUESTS_HEAD: &str = concat!(
     "INSERT INTO data_subject_requests (",
     request_columns!(),
-    ", audit_head) VALUES "
+    ", audit_head, last_event_sequence, last_event_hash) VALUES "
 );
 pub(super) const INSERT_NEW_REQUESTS_TAIL: &str =
     " ON CONFLICT (controller_id, request_id) DO NOTHING RETURNING id";
-pub(super) const INSERT_NEW_REQUEST_WIDTH: usize = column_count(request_columns!()) + 1;
+pub(super) const INSERT_NEW_REQUEST_WIDTH: usize = column_count(request_columns!()) + 3;
 /// Tasks, several rows per statement (`store::batch`).
 pub(super) const INSERT_TASKS_HEAD: &str =
     concat!("INSERT INTO tasks (", task_columns!(), ") VALUES ");
@@ -337,7 +390,7 @@ pub(super) const CLAIMABLE_TASKS: &str = concat!(
     " FROM tasks WHERE processor_id = $1 \
      AND state IN ('pending', 'leased') \
      AND (state = 'pending' OR lease_expire_time <= $2) \
-     ORDER BY due_time, id LIMIT $3"
+     ORDER BY due_time, id LIMIT CAST($3 AS BIGINT)"
 );
 
 /// [`CLAIMABLE_TASKS`], locking the rows it returns and passing over rows
@@ -351,7 +404,7 @@ pub(super) const CLAIMABLE_TASKS_LOCKED: &str = concat!(
     " FROM tasks WHERE processor_id = $1 \
      AND state IN ('pending', 'leased') \
      AND (state = 'pending' OR lease_expire_time <= $2) \
-     ORDER BY due_time, id LIMIT $3 FOR NO KEY UPDATE SKIP LOCKED"
+     ORDER BY due_time, id LIMIT CAST($3 AS BIGINT) FOR NO KEY UPDATE SKIP LOCKED"
 );
 
 /// One task of one processor as the processor sees it: `$1` id, `$2`
@@ -369,7 +422,7 @@ macro_rules! list_tasks {
             task_view_from!(),
             " WHERE t.processor_id = $1 AND (t.create_time, t.id) > ($2, $3)",
             $filter,
-            " ORDER BY t.create_time, t.id LIMIT $4"
+            " ORDER BY t.create_time, t.id LIMIT CAST($4 AS BIGINT)"
         )
     };
 }
@@ -437,7 +490,7 @@ pub(super) const SLA_REQUESTS: &str = concat!(
     " FROM data_subject_requests WHERE ",
     open_requests!(),
     " AND due_time <= $1 AND sla_breached_reported_at IS NULL \
-     AND (due_time, id) > ($2, $3) ORDER BY due_time, id LIMIT $4"
+     AND (due_time, id) > ($2, $3) ORDER BY due_time, id LIMIT CAST($4 AS BIGINT)"
 );
 
 /// Up to `$4` requests of every controller awaiting guardian consent and
@@ -448,7 +501,7 @@ pub(super) const AWAITING_CONSENT_SINCE: &str = concat!(
     request_columns!(),
     " FROM data_subject_requests WHERE state = 'awaiting_guardian_consent' \
      AND received_at < $1 AND (received_at, id) > ($2, $3) \
-     ORDER BY received_at, id LIMIT $4"
+     ORDER BY received_at, id LIMIT CAST($4 AS BIGINT)"
 );
 
 /// Up to `$4` open tasks of every processor due by `$1` whose breach was
@@ -458,7 +511,7 @@ pub(super) const SLA_TASKS: &str = concat!(
     task_columns!(),
     " FROM tasks WHERE state IN ('pending', 'leased') \
      AND due_time <= $1 AND sla_breached_reported_at IS NULL \
-     AND (due_time, id) > ($2, $3) ORDER BY due_time, id LIMIT $4"
+     AND (due_time, id) > ($2, $3) ORDER BY due_time, id LIMIT CAST($4 AS BIGINT)"
 );
 
 /// Sets a request's SLA marks to `$4` (at risk) and `$5` (breached) if it
@@ -491,7 +544,7 @@ pub(super) const PURGE_DUE: &str = concat!(
     request_columns!(),
     " FROM data_subject_requests WHERE purge_time IS NULL AND close_time IS NOT NULL \
      AND close_time <= $1 AND (close_time, id) > ($2, $3) \
-     ORDER BY close_time, id LIMIT $4"
+     ORDER BY close_time, id LIMIT CAST($4 AS BIGINT)"
 );
 
 /// Empties the personal-data columns of request `$1` of controller `$2`
@@ -538,7 +591,7 @@ pub(super) const SELECT_REVOCATION: &str = "SELECT seq, kind, value, reason, rev
 
 /// Up to `$2` revocations numbered after `$1`, in order.
 pub(super) const LIST_REVOCATIONS: &str = "SELECT seq, kind, value, reason, revoked_by, \
-     create_time FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2";
+     create_time FROM revocations WHERE seq > $1 ORDER BY seq LIMIT CAST($2 AS BIGINT)";
 
 /// Lease `$1`: its holder and expiry.
 pub(super) const SELECT_LEASE: &str = "SELECT holder, expire_time FROM leases WHERE name = $1";
@@ -552,7 +605,7 @@ pub(super) const INSERT_PROCESSOR: &str = "INSERT INTO processors \
 
 /// Up to `$2` processors with an id greater than `$1`.
 pub(super) const LIST_PROCESSORS: &str = "SELECT id, display_name, contact, create_time \
-     FROM processors WHERE id > $1 ORDER BY id LIMIT $2";
+     FROM processors WHERE id > $1 ORDER BY id LIMIT CAST($2 AS BIGINT)";
 
 /// Whether processor `$1` exists.
 pub(super) const SELECT_PROCESSOR_ID: &str = "SELECT id FROM processors WHERE id = $1";
@@ -594,7 +647,7 @@ macro_rules! list_routes {
             route_columns!(),
             " FROM routes WHERE (create_time, id) > ($1, $2)",
             $filters,
-            " ORDER BY create_time, id LIMIT $3"
+            " ORDER BY create_time, id LIMIT CAST($3 AS BIGINT)"
         )
     };
 }
@@ -638,7 +691,8 @@ pub(super) const PING: &str = "SELECT 1";
 /// names the use it serves rather than the clause it carries.
 #[derive(Clone, Copy, Debug)]
 pub struct Locking {
-    /// A request about to get an event or a change (its sequence is taken).
+    /// A request about to get an event or a change (its sequence is taken),
+    /// with the tip of its audit chain.
     pub request_for_update: &'static str,
     /// A task about to be changed by its processor.
     pub task_for_update: &'static str,
@@ -666,7 +720,7 @@ pub(super) const ROW_LOCKS: Locking = Locking {
 
 /// Statements without row locks (SQLite: one writer at a time).
 pub(super) const NO_ROW_LOCKS: Locking = Locking {
-    request_for_update: SELECT_REQUEST,
+    request_for_update: SELECT_REQUEST_WITH_TIP,
     task_for_update: SELECT_TASK,
     open_tasks_for_update: OPEN_REQUEST_TASKS,
     claimable_tasks: CLAIMABLE_TASKS,

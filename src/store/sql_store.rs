@@ -54,8 +54,9 @@ use super::codec::{
     RevocationColumns, RouteColumns, StateCountColumns, TaskColumns, TaskViewColumns,
 };
 use super::crypt::DataKey;
-use super::sql::{Locking, TaskFilterValue};
+use super::sql::{Locking, Placeholders, TaskFilterValue};
 use super::steps::{self, Applied};
+use super::writes::{Tip, Together, Writes};
 use super::{
     Created, Cursor, Deleted, Effects, InsertOutcome, Lease, RequestFilter, RouteFilter, Store,
     StoreConfig, StoreError, SweepCursor, TaskOp, TaskOpResult, error, sql,
@@ -80,6 +81,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether writes in this process take turns through the write gate
     /// (a backend with a single writer).
     const SERIAL_WRITES: bool;
+    /// How the placeholders of a built statement are written.
+    const PLACEHOLDERS: Placeholders;
+    /// How a transaction's writes go to the database in one round trip.
+    const TOGETHER: Together;
     /// Classifies the database's own error codes.
     fn classify(error: &dyn DatabaseError) -> StoreError;
     /// How many rows a statement changed.
@@ -95,6 +100,11 @@ type DbRow<B> = <<B as Backend>::Db as Database>::Row;
 /// personal data and chain its audit trail.
 pub struct SqlStore<B: Backend> {
     pool: Pool<B::Db>,
+    /// Where write transactions run: the pool itself, or (SQLite) one
+    /// connection of its own, whose page cache then stays valid from one
+    /// write to the next (a connection drops its whole cache when it finds
+    /// that another connection has written since its last transaction).
+    writer: Pool<B::Db>,
     /// One write at a time in this process, for backends with a single
     /// writer ([`Backend::SERIAL_WRITES`]).
     write_gate: Mutex<()>,
@@ -122,9 +132,15 @@ fn map<B: Backend>(e: sqlx::Error) -> StoreError {
 }
 
 impl<B: Backend> SqlStore<B> {
-    /// The store over `pool`, with the keys and limits of `config`.
-    pub(super) fn new(pool: Pool<B::Db>, config: &StoreConfig) -> Self {
+    /// The store over `pool`, writing through `writer` (or `pool`), with
+    /// the keys and limits of `config`.
+    pub(super) fn new(
+        pool: Pool<B::Db>,
+        writer: Option<Pool<B::Db>>,
+        config: &StoreConfig,
+    ) -> Self {
         Self {
+            writer: writer.unwrap_or_else(|| pool.clone()),
             pool,
             write_gate: Mutex::new(()),
             acquire_timeout: config.acquire_timeout,
@@ -171,8 +187,8 @@ impl<B: Backend> SqlStore<B> {
     /// database's write lock).
     async fn begin_write(&self) -> Result<Transaction<'static, B::Db>, StoreError> {
         match B::BEGIN_WRITE {
-            Some(statement) => self.pool.begin_with(statement).await,
-            None => self.pool.begin().await,
+            Some(statement) => self.writer.begin_with(statement).await,
+            None => self.writer.begin().await,
         }
         .map_err(map::<B>)
     }
@@ -180,6 +196,7 @@ impl<B: Backend> SqlStore<B> {
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 
@@ -269,6 +286,8 @@ where
             .bind(B::Id::from_uuid(id))
             .bind(controller_id)
             .bind(audit::to_hex(&chained.head))
+            .bind(chained.sequence)
+            .bind(audit::to_hex(&chained.hash))
             .execute(&mut *conn)
             .await
             .map(drop)
@@ -321,23 +340,63 @@ where
         tx.rollback().await.map_err(map::<B>)
     }
 
-    /// The request a task belongs to, read with `statement`
-    /// ([`sql::SELECT_REQUEST`] or [`B::LOCKING.request_for_update`]); the foreign
-    /// key says it exists.
+    /// The row of the request a task belongs to, read with `statement`
+    /// ([`sql::SELECT_REQUEST`] or [`B::LOCKING.request_for_update`]); the
+    /// foreign key says it exists.
+    async fn task_request_row(
+        conn: &mut Conn<B>,
+        statement: &'static str,
+        task: &Task,
+    ) -> Result<DbRow<B>, StoreError> {
+        sqlx::query(statement)
+            .bind(B::Id::from_uuid(task.request))
+            .bind(task.controller_id.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map::<B>)?
+            .ok_or_else(|| StoreError::Corrupt("a task's request is missing".to_owned()))
+    }
+
+    /// The request a task belongs to, read with `statement` (as
+    /// [`Self::task_request_row`]).
     async fn task_request(
         conn: &mut Conn<B>,
         data_key: &DataKey,
         statement: &'static str,
         task: &Task,
     ) -> Result<DataSubjectRequest, StoreError> {
-        let row = sqlx::query(statement)
-            .bind(B::Id::from_uuid(task.request))
-            .bind(task.controller_id.as_str())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map::<B>)?
-            .ok_or_else(|| StoreError::Corrupt("a task's request is missing".to_owned()))?;
+        let row = Self::task_request_row(conn, statement, task).await?;
         Self::request_from_row(data_key, &row)
+    }
+
+    /// The request a task belongs to, locked against other writers of it
+    /// and of its events ([`B::LOCKING.request_for_update`]), with the tip of
+    /// its audit chain.
+    async fn locked_request(
+        conn: &mut Conn<B>,
+        data_key: &DataKey,
+        task: &Task,
+    ) -> Result<(DataSubjectRequest, Tip), StoreError> {
+        let row = Self::task_request_row(conn, B::LOCKING.request_for_update, task).await?;
+        let tip = codec::read_tip(&row)?;
+        Ok((Self::request_from_row(data_key, &row)?, tip))
+    }
+
+    /// Sends `writes` in one round trip ([`Backend::TOGETHER`]); `false`
+    /// if a row they were to change was not there as read (nothing must
+    /// then be committed).
+    async fn write(conn: &mut Conn<B>, writes: Writes) -> Result<bool, StoreError> {
+        let Some((query, expected)) = writes.query::<B::Db, B::Id>(B::TOGETHER)? else {
+            return Ok(true);
+        };
+        let result = query.execute(&mut *conn).await.map_err(|e| {
+            if error::is_unique_violation(&e) {
+                StoreError::Conflict
+            } else {
+                map::<B>(e)
+            }
+        })?;
+        Ok(B::rows_affected(&result) == expected)
     }
 
     /// The tasks of one request that `statement` (`$1` request, `$2`
@@ -599,13 +658,13 @@ where
         let _turn = self.write_turn().await?;
         let mut tx = self.begin_write().await?;
         let mut inserted = HashSet::with_capacity(batch.len());
-        for query in group.request_inserts::<B::Db, B::Id>() {
+        for query in group.request_inserts::<B::Db, B::Id>(B::PLACEHOLDERS) {
             for row in query.fetch_all(&mut *tx).await.map_err(map::<B>)? {
                 let id: B::Id = row.try_get(0).map_err(map::<B>)?;
                 inserted.insert(id.into_uuid("id")?);
             }
         }
-        for query in group.effect_inserts::<B::Db, B::Id>(&inserted) {
+        for query in group.effect_inserts::<B::Db, B::Id>(&inserted, B::PLACEHOLDERS) {
             query.execute(&mut *tx).await.map_err(map::<B>)?;
         }
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -952,18 +1011,15 @@ where
         }
         let mut requests = BTreeMap::new();
         for (id, task) in owners {
-            let request = Self::task_request(
-                &mut tx,
-                self.data_key()?,
-                B::LOCKING.request_for_update,
-                task,
-            )
-            .await?;
-            requests.insert(id, request);
+            requests.insert(
+                id,
+                Self::locked_request(&mut tx, self.data_key()?, task).await?,
+            );
         }
+        let mut writes = Writes::default();
         let mut claimed = Vec::with_capacity(claimable.len());
         for mut task in claimable {
-            let Some(request) = requests.get(&task.request) else {
+            let Some((request, tip)) = requests.get_mut(&task.request) else {
                 continue;
             };
             // The query chose by the same rule; the domain has the last word.
@@ -971,16 +1027,15 @@ where
                 continue;
             }
             let event = steps::claim(&mut task, request, lease, now);
-            Self::update_task(&mut tx, &task).await?;
-            Self::insert_event(
-                &mut tx,
-                self.audit_key()?,
-                task.request,
-                &task.controller_id,
-                &event,
-            )
-            .await?;
+            writes.task(&task);
+            writes.event(self.audit_key()?, request, tip, &event);
             claimed.push(steps::task_view(task, request));
+        }
+        if !Self::write(&mut tx, writes).await? {
+            Self::roll_back(tx).await?;
+            return Err(StoreError::Internal(
+                "a claimed task or its request changed under its lock".to_owned(),
+            ));
         }
         tx.commit().await.map_err(map::<B>)?;
         tracing::Span::current().record("claimed", claimed.len());
@@ -1020,11 +1075,15 @@ where
         // request's last two tasks at once, the second waits here and then
         // sees the first one's task finished. A renewal writes no event and
         // leaves the request row alone.
-        let statement = match op {
-            TaskOp::Renew { .. } => sql::SELECT_REQUEST,
-            TaskOp::Release { .. } | TaskOp::Complete { .. } => B::LOCKING.request_for_update,
+        let (mut request, mut tip) = match op {
+            TaskOp::Renew { .. } => (
+                Self::task_request(&mut tx, self.data_key()?, sql::SELECT_REQUEST, &task).await?,
+                None,
+            ),
+            TaskOp::Release { .. } | TaskOp::Complete { .. } => {
+                Self::locked_request(&mut tx, self.data_key()?, &task).await?
+            }
         };
-        let mut request = Self::task_request(&mut tx, self.data_key()?, statement, &task).await?;
         let (event, completed) = match steps::apply(&mut task, &request, op, now) {
             Err(refused) => {
                 Self::roll_back(tx).await?;
@@ -1039,48 +1098,42 @@ where
             }
             Ok(Applied::Changed { event, completed }) => (event, completed),
         };
-        Self::update_task(&mut tx, &task).await?;
+        let mut writes = Writes::default();
+        writes.task(&task);
         if let Some(event) = &event {
-            Self::insert_event(
-                &mut tx,
-                self.audit_key()?,
-                task.request,
-                &task.controller_id,
-                event,
-            )
-            .await?;
+            writes.event(self.audit_key()?, &request, &mut tip, event);
         }
         let mut moved = None;
         if completed {
-            let tasks = Self::tasks_of(
+            // The request's tasks as they will be once this one is written.
+            let mut tasks = Self::tasks_of(
                 &mut tx,
                 sql::REQUEST_TASKS,
                 &task.controller_id,
                 task.request,
             )
             .await?;
+            for stored in &mut tasks {
+                if stored.id == task.id {
+                    stored.clone_from(&task);
+                }
+            }
             let expected_version = request.version;
             if let Some(event) = steps::settle(&mut request, &task, &tasks, now)? {
-                // The request row is locked (PostgreSQL) or the database
-                // is (SQLite): its version cannot have moved since it was
-                // read, so a conflict here would be a bug; it writes
-                // nothing all the same.
-                if !Self::update_request_row(&mut tx, self.data_key()?, &request, expected_version)
-                    .await?
-                {
-                    Self::roll_back(tx).await?;
-                    return Err(StoreError::Conflict);
-                }
-                Self::insert_event(
-                    &mut tx,
-                    self.audit_key()?,
-                    request.id,
-                    &request.controller_id,
-                    &event,
-                )
-                .await?;
+                writes.request(
+                    RequestColumns::from_domain(&request)?.seal(self.data_key()?)?,
+                    expected_version,
+                );
+                writes.event(self.audit_key()?, &request, &mut tip, &event);
                 moved = Some(Box::new(request.clone()));
             }
+        }
+        // The request row is locked (PostgreSQL) or the database is
+        // (SQLite): nothing written here can have moved since it was read,
+        // so a miss would be a bug; it writes nothing all the same.
+        if !Self::write(&mut tx, writes).await? {
+            Self::roll_back(tx).await?;
+            return Err(StoreError::Conflict);
         }
         tx.commit().await.map_err(map::<B>)?;
         Ok(TaskOpResult::Done(

@@ -131,6 +131,7 @@ conformance! {
         a_purge_empties_the_personal_data_once_and_keeps_the_trail,
         a_large_group_is_split_into_statements_and_its_trails_verify,
         a_store_without_keys_keeps_personal_data_and_events_out,
+        task_writes_chain_on_from_the_tip_the_migration_carries,
     ],
 }
 
@@ -2982,6 +2983,103 @@ async fn a_large_group_is_split_into_statements_and_its_trails_verify(config: St
     .unwrap();
     assert_eq!(report.finding, None, "every trail verifies");
     assert_eq!((report.requests, report.events), (800, 2400));
+}
+
+/// Claims and task operations chain their events from the tip of the
+/// request's chain kept on its row (migration 0003), interleaved with the
+/// writers that read the last event instead: the trail stays numbered
+/// 1, 2, 3… and verifies. With the tip emptied and migration 0003's
+/// backfill run again, as on a database migrated with events already
+/// written, the next writes chain on from the right event.
+async fn task_writes_chain_on_from_the_tip_the_migration_carries(config: StoreConfig) {
+    let store = open(&config).await;
+    let (request, tasks) = insert_with_tasks(
+        &store,
+        &Build::request("acme"),
+        &[(P, 100), (Q, 100), (P, 200)],
+    )
+    .await;
+    let p = claim(&store, P, 1, 600, at(10)).await;
+    done(
+        operate(
+            &store,
+            P,
+            p[0].task.id,
+            &release(&token(&p[0]), Some("busy")),
+            at(11),
+        )
+        .await,
+    );
+    // A watchdog finding goes through the other writer, between the task
+    // writes.
+    let read = get(&store, &request).await;
+    assert!(
+        store
+            .record_request_finding(&read, Finding::AtRisk, at(12))
+            .await
+            .unwrap()
+    );
+
+    let backfill = include_str!("../../migrations/sqlite/0003_chain_tip.sql");
+    assert_eq!(
+        backfill.split_once("UPDATE").map(|(_, update)| update),
+        include_str!("../../migrations/postgres/0003_chain_tip.sql")
+            .split_once("UPDATE")
+            .map(|(_, update)| update),
+        "both backends carry the tip alike"
+    );
+    db::execute_raw(
+        &config,
+        "UPDATE data_subject_requests SET last_event_sequence = NULL, last_event_hash = NULL",
+    )
+    .await;
+    let update = backfill.split_once("UPDATE").expect("the backfill").1;
+    db::execute_raw_owned(&config, format!("UPDATE{update}")).await;
+
+    let again = claim(&store, P, 2, 600, at(20)).await;
+    assert_eq!(again.len(), 2, "both of P's tasks");
+    let q = claim(&store, Q, 1, 600, at(20)).await;
+    for (processor, view, outcome) in [
+        (P, &again[0], TaskOutcome::Done),
+        (P, &again[1], TaskOutcome::NoDataHeld),
+        (Q, &q[0], TaskOutcome::Done),
+    ] {
+        done(
+            operate(
+                &store,
+                processor,
+                view.task.id,
+                &complete(&token(view), outcome),
+                at(30),
+            )
+            .await,
+        );
+    }
+    assert_eq!(get(&store, &request).await.state, State::Completed);
+    assert!(
+        stored_tasks(&store, &request)
+            .await
+            .iter()
+            .all(|t| t.state == TaskState::Completed)
+    );
+
+    let trail = events(&store, &request).await;
+    assert_eq!(
+        sequences(&trail),
+        (1..=trail.len() as i64).collect::<Vec<_>>()
+    );
+    // submitted, three task_created, claim, release, at risk, three claims,
+    // three completions, closed.
+    assert_eq!(trail.len(), 1 + tasks.len() + 2 + 1 + 3 + 3 + 1);
+    let report = gdpr_intake::store::audit::verify(
+        store.as_ref(),
+        config.audit_key.as_ref().expect("keyed"),
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.finding, None, "the trail verifies");
+    assert_eq!((report.requests, report.events), (1, trail.len() as u64));
 }
 
 /// A target is revoked once, whoever asks again; revocations list in the
