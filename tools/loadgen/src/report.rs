@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 use tonic::Code;
 
+use crate::anchors::AnchorsReport;
 use crate::collector::Received;
 use crate::drive::Stats;
 use crate::pgbench::PgbenchResult;
@@ -179,6 +180,9 @@ pub struct Report {
     pub echo_ceiling_rps: Option<f64>,
     pub pgbench: Option<PgbenchResult>,
     pub pgbench_error: Option<String>,
+    /// With --anchors: what the database engine did with the same work,
+    /// and the table of ratios and targets.
+    pub anchors: Option<AnchorsReport>,
     /// With trace export on: what the OTLP receiver got.
     pub trace_export: Option<TraceExportCheck>,
     pub passed: bool,
@@ -316,7 +320,8 @@ impl Report {
         if let Some(ceiling) = self.echo_ceiling_rps {
             let _ = writeln!(out, "echo ceiling: {ceiling:.1} calls/s");
         }
-        if let Some(pg) = &self.pgbench {
+        // With anchors, the single-row INSERT is a line of their table.
+        if let (Some(pg), None) = (&self.pgbench, &self.anchors) {
             let _ = write!(
                 out,
                 "pgbench single-row INSERT: {:.1} tps ({} clients, {} threads, {}s)",
@@ -334,6 +339,9 @@ impl Report {
         if let Some(peak) = self.server.peak_rss_bytes {
             let _ = writeln!(out, "server peak RSS (VmHWM): {}", mib(peak));
         }
+        if let Some(anchors) = &self.anchors {
+            let _ = write!(out, "{}", anchors.text());
+        }
         for s in &self.scenarios {
             let verdict = if s.passed { "passed" } else { "failed" };
             let _ = writeln!(
@@ -350,6 +358,15 @@ impl Report {
                 let _ = writeln!(out, "result: pgbench failed ({e})");
             }
             (None, None) => {}
+        }
+        if let Some(anchors) = &self.anchors {
+            let verdict = if anchors.passed() { "passed" } else { "failed" };
+            let _ = writeln!(
+                out,
+                "result: anchors {verdict} ({} measured, {} failed)",
+                anchors.anchors.len(),
+                anchors.errors.len()
+            );
         }
         if let Some(check) = &self.trace_export {
             let r = &check.received;
@@ -692,6 +709,7 @@ mod tests {
             echo_ceiling_rps: Some(30_000.0),
             pgbench: None,
             pgbench_error: None,
+            anchors: None,
             trace_export: None,
             passed: true,
         }
