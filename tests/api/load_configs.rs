@@ -2,7 +2,9 @@
 //! parses, names a call that exists in the compiled descriptor set, points
 //! at a proto file that exists and declares that service, and sends only
 //! fields (and enum values) the call's input message has. A renamed RPC or
-//! field breaks this test instead of a load test run months later.
+//! field breaks this test instead of a load test run months later. Each
+//! main call has one closed-loop configuration; a steady-rate one (`rps`)
+//! may drive the same call beside it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -201,24 +203,28 @@ fn split_call(call: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// The call a configuration drives, as `package.Service.Method`.
+fn call_of(name: &str, config: &Value) -> String {
+    let call = config["call"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: no call"));
+    let (service, method) =
+        split_call(call).unwrap_or_else(|| panic!("{name}: malformed call {call}"));
+    format!("{service}.{method}")
+}
+
 #[test]
-fn every_main_call_has_one_configuration() {
+fn every_main_call_has_one_closed_loop_configuration() {
     let calls: Vec<String> = configs()
         .iter()
-        .map(|(name, c)| {
-            let call = c["call"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name}: no call"));
-            let (service, method) =
-                split_call(call).unwrap_or_else(|| panic!("{name}: malformed call {call}"));
-            format!("{service}.{method}")
-        })
+        .filter(|(_, c)| c.get("rps").is_none())
+        .map(|(name, c)| call_of(name, c))
         .collect();
     let unique: BTreeSet<&String> = calls.iter().collect();
     assert_eq!(
         unique.len(),
         calls.len(),
-        "two configurations drive one call"
+        "two closed-loop configurations drive one call"
     );
     for expected in CALLS {
         assert!(
@@ -226,6 +232,24 @@ fn every_main_call_has_one_configuration() {
             "no configuration drives {expected}"
         );
     }
+}
+
+#[test]
+fn the_steady_submit_holds_1000_a_second() {
+    let configs = configs();
+    let (name, steady) = configs
+        .iter()
+        .find(|(name, _)| name == "submit_steady.json")
+        .expect("tests/load/submit_steady.json");
+    assert_eq!(
+        call_of(name, steady),
+        "gdpr.intake.v1.DataSubjectRequestService.SubmitDataSubjectRequest"
+    );
+    // ghz holds the rate with at most `concurrency` calls in flight.
+    assert_eq!(steady["rps"], 1000);
+    assert_eq!(steady["concurrency"], 64);
+    assert_eq!(steady["connections"], 4);
+    assert_eq!(steady["duration"], "30s");
 }
 
 #[test]
@@ -302,17 +326,20 @@ fn configurations_name_real_calls_files_and_fields() {
 #[test]
 fn submissions_get_a_new_request_id_per_call() {
     let configs = configs();
-    let (_, submit) = configs
+    let submits: Vec<&(String, Value)> = configs
         .iter()
-        .find(|(_, c)| {
+        .filter(|(_, c)| {
             c["call"]
                 .as_str()
                 .is_some_and(|c| c.ends_with("SubmitDataSubjectRequest"))
         })
-        .expect("a submit configuration");
+        .collect();
+    assert!(submits.len() >= 2, "submit.json and submit_steady.json");
     // ghz renders the template for every call; a fixed id would make every
     // call after the first a replay, which measures something else.
-    assert_eq!(submit["data"]["request_id"], "{{newUUID}}");
+    for (name, submit) in submits {
+        assert_eq!(submit["data"]["request_id"], "{{newUUID}}", "{name}");
+    }
 }
 
 #[test]

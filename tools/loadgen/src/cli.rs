@@ -95,6 +95,14 @@ pub struct Args {
     /// data_subject_requests, at the same client count, for comparison.
     #[arg(long)]
     pub pgbench: bool,
+    /// Also measure the anchors: what the database engine itself does with
+    /// each scenario's work, in the same run, printed as a table beside the
+    /// service's rates with the ratio and the target. PostgreSQL: pgbench
+    /// scripts (tools/loadgen/anchors/) on the spawned server's database,
+    /// the single-row INSERT of --pgbench among them. SQLite: Submit's rows
+    /// written through the engine into a fresh file. Needs a spawned server.
+    #[arg(long)]
+    pub anchors: bool,
     /// Span export of the spawned server: `off`; `on`, to an OTLP/gRPC
     /// receiver in this process, every span sampled; or `both`, the whole
     /// run with export off and then on (a fresh server and database each),

@@ -6,9 +6,11 @@
 //! a bare echo service on the same tonic server settings, so the service's
 //! throughput is stated as a share of what gRPC alone reaches on the
 //! machine. It can spawn the real `gdpr-intake` binary (SQLite, or a fresh
-//! PostgreSQL database) and report the child's peak memory, and compare
-//! PostgreSQL with pgbench's single-row INSERT. See `tests/load/README.md`.
+//! PostgreSQL database) and report the child's peak memory, and set each
+//! scenario beside what the database engine itself does with the same work
+//! (the anchors). See `tests/load/README.md`.
 
+mod anchors;
 mod calls;
 mod cli;
 mod collector;
@@ -105,6 +107,23 @@ async fn run(args: Args) -> Result<bool, String> {
                 "--pgbench: no pgbench on PATH (Debian: apt-get install postgresql-client)"
                     .to_owned(),
             );
+        }
+    }
+    if args.anchors {
+        match backend {
+            None => {
+                return Err(
+                    "--anchors writes to the spawned server's database beside it: it needs a spawned server, not --addr"
+                        .to_owned(),
+                );
+            }
+            Some(Backend::Postgres) if !pgbench::available() => {
+                return Err(
+                    "--anchors on PostgreSQL runs pgbench: no pgbench on PATH (Debian: apt-get install postgresql-client)"
+                        .to_owned(),
+                );
+            }
+            Some(_) => {}
         }
     }
     if args.trace_export != TraceExport::Off && backend.is_none() {
@@ -435,21 +454,45 @@ async fn run_on(
         }
     }
 
-    let (pgbench, pgbench_error) = if args.pgbench {
+    let (mut pgbench, mut pgbench_error) = (None, None);
+    let mut anchors = None;
+    if let (true, Some(backend)) = (args.anchors, backend) {
+        let actor = spawn::token_subject(Role::Controller, TENANT);
+        let plan = anchors::Plan {
+            backend,
+            database_url: fresh_url.as_deref(),
+            clients: args.concurrency,
+            duration: args.duration,
+            task_preload: args.task_preload,
+            tenant: TENANT,
+            actor: &actor,
+        };
+        let measured = anchors::measure(&plan).await;
+        pgbench.clone_from(&measured.insert_one_row);
+        let rates: Vec<(&str, f64)> = reports
+            .iter()
+            .map(|r| (r.scenario.as_str(), r.requests_per_second))
+            .collect();
+        anchors = Some(anchors::AnchorsReport::new(
+            backend,
+            measured,
+            &rates,
+            echo_ceiling,
+            args.concurrency,
+        ));
+    } else if args.pgbench {
         let url = fresh_url.as_deref().or(args.database_url.as_deref());
         match url {
             Some(url) => {
                 eprintln!("loadgen: running pgbench with {} clients", args.concurrency);
                 match pgbench::run(url, args.concurrency, args.duration).await {
-                    Ok(result) => (Some(result), None),
-                    Err(e) => (None, Some(e)),
+                    Ok(result) => pgbench = Some(result),
+                    Err(e) => pgbench_error = Some(e),
                 }
             }
-            None => (None, Some("no database to run it against".to_owned())),
+            None => pgbench_error = Some("no database to run it against".to_owned()),
         }
-    } else {
-        (None, None)
-    };
+    }
 
     let server_info = match &target {
         Target::Spawned(server) => ServerInfo {
@@ -493,6 +536,7 @@ async fn run_on(
     };
     let passed = reports.iter().all(|r| r.passed)
         && pgbench_error.is_none()
+        && anchors.as_ref().is_none_or(anchors::AnchorsReport::passed)
         && trace_check.as_ref().is_none_or(TraceExportCheck::passed);
     let report = Report {
         machine: Machine::this(),
@@ -514,6 +558,7 @@ async fn run_on(
         echo_ceiling_rps: echo_ceiling,
         pgbench,
         pgbench_error,
+        anchors,
         trace_export: trace_check,
         passed,
     };

@@ -1,10 +1,14 @@
-//! The yardstick for PostgreSQL: pgbench's single-row INSERT, one row per
-//! transaction, into a scratch copy of `data_subject_requests`, at the same
-//! client count as the service's run.
+//! pgbench, the yardstick of PostgreSQL: it runs a script of the
+//! anchors (`tools/loadgen/anchors/`) with as many clients as the service
+//! had calls in flight, for as long as a scenario ran, and reads its
+//! report. Every script runs in pgbench's prepared mode: the extended
+//! protocol with statements prepared once per connection, as sqlx runs the
+//! service's.
 //!
-//! The scratch table is made with `LIKE … INCLUDING ALL`, so it carries the
-//! same columns, checks and indexes as the migrated table, whatever the
-//! migrations become; it is dropped afterwards.
+//! [`run`] is the single-row INSERT (`insert_one_row.sql`) into a scratch
+//! copy of `data_subject_requests`, made with `LIKE … INCLUDING ALL` so
+//! that it carries the same columns, checks and indexes as the migrated
+//! table, whatever the migrations become; it is dropped afterwards.
 
 use std::fs;
 use std::process::Command;
@@ -14,26 +18,8 @@ use sqlx::{Connection, PgConnection};
 
 const SCRATCH_TABLE: &str = "loadgen_pgbench_requests";
 
-/// One transaction: one row, as a submission would store it (an adult's
-/// access request in Germany, in progress, fingerprint and times filled).
-/// The subject's date of birth and email are made up.
-const SCRIPT: &str = r"\set n random(1, 1000000000)
-INSERT INTO loadgen_pgbench_requests (
-    id, controller_id, request_id, request_type, subject_external_id,
-    subject_email, subject_date_of_birth, subject_country, subject_subdivision,
-    details, corrections, state, regime, received_at, create_time, update_time,
-    original_due_time, due_time, fingerprint, version)
-VALUES (
-    gen_random_uuid(), 'loadgen', gen_random_uuid(), 'access',
-    'loadgen-subject-' || :n, 'subject@example.org', '1985-12-10', 'DE', NULL,
-    'please send me a copy of my data', '{}', 'in_progress', 'GDPR',
-    (extract(epoch from clock_timestamp()) * 1000000)::bigint,
-    (extract(epoch from clock_timestamp()) * 1000000)::bigint,
-    (extract(epoch from clock_timestamp()) * 1000000)::bigint,
-    (extract(epoch from clock_timestamp()) * 1000000)::bigint + 2678400000000,
-    (extract(epoch from clock_timestamp()) * 1000000)::bigint + 2678400000000,
-    md5(:n::text) || md5((:n + 1)::text), 1);
-";
+/// One row per transaction into [`SCRATCH_TABLE`].
+pub const INSERT_ONE_ROW: &str = include_str!("../anchors/insert_one_row.sql");
 
 /// What pgbench reported.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -45,6 +31,17 @@ pub struct PgbenchResult {
     pub tps: f64,
 }
 
+/// A run whose report could be read.
+#[derive(Clone, Debug)]
+pub struct ScriptRun {
+    pub result: PgbenchResult,
+    /// Whether pgbench stopped clients on an error before the time was up
+    /// (its report then counts what they did until then).
+    pub aborted: bool,
+    /// pgbench's error output: why clients were stopped.
+    pub errors: String,
+}
+
 /// Whether `pgbench` can be run at all.
 pub fn available() -> bool {
     Command::new("pgbench")
@@ -53,8 +50,9 @@ pub fn available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Runs the INSERT for `duration` with `clients` connections against the
-/// database at `url`, which must hold a migrated `data_subject_requests`.
+/// Runs the single-row INSERT for `duration` with `clients` connections
+/// against the database at `url`, which must hold a migrated
+/// `data_subject_requests`.
 pub async fn run(url: &str, clients: u32, duration: Duration) -> Result<PgbenchResult, String> {
     let mut conn = PgConnection::connect(url)
         .await
@@ -69,61 +67,86 @@ pub async fn run(url: &str, clients: u32, duration: Duration) -> Result<PgbenchR
         .map_err(|e| {
             format!("pgbench: cannot copy data_subject_requests (is the database migrated?): {e}")
         })?;
+    let run = run_script(url, INSERT_ONE_ROW, clients, duration, &[]).await;
+    let cleanup = sqlx::query("DROP TABLE IF EXISTS loadgen_pgbench_requests")
+        .execute(&mut conn)
+        .await;
+    let _ = conn.close().await;
+    let run = run?;
+    if run.aborted {
+        return Err(format!(
+            "pgbench stopped its clients: {}",
+            run.errors.trim()
+        ));
+    }
+    cleanup.map_err(|e| format!("pgbench: cannot drop {SCRATCH_TABLE}: {e}"))?;
+    Ok(run.result)
+}
 
+/// Runs `script` with `clients` connections for `duration` (whole seconds,
+/// at least one) against the database at `url`, each `(name, value)` of
+/// `variables` given with `-D`. A run that pgbench aborted still counts
+/// when its report can be read.
+pub async fn run_script(
+    url: &str,
+    script: &str,
+    clients: u32,
+    duration: Duration,
+    variables: &[(&str, String)],
+) -> Result<ScriptRun, String> {
     let script_path = std::env::temp_dir().join(format!(
         "loadgen-pgbench-{}.sql",
         uuid::Uuid::new_v4().simple()
     ));
-    fs::write(&script_path, SCRIPT)
+    fs::write(&script_path, script)
         .map_err(|e| format!("pgbench: cannot write its script: {e}"))?;
     // pgbench's worker threads: as many as cores, never more than clients.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = clients.min(u32::try_from(cores).unwrap_or(1)).max(1);
     let seconds = duration.as_secs().max(1);
-    let url_owned = url.to_owned();
-    let script = script_path.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("pgbench")
-            .arg("--no-vacuum")
-            .arg("--client")
-            .arg(clients.to_string())
-            .arg("--jobs")
-            .arg(threads.to_string())
-            .arg("--time")
-            .arg(seconds.to_string())
-            .arg("--file")
-            .arg(&script)
-            .arg(&url_owned)
-            .output()
-    })
-    .await
-    .map_err(|e| format!("pgbench: {e}"))?
-    .map_err(|e| format!("pgbench: cannot run it ({e}); Debian ships it in postgresql-client"));
+    let mut command = Command::new("pgbench");
+    command
+        .arg("--no-vacuum")
+        .arg("--protocol=prepared")
+        .arg("--client")
+        .arg(clients.to_string())
+        .arg("--jobs")
+        .arg(threads.to_string())
+        .arg("--time")
+        .arg(seconds.to_string())
+        .arg("--file")
+        .arg(&script_path);
+    for (name, value) in variables {
+        command.arg("--define").arg(format!("{name}={value}"));
+    }
+    command.arg(url);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .map_err(|e| format!("pgbench: {e}"))?
+        .map_err(|e| format!("pgbench: cannot run it ({e}); Debian ships it in postgresql-client"));
     let _ = fs::remove_file(&script_path);
-    let cleanup = sqlx::query("DROP TABLE IF EXISTS loadgen_pgbench_requests")
-        .execute(&mut conn)
-        .await;
-    let _ = conn.close().await;
     let output = output?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!(
-            "pgbench failed ({}): {}{}",
-            output.status,
-            stdout,
-            String::from_utf8_lossy(&output.stderr)
-        ));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = parse(&stdout);
+    let aborted = stderr.contains("Run was aborted");
+    match report {
+        Some((transactions, tps)) if output.status.success() || aborted => Ok(ScriptRun {
+            result: PgbenchResult {
+                clients,
+                threads,
+                seconds,
+                transactions,
+                tps,
+            },
+            aborted,
+            errors: stderr,
+        }),
+        _ => Err(format!(
+            "pgbench failed ({}): {stdout}{stderr}",
+            output.status
+        )),
     }
-    cleanup.map_err(|e| format!("pgbench: cannot drop {SCRATCH_TABLE}: {e}"))?;
-    let (transactions, tps) =
-        parse(&stdout).ok_or_else(|| format!("pgbench: cannot read its report:\n{stdout}"))?;
-    Ok(PgbenchResult {
-        clients,
-        threads,
-        seconds,
-        transactions,
-        tps,
-    })
 }
 
 /// The committed transactions and the tps (without connection time) from
@@ -172,6 +195,6 @@ mod tests {
 
     #[test]
     fn the_script_names_the_scratch_table() {
-        assert!(SCRIPT.contains(SCRATCH_TABLE));
+        assert!(INSERT_ONE_ROW.contains(SCRATCH_TABLE));
     }
 }

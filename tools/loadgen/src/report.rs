@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 use tonic::Code;
 
+use crate::anchors::AnchorsReport;
 use crate::collector::Received;
 use crate::drive::Stats;
 use crate::pgbench::PgbenchResult;
@@ -179,6 +180,9 @@ pub struct Report {
     pub echo_ceiling_rps: Option<f64>,
     pub pgbench: Option<PgbenchResult>,
     pub pgbench_error: Option<String>,
+    /// With --anchors: what the database engine did with the same work,
+    /// and the table of ratios and targets.
+    pub anchors: Option<AnchorsReport>,
     /// With trace export on: what the OTLP receiver got.
     pub trace_export: Option<TraceExportCheck>,
     pub passed: bool,
@@ -316,7 +320,8 @@ impl Report {
         if let Some(ceiling) = self.echo_ceiling_rps {
             let _ = writeln!(out, "echo ceiling: {ceiling:.1} calls/s");
         }
-        if let Some(pg) = &self.pgbench {
+        // With anchors, the single-row INSERT is a line of their table.
+        if let (Some(pg), None) = (&self.pgbench, &self.anchors) {
             let _ = write!(
                 out,
                 "pgbench single-row INSERT: {:.1} tps ({} clients, {} threads, {}s)",
@@ -334,6 +339,9 @@ impl Report {
         if let Some(peak) = self.server.peak_rss_bytes {
             let _ = writeln!(out, "server peak RSS (VmHWM): {}", mib(peak));
         }
+        if let Some(anchors) = &self.anchors {
+            let _ = write!(out, "{}", anchors.text());
+        }
         for s in &self.scenarios {
             let verdict = if s.passed { "passed" } else { "failed" };
             let _ = writeln!(
@@ -350,6 +358,26 @@ impl Report {
                 let _ = writeln!(out, "result: pgbench failed ({e})");
             }
             (None, None) => {}
+        }
+        // The verdict is the only `passed` or `failed` of the line: the
+        // smoke test counts lines by it.
+        match &self.anchors {
+            Some(anchors) if anchors.passed() => {
+                let _ = writeln!(
+                    out,
+                    "result: anchors passed ({} measured)",
+                    anchors.anchors.len()
+                );
+            }
+            Some(anchors) => {
+                let _ = writeln!(
+                    out,
+                    "result: anchors failed ({} measured, {} not)",
+                    anchors.anchors.len(),
+                    anchors.errors.len()
+                );
+            }
+            None => {}
         }
         if let Some(check) = &self.trace_export {
             let r = &check.received;
@@ -692,6 +720,7 @@ mod tests {
             echo_ceiling_rps: Some(30_000.0),
             pgbench: None,
             pgbench_error: None,
+            anchors: None,
             trace_export: None,
             passed: true,
         }
@@ -719,6 +748,50 @@ mod tests {
         let text = rounds.text();
         assert!(text.starts_with("== trace export off vs on, median of 3 rounds\n"));
         assert!(text.contains("100 -> 140"), "{text}");
+    }
+
+    #[test]
+    fn the_anchors_result_line_says_failed_only_when_they_failed() {
+        use crate::anchors::{AnchorError, Measured};
+        use crate::cli::Backend;
+
+        // What the smoke test counts: lines that start with `result:` and
+        // say `failed`.
+        let failed_lines = |report: &Report| {
+            report
+                .summary_text()
+                .lines()
+                .filter(|l| l.starts_with("result: ") && l.contains(" failed"))
+                .count()
+        };
+        let with = |errors: Vec<AnchorError>| {
+            let mut report = run(false, 1000.0, 100.0);
+            let measured = Measured {
+                errors,
+                ..Measured::default()
+            };
+            report.anchors = Some(AnchorsReport::new(
+                Backend::Sqlite,
+                measured,
+                &[("get", 1000.0)],
+                Some(30_000.0),
+                16,
+            ));
+            report
+        };
+        let clean = with(Vec::new());
+        assert!(
+            clean
+                .summary_text()
+                .contains("result: anchors passed (0 measured)")
+        );
+        assert_eq!(failed_lines(&clean), 0);
+        let broken = with(vec![AnchorError {
+            name: "submit-write-set",
+            message: "disk full".to_owned(),
+        }]);
+        assert_eq!(failed_lines(&broken), 1);
+        assert!(broken.summary_text().contains("| get "));
     }
 
     #[test]

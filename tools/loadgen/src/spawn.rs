@@ -229,7 +229,7 @@ impl SpawnedServer {
             &TokenClaims {
                 issuer: dev::DEV_ISSUER.to_owned(),
                 audience: "gdpr-intake".to_owned(),
-                subject: format!("loadgen-{role}@{tenant}"),
+                subject: token_subject(role, tenant),
                 role,
                 tenant: tenant.to_owned(),
                 ttl_secs: ttl.as_secs().max(60),
@@ -302,6 +302,12 @@ impl Drop for SpawnedServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The subject of the tokens loadgen mints: the caller the service
+/// records on what it writes.
+pub fn token_subject(role: Role, tenant: &str) -> String {
+    format!("loadgen-{role}@{tenant}")
 }
 
 async fn serving(channel: Channel) -> bool {
