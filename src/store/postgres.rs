@@ -24,6 +24,15 @@ impl Backend for Postgres {
     const NAME: &'static str = "postgres";
     const LOCKING: sql::Locking = sql::ROW_LOCKS;
     const BEGIN_WRITE: Option<&'static str> = None;
+    // A claim reads the processor's open tasks in due order from the
+    // partial tasks_claim index and stops at the few it takes. The planner
+    // only sees that this beats reading them all and sorting when its
+    // statistics know how many there are; right after a burst of new
+    // tasks, or where nothing analyzes the table (autovacuum off), it
+    // estimates a handful and sorts the whole backlog at every claim. With
+    // sorting made its last resort for the transaction, the plan no longer
+    // depends on the statistics; one round trip carries both statements.
+    const BEGIN_TASK: Option<&'static str> = Some("BEGIN; SET LOCAL enable_sort TO off");
     const SERIAL_WRITES: bool = false;
     const PLACEHOLDERS: sql::Placeholders = sql::Placeholders::Numbered;
     const TOGETHER: Together = Together::CommonTableExpressions;

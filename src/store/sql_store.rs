@@ -36,15 +36,20 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use sqlx::error::DatabaseError;
 use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type,
+    Acquire, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row,
+    Transaction, Type,
 };
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, OwnedMutexGuard, oneshot};
+use tracing::Instrument as _;
+use tracing::instrument::WithSubscriber as _;
 use uuid::Uuid;
 
 use super::audit::{self, AuditKey, AuditTrail};
@@ -66,6 +71,52 @@ use crate::domain::revocation::{NewRevocation, Revocation};
 use crate::domain::routing::{Processor, Route, Task, TaskState, TaskView};
 use crate::domain::sla::{Finding, SlaMarks};
 
+/// The keys a task transaction seals and chains with.
+struct Keys {
+    audit: AuditKey,
+    data: DataKey,
+}
+
+/// A task transaction's work: a claim or a lease-holding operation.
+enum TaskWork {
+    Claim {
+        processor_id: String,
+        max: u32,
+        lease: SignedDuration,
+        now: Timestamp,
+    },
+    Operate {
+        processor_id: String,
+        id: Uuid,
+        op: TaskOp,
+        now: Timestamp,
+    },
+}
+
+/// What a task transaction answers.
+enum TaskDone {
+    Claimed(Vec<TaskView>),
+    Operated(TaskOpResult),
+}
+
+/// What a transaction's work decided: keep what it wrote, or write
+/// nothing; either way with its answer.
+enum Decided<T> {
+    Commit(T),
+    RollBack(T),
+}
+
+/// Task work waiting for a write batch (SQLite), with where its answer
+/// goes and a number to find it by.
+struct TaskJob {
+    number: u64,
+    work: TaskWork,
+    reply: oneshot::Sender<Result<TaskDone, StoreError>>,
+}
+
+/// Most task operations in one write batch.
+const MAX_TASK_BATCH: usize = 64;
+
 /// What differs between the backends, and nothing else.
 pub trait Backend: Send + Sync + 'static {
     /// The sqlx database.
@@ -78,6 +129,8 @@ pub trait Backend: Send + Sync + 'static {
     const LOCKING: Locking;
     /// How a write transaction begins; `None` for the driver's `BEGIN`.
     const BEGIN_WRITE: Option<&'static str>;
+    /// How a claim's or a task operation's own transaction begins.
+    const BEGIN_TASK: Option<&'static str>;
     /// Whether writes in this process take turns through the write gate
     /// (a backend with a single writer).
     const SERIAL_WRITES: bool;
@@ -107,7 +160,16 @@ pub struct SqlStore<B: Backend> {
     writer: Pool<B::Db>,
     /// One write at a time in this process, for backends with a single
     /// writer ([`Backend::SERIAL_WRITES`]).
-    write_gate: Mutex<()>,
+    write_gate: Arc<Mutex<()>>,
+    /// Claims and task operations waiting for the next write batch, on a
+    /// backend with a single writer: whoever gets the write turn runs
+    /// every one waiting in one transaction, each in a savepoint, so that
+    /// one commit (one WAL flush) serves them all.
+    task_queue: std::sync::Mutex<Vec<TaskJob>>,
+    /// Numbers the queued task work.
+    task_numbers: AtomicU64,
+    /// Both keys, for task transactions, when the store has both.
+    keys: Option<Arc<Keys>>,
     /// How long a writer waits for its turn, as for a pooled connection.
     acquire_timeout: Duration,
     /// Keys the events' hash chain; without it no event is written.
@@ -126,6 +188,25 @@ impl<B: Backend> Debug for SqlStore<B> {
     }
 }
 
+/// The queue of task work; a panic while it was held left it whole (every
+/// change to it is one push or one drain).
+fn lock(queue: &std::sync::Mutex<Vec<TaskJob>>) -> std::sync::MutexGuard<'_, Vec<TaskJob>> {
+    queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The answer a write batch sent, or why none came.
+fn batch_answer(
+    answer: Result<Result<TaskDone, StoreError>, oneshot::error::RecvError>,
+) -> Result<TaskDone, StoreError> {
+    answer.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(
+            "the write batch holding this operation stopped".to_owned(),
+        ))
+    })
+}
+
 /// Maps a driver error to the store's terms, with the backend's codes.
 fn map<B: Backend>(e: sqlx::Error) -> StoreError {
     error::map(e, B::classify)
@@ -142,7 +223,14 @@ impl<B: Backend> SqlStore<B> {
         Self {
             writer: writer.unwrap_or_else(|| pool.clone()),
             pool,
-            write_gate: Mutex::new(()),
+            write_gate: Arc::new(Mutex::new(())),
+            task_queue: std::sync::Mutex::new(Vec::new()),
+            task_numbers: AtomicU64::new(0),
+            keys: config
+                .audit_key
+                .clone()
+                .zip(config.data_key.clone())
+                .map(|(audit, data)| Arc::new(Keys { audit, data })),
             acquire_timeout: config.acquire_timeout,
             audit_key: config.audit_key.clone(),
             data_key: config.data_key.clone(),
@@ -162,6 +250,15 @@ impl<B: Backend> SqlStore<B> {
         self.data_key.as_ref().ok_or_else(|| {
             StoreError::Internal("this store has no data key: it reads no personal data".to_owned())
         })
+    }
+
+    /// Both keys, or why they are not there.
+    fn keys(&self) -> Result<Arc<Keys>, StoreError> {
+        self.audit_key()?;
+        self.data_key()?;
+        self.keys
+            .clone()
+            .ok_or_else(|| StoreError::Internal("this store's keys are missing".to_owned()))
     }
 
     /// The pool, for what the backend files do themselves (migrations).
@@ -550,6 +647,342 @@ where
                 .map_err(map::<B>)?,
         );
         Ok(updated == 1)
+    }
+
+    /// A claim's reads and writes, inside the caller's transaction.
+    async fn claim_in(
+        conn: &mut Conn<B>,
+        keys: &Keys,
+        processor_id: &str,
+        max: u32,
+        lease: SignedDuration,
+        now: Timestamp,
+    ) -> Result<Decided<TaskDone>, StoreError> {
+        // Concurrent claimers lock disjoint tasks (SKIP LOCKED) and never
+        // wait for a task.
+        let claimable: Vec<Task> = sqlx::query(B::LOCKING.claimable_tasks)
+            .bind(processor_id)
+            .bind(codec::micros(now))
+            .bind(i64::from(max))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(Self::task_from_row)
+            .collect::<Result<_, _>>()?;
+        // Each task event takes the next sequence of its request, so the
+        // requests are locked too: one at a time in id order (the map's
+        // order), so that two claimers whose tasks share requests take
+        // their locks in the same order and cannot deadlock.
+        let mut owners = BTreeMap::new();
+        for task in &claimable {
+            owners.entry(task.request).or_insert(task);
+        }
+        let mut requests = BTreeMap::new();
+        for (id, task) in owners {
+            requests.insert(id, Self::locked_request(conn, &keys.data, task).await?);
+        }
+        let mut writes = Writes::default();
+        let mut claimed = Vec::with_capacity(claimable.len());
+        for mut task in claimable {
+            let Some((request, tip)) = requests.get_mut(&task.request) else {
+                continue;
+            };
+            // The query chose by the same rule; the domain has the last word.
+            if !task.is_claimable(now) {
+                continue;
+            }
+            let event = steps::claim(&mut task, request, lease, now);
+            writes.task(&task);
+            writes.event(&keys.audit, request, tip, &event);
+            claimed.push(steps::task_view(task, request));
+        }
+        if !Self::write(conn, writes).await? {
+            return Err(StoreError::Internal(
+                "a claimed task or its request changed under its lock".to_owned(),
+            ));
+        }
+        Ok(Decided::Commit(TaskDone::Claimed(claimed)))
+    }
+
+    /// A lease-holding operation's reads and writes, inside the caller's
+    /// transaction.
+    async fn operate_in(
+        conn: &mut Conn<B>,
+        keys: &Keys,
+        processor_id: &str,
+        id: Uuid,
+        op: &TaskOp,
+        now: Timestamp,
+    ) -> Result<Decided<TaskDone>, StoreError> {
+        // A refusal, a replay or a missing task writes nothing.
+        let Some(row) = sqlx::query(B::LOCKING.task_for_update)
+            .bind(B::Id::from_uuid(id))
+            .bind(processor_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map::<B>)?
+        else {
+            return Ok(Decided::RollBack(TaskDone::Operated(
+                TaskOpResult::NotFound,
+            )));
+        };
+        let mut task = Self::task_from_row(&row)?;
+        // Task first, then request, as everywhere. The request row is
+        // locked whenever an event may follow, for its sequence; and before
+        // a completion aggregates, so that of two completions finishing a
+        // request's last two tasks at once, the second waits here and then
+        // sees the first one's task finished. A renewal writes no event and
+        // leaves the request row alone.
+        let (mut request, mut tip) = match op {
+            TaskOp::Renew { .. } => (
+                Self::task_request(conn, &keys.data, sql::SELECT_REQUEST, &task).await?,
+                None,
+            ),
+            TaskOp::Release { .. } | TaskOp::Complete { .. } => {
+                Self::locked_request(conn, &keys.data, &task).await?
+            }
+        };
+        let (event, completed) = match steps::apply(&mut task, &request, op, now) {
+            Err(refused) => {
+                return Ok(Decided::RollBack(TaskDone::Operated(
+                    TaskOpResult::Refused(refused),
+                )));
+            }
+            Ok(Applied::Unchanged) => {
+                return Ok(Decided::RollBack(TaskDone::Operated(TaskOpResult::Done(
+                    Box::new(steps::task_view(task, &request)),
+                    None,
+                ))));
+            }
+            Ok(Applied::Changed { event, completed }) => (event, completed),
+        };
+        let mut writes = Writes::default();
+        writes.task(&task);
+        if let Some(event) = &event {
+            writes.event(&keys.audit, &request, &mut tip, event);
+        }
+        let mut moved = None;
+        if completed {
+            // The request's tasks as they will be once this one is written.
+            let mut tasks =
+                Self::tasks_of(conn, sql::REQUEST_TASKS, &task.controller_id, task.request).await?;
+            for stored in &mut tasks {
+                if stored.id == task.id {
+                    stored.clone_from(&task);
+                }
+            }
+            let expected_version = request.version;
+            if let Some(event) = steps::settle(&mut request, &task, &tasks, now)? {
+                writes.request(
+                    RequestColumns::from_domain(&request)?.seal(&keys.data)?,
+                    expected_version,
+                );
+                writes.event(&keys.audit, &request, &mut tip, &event);
+                moved = Some(Box::new(request.clone()));
+            }
+        }
+        // The request row is locked (PostgreSQL) or the database is
+        // (SQLite): nothing written here can have moved since it was read,
+        // so a miss would be a bug; it writes nothing all the same.
+        if !Self::write(conn, writes).await? {
+            return Err(StoreError::Conflict);
+        }
+        Ok(Decided::Commit(TaskDone::Operated(TaskOpResult::Done(
+            Box::new(steps::task_view(task, &request)),
+            moved,
+        ))))
+    }
+
+    /// Runs a claim or a task operation in a transaction of its own
+    /// (PostgreSQL, whose transactions commit side by side), or in the
+    /// next write batch (SQLite, one writer).
+    async fn task_transaction(&self, work: TaskWork) -> Result<TaskDone, StoreError> {
+        let keys = self.keys()?;
+        if B::SERIAL_WRITES {
+            return self.in_write_batch(work, keys).await;
+        }
+        let mut tx = match B::BEGIN_TASK {
+            Some(statement) => self.writer.begin_with(statement).await,
+            None => self.writer.begin().await,
+        }
+        .map_err(map::<B>)?;
+        match Self::work_in(&mut tx, &keys, &work).await {
+            Ok(Decided::Commit(done)) => {
+                tx.commit().await.map_err(map::<B>)?;
+                Ok(done)
+            }
+            Ok(Decided::RollBack(done)) => {
+                Self::roll_back(tx).await?;
+                Ok(done)
+            }
+            Err(e) => {
+                // Released at once, not when the pool gets it back.
+                let _ = Self::roll_back(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Queues `work` for a write batch and waits for its answer. Whoever
+    /// gets the write turn takes every queued job (this one, or others
+    /// too) and runs them in a task of their own, so that a caller that
+    /// goes away never cuts a batch short; the others' answers come from
+    /// that batch.
+    async fn in_write_batch(
+        &self,
+        work: TaskWork,
+        keys: Arc<Keys>,
+    ) -> Result<TaskDone, StoreError> {
+        let number = self.task_numbers.fetch_add(1, Ordering::Relaxed);
+        let (reply, mut answer) = oneshot::channel();
+        lock(&self.task_queue).push(TaskJob {
+            number,
+            work,
+            reply,
+        });
+        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut answer => return batch_answer(done),
+                turn = tokio::time::timeout_at(deadline, self.write_gate.clone().lock_owned()) => {
+                    let Ok(turn) = turn else {
+                        let withdrawn = {
+                            let mut queue = lock(&self.task_queue);
+                            queue
+                                .iter()
+                                .position(|job| job.number == number)
+                                .map(|at| queue.remove(at))
+                                .is_some()
+                        };
+                        if withdrawn {
+                            return Err(StoreError::Unavailable(
+                                "timed out waiting for the database write lock".to_owned(),
+                            ));
+                        }
+                        // A batch holds it already.
+                        return batch_answer(answer.await);
+                    };
+                    let jobs: Vec<TaskJob> = {
+                        let mut queue = lock(&self.task_queue);
+                        let take = queue.len().min(MAX_TASK_BATCH);
+                        queue.drain(..take).collect()
+                    };
+                    if jobs.is_empty() {
+                        // Ours is in a batch that has finished: its
+                        // answer is waiting.
+                        continue;
+                    }
+                    let batch = Self::run_batch(self.writer.clone(), keys.clone(), jobs, turn);
+                    tokio::spawn(batch.in_current_span().with_current_subscriber());
+                }
+            }
+        }
+    }
+
+    /// Runs `jobs` in one transaction and answers each once it committed.
+    async fn run_batch(
+        writer: Pool<B::Db>,
+        keys: Arc<Keys>,
+        jobs: Vec<TaskJob>,
+        _turn: OwnedMutexGuard<()>,
+    ) {
+        let (works, replies): (Vec<TaskWork>, Vec<_>) =
+            jobs.into_iter().map(|job| (job.work, job.reply)).unzip();
+        match Self::batch_in(&writer, &keys, &works).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch was committed: everyone is told.
+                let message = e.to_string();
+                let unavailable = matches!(e, StoreError::Unavailable(_));
+                for reply in replies {
+                    let _ = reply.send(Err(if unavailable {
+                        StoreError::Unavailable(message.clone())
+                    } else {
+                        StoreError::Internal(message.clone())
+                    }));
+                }
+            }
+        }
+    }
+
+    /// `works` in one write transaction, each in a savepoint when there
+    /// are several (a refusal or an error undoes only its own writes);
+    /// their answers once the transaction has committed.
+    async fn batch_in(
+        writer: &Pool<B::Db>,
+        keys: &Keys,
+        works: &[TaskWork],
+    ) -> Result<Vec<Result<TaskDone, StoreError>>, StoreError> {
+        let mut tx = match B::BEGIN_WRITE {
+            Some(statement) => writer.begin_with(statement).await,
+            None => writer.begin().await,
+        }
+        .map_err(map::<B>)?;
+        let mut answers = Vec::with_capacity(works.len());
+        let mut keep = false;
+        if let [work] = works {
+            match Self::work_in(&mut tx, keys, work).await {
+                Ok(Decided::Commit(done)) => {
+                    keep = true;
+                    answers.push(Ok(done));
+                }
+                Ok(Decided::RollBack(done)) => answers.push(Ok(done)),
+                Err(e) => answers.push(Err(e)),
+            }
+        } else {
+            for work in works {
+                let mut savepoint = tx.begin().await.map_err(map::<B>)?;
+                match Self::work_in(&mut savepoint, keys, work).await {
+                    Ok(Decided::Commit(done)) => {
+                        savepoint.commit().await.map_err(map::<B>)?;
+                        keep = true;
+                        answers.push(Ok(done));
+                    }
+                    Ok(Decided::RollBack(done)) => {
+                        savepoint.rollback().await.map_err(map::<B>)?;
+                        answers.push(Ok(done));
+                    }
+                    Err(e) => {
+                        savepoint.rollback().await.map_err(map::<B>)?;
+                        answers.push(Err(e));
+                    }
+                }
+            }
+        }
+        if keep {
+            tx.commit().await.map_err(map::<B>)?;
+        } else {
+            Self::roll_back(tx).await?;
+        }
+        Ok(answers)
+    }
+
+    /// Does `work` inside the caller's transaction.
+    async fn work_in(
+        conn: &mut Conn<B>,
+        keys: &Keys,
+        work: &TaskWork,
+    ) -> Result<Decided<TaskDone>, StoreError> {
+        match work {
+            TaskWork::Claim {
+                processor_id,
+                max,
+                lease,
+                now,
+            } => Self::claim_in(conn, keys, processor_id, *max, *lease, *now).await,
+            TaskWork::Operate {
+                processor_id,
+                id,
+                op,
+                now,
+            } => Self::operate_in(conn, keys, processor_id, *id, op, *now).await,
+        }
     }
 
     /// One page of a watchdog sweep over requests: `statement` takes the
@@ -987,57 +1420,20 @@ where
         if max == 0 {
             return Ok(Vec::new());
         }
-        let _turn = self.write_turn().await?;
-        let mut tx = self.begin_write().await?;
-        // Concurrent claimers lock disjoint tasks (SKIP LOCKED) and never
-        // wait for a task.
-        let claimable: Vec<Task> = sqlx::query(B::LOCKING.claimable_tasks)
-            .bind(processor_id)
-            .bind(codec::micros(now))
-            .bind(i64::from(max))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map::<B>)?
-            .iter()
-            .map(Self::task_from_row)
-            .collect::<Result<_, _>>()?;
-        // Each task event takes the next sequence of its request, so the
-        // requests are locked too: one at a time in id order (the map's
-        // order), so that two claimers whose tasks share requests take
-        // their locks in the same order and cannot deadlock.
-        let mut owners = BTreeMap::new();
-        for task in &claimable {
-            owners.entry(task.request).or_insert(task);
-        }
-        let mut requests = BTreeMap::new();
-        for (id, task) in owners {
-            requests.insert(
-                id,
-                Self::locked_request(&mut tx, self.data_key()?, task).await?,
-            );
-        }
-        let mut writes = Writes::default();
-        let mut claimed = Vec::with_capacity(claimable.len());
-        for mut task in claimable {
-            let Some((request, tip)) = requests.get_mut(&task.request) else {
-                continue;
-            };
-            // The query chose by the same rule; the domain has the last word.
-            if !task.is_claimable(now) {
-                continue;
+        let work = TaskWork::Claim {
+            processor_id: processor_id.to_owned(),
+            max,
+            lease,
+            now,
+        };
+        let claimed = match self.task_transaction(work).await? {
+            TaskDone::Claimed(claimed) => claimed,
+            TaskDone::Operated(_) => {
+                return Err(StoreError::Internal(
+                    "a claim was answered as a task operation".to_owned(),
+                ));
             }
-            let event = steps::claim(&mut task, request, lease, now);
-            writes.task(&task);
-            writes.event(self.audit_key()?, request, tip, &event);
-            claimed.push(steps::task_view(task, request));
-        }
-        if !Self::write(&mut tx, writes).await? {
-            Self::roll_back(tx).await?;
-            return Err(StoreError::Internal(
-                "a claimed task or its request changed under its lock".to_owned(),
-            ));
-        }
-        tx.commit().await.map_err(map::<B>)?;
+        };
         tracing::Span::current().record("claimed", claimed.len());
         Ok(claimed)
     }
@@ -1055,91 +1451,18 @@ where
         op: &TaskOp,
         now: Timestamp,
     ) -> Result<TaskOpResult, StoreError> {
-        let _turn = self.write_turn().await?;
-        let mut tx = self.begin_write().await?;
-        // A refusal, a replay or a missing task writes nothing.
-        let Some(row) = sqlx::query(B::LOCKING.task_for_update)
-            .bind(B::Id::from_uuid(id))
-            .bind(processor_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map::<B>)?
-        else {
-            Self::roll_back(tx).await?;
-            return Ok(TaskOpResult::NotFound);
+        let work = TaskWork::Operate {
+            processor_id: processor_id.to_owned(),
+            id,
+            op: op.clone(),
+            now,
         };
-        let mut task = Self::task_from_row(&row)?;
-        // Task first, then request, as everywhere. The request row is
-        // locked whenever an event may follow, for its sequence; and before
-        // a completion aggregates, so that of two completions finishing a
-        // request's last two tasks at once, the second waits here and then
-        // sees the first one's task finished. A renewal writes no event and
-        // leaves the request row alone.
-        let (mut request, mut tip) = match op {
-            TaskOp::Renew { .. } => (
-                Self::task_request(&mut tx, self.data_key()?, sql::SELECT_REQUEST, &task).await?,
-                None,
-            ),
-            TaskOp::Release { .. } | TaskOp::Complete { .. } => {
-                Self::locked_request(&mut tx, self.data_key()?, &task).await?
-            }
-        };
-        let (event, completed) = match steps::apply(&mut task, &request, op, now) {
-            Err(refused) => {
-                Self::roll_back(tx).await?;
-                return Ok(TaskOpResult::Refused(refused));
-            }
-            Ok(Applied::Unchanged) => {
-                Self::roll_back(tx).await?;
-                return Ok(TaskOpResult::Done(
-                    Box::new(steps::task_view(task, &request)),
-                    None,
-                ));
-            }
-            Ok(Applied::Changed { event, completed }) => (event, completed),
-        };
-        let mut writes = Writes::default();
-        writes.task(&task);
-        if let Some(event) = &event {
-            writes.event(self.audit_key()?, &request, &mut tip, event);
+        match self.task_transaction(work).await? {
+            TaskDone::Operated(result) => Ok(result),
+            TaskDone::Claimed(_) => Err(StoreError::Internal(
+                "a task operation was answered as a claim".to_owned(),
+            )),
         }
-        let mut moved = None;
-        if completed {
-            // The request's tasks as they will be once this one is written.
-            let mut tasks = Self::tasks_of(
-                &mut tx,
-                sql::REQUEST_TASKS,
-                &task.controller_id,
-                task.request,
-            )
-            .await?;
-            for stored in &mut tasks {
-                if stored.id == task.id {
-                    stored.clone_from(&task);
-                }
-            }
-            let expected_version = request.version;
-            if let Some(event) = steps::settle(&mut request, &task, &tasks, now)? {
-                writes.request(
-                    RequestColumns::from_domain(&request)?.seal(self.data_key()?)?,
-                    expected_version,
-                );
-                writes.event(self.audit_key()?, &request, &mut tip, &event);
-                moved = Some(Box::new(request.clone()));
-            }
-        }
-        // The request row is locked (PostgreSQL) or the database is
-        // (SQLite): nothing written here can have moved since it was read,
-        // so a miss would be a bug; it writes nothing all the same.
-        if !Self::write(&mut tx, writes).await? {
-            Self::roll_back(tx).await?;
-            return Err(StoreError::Conflict);
-        }
-        tx.commit().await.map_err(map::<B>)?;
-        Ok(TaskOpResult::Done(
-            Box::new(steps::task_view(task, &request)),
-            moved,
-        ))
     }
 
     #[tracing::instrument(

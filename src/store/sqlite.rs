@@ -38,6 +38,7 @@ impl Backend for Sqlite {
     /// connection (another process, a migration tool) wrote in between,
     /// while `BEGIN IMMEDIATE` waits for the lock under the busy timeout.
     const BEGIN_WRITE: Option<&'static str> = Some("BEGIN IMMEDIATE");
+    const BEGIN_TASK: Option<&'static str> = Some("BEGIN IMMEDIATE");
     const SERIAL_WRITES: bool = true;
     // SQLite looks a named parameter up by a linear search of the
     // statement's names, once per parameter when binding: with `$N`, a

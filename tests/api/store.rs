@@ -132,6 +132,7 @@ conformance! {
         a_large_group_is_split_into_statements_and_its_trails_verify,
         a_store_without_keys_keeps_personal_data_and_events_out,
         task_writes_chain_on_from_the_tip_the_migration_carries,
+        concurrent_task_operations_are_answered_each_on_its_own,
     ],
 }
 
@@ -623,6 +624,17 @@ fn kinds(trail: &[RequestEvent], skip: usize) -> Vec<(EventType, Option<Uuid>)> 
         .iter()
         .map(|e| (e.event.event_type, e.event.task))
         .collect()
+}
+
+/// `audit verify` over every trail of `store`, `page` requests at a time.
+async fn verify(store: &Arc<dyn Store>, config: &StoreConfig, page: u32) -> store::audit::Report {
+    store::audit::verify(
+        store.as_ref(),
+        config.audit_key.as_ref().expect("keyed"),
+        page,
+    )
+    .await
+    .unwrap()
 }
 
 fn sequences(trail: &[RequestEvent]) -> Vec<i64> {
@@ -2928,13 +2940,7 @@ async fn a_purge_empties_the_personal_data_once_and_keeps_the_trail(config: Stor
     assert_eq!(get(&store, &open_one).await, open_one);
     assert_eq!(get(&store, &untouched).await, untouched);
 
-    let report = gdpr_intake::store::audit::verify(
-        store.as_ref(),
-        config.audit_key.as_ref().expect("keyed"),
-        2,
-    )
-    .await
-    .unwrap();
+    let report = verify(&store, &config, 2).await;
     assert_eq!(report.finding, None, "the trail still verifies");
     assert_eq!((report.requests, report.events), (3, 3 + 2 + 1));
 }
@@ -2974,13 +2980,7 @@ async fn a_large_group_is_split_into_statements_and_its_trails_verify(config: St
         assert_eq!(stored, expected);
         assert_eq!(sequences(&events(&store, request).await), vec![1, 2, 3]);
     }
-    let report = gdpr_intake::store::audit::verify(
-        store.as_ref(),
-        config.audit_key.as_ref().expect("keyed"),
-        100,
-    )
-    .await
-    .unwrap();
+    let report = verify(&store, &config, 100).await;
     assert_eq!(report.finding, None, "every trail verifies");
     assert_eq!((report.requests, report.events), (800, 2400));
 }
@@ -3071,15 +3071,90 @@ async fn task_writes_chain_on_from_the_tip_the_migration_carries(config: StoreCo
     // submitted, three task_created, claim, release, at risk, three claims,
     // three completions, closed.
     assert_eq!(trail.len(), 1 + tasks.len() + 2 + 1 + 3 + 3 + 1);
-    let report = gdpr_intake::store::audit::verify(
-        store.as_ref(),
-        config.audit_key.as_ref().expect("keyed"),
-        10,
-    )
-    .await
-    .unwrap();
+    let report = verify(&store, &config, 10).await;
     assert_eq!(report.finding, None, "the trail verifies");
     assert_eq!((report.requests, report.events), (1, trail.len() as u64));
+}
+
+/// Many task operations at once, as the processors of a busy service
+/// send them: on SQLite they share write transactions (one savepoint
+/// each), on PostgreSQL each has its own. Each is answered on its own: a
+/// refusal or a missing task among them changes nothing of the others',
+/// every accepted completion is stored, and the trails verify.
+async fn concurrent_task_operations_are_answered_each_on_its_own(config: StoreConfig) {
+    const REQUESTS: usize = 24;
+    let store = open(&config).await;
+    let mut tasks = Vec::new();
+    for i in 0..REQUESTS {
+        let (_, created) =
+            insert_with_tasks(&store, &Build::request("acme"), &[(P, 100 + i as i64)]).await;
+        tasks.extend(created);
+    }
+    let claimed = claim(&store, P, REQUESTS as u32, 600, at(10)).await;
+    assert_eq!(claimed.len(), REQUESTS);
+
+    // Even tasks are completed with their token, odd ones with a wrong
+    // one; and as many operations name a task that does not exist.
+    let mut calls = Vec::new();
+    for (i, view) in claimed.iter().enumerate() {
+        let (id, good) = (view.task.id, token(view));
+        let completing = Arc::clone(&store);
+        calls.push(tokio::spawn(async move {
+            let token = if i % 2 == 0 {
+                good
+            } else {
+                "not-the-lease".to_owned()
+            };
+            let result = completing
+                .task_operation(P, id, &complete(&token, TaskOutcome::Done), at(20))
+                .await
+                .unwrap();
+            (i, result)
+        }));
+        let missing = Arc::clone(&store);
+        calls.push(tokio::spawn(async move {
+            let result = missing
+                .task_operation(
+                    P,
+                    Uuid::new_v4(),
+                    &complete("any", TaskOutcome::Done),
+                    at(20),
+                )
+                .await
+                .unwrap();
+            (usize::MAX, result)
+        }));
+    }
+    for call in calls {
+        let (i, result) = call.await.unwrap();
+        match i {
+            usize::MAX => assert!(matches!(result, TaskOpResult::NotFound), "{result:?}"),
+            i if i % 2 == 0 => {
+                let TaskOpResult::Done(view, Some(moved)) = result else {
+                    panic!("the completion is stored and completes its request: {result:?}");
+                };
+                assert_eq!(view.task.state, TaskState::Completed);
+                assert_eq!(moved.state, State::Completed);
+            }
+            _ => assert_eq!(refused(result), "LEASE_NOT_HELD"),
+        }
+    }
+    for (i, view) in claimed.iter().enumerate() {
+        let stored = stored_task(&store, &view.task).await;
+        let expected = if i % 2 == 0 {
+            TaskState::Completed
+        } else {
+            TaskState::Leased
+        };
+        assert_eq!(stored.state, expected, "task {i}");
+    }
+    let report = verify(&store, &config, 10).await;
+    assert_eq!(report.finding, None, "every trail verifies");
+    // submitted, task_created, claimed; and completed and closed for half.
+    assert_eq!(
+        (report.requests, report.events),
+        (REQUESTS as u64, (REQUESTS * 3 + REQUESTS) as u64)
+    );
 }
 
 /// A target is revoked once, whoever asks again; revocations list in the

@@ -15,7 +15,8 @@
 -- the personal-data columns hold text as long as the sealed value of the
 -- subject's email and date of birth (`v1.` and the base64 of a 24-byte
 -- nonce, the plaintext and a 16-byte tag; see src/store/crypt.rs),
--- `fingerprint`, `audit_head` and the event's `hash` are 64 hexadecimal
+-- `fingerprint`, `audit_head` and the event's `hash` (which the row also
+-- keeps as the tip of its chain) are 64 hexadecimal
 -- digits, and ids are time-ordered like the service's UUIDv7 (PostgreSQL
 -- 15 has no uuidv7(), so a millisecond prefix and random digits). Times are
 -- microseconds since the epoch, as the schema keeps them.
@@ -41,7 +42,7 @@ INSERT INTO data_subject_requests (
     close_time, cancellation_reason, unrouted, fingerprint, version,
     origin_traceparent, origin_tracestate,
     sla_at_risk_reported_at, sla_breached_reported_at, purge_time,
-    audit_head)
+    audit_head, last_event_sequence, last_event_hash)
 VALUES (
     (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
         || substr(md5(random()::text), 1, 20))::uuid,
@@ -62,7 +63,8 @@ VALUES (
     NULL, NULL, TRUE, md5(:n::text) || md5((:n + 1)::text), 1,
     NULL, NULL,
     NULL, NULL, NULL,
-    md5((:n + 2)::text) || md5((:n + 3)::text))
+    md5((:n + 2)::text) || md5((:n + 3)::text),
+    1, md5((:n + 4)::text) || md5((:n + 5)::text))
 ON CONFLICT (controller_id, request_id) DO NOTHING
 RETURNING id AS request \gset
 INSERT INTO request_events (

@@ -24,6 +24,7 @@ pub enum Scenario {
     Submit,
     Get,
     List,
+    ListByState,
     ClaimComplete,
     Echo,
 }
@@ -34,6 +35,7 @@ impl Scenario {
             Scenario::Submit => "submit",
             Scenario::Get => "get",
             Scenario::List => "list",
+            Scenario::ListByState => "list-by-state",
             Scenario::ClaimComplete => "claim-complete",
             Scenario::Echo => "echo",
         }
@@ -119,9 +121,11 @@ impl ScenarioCaller {
         (miss, result.map(|_| ()))
     }
 
-    async fn list(&mut self) -> Result<(), Status> {
+    /// The first page, of the requests in `state` if given.
+    async fn list(&mut self, state: Option<v1::data_subject_request::State>) -> Result<(), Status> {
         let request = self.request(v1::ListDataSubjectRequestsRequest {
             page_size: self.shared.list_page_size,
+            state: state.map_or(0, |s| s as i32),
             ..Default::default()
         });
         self.dsr.list_data_subject_requests(request).await?;
@@ -175,7 +179,12 @@ impl Caller for ScenarioCaller {
         let (miss, result) = match self.scenario {
             Scenario::Submit => (false, self.submit().await),
             Scenario::Get => self.get().await,
-            Scenario::List => (false, self.list().await),
+            Scenario::List => (false, self.list(None).await),
+            Scenario::ListByState => (
+                false,
+                self.list(Some(v1::data_subject_request::State::InProgress))
+                    .await,
+            ),
             Scenario::ClaimComplete => (false, self.claim_complete().await),
             Scenario::Echo => (false, self.echo().await),
         };

@@ -78,6 +78,10 @@ pub struct Args {
     /// Requests submitted before `get`, read back at random.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub get_preload: u64,
+    /// Requests stored before `submit` is measured, so that it writes
+    /// into tables and indexes of that size (0: none).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub submit_preload: u64,
     /// Share of `get` calls that ask for a request that does not exist, to
     /// measure the NOT_FOUND path (those answers are expected).
     #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
@@ -130,13 +134,16 @@ pub enum ScenarioArg {
     Get,
     /// ListDataSubjectRequests, first page.
     List,
+    /// ListDataSubjectRequests, first page of the requests in progress
+    /// (the state filter).
+    ListByState,
     /// A processor's ClaimTasks (one task) then CompleteTask of what it
     /// claimed, as one timed step, on tasks fanned out beforehand; needs a
     /// spawned server (it sets up the processor and its route as admin).
     ClaimComplete,
     /// The bare echo service: the gRPC ceiling.
     Echo,
-    /// submit, get, list, claim-complete and echo in turn.
+    /// submit, get, list, list-by-state, claim-complete and echo in turn.
     All,
 }
 

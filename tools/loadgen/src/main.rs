@@ -221,12 +221,14 @@ async fn run_on(
             Scenario::Submit,
             Scenario::Get,
             Scenario::List,
+            Scenario::ListByState,
             Scenario::ClaimComplete,
             Scenario::Echo,
         ],
         ScenarioArg::Submit => vec![Scenario::Submit],
         ScenarioArg::Get => vec![Scenario::Get],
         ScenarioArg::List => vec![Scenario::List],
+        ScenarioArg::ListByState => vec![Scenario::ListByState],
         ScenarioArg::ClaimComplete => vec![Scenario::ClaimComplete],
         ScenarioArg::Echo => vec![Scenario::Echo],
     };
@@ -325,6 +327,19 @@ async fn run_on(
     for scenario in &scenarios {
         let scenario = *scenario;
         match scenario {
+            Scenario::Submit if args.submit_preload > 0 => {
+                eprintln!(
+                    "loadgen: submitting {} requests before submit",
+                    args.submit_preload
+                );
+                calls::preload(
+                    &service_channels,
+                    Arc::new(shared.clone()),
+                    concurrency,
+                    args.submit_preload,
+                )
+                .await?;
+            }
             Scenario::Get => {
                 eprintln!("loadgen: submitting {} requests for get", args.get_preload);
                 shared.names = calls::preload(
@@ -335,8 +350,9 @@ async fn run_on(
                 )
                 .await?;
             }
-            Scenario::List => {
-                // A full first page, whatever ran before.
+            Scenario::List | Scenario::ListByState => {
+                // A full first page, whatever ran before (submissions of
+                // an adult go in progress).
                 let page = u64::try_from(args.list_page_size).unwrap_or(1);
                 calls::preload(
                     &service_channels,
@@ -549,6 +565,7 @@ async fn run_on(
             count: args.count,
             warmup_seconds: args.warmup.as_secs_f64(),
             echo_payload_bytes: args.echo_payload,
+            submit_preload: args.submit_preload,
             get_preload: args.get_preload,
             get_miss_ratio: args.get_miss_ratio,
             list_page_size: args.list_page_size,

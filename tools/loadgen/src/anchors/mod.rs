@@ -203,6 +203,11 @@ const POSTGRES_GOALS: &[Goal] = &[
         target: Target::OfEcho { share: 0.25 },
     },
     Goal {
+        scenario: "list-by-state",
+        beside: Beside::Echo,
+        target: Target::OfEcho { share: 0.25 },
+    },
+    Goal {
         scenario: "claim-complete",
         beside: Beside::Anchor(postgres::CLAIM_COMPLETE),
         target: Target::OfAnchor { factor: 0.5 },
@@ -225,6 +230,11 @@ const SQLITE_GOALS: &[Goal] = &[
     },
     Goal {
         scenario: "list",
+        beside: Beside::Echo,
+        target: Target::OfEcho { share: 0.25 },
+    },
+    Goal {
+        scenario: "list-by-state",
         beside: Beside::Echo,
         target: Target::OfEcho { share: 0.25 },
     },

@@ -196,6 +196,9 @@ impl Fixed {
             ("fingerprint", &r.fingerprint),
             ("version", &1_i64),
             ("audit_head", &r.audit_head),
+            // The tip of its chain: its `submitted` event.
+            ("last_event_sequence", &1_i64),
+            ("last_event_hash", &r.hash),
         ];
         row.extend(
             NULL_REQUEST_COLUMNS
