@@ -196,6 +196,30 @@ fn lock(queue: &std::sync::Mutex<Vec<TaskJob>>) -> std::sync::MutexGuard<'_, Vec
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Task work in the queue, taken back when its caller stops waiting.
+struct Queued<'a> {
+    queue: &'a std::sync::Mutex<Vec<TaskJob>>,
+    number: u64,
+}
+
+impl Queued<'_> {
+    /// Takes the work out of the queue; `false` if a batch has it.
+    fn withdraw(&self) -> bool {
+        let mut queue = lock(self.queue);
+        queue
+            .iter()
+            .position(|job| job.number == self.number)
+            .map(|at| queue.remove(at))
+            .is_some()
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.withdraw();
+    }
+}
+
 /// The answer a write batch sent, or why none came.
 fn batch_answer(
     answer: Result<Result<TaskDone, StoreError>, oneshot::error::RecvError>,
@@ -841,6 +865,13 @@ where
             work,
             reply,
         });
+        // A caller that stops waiting (its call cancelled, or timed out
+        // below) takes its work back if no batch has taken it yet, so that
+        // it is never done later, at a time it no longer speaks for.
+        let queued = Queued {
+            queue: &self.task_queue,
+            number,
+        };
         let deadline = tokio::time::Instant::now() + self.acquire_timeout;
         loop {
             tokio::select! {
@@ -848,15 +879,7 @@ where
                 done = &mut answer => return batch_answer(done),
                 turn = tokio::time::timeout_at(deadline, self.write_gate.clone().lock_owned()) => {
                     let Ok(turn) = turn else {
-                        let withdrawn = {
-                            let mut queue = lock(&self.task_queue);
-                            queue
-                                .iter()
-                                .position(|job| job.number == number)
-                                .map(|at| queue.remove(at))
-                                .is_some()
-                        };
-                        if withdrawn {
+                        if queued.withdraw() {
                             return Err(StoreError::Unavailable(
                                 "timed out waiting for the database write lock".to_owned(),
                             ));
@@ -1920,5 +1943,48 @@ where
             .map_err(map::<B>)?
             .map(|row| LeaseColumns::read(&row).map_err(map::<B>)?.into_domain())
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(number: u64) -> TaskJob {
+        TaskJob {
+            number,
+            work: TaskWork::Claim {
+                processor_id: "p".to_owned(),
+                max: 1,
+                lease: SignedDuration::from_secs(60),
+                now: Timestamp::UNIX_EPOCH,
+            },
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn work_whose_caller_stops_waiting_leaves_the_queue_unless_a_batch_took_it() {
+        let queue = std::sync::Mutex::new(vec![job(1), job(2), job(3)]);
+        drop(Queued {
+            queue: &queue,
+            number: 2,
+        });
+        let left: Vec<u64> = lock(&queue).iter().map(|j| j.number).collect();
+        assert_eq!(
+            left,
+            [1, 3],
+            "the dropped caller's work is gone, the others stay"
+        );
+
+        // Taken by a batch: nothing to take back.
+        let taken: Vec<TaskJob> = lock(&queue).drain(..1).collect();
+        let queued = Queued {
+            queue: &queue,
+            number: taken[0].number,
+        };
+        assert!(!queued.withdraw());
+        drop(queued);
+        assert_eq!(lock(&queue).len(), 1);
     }
 }
