@@ -129,7 +129,8 @@ pub trait Backend: Send + Sync + 'static {
     const LOCKING: Locking;
     /// How a write transaction begins; `None` for the driver's `BEGIN`.
     const BEGIN_WRITE: Option<&'static str>;
-    /// How a claim's or a task operation's own transaction begins.
+    /// How the transaction of a claim or task operation (or of a write
+    /// batch of them) begins.
     const BEGIN_TASK: Option<&'static str>;
     /// Whether writes in this process take turns through the write gate
     /// (a backend with a single writer).
@@ -168,8 +169,6 @@ pub struct SqlStore<B: Backend> {
     task_queue: std::sync::Mutex<Vec<TaskJob>>,
     /// Numbers the queued task work.
     task_numbers: AtomicU64,
-    /// Both keys, for task transactions, when the store has both.
-    keys: Option<Arc<Keys>>,
     /// How long a writer waits for its turn, as for a pooled connection.
     acquire_timeout: Duration,
     /// Keys the events' hash chain; without it no event is written.
@@ -250,11 +249,6 @@ impl<B: Backend> SqlStore<B> {
             write_gate: Arc::new(Mutex::new(())),
             task_queue: std::sync::Mutex::new(Vec::new()),
             task_numbers: AtomicU64::new(0),
-            keys: config
-                .audit_key
-                .clone()
-                .zip(config.data_key.clone())
-                .map(|(audit, data)| Arc::new(Keys { audit, data })),
             acquire_timeout: config.acquire_timeout,
             audit_key: config.audit_key.clone(),
             data_key: config.data_key.clone(),
@@ -276,13 +270,13 @@ impl<B: Backend> SqlStore<B> {
         })
     }
 
-    /// Both keys, or why they are not there.
+    /// Both keys, for a task transaction (which may outlive the call in
+    /// a write batch), or why one is missing.
     fn keys(&self) -> Result<Arc<Keys>, StoreError> {
-        self.audit_key()?;
-        self.data_key()?;
-        self.keys
-            .clone()
-            .ok_or_else(|| StoreError::Internal("this store's keys are missing".to_owned()))
+        Ok(Arc::new(Keys {
+            audit: self.audit_key()?.clone(),
+            data: self.data_key()?.clone(),
+        }))
     }
 
     /// The pool, for what the backend files do themselves (migrations).
@@ -718,7 +712,7 @@ where
             }
             let event = steps::claim(&mut task, request, lease, now);
             writes.task(&task);
-            writes.event(&keys.audit, request, tip, &event);
+            writes.event(&keys.audit, request, tip, event);
             claimed.push(steps::task_view(task, request));
         }
         if !Self::write(conn, writes).await? {
@@ -783,7 +777,7 @@ where
         };
         let mut writes = Writes::default();
         writes.task(&task);
-        if let Some(event) = &event {
+        if let Some(event) = event {
             writes.event(&keys.audit, &request, &mut tip, event);
         }
         let mut moved = None;
@@ -802,7 +796,7 @@ where
                     RequestColumns::from_domain(&request)?.seal(&keys.data)?,
                     expected_version,
                 );
-                writes.event(&keys.audit, &request, &mut tip, &event);
+                writes.event(&keys.audit, &request, &mut tip, event);
                 moved = Some(Box::new(request.clone()));
             }
         }
@@ -826,26 +820,14 @@ where
         if B::SERIAL_WRITES {
             return self.in_write_batch(work, keys).await;
         }
-        let mut tx = match B::BEGIN_TASK {
-            Some(statement) => self.writer.begin_with(statement).await,
-            None => self.writer.begin().await,
-        }
-        .map_err(map::<B>)?;
-        match Self::work_in(&mut tx, &keys, &work).await {
-            Ok(Decided::Commit(done)) => {
-                tx.commit().await.map_err(map::<B>)?;
-                Ok(done)
-            }
-            Ok(Decided::RollBack(done)) => {
-                Self::roll_back(tx).await?;
-                Ok(done)
-            }
-            Err(e) => {
-                // Released at once, not when the pool gets it back.
-                let _ = Self::roll_back(tx).await;
-                Err(e)
-            }
-        }
+        Self::batch_in(&self.writer, &keys, std::slice::from_ref(&work))
+            .await?
+            .pop()
+            .unwrap_or_else(|| {
+                Err(StoreError::Internal(
+                    "a task transaction gave no answer".to_owned(),
+                ))
+            })
     }
 
     /// Queues `work` for a write batch and waits for its answer. Whoever
@@ -934,15 +916,16 @@ where
         }
     }
 
-    /// `works` in one write transaction, each in a savepoint when there
-    /// are several (a refusal or an error undoes only its own writes);
-    /// their answers once the transaction has committed.
+    /// `works` in one write transaction (begun with
+    /// [`Backend::BEGIN_TASK`]), each in a savepoint when there are several
+    /// (a refusal or an error undoes only its own writes); their answers
+    /// once the transaction has committed, or rolled back if none wrote.
     async fn batch_in(
         writer: &Pool<B::Db>,
         keys: &Keys,
         works: &[TaskWork],
     ) -> Result<Vec<Result<TaskDone, StoreError>>, StoreError> {
-        let mut tx = match B::BEGIN_WRITE {
+        let mut tx = match B::BEGIN_TASK {
             Some(statement) => writer.begin_with(statement).await,
             None => writer.begin().await,
         }
@@ -980,8 +963,11 @@ where
         }
         if keep {
             tx.commit().await.map_err(map::<B>)?;
-        } else {
-            Self::roll_back(tx).await?;
+        } else if let Err(e) = Self::roll_back(tx).await {
+            // An answer that is already an error says more than this.
+            if answers.iter().all(Result::is_ok) {
+                return Err(e);
+            }
         }
         Ok(answers)
     }

@@ -174,14 +174,14 @@ impl Writes {
         key: &AuditKey,
         request: &DataSubjectRequest,
         tip: &mut Tip,
-        event: &NewEvent,
+        event: NewEvent,
     ) {
-        let chained = steps::chain(key, request.id, &request.controller_id, *tip, event);
+        let chained = steps::chain(key, request.id, &request.controller_id, *tip, &event);
         *tip = Some((chained.sequence, chained.hash));
         self.parts.push(Part::Event {
             request: request.id,
             controller_id: request.controller_id.clone(),
-            event: event.clone(),
+            event,
             chained,
         });
     }
