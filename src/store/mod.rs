@@ -22,6 +22,7 @@ mod codec;
 pub mod crypt;
 mod error;
 mod group;
+mod lend;
 mod postgres;
 mod sql;
 mod sql_store;

@@ -4,9 +4,10 @@
 //! taking turns.
 
 use sqlx::error::DatabaseError;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
+use sqlx::postgres::{PgConnectOptions, PgQueryResult};
 use uuid::Uuid;
 
+use super::lend::Connections;
 use super::sql_store::{Backend, SqlStore};
 use super::writes::Together;
 use super::{StoreConfig, StoreError, sql};
@@ -74,10 +75,7 @@ impl SqlStore<Postgres> {
             "statement_timeout",
             format!("{}ms", config.statement_timeout.as_millis()),
         )]);
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            .connect_with(options)
+        let pool = Connections::open(options, config.max_connections, config.acquire_timeout)
             .await
             .map_err(|e| super::error::map(e, Postgres::classify))?;
         Ok(Self::new(pool, None, config))
@@ -87,9 +85,12 @@ impl SqlStore<Postgres> {
     /// yet. sqlx holds an advisory lock meanwhile, so instances starting
     /// together do not race.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.lend().await?;
         sqlx::migrate!("./migrations/postgres")
-            .run(self.pool())
+            .run(&mut *conn)
             .await
-            .map_err(|e| super::error::map(e.into(), Postgres::classify))
+            .map_err(|e| super::error::map(e.into(), Postgres::classify))?;
+        conn.give_back();
+        Ok(())
     }
 }

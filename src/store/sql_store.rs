@@ -43,8 +43,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use sqlx::error::DatabaseError;
+use sqlx::query::Query;
 use sqlx::{
-    Acquire, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row,
+    Acquire, ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Row,
     Transaction, Type,
 };
 use tokio::sync::{Mutex, MutexGuard, OwnedMutexGuard, oneshot};
@@ -59,6 +60,7 @@ use super::codec::{
     RevocationColumns, RouteColumns, StateCountColumns, TaskColumns, TaskViewColumns,
 };
 use super::crypt::DataKey;
+use super::lend::{Connections, Lent};
 use super::sql::{Locking, Placeholders, TaskFilterValue};
 use super::steps::{self, Applied};
 use super::writes::{Tip, Together, Writes};
@@ -149,16 +151,21 @@ pub trait Backend: Send + Sync + 'static {
 type Conn<B> = <<B as Backend>::Db as Database>::Connection;
 /// The row type of a backend.
 type DbRow<B> = <<B as Backend>::Db as Database>::Row;
+/// A statement with its arguments, for a backend.
+type Statement<'q, B> = Query<'q, <B as Backend>::Db, <<B as Backend>::Db as Database>::Arguments>;
+/// What a backend reports of a statement that returns no rows.
+type Done<B> = <<B as Backend>::Db as Database>::QueryResult;
 
 /// A pool of connections to one database, with the keys that seal its
 /// personal data and chain its audit trail.
 pub struct SqlStore<B: Backend> {
-    pool: Pool<B::Db>,
+    /// The connections calls borrow ([`super::lend`]).
+    pool: Connections<B::Db>,
     /// Where write transactions run: the pool itself, or (SQLite) one
     /// connection of its own, whose page cache then stays valid from one
     /// write to the next (a connection drops its whole cache when it finds
     /// that another connection has written since its last transaction).
-    writer: Pool<B::Db>,
+    writer: Connections<B::Db>,
     /// One write at a time in this process, for backends with a single
     /// writer ([`Backend::SERIAL_WRITES`]).
     write_gate: Arc<Mutex<()>>,
@@ -239,8 +246,8 @@ impl<B: Backend> SqlStore<B> {
     /// The store over `pool`, writing through `writer` (or `pool`), with
     /// the keys and limits of `config`.
     pub(super) fn new(
-        pool: Pool<B::Db>,
-        writer: Option<Pool<B::Db>>,
+        pool: Connections<B::Db>,
+        writer: Option<Connections<B::Db>>,
         config: &StoreConfig,
     ) -> Self {
         Self {
@@ -279,9 +286,15 @@ impl<B: Backend> SqlStore<B> {
         }))
     }
 
-    /// The pool, for what the backend files do themselves (migrations).
-    pub(super) fn pool(&self) -> &Pool<B::Db> {
-        &self.pool
+    /// A connection for one call, for what the backend files do
+    /// themselves (migrations); give it back when done.
+    pub(super) async fn lend(&self) -> Result<Lent<B::Db>, StoreError> {
+        self.pool.lend().await.map_err(map::<B>)
+    }
+
+    /// A connection of the writer (on SQLite, its one connection).
+    async fn lend_writer(&self) -> Result<Lent<B::Db>, StoreError> {
+        self.writer.lend().await.map_err(map::<B>)
     }
 
     /// Waits for this process's write turn, on a backend that takes turns;
@@ -298,17 +311,59 @@ impl<B: Backend> SqlStore<B> {
             })
     }
 
-    /// Starts a write transaction (on SQLite, one that already holds the
-    /// database's write lock).
-    async fn begin_write(&self) -> Result<Transaction<'static, B::Db>, StoreError> {
-        match B::BEGIN_WRITE {
-            Some(statement) => self.writer.begin_with(statement).await,
-            None => self.writer.begin().await,
+    /// Starts a write transaction on `conn` (on SQLite, one that already
+    /// holds the database's write lock).
+    async fn begin_write(conn: &mut Conn<B>) -> Result<Transaction<'_, B::Db>, StoreError> {
+        Self::begin_with(conn, B::BEGIN_WRITE).await
+    }
+
+    /// Starts a transaction on `conn` with `statement`, or the driver's
+    /// `BEGIN`.
+    async fn begin_with<'c>(
+        conn: &'c mut Conn<B>,
+        statement: Option<&'static str>,
+    ) -> Result<Transaction<'c, B::Db>, StoreError> {
+        match statement {
+            Some(statement) => conn.begin_with(statement).await,
+            None => conn.begin().await,
         }
         .map_err(map::<B>)
     }
 
-    /// Closes the pool, waiting for connections in use to come back.
+    /// The rows of one statement, on a lent connection.
+    async fn rows(&self, query: Statement<'_, B>) -> Result<Vec<DbRow<B>>, sqlx::Error>
+    where
+        for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+        <B::Db as Database>::Arguments: IntoArguments<B::Db>,
+    {
+        let mut conn = self.pool.lend().await?;
+        let rows = query.fetch_all(&mut *conn).await;
+        conn.settle(rows)
+    }
+
+    /// The row of one statement, if any, on a lent connection.
+    async fn row(&self, query: Statement<'_, B>) -> Result<Option<DbRow<B>>, sqlx::Error>
+    where
+        for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+        <B::Db as Database>::Arguments: IntoArguments<B::Db>,
+    {
+        let mut conn = self.pool.lend().await?;
+        let row = query.fetch_optional(&mut *conn).await;
+        conn.settle(row)
+    }
+
+    /// Runs one statement that returns no rows, on a lent connection.
+    async fn exec(&self, query: Statement<'_, B>) -> Result<Done<B>, sqlx::Error>
+    where
+        for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+        <B::Db as Database>::Arguments: IntoArguments<B::Db>,
+    {
+        let mut conn = self.pool.lend().await?;
+        let done = query.execute(&mut *conn).await;
+        conn.settle(done)
+    }
+
+    /// Closes the connections, waiting for those in use to come back.
     pub async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
@@ -319,7 +374,6 @@ impl<B> SqlStore<B>
 where
     B: Backend,
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
-    for<'p> &'p Pool<B::Db>: Executor<'p, Database = B::Db>,
     B::Id: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
     String: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
     for<'s> &'s str: Encode<'s, B::Db> + Type<B::Db> + ColumnIndex<DbRow<B>>,
@@ -451,7 +505,7 @@ where
     /// connection to the pool; until then its row locks would stay, and the
     /// caller's next call could find its own task still locked (a claim would
     /// pass over it).
-    async fn roll_back(tx: Transaction<'static, B::Db>) -> Result<(), StoreError> {
+    async fn roll_back(tx: Transaction<'_, B::Db>) -> Result<(), StoreError> {
         tx.rollback().await.map_err(map::<B>)
     }
 
@@ -536,7 +590,7 @@ where
     /// Inserts one request with its effects inside `tx`, or reads the request
     /// that already holds its `(controller_id, request_id)`.
     async fn insert_one(
-        tx: &mut Transaction<'static, B::Db>,
+        tx: &mut Transaction<'_, B::Db>,
         key: &AuditKey,
         data_key: &DataKey,
         request: &DataSubjectRequest,
@@ -562,7 +616,7 @@ where
     /// The stored request that holds `request`'s `request_id`, found by an
     /// insert that did nothing.
     async fn existing(
-        tx: &mut Transaction<'static, B::Db>,
+        tx: &mut Transaction<'_, B::Db>,
         data_key: &DataKey,
         request: &DataSubjectRequest,
     ) -> Result<InsertOutcome, StoreError> {
@@ -888,7 +942,7 @@ where
 
     /// Runs `jobs` in one transaction and answers each once it committed.
     async fn run_batch(
-        writer: Pool<B::Db>,
+        writer: Connections<B::Db>,
         keys: Arc<Keys>,
         jobs: Vec<TaskJob>,
         _turn: OwnedMutexGuard<()>,
@@ -921,15 +975,12 @@ where
     /// (a refusal or an error undoes only its own writes); their answers
     /// once the transaction has committed, or rolled back if none wrote.
     async fn batch_in(
-        writer: &Pool<B::Db>,
+        writer: &Connections<B::Db>,
         keys: &Keys,
         works: &[TaskWork],
     ) -> Result<Vec<Result<TaskDone, StoreError>>, StoreError> {
-        let mut tx = match B::BEGIN_TASK {
-            Some(statement) => writer.begin_with(statement).await,
-            None => writer.begin().await,
-        }
-        .map_err(map::<B>)?;
+        let mut conn = writer.lend().await.map_err(map::<B>)?;
+        let mut tx = Self::begin_with(&mut conn, B::BEGIN_TASK).await?;
         let mut answers = Vec::with_capacity(works.len());
         let mut keep = false;
         if let [work] = works {
@@ -968,7 +1019,9 @@ where
             if answers.iter().all(Result::is_ok) {
                 return Err(e);
             }
+            return Ok(answers);
         }
+        conn.give_back();
         Ok(answers)
     }
 
@@ -1004,17 +1057,18 @@ where
         limit: u32,
     ) -> Result<Vec<DataSubjectRequest>, StoreError> {
         let (after_time, after_id) = codec::sweep_cursor_values(after);
-        sqlx::query(statement)
-            .bind(codec::micros(bound))
-            .bind(after_time)
-            .bind(B::Id::from_uuid(after_id))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map::<B>)?
-            .iter()
-            .map(|row| Self::request_from_row(self.data_key()?, row))
-            .collect()
+        self.rows(
+            sqlx::query(statement)
+                .bind(codec::micros(bound))
+                .bind(after_time)
+                .bind(B::Id::from_uuid(after_id))
+                .bind(i64::from(limit)),
+        )
+        .await
+        .map_err(map::<B>)?
+        .iter()
+        .map(|row| Self::request_from_row(self.data_key()?, row))
+        .collect()
     }
 }
 
@@ -1023,7 +1077,6 @@ impl<B> Store for SqlStore<B>
 where
     B: Backend,
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
-    for<'p> &'p Pool<B::Db>: Executor<'p, Database = B::Db>,
     B::Id: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
     String: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
     for<'s> &'s str: Encode<'s, B::Db> + Type<B::Db> + ColumnIndex<DbRow<B>>,
@@ -1046,8 +1099,7 @@ where
         fields(backend = B::NAME)
     )]
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query(sql::PING)
-            .execute(&self.pool)
+        self.exec(sqlx::query(sql::PING))
             .await
             .map(drop)
             .map_err(map::<B>)
@@ -1066,7 +1118,8 @@ where
     ) -> Result<InsertOutcome, StoreError> {
         let columns = RequestColumns::from_domain(request)?.seal(self.data_key()?)?;
         let _turn = self.write_turn().await?;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lend_writer().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
         let outcome = Self::insert_one(
             &mut tx,
             self.audit_key()?,
@@ -1077,6 +1130,7 @@ where
         )
         .await?;
         tx.commit().await.map_err(map::<B>)?;
+        conn.give_back();
         Ok(outcome)
     }
 
@@ -1098,7 +1152,8 @@ where
         });
         let mut group = Group::plan(self.audit_key()?, self.data_key()?, ordered)?;
         let _turn = self.write_turn().await?;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lend_writer().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
         let mut inserted = HashSet::with_capacity(batch.len());
         for query in group.request_inserts::<B::Db, B::Id>(B::PLACEHOLDERS) {
             for row in query.fetch_all(&mut *tx).await.map_err(map::<B>)? {
@@ -1119,6 +1174,7 @@ where
         }
         // One commit, one WAL flush, for the whole group.
         tx.commit().await.map_err(map::<B>)?;
+        conn.give_back();
         Ok(outcomes)
     }
 
@@ -1133,14 +1189,15 @@ where
         controller_id: &str,
         id: Uuid,
     ) -> Result<Option<DataSubjectRequest>, StoreError> {
-        sqlx::query(sql::SELECT_REQUEST)
-            .bind(B::Id::from_uuid(id))
-            .bind(controller_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map::<B>)?
-            .map(|row| Self::request_from_row(self.data_key()?, &row))
-            .transpose()
+        self.row(
+            sqlx::query(sql::SELECT_REQUEST)
+                .bind(B::Id::from_uuid(id))
+                .bind(controller_id),
+        )
+        .await
+        .map_err(map::<B>)?
+        .map(|row| Self::request_from_row(self.data_key()?, &row))
+        .transpose()
     }
 
     #[tracing::instrument(
@@ -1168,8 +1225,7 @@ where
         if let Some(request_type) = filter.request_type {
             query = query.bind(request_type.as_str());
         }
-        query
-            .fetch_all(&self.pool)
+        self.rows(query)
             .await
             .map_err(map::<B>)?
             .iter()
@@ -1195,7 +1251,8 @@ where
         effects: &Effects,
     ) -> Result<(), StoreError> {
         let _turn = self.write_turn().await?;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lend_writer().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
         // The open tasks are locked before the request row, the order every
         // task transaction takes (task, then request): a claim holding one
         // of these tasks while it waits for the request row would otherwise
@@ -1214,10 +1271,13 @@ where
         };
         if !Self::update_request_row(&mut tx, self.data_key()?, request, expected_version).await? {
             Self::roll_back(tx).await?;
+            conn.give_back();
             return Err(StoreError::Conflict);
         }
         Self::write_effects(&mut tx, self.audit_key()?, request, effects, open).await?;
-        tx.commit().await.map_err(map::<B>)
+        tx.commit().await.map_err(map::<B>)?;
+        conn.give_back();
+        Ok(())
     }
 
     #[tracing::instrument(
@@ -1227,8 +1287,10 @@ where
         fields(backend = B::NAME, controller_id = %controller_id, id = %id)
     )]
     async fn request_tasks(&self, controller_id: &str, id: Uuid) -> Result<Vec<Task>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(map::<B>)?;
-        Self::tasks_of(&mut conn, sql::REQUEST_TASKS, controller_id, id).await
+        let mut conn = self.pool.lend().await.map_err(map::<B>)?;
+        let tasks = Self::tasks_of(&mut conn, sql::REQUEST_TASKS, controller_id, id).await?;
+        conn.give_back();
+        Ok(tasks)
     }
 
     #[tracing::instrument(
@@ -1240,9 +1302,11 @@ where
     async fn create_processor(&self, processor: &Processor) -> Result<Created, StoreError> {
         let _turn = self.write_turn().await?;
         let inserted = B::rows_affected(
-            &ProcessorColumns::from_domain(processor)
-                .bind_insert::<B::Db>(sqlx::query(sql::INSERT_PROCESSOR))
-                .execute(&self.pool)
+            &self
+                .exec(
+                    ProcessorColumns::from_domain(processor)
+                        .bind_insert::<B::Db>(sqlx::query(sql::INSERT_PROCESSOR)),
+                )
                 .await
                 .map_err(map::<B>)?,
         );
@@ -1265,15 +1329,16 @@ where
         limit: u32,
     ) -> Result<Vec<Processor>, StoreError> {
         // Every processor id is longer than the empty string.
-        sqlx::query(sql::LIST_PROCESSORS)
-            .bind(after.unwrap_or(""))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map::<B>)?
-            .iter()
-            .map(Self::processor_from_row)
-            .collect()
+        self.rows(
+            sqlx::query(sql::LIST_PROCESSORS)
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit)),
+        )
+        .await
+        .map_err(map::<B>)?
+        .iter()
+        .map(Self::processor_from_row)
+        .collect()
     }
 
     #[tracing::instrument(
@@ -1284,7 +1349,8 @@ where
     )]
     async fn delete_processor(&self, processor_id: &str) -> Result<Deleted, StoreError> {
         let _turn = self.write_turn().await?;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lend_writer().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
         let exists = sqlx::query(B::LOCKING.processor_for_delete)
             .bind(processor_id)
             .fetch_optional(&mut *tx)
@@ -1293,6 +1359,7 @@ where
             .is_some();
         if !exists {
             Self::roll_back(tx).await?;
+            conn.give_back();
             return Ok(Deleted::NotFound);
         }
         let busy = sqlx::query(sql::PROCESSOR_HAS_OPEN_TASKS)
@@ -1303,6 +1370,7 @@ where
             .is_some();
         if busy {
             Self::roll_back(tx).await?;
+            conn.give_back();
             return Ok(Deleted::HasOpenTasks);
         }
         sqlx::query(sql::DELETE_PROCESSOR)
@@ -1311,6 +1379,7 @@ where
             .await
             .map_err(map::<B>)?;
         tx.commit().await.map_err(map::<B>)?;
+        conn.give_back();
         Ok(Deleted::Deleted)
     }
 
@@ -1327,9 +1396,11 @@ where
     )]
     async fn create_route(&self, route: &Route) -> Result<Created, StoreError> {
         let _turn = self.write_turn().await?;
-        let inserted = RouteColumns::from_domain(route)
-            .bind_insert::<B::Db, B::Id>(sqlx::query(sql::INSERT_ROUTE))
-            .execute(&self.pool)
+        let inserted = self
+            .exec(
+                RouteColumns::from_domain(route)
+                    .bind_insert::<B::Db, B::Id>(sqlx::query(sql::INSERT_ROUTE)),
+            )
             .await;
         match inserted {
             Ok(done) if B::rows_affected(&done) == 1 => Ok(Created::Created),
@@ -1365,8 +1436,7 @@ where
         if let Some(processor_id) = &filter.processor_id {
             query = query.bind(processor_id.as_str());
         }
-        query
-            .fetch_all(&self.pool)
+        self.rows(query)
             .await
             .map_err(map::<B>)?
             .iter()
@@ -1383,9 +1453,8 @@ where
     async fn delete_route(&self, id: Uuid) -> Result<Deleted, StoreError> {
         let _turn = self.write_turn().await?;
         let deleted = B::rows_affected(
-            &sqlx::query(sql::DELETE_ROUTE)
-                .bind(B::Id::from_uuid(id))
-                .execute(&self.pool)
+            &self
+                .exec(sqlx::query(sql::DELETE_ROUTE).bind(B::Id::from_uuid(id)))
                 .await
                 .map_err(map::<B>)?,
         );
@@ -1403,9 +1472,7 @@ where
         fields(backend = B::NAME, controller_id = %controller_id)
     )]
     async fn controller_routes(&self, controller_id: &str) -> Result<Vec<Route>, StoreError> {
-        sqlx::query(sql::CONTROLLER_ROUTES)
-            .bind(controller_id)
-            .fetch_all(&self.pool)
+        self.rows(sqlx::query(sql::CONTROLLER_ROUTES).bind(controller_id))
             .await
             .map_err(map::<B>)?
             .iter()
@@ -1481,14 +1548,15 @@ where
         fields(backend = B::NAME, processor_id = %processor_id, id = %id)
     )]
     async fn get_task(&self, processor_id: &str, id: Uuid) -> Result<Option<TaskView>, StoreError> {
-        sqlx::query(sql::SELECT_TASK_VIEW)
-            .bind(B::Id::from_uuid(id))
-            .bind(processor_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map::<B>)?
-            .map(|row| Self::task_view_from_row(self.data_key()?, &row))
-            .transpose()
+        self.row(
+            sqlx::query(sql::SELECT_TASK_VIEW)
+                .bind(B::Id::from_uuid(id))
+                .bind(processor_id),
+        )
+        .await
+        .map_err(map::<B>)?
+        .map(|row| Self::task_view_from_row(self.data_key()?, &row))
+        .transpose()
     }
 
     #[tracing::instrument(
@@ -1517,8 +1585,7 @@ where
             TaskFilterValue::Now => query = query.bind(codec::micros(now)),
             TaskFilterValue::State(state) => query = query.bind(state),
         }
-        query
-            .fetch_all(&self.pool)
+        self.rows(query)
             .await
             .map_err(map::<B>)?
             .iter()
@@ -1544,21 +1611,22 @@ where
         after_sequence: i64,
         limit: u32,
     ) -> Result<Vec<RequestEvent>, StoreError> {
-        sqlx::query(sql::LIST_EVENTS)
-            .bind(B::Id::from_uuid(id))
-            .bind(controller_id)
-            .bind(after_sequence)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map::<B>)?
-            .iter()
-            .map(|row| {
-                EventColumns::read::<_, B::Id>(row)
-                    .map_err(map::<B>)?
-                    .into_domain()
-            })
-            .collect()
+        self.rows(
+            sqlx::query(sql::LIST_EVENTS)
+                .bind(B::Id::from_uuid(id))
+                .bind(controller_id)
+                .bind(after_sequence)
+                .bind(i64::from(limit)),
+        )
+        .await
+        .map_err(map::<B>)?
+        .iter()
+        .map(|row| {
+            EventColumns::read::<_, B::Id>(row)
+                .map_err(map::<B>)?
+                .into_domain()
+        })
+        .collect()
     }
 
     #[tracing::instrument(
@@ -1568,8 +1636,7 @@ where
         fields(backend = B::NAME)
     )]
     async fn count_open_requests_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
-        sqlx::query(sql::COUNT_OPEN_REQUESTS_BY_STATE)
-            .fetch_all(&self.pool)
+        self.rows(sqlx::query(sql::COUNT_OPEN_REQUESTS_BY_STATE))
             .await
             .map_err(map::<B>)?
             .iter()
@@ -1626,17 +1693,18 @@ where
         limit: u32,
     ) -> Result<Vec<Task>, StoreError> {
         let (after_time, after_id) = codec::sweep_cursor_values(after);
-        sqlx::query(sql::SLA_TASKS)
-            .bind(codec::micros(due_by))
-            .bind(after_time)
-            .bind(B::Id::from_uuid(after_id))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map::<B>)?
-            .iter()
-            .map(Self::task_from_row)
-            .collect()
+        self.rows(
+            sqlx::query(sql::SLA_TASKS)
+                .bind(codec::micros(due_by))
+                .bind(after_time)
+                .bind(B::Id::from_uuid(after_id))
+                .bind(i64::from(limit)),
+        )
+        .await
+        .map_err(map::<B>)?
+        .iter()
+        .map(Self::task_from_row)
+        .collect()
     }
 
     #[tracing::instrument(
@@ -1658,12 +1726,14 @@ where
     ) -> Result<bool, StoreError> {
         let (marks, event) = steps::request_finding(request, finding, now);
         let _turn = self.write_turn().await?;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lend_writer().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
         // The update locks the request row, which the event's sequence
         // needs; a concurrent sweeper waits here, then finds the marks
         // changed and writes nothing.
         if !Self::mark_request(&mut tx, request, marks).await? {
             Self::roll_back(tx).await?;
+            conn.give_back();
             return Ok(false);
         }
         Self::insert_event(
@@ -1675,6 +1745,7 @@ where
         )
         .await?;
         tx.commit().await.map_err(map::<B>)?;
+        conn.give_back();
         Ok(true)
     }
 
@@ -1696,12 +1767,14 @@ where
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let _turn = self.write_turn().await?;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lend_writer().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
         // Task first (the update locks it), then its request, as in every
         // task transaction; the request's row for the event's sequence and
         // state.
         if !Self::mark_task(&mut tx, task, steps::task_marks(task, finding, now)).await? {
             Self::roll_back(tx).await?;
+            conn.give_back();
             return Ok(false);
         }
         let request = Self::task_request(
@@ -1721,6 +1794,7 @@ where
         )
         .await?;
         tx.commit().await.map_err(map::<B>)?;
+        conn.give_back();
         Ok(true)
     }
 
@@ -1755,9 +1829,11 @@ where
             return Ok(false);
         };
         let _turn = self.write_turn().await?;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lend_writer().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
         if !Self::purge_row(&mut tx, &purged, request.version).await? {
             Self::roll_back(tx).await?;
+            conn.give_back();
             return Ok(false);
         }
         Self::insert_event(
@@ -1769,6 +1845,7 @@ where
         )
         .await?;
         tx.commit().await.map_err(map::<B>)?;
+        conn.give_back();
         Ok(true)
     }
 
@@ -1785,19 +1862,20 @@ where
     ) -> Result<Vec<AuditTrail>, StoreError> {
         // The nil id sorts before every request's (v4 and v7 ids are never
         // nil), so it stands for "from the start".
-        let mut trails = sqlx::query(sql::AUDIT_REQUESTS)
-            .bind(B::Id::from_uuid(after.unwrap_or(Uuid::nil())))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+        let mut trails = self
+            .rows(
+                sqlx::query(sql::AUDIT_REQUESTS)
+                    .bind(B::Id::from_uuid(after.unwrap_or(Uuid::nil())))
+                    .bind(i64::from(limit)),
+            )
             .await
             .map_err(map::<B>)?
             .iter()
             .map(|row| codec::read_audit_request::<_, B::Id>(row).map_err(map::<B>))
             .collect::<Result<Vec<_>, _>>()?;
         for trail in &mut trails {
-            trail.events = sqlx::query(sql::AUDIT_EVENTS)
-                .bind(B::Id::from_uuid(trail.id))
-                .fetch_all(&self.pool)
+            trail.events = self
+                .rows(sqlx::query(sql::AUDIT_EVENTS).bind(B::Id::from_uuid(trail.id)))
                 .await
                 .map_err(map::<B>)?
                 .iter()
@@ -1823,12 +1901,14 @@ where
         let _turn = self.write_turn().await?;
         let until = now.saturating_add(ttl).unwrap_or(now);
         let taken = B::rows_affected(
-            &sqlx::query(sql::ACQUIRE_LEASE)
-                .bind(name)
-                .bind(holder)
-                .bind(codec::micros(until))
-                .bind(codec::micros(now))
-                .execute(&self.pool)
+            &self
+                .exec(
+                    sqlx::query(sql::ACQUIRE_LEASE)
+                        .bind(name)
+                        .bind(holder)
+                        .bind(codec::micros(until))
+                        .bind(codec::micros(now)),
+                )
                 .await
                 .map_err(map::<B>)?,
         );
@@ -1844,7 +1924,8 @@ where
     async fn revoke(&self, revocation: &NewRevocation) -> Result<Revocation, StoreError> {
         let target = &revocation.target;
         let _turn = self.write_turn().await?;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lend_writer().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
         if let Some(lock) = B::LOCKING.revocations_lock {
             sqlx::query(lock)
                 .execute(&mut *tx)
@@ -1867,6 +1948,7 @@ where
             .await
             .map_err(map::<B>)?;
         tx.commit().await.map_err(map::<B>)?;
+        conn.give_back();
         RevocationColumns::read(&row)
             .map_err(map::<B>)?
             .into_domain()
@@ -1883,19 +1965,20 @@ where
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Revocation>, StoreError> {
-        sqlx::query(sql::LIST_REVOCATIONS)
-            .bind(after.unwrap_or(0))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map::<B>)?
-            .iter()
-            .map(|row| {
-                RevocationColumns::read(row)
-                    .map_err(map::<B>)?
-                    .into_domain()
-            })
-            .collect()
+        self.rows(
+            sqlx::query(sql::LIST_REVOCATIONS)
+                .bind(after.unwrap_or(0))
+                .bind(i64::from(limit)),
+        )
+        .await
+        .map_err(map::<B>)?
+        .iter()
+        .map(|row| {
+            RevocationColumns::read(row)
+                .map_err(map::<B>)?
+                .into_domain()
+        })
+        .collect()
     }
 
     #[tracing::instrument(
@@ -1906,10 +1989,7 @@ where
     )]
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         let _turn = self.write_turn().await?;
-        sqlx::query(sql::RELEASE_LEASE)
-            .bind(name)
-            .bind(holder)
-            .execute(&self.pool)
+        self.exec(sqlx::query(sql::RELEASE_LEASE).bind(name).bind(holder))
             .await
             .map(drop)
             .map_err(map::<B>)
@@ -1922,9 +2002,7 @@ where
         fields(backend = B::NAME, name = %name)
     )]
     async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
-        sqlx::query(sql::SELECT_LEASE)
-            .bind(name)
-            .fetch_optional(&self.pool)
+        self.row(sqlx::query(sql::SELECT_LEASE).bind(name))
             .await
             .map_err(map::<B>)?
             .map(|row| LeaseColumns::read(&row).map_err(map::<B>)?.into_domain())

@@ -4,11 +4,9 @@
 //! and `BEGIN IMMEDIATE`, see [`super::sql_store`]) instead of row locks.
 
 use sqlx::error::DatabaseError;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteSynchronous};
 
+use super::lend::Connections;
 use super::sql_store::{Backend, SqlStore};
 use super::writes::Together;
 use super::{StoreConfig, StoreError, sql};
@@ -90,30 +88,35 @@ impl SqlStore<Sqlite> {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(config.statement_timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| super::error::map(e, Sqlite::classify))?;
+        let pool = Connections::open(
+            options.clone(),
+            config.max_connections,
+            config.acquire_timeout,
+        )
+        .await
+        .map_err(|e| super::error::map(e, Sqlite::classify))?;
         // Writes take turns anyway (the write gate), so one connection
         // serves them all, and its page cache is never invalidated by
         // another writer: it keeps what the inserts and claims touch.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(config.acquire_timeout)
-            .connect_with(options.pragma("cache_size", WRITER_CACHE_SIZE))
-            .await
-            .map_err(|e| super::error::map(e, Sqlite::classify))?;
+        let writer = Connections::open(
+            options.pragma("cache_size", WRITER_CACHE_SIZE),
+            1,
+            config.acquire_timeout,
+        )
+        .await
+        .map_err(|e| super::error::map(e, Sqlite::classify))?;
         Ok(Self::new(pool, Some(writer), config))
     }
 
     /// Applies the migrations in `migrations/sqlite` that are not applied yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let _turn = self.write_turn().await?;
+        let mut conn = self.lend().await?;
         sqlx::migrate!("./migrations/sqlite")
-            .run(self.pool())
+            .run(&mut *conn)
             .await
-            .map_err(|e| super::error::map(e.into(), Sqlite::classify))
+            .map_err(|e| super::error::map(e.into(), Sqlite::classify))?;
+        conn.give_back();
+        Ok(())
     }
 }
