@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use sqlx::query::Query;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
+use sqlx::{Column, ColumnIndex, Database, Decode, Encode, Row, Type};
 use uuid::Uuid;
 
 use super::audit::{self, AuditTrail, EventFields, StoredEvent};
@@ -140,6 +140,58 @@ where
             })
     })
     .transpose()
+}
+
+/// Reads a row's columns by position, in the order the statement selects
+/// them: reading by name looks every name up among the row's columns. In
+/// debug builds (the tests) each position's name is checked against the
+/// name the reader expects there.
+pub(super) struct InOrder<'r, R> {
+    row: &'r R,
+    at: usize,
+}
+
+impl<'r, R> InOrder<'r, R>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+{
+    pub(super) fn new(row: &'r R) -> Self {
+        Self { row, at: 0 }
+    }
+
+    /// The next column, which the statement names `name`.
+    pub(super) fn next<T>(&mut self, name: &str) -> Result<T, sqlx::Error>
+    where
+        T: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let at = self.at;
+        self.at += 1;
+        debug_assert_eq!(
+            self.row.columns().get(at).map(Column::name),
+            Some(name),
+            "column {at} is not the one read there"
+        );
+        self.row.try_get(at).map_err(|e| match e {
+            sqlx::Error::ColumnDecode { source, .. } => sqlx::Error::ColumnDecode {
+                index: name.to_owned(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// The next column, an id.
+    fn id<Id>(&mut self, name: &str) -> Result<Uuid, sqlx::Error>
+    where
+        Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let raw: Id = self.next(name)?;
+        raw.into_uuid(name).map_err(|e| sqlx::Error::ColumnDecode {
+            index: name.to_owned(),
+            source: e.to_string().into(),
+        })
+    }
 }
 
 /// Inverse of [`Regime::as_str`], which the domain does not provide.
@@ -580,59 +632,60 @@ impl RequestColumns {
         )
     }
 
-    /// Reads a row selected with the request columns.
+    /// Reads a row selected with the request columns, in their order
+    /// ([`super::sql`]'s `request_columns!`).
     pub(super) fn read<'r, R, Id>(row: &'r R) -> Result<Self, sqlx::Error>
     where
         R: Row,
-        for<'c> &'c str: ColumnIndex<R>,
+        usize: ColumnIndex<R>,
         Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
         String: Decode<'r, R::Database> + Type<R::Database>,
         i64: Decode<'r, R::Database> + Type<R::Database>,
         bool: Decode<'r, R::Database> + Type<R::Database>,
     {
-        let uuid = |column: &str| read_id::<R, Id>(row, column);
+        let mut c = InOrder::new(row);
         Ok(Self {
-            id: uuid("id")?,
-            controller_id: row.try_get("controller_id")?,
-            request_id: uuid("request_id")?,
-            request_type: row.try_get("request_type")?,
-            subject_external_id: row.try_get("subject_external_id")?,
-            subject_email: row.try_get("subject_email")?,
-            subject_date_of_birth: row.try_get("subject_date_of_birth")?,
-            subject_country: row.try_get("subject_country")?,
-            subject_subdivision: row.try_get("subject_subdivision")?,
-            details: row.try_get("details")?,
-            corrections: row.try_get("corrections")?,
-            state: row.try_get("state")?,
-            regime: row.try_get("regime")?,
-            received_at: row.try_get("received_at")?,
-            create_time: row.try_get("create_time")?,
-            update_time: row.try_get("update_time")?,
-            original_due_time: row.try_get("original_due_time")?,
-            due_time: row.try_get("due_time")?,
-            extension_reason: row.try_get("extension_reason")?,
-            extension_time: row.try_get("extension_time")?,
-            extended_by: row.try_get("extended_by")?,
-            guardian_full_name: row.try_get("guardian_full_name")?,
-            guardian_relationship: row.try_get("guardian_relationship")?,
-            guardian_email: row.try_get("guardian_email")?,
-            guardian_verification_method: row.try_get("guardian_verification_method")?,
-            guardian_consented_at: row.try_get("guardian_consented_at")?,
-            guardian_consent_record_time: row.try_get("guardian_consent_record_time")?,
-            guardian_consent_recorded_by: row.try_get("guardian_consent_recorded_by")?,
-            closure_outcome: row.try_get("closure_outcome")?,
-            closure_refusal_reason: row.try_get("closure_refusal_reason")?,
-            closure_explanation: row.try_get("closure_explanation")?,
-            close_time: row.try_get("close_time")?,
-            cancellation_reason: row.try_get("cancellation_reason")?,
-            unrouted: row.try_get("unrouted")?,
-            fingerprint: row.try_get("fingerprint")?,
-            version: row.try_get("version")?,
-            origin_traceparent: row.try_get("origin_traceparent")?,
-            origin_tracestate: row.try_get("origin_tracestate")?,
-            sla_at_risk_reported_at: row.try_get("sla_at_risk_reported_at")?,
-            sla_breached_reported_at: row.try_get("sla_breached_reported_at")?,
-            purge_time: row.try_get("purge_time")?,
+            id: c.id::<Id>("id")?,
+            controller_id: c.next("controller_id")?,
+            request_id: c.id::<Id>("request_id")?,
+            request_type: c.next("request_type")?,
+            subject_external_id: c.next("subject_external_id")?,
+            subject_email: c.next("subject_email")?,
+            subject_date_of_birth: c.next("subject_date_of_birth")?,
+            subject_country: c.next("subject_country")?,
+            subject_subdivision: c.next("subject_subdivision")?,
+            details: c.next("details")?,
+            corrections: c.next("corrections")?,
+            state: c.next("state")?,
+            regime: c.next("regime")?,
+            received_at: c.next("received_at")?,
+            create_time: c.next("create_time")?,
+            update_time: c.next("update_time")?,
+            original_due_time: c.next("original_due_time")?,
+            due_time: c.next("due_time")?,
+            extension_reason: c.next("extension_reason")?,
+            extension_time: c.next("extension_time")?,
+            extended_by: c.next("extended_by")?,
+            guardian_full_name: c.next("guardian_full_name")?,
+            guardian_relationship: c.next("guardian_relationship")?,
+            guardian_email: c.next("guardian_email")?,
+            guardian_verification_method: c.next("guardian_verification_method")?,
+            guardian_consented_at: c.next("guardian_consented_at")?,
+            guardian_consent_record_time: c.next("guardian_consent_record_time")?,
+            guardian_consent_recorded_by: c.next("guardian_consent_recorded_by")?,
+            closure_outcome: c.next("closure_outcome")?,
+            closure_refusal_reason: c.next("closure_refusal_reason")?,
+            closure_explanation: c.next("closure_explanation")?,
+            close_time: c.next("close_time")?,
+            cancellation_reason: c.next("cancellation_reason")?,
+            unrouted: c.next("unrouted")?,
+            fingerprint: c.next("fingerprint")?,
+            version: c.next("version")?,
+            origin_traceparent: c.next("origin_traceparent")?,
+            origin_tracestate: c.next("origin_tracestate")?,
+            sla_at_risk_reported_at: c.next("sla_at_risk_reported_at")?,
+            sla_breached_reported_at: c.next("sla_breached_reported_at")?,
+            purge_time: c.next("purge_time")?,
         })
     }
 }
@@ -935,34 +988,46 @@ impl TaskColumns {
         )
     }
 
-    /// Reads a row selected with the task columns.
+    /// Reads a row selected with the task columns, in their order.
     pub(super) fn read<'r, R, Id>(row: &'r R) -> Result<Self, sqlx::Error>
     where
         R: Row,
-        for<'c> &'c str: ColumnIndex<R>,
+        usize: ColumnIndex<R>,
+        Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        Self::read_from::<R, Id>(&mut InOrder::new(row))
+    }
+
+    /// Reads the task columns where `c` stands, in their order.
+    fn read_from<'r, R, Id>(c: &mut InOrder<'r, R>) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        usize: ColumnIndex<R>,
         Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
         String: Decode<'r, R::Database> + Type<R::Database>,
         i64: Decode<'r, R::Database> + Type<R::Database>,
     {
         Ok(Self {
-            id: read_id::<R, Id>(row, "id")?,
-            request: read_id::<R, Id>(row, "data_subject_request_id")?,
-            controller_id: row.try_get("controller_id")?,
-            processor_id: row.try_get("processor_id")?,
-            state: row.try_get("state")?,
-            attempt: row.try_get("attempt")?,
-            due_time: row.try_get("due_time")?,
-            lease_token: row.try_get("lease_token")?,
-            lease_expire_time: row.try_get("lease_expire_time")?,
-            outcome: row.try_get("outcome")?,
-            reason: row.try_get("reason")?,
-            result_uri: row.try_get("result_uri")?,
-            note: row.try_get("note")?,
-            create_time: row.try_get("create_time")?,
-            update_time: row.try_get("update_time")?,
-            complete_time: row.try_get("complete_time")?,
-            sla_at_risk_reported_at: row.try_get("sla_at_risk_reported_at")?,
-            sla_breached_reported_at: row.try_get("sla_breached_reported_at")?,
+            id: c.id::<Id>("id")?,
+            request: c.id::<Id>("data_subject_request_id")?,
+            controller_id: c.next("controller_id")?,
+            processor_id: c.next("processor_id")?,
+            state: c.next("state")?,
+            attempt: c.next("attempt")?,
+            due_time: c.next("due_time")?,
+            lease_token: c.next("lease_token")?,
+            lease_expire_time: c.next("lease_expire_time")?,
+            outcome: c.next("outcome")?,
+            reason: c.next("reason")?,
+            result_uri: c.next("result_uri")?,
+            note: c.next("note")?,
+            create_time: c.next("create_time")?,
+            update_time: c.next("update_time")?,
+            complete_time: c.next("complete_time")?,
+            sla_at_risk_reported_at: c.next("sla_at_risk_reported_at")?,
+            sla_breached_reported_at: c.next("sla_breached_reported_at")?,
         })
     }
 }
@@ -987,20 +1052,21 @@ impl TaskViewColumns {
     pub(super) fn read<'r, R, Id>(row: &'r R) -> Result<Self, sqlx::Error>
     where
         R: Row,
-        for<'c> &'c str: ColumnIndex<R>,
+        usize: ColumnIndex<R>,
         Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
         String: Decode<'r, R::Database> + Type<R::Database>,
         i64: Decode<'r, R::Database> + Type<R::Database>,
     {
+        let mut c = InOrder::new(row);
         Ok(Self {
-            task: TaskColumns::read::<R, Id>(row)?,
-            request_type: row.try_get("request_type")?,
-            subject_external_id: row.try_get("subject_external_id")?,
-            subject_email: row.try_get("subject_email")?,
-            subject_country: row.try_get("subject_country")?,
-            corrections: row.try_get("corrections")?,
-            origin_traceparent: row.try_get("origin_traceparent")?,
-            origin_tracestate: row.try_get("origin_tracestate")?,
+            task: TaskColumns::read_from::<R, Id>(&mut c)?,
+            request_type: c.next("request_type")?,
+            subject_external_id: c.next("subject_external_id")?,
+            subject_email: c.next("subject_email")?,
+            subject_country: c.next("subject_country")?,
+            corrections: c.next("corrections")?,
+            origin_traceparent: c.next("origin_traceparent")?,
+            origin_tracestate: c.next("origin_tracestate")?,
         })
     }
 
@@ -1346,5 +1412,40 @@ where
         _ => Err(corrupt(
             "data_subject_requests has half of its audit chain's tip",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sqlx::Connection;
+    use sqlx::sqlite::{SqliteConnection, SqliteRow};
+
+    use super::*;
+
+    async fn row(sql: &'static str) -> SqliteRow {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        sqlx::query(sql).fetch_one(&mut conn).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn columns_are_read_in_order_and_a_bad_value_is_named() {
+        let row = row("SELECT 7 AS version, 'x' AS id").await;
+        let mut c = InOrder::new(&row);
+        assert_eq!(c.next::<i64>("version").unwrap(), 7);
+        let error = c.id::<String>("id").unwrap_err();
+        assert!(
+            matches!(&error, sqlx::Error::ColumnDecode { index, .. } if index == "id"),
+            "{error:?}"
+        );
+    }
+
+    #[cfg(debug_assertions)]
+    #[tokio::test]
+    #[should_panic(expected = "column 0 is not the one read there")]
+    async fn a_reader_out_of_step_with_the_statement_is_caught() {
+        let row = row("SELECT 7 AS version").await;
+        let _ = InOrder::new(&row).next::<i64>("state");
     }
 }
