@@ -78,7 +78,31 @@ impl SqlStore<Postgres> {
         let pool = Connections::open(options, config.max_connections, config.acquire_timeout)
             .await
             .map_err(|e| super::error::map(e, Postgres::classify))?;
-        Ok(Self::new(pool, None, config))
+        let store = Self::new(pool, None, config);
+        store.warn_without_autovacuum().await;
+        Ok(store)
+    }
+
+    /// Says so when the server's autovacuum is off: nothing then gathers
+    /// the planner's statistics or removes dead rows. Plans made while the
+    /// tables were small (the ones each connection caches for its
+    /// foreign-key checks among them) stay as they are while the tables
+    /// grow, and claims walk over the dead index entries of finished tasks.
+    async fn warn_without_autovacuum(&self) {
+        let Ok(mut conn) = self.lend().await else {
+            return;
+        };
+        let setting: Result<String, _> = sqlx::query_scalar(sql::AUTOVACUUM)
+            .fetch_one(&mut *conn)
+            .await;
+        if let Ok(setting) = conn.settle(setting)
+            && setting == "off"
+        {
+            tracing::warn!(
+                "postgresql runs with autovacuum off: without ANALYZE and VACUUM run \
+                 otherwise, calls slow down as the tables grow"
+            );
+        }
     }
 
     /// Applies the migrations in `migrations/postgres` that are not applied

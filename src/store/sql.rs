@@ -685,6 +685,9 @@ pub(super) const DELETE_ROUTE: &str = "DELETE FROM routes WHERE id = $1";
 /// The readiness round trip.
 pub(super) const PING: &str = "SELECT 1";
 
+/// Whether the PostgreSQL server runs autovacuum (`on` or `off`).
+pub(super) const AUTOVACUUM: &str = "SELECT current_setting('autovacuum')";
+
 /// The statements whose text depends on whether the backend takes row
 /// locks: PostgreSQL runs the `…_LOCKED` variants ([`ROW_LOCKS`]); SQLite,
 /// whose writes are serialised, runs the plain ones ([`NO_ROW_LOCKS`]). Each

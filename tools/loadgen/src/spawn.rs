@@ -96,6 +96,20 @@ impl FreshDatabase {
     }
 }
 
+/// Gathers the planner's statistics of every table of the database at
+/// `url`.
+pub async fn analyze(url: &str) -> Result<(), String> {
+    let mut conn = PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to analyze the preloaded tables: {e}"))?;
+    sqlx::query("ANALYZE")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("cannot analyze the preloaded tables: {e}"))?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
 /// `url` with its database (the path) replaced by `name`, keeping any query
 /// parameters.
 pub fn with_database(url: &str, name: &str) -> String {
