@@ -108,20 +108,24 @@ fn trace_origin(
     }
 }
 
-/// Reads an id column, naming the column (never the value) when it does
-/// not hold one.
+/// The id an id column holds, naming the column (never the value) when it
+/// does not hold one.
+fn column_uuid<Id: IdColumn>(raw: Id, column: &str) -> Result<Uuid, sqlx::Error> {
+    raw.into_uuid(column)
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: e.to_string().into(),
+        })
+}
+
+/// Reads an id column by name.
 fn read_id<'r, R, Id>(row: &'r R, column: &str) -> Result<Uuid, sqlx::Error>
 where
     R: Row,
     for<'c> &'c str: ColumnIndex<R>,
     Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
 {
-    let raw: Id = row.try_get(column)?;
-    raw.into_uuid(column)
-        .map_err(|e| sqlx::Error::ColumnDecode {
-            index: column.to_owned(),
-            source: e.to_string().into(),
-        })
+    column_uuid(row.try_get::<Id, _>(column)?, column)
 }
 
 /// [`read_id`] of a nullable column.
@@ -132,21 +136,14 @@ where
     Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
 {
     let raw: Option<Id> = row.try_get(column)?;
-    raw.map(|raw| {
-        raw.into_uuid(column)
-            .map_err(|e| sqlx::Error::ColumnDecode {
-                index: column.to_owned(),
-                source: e.to_string().into(),
-            })
-    })
-    .transpose()
+    raw.map(|raw| column_uuid(raw, column)).transpose()
 }
 
 /// Reads a row's columns by position, in the order the statement selects
 /// them: reading by name looks every name up among the row's columns. In
 /// debug builds (the tests) each position's name is checked against the
 /// name the reader expects there.
-pub(super) struct InOrder<'r, R> {
+struct InOrder<'r, R> {
     row: &'r R,
     at: usize,
 }
@@ -156,12 +153,12 @@ where
     R: Row,
     usize: ColumnIndex<R>,
 {
-    pub(super) fn new(row: &'r R) -> Self {
+    fn new(row: &'r R) -> Self {
         Self { row, at: 0 }
     }
 
     /// The next column, which the statement names `name`.
-    pub(super) fn next<T>(&mut self, name: &str) -> Result<T, sqlx::Error>
+    fn next<T>(&mut self, name: &str) -> Result<T, sqlx::Error>
     where
         T: Decode<'r, R::Database> + Type<R::Database>,
     {
@@ -186,11 +183,7 @@ where
     where
         Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
     {
-        let raw: Id = self.next(name)?;
-        raw.into_uuid(name).map_err(|e| sqlx::Error::ColumnDecode {
-            index: name.to_owned(),
-            source: e.to_string().into(),
-        })
+        column_uuid(self.next::<Id>(name)?, name)
     }
 }
 

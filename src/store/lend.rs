@@ -155,7 +155,7 @@ impl<DB: Database> Connections<DB> {
         if shared.closed.load(Ordering::Acquire) {
             return Err(sqlx::Error::PoolClosed);
         }
-        loop {
+        let (conn, opened) = loop {
             let idle = {
                 let mut idle = shared.idle();
                 if idle
@@ -172,23 +172,17 @@ impl<DB: Database> Connections<DB> {
                 since,
             }) = idle
             else {
-                break;
+                break (shared.options.connect().await?, Instant::now());
             };
-            if since.elapsed() > TEST_IDLE_AFTER && conn.ping().await.is_err() {
-                // The server closed it meanwhile; try the next, or a new one.
-                continue;
+            // One the server closed meanwhile is left; try the next, or a
+            // new one.
+            if since.elapsed() <= TEST_IDLE_AFTER || conn.ping().await.is_ok() {
+                break (conn, opened);
             }
-            return Ok(Lent {
-                conn: Some(conn),
-                opened,
-                shared: shared.clone(),
-                permit: Some(permit),
-            });
-        }
-        let conn = shared.options.connect().await?;
+        };
         Ok(Lent {
             conn: Some(conn),
-            opened: Instant::now(),
+            opened,
             shared: shared.clone(),
             permit: Some(permit),
         })

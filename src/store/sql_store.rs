@@ -286,8 +286,7 @@ impl<B: Backend> SqlStore<B> {
         }))
     }
 
-    /// A connection for one call, for what the backend files do
-    /// themselves (migrations); give it back when done.
+    /// A connection for one call; give it back when done.
     pub(super) async fn lend(&self) -> Result<Lent<B::Db>, StoreError> {
         self.pool.lend().await.map_err(map::<B>)
     }
@@ -331,28 +330,30 @@ impl<B: Backend> SqlStore<B> {
     }
 
     /// The rows of one statement, on a lent connection.
-    async fn rows(&self, query: Statement<'_, B>) -> Result<Vec<DbRow<B>>, sqlx::Error>
+    async fn rows(&self, query: Statement<'_, B>) -> Result<Vec<DbRow<B>>, StoreError>
     where
         for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
         <B::Db as Database>::Arguments: IntoArguments<B::Db>,
     {
-        let mut conn = self.pool.lend().await?;
+        let mut conn = self.lend().await?;
         let rows = query.fetch_all(&mut *conn).await;
-        conn.settle(rows)
+        conn.settle(rows).map_err(map::<B>)
     }
 
     /// The row of one statement, if any, on a lent connection.
-    async fn row(&self, query: Statement<'_, B>) -> Result<Option<DbRow<B>>, sqlx::Error>
+    async fn row(&self, query: Statement<'_, B>) -> Result<Option<DbRow<B>>, StoreError>
     where
         for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
         <B::Db as Database>::Arguments: IntoArguments<B::Db>,
     {
-        let mut conn = self.pool.lend().await?;
+        let mut conn = self.lend().await?;
         let row = query.fetch_optional(&mut *conn).await;
-        conn.settle(row)
+        conn.settle(row).map_err(map::<B>)
     }
 
-    /// Runs one statement that returns no rows, on a lent connection.
+    /// Runs one statement that returns no rows, on a lent connection; the
+    /// driver's error as it is, for a caller that reads it (a unique
+    /// violation).
     async fn exec(&self, query: Statement<'_, B>) -> Result<Done<B>, sqlx::Error>
     where
         for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
@@ -1064,8 +1065,7 @@ where
                 .bind(B::Id::from_uuid(after_id))
                 .bind(i64::from(limit)),
         )
-        .await
-        .map_err(map::<B>)?
+        .await?
         .iter()
         .map(|row| Self::request_from_row(self.data_key()?, row))
         .collect()
@@ -1194,8 +1194,7 @@ where
                 .bind(B::Id::from_uuid(id))
                 .bind(controller_id),
         )
-        .await
-        .map_err(map::<B>)?
+        .await?
         .map(|row| Self::request_from_row(self.data_key()?, &row))
         .transpose()
     }
@@ -1226,8 +1225,7 @@ where
             query = query.bind(request_type.as_str());
         }
         self.rows(query)
-            .await
-            .map_err(map::<B>)?
+            .await?
             .iter()
             .map(|row| Self::request_from_row(self.data_key()?, row))
             .collect()
@@ -1287,7 +1285,7 @@ where
         fields(backend = B::NAME, controller_id = %controller_id, id = %id)
     )]
     async fn request_tasks(&self, controller_id: &str, id: Uuid) -> Result<Vec<Task>, StoreError> {
-        let mut conn = self.pool.lend().await.map_err(map::<B>)?;
+        let mut conn = self.lend().await?;
         let tasks = Self::tasks_of(&mut conn, sql::REQUEST_TASKS, controller_id, id).await?;
         conn.give_back();
         Ok(tasks)
@@ -1334,8 +1332,7 @@ where
                 .bind(after.unwrap_or(""))
                 .bind(i64::from(limit)),
         )
-        .await
-        .map_err(map::<B>)?
+        .await?
         .iter()
         .map(Self::processor_from_row)
         .collect()
@@ -1437,8 +1434,7 @@ where
             query = query.bind(processor_id.as_str());
         }
         self.rows(query)
-            .await
-            .map_err(map::<B>)?
+            .await?
             .iter()
             .map(Self::route_from_row)
             .collect()
@@ -1473,8 +1469,7 @@ where
     )]
     async fn controller_routes(&self, controller_id: &str) -> Result<Vec<Route>, StoreError> {
         self.rows(sqlx::query(sql::CONTROLLER_ROUTES).bind(controller_id))
-            .await
-            .map_err(map::<B>)?
+            .await?
             .iter()
             .map(Self::route_from_row)
             .collect()
@@ -1553,8 +1548,7 @@ where
                 .bind(B::Id::from_uuid(id))
                 .bind(processor_id),
         )
-        .await
-        .map_err(map::<B>)?
+        .await?
         .map(|row| Self::task_view_from_row(self.data_key()?, &row))
         .transpose()
     }
@@ -1586,8 +1580,7 @@ where
             TaskFilterValue::State(state) => query = query.bind(state),
         }
         self.rows(query)
-            .await
-            .map_err(map::<B>)?
+            .await?
             .iter()
             .map(|row| Self::task_view_from_row(self.data_key()?, row))
             .collect()
@@ -1618,8 +1611,7 @@ where
                 .bind(after_sequence)
                 .bind(i64::from(limit)),
         )
-        .await
-        .map_err(map::<B>)?
+        .await?
         .iter()
         .map(|row| {
             EventColumns::read::<_, B::Id>(row)
@@ -1637,8 +1629,7 @@ where
     )]
     async fn count_open_requests_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
         self.rows(sqlx::query(sql::COUNT_OPEN_REQUESTS_BY_STATE))
-            .await
-            .map_err(map::<B>)?
+            .await?
             .iter()
             .map(|row| {
                 StateCountColumns::read(row)
@@ -1700,8 +1691,7 @@ where
                 .bind(B::Id::from_uuid(after_id))
                 .bind(i64::from(limit)),
         )
-        .await
-        .map_err(map::<B>)?
+        .await?
         .iter()
         .map(Self::task_from_row)
         .collect()
@@ -1868,16 +1858,14 @@ where
                     .bind(B::Id::from_uuid(after.unwrap_or(Uuid::nil())))
                     .bind(i64::from(limit)),
             )
-            .await
-            .map_err(map::<B>)?
+            .await?
             .iter()
             .map(|row| codec::read_audit_request::<_, B::Id>(row).map_err(map::<B>))
             .collect::<Result<Vec<_>, _>>()?;
         for trail in &mut trails {
             trail.events = self
                 .rows(sqlx::query(sql::AUDIT_EVENTS).bind(B::Id::from_uuid(trail.id)))
-                .await
-                .map_err(map::<B>)?
+                .await?
                 .iter()
                 .map(|row| EventColumns::read_stored::<_, B::Id>(row).map_err(map::<B>))
                 .collect::<Result<_, _>>()?;
@@ -1970,8 +1958,7 @@ where
                 .bind(after.unwrap_or(0))
                 .bind(i64::from(limit)),
         )
-        .await
-        .map_err(map::<B>)?
+        .await?
         .iter()
         .map(|row| {
             RevocationColumns::read(row)
@@ -2003,8 +1990,7 @@ where
     )]
     async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
         self.row(sqlx::query(sql::SELECT_LEASE).bind(name))
-            .await
-            .map_err(map::<B>)?
+            .await?
             .map(|row| LeaseColumns::read(&row).map_err(map::<B>)?.into_domain())
             .transpose()
     }

@@ -15,7 +15,7 @@ use super::{StoreConfig, StoreError, sql};
 const DATABASE_FILE: &str = "gdpr-intake.db";
 /// The writing connection's page cache, in KiB (SQLite's unit for a
 /// negative `cache_size`): the index pages that new requests and claims
-/// touch, beyond the 2 MiB every other connection keeps.
+/// touch, beyond the 1 MiB every reading connection keeps.
 const WRITER_CACHE_SIZE: &str = "-16384";
 /// Each reading connection's page cache, in KiB: the pages of the indexes
 /// a read descends. The rows themselves come from the operating system's

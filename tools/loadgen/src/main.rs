@@ -326,7 +326,8 @@ async fn run_on(
     let mut echo_ceiling = None;
     for scenario in &scenarios {
         let scenario = *scenario;
-        match scenario {
+        // Whether the scenario filled the tables (a page for List does not).
+        let preloaded = match scenario {
             Scenario::Submit if args.submit_preload > 0 => {
                 eprintln!(
                     "loadgen: submitting {} requests before submit",
@@ -339,6 +340,7 @@ async fn run_on(
                     args.submit_preload,
                 )
                 .await?;
+                true
             }
             Scenario::Get => {
                 eprintln!("loadgen: submitting {} requests for get", args.get_preload);
@@ -349,6 +351,7 @@ async fn run_on(
                     args.get_preload,
                 )
                 .await?;
+                true
             }
             Scenario::List | Scenario::ListByState => {
                 // A full first page, whatever ran before (submissions of
@@ -361,6 +364,7 @@ async fn run_on(
                     page,
                 )
                 .await?;
+                false
             }
             Scenario::ClaimComplete => {
                 let Target::Spawned(server) = &target else {
@@ -388,13 +392,9 @@ async fn run_on(
                     args.task_preload,
                 )
                 .await?;
+                true
             }
-            Scenario::Submit | Scenario::Echo => {}
-        }
-        let preloaded = match scenario {
-            Scenario::Submit => args.submit_preload > 0,
-            Scenario::Get | Scenario::ClaimComplete => true,
-            Scenario::List | Scenario::ListByState | Scenario::Echo => false,
+            Scenario::Submit | Scenario::Echo => false,
         };
         if preloaded && let Some(url) = fresh_url.as_deref() {
             // What autovacuum does to a table that grew by itself (and the
