@@ -636,7 +636,19 @@ impl RequestColumns {
         i64: Decode<'r, R::Database> + Type<R::Database>,
         bool: Decode<'r, R::Database> + Type<R::Database>,
     {
-        let mut c = InOrder::new(row);
+        Self::read_from::<R, Id>(&mut InOrder::new(row))
+    }
+
+    /// Reads the request columns where `c` stands, in their order.
+    fn read_from<'r, R, Id>(c: &mut InOrder<'r, R>) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        usize: ColumnIndex<R>,
+        Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+        bool: Decode<'r, R::Database> + Type<R::Database>,
+    {
         Ok(Self {
             id: c.id::<Id>("id")?,
             controller_id: c.next("controller_id")?,
@@ -1380,6 +1392,44 @@ where
 }
 
 /// Reads the tip of a request's audit chain from a row that selected
+/// A task read with its request and the tip of the request's audit chain.
+pub(super) struct TaskAndRequest {
+    pub task: TaskColumns,
+    pub request: RequestColumns,
+    last_event_sequence: Option<i64>,
+    last_event_hash: Option<String>,
+}
+
+impl TaskAndRequest {
+    /// Reads a row selected with the task columns, then the request
+    /// columns, then the tip ([`super::sql`]'s `task_and_request_from!`),
+    /// in that order.
+    pub(super) fn read<'r, R, Id>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        usize: ColumnIndex<R>,
+        Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+        bool: Decode<'r, R::Database> + Type<R::Database>,
+        Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+        Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let mut c = InOrder::new(row);
+        Ok(Self {
+            task: TaskColumns::read_from::<R, Id>(&mut c)?,
+            request: RequestColumns::read_from::<R, Id>(&mut c)?,
+            last_event_sequence: c.next("last_event_sequence")?,
+            last_event_hash: c.next("last_event_hash")?,
+        })
+    }
+
+    /// The tip of the request's audit chain.
+    pub(super) fn tip(&mut self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+        tip_from(self.last_event_sequence, self.last_event_hash.take())
+    }
+}
+
 /// `last_event_sequence` and `last_event_hash`: `None` before its first
 /// event.
 pub(super) fn read_tip<'r, R>(row: &'r R) -> Result<Option<(i64, [u8; 32])>, StoreError>
@@ -1395,6 +1445,14 @@ where
     let hash: Option<String> = row
         .try_get("last_event_hash")
         .map_err(|_| corrupt("data_subject_requests.last_event_hash is unreadable"))?;
+    tip_from(sequence, hash)
+}
+
+/// The tip of an audit chain from its two columns.
+fn tip_from(
+    sequence: Option<i64>,
+    hash: Option<String>,
+) -> Result<Option<(i64, [u8; 32])>, StoreError> {
     match (sequence, hash) {
         (None, None) => Ok(None),
         (Some(sequence), Some(hash)) => {

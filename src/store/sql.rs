@@ -364,20 +364,6 @@ pub(super) const OPEN_REQUEST_TASKS_LOCKED: &str = concat!(
      AND state IN ('pending', 'leased') ORDER BY id FOR NO KEY UPDATE"
 );
 
-/// One task of one processor: `$1` id, `$2` processor.
-pub(super) const SELECT_TASK: &str = concat!(
-    "SELECT ",
-    task_columns!(),
-    " FROM tasks WHERE id = $1 AND processor_id = $2"
-);
-
-/// [`SELECT_TASK`], locking the row until the transaction ends.
-pub(super) const SELECT_TASK_LOCKED: &str = concat!(
-    "SELECT ",
-    task_columns!(),
-    " FROM tasks WHERE id = $1 AND processor_id = $2 FOR NO KEY UPDATE"
-);
-
 /// Up to `$3` tasks of processor `$1` that a claim at `$2` may hand out
 /// (pending, or leased under a lease that has ended), earliest due first.
 /// The state is spelled as the `IN` list of the partial `tasks_claim`
@@ -405,6 +391,92 @@ pub(super) const CLAIMABLE_TASKS_LOCKED: &str = concat!(
      AND state IN ('pending', 'leased') \
      AND (state = 'pending' OR lease_expire_time <= $2) \
      ORDER BY due_time, id LIMIT CAST($3 AS BIGINT) FOR NO KEY UPDATE SKIP LOCKED"
+);
+
+/// [`request_columns!`] of the table aliased `r`, then the tip of its
+/// audit chain, for a task read with its request in one statement.
+macro_rules! request_columns_of_r_with_tip {
+    () => {
+        "r.id, r.controller_id, r.request_id, r.request_type, \
+         r.subject_external_id, r.subject_email, r.subject_date_of_birth, \
+         r.subject_country, r.subject_subdivision, r.details, r.corrections, \
+         r.state, r.regime, r.received_at, r.create_time, r.update_time, \
+         r.original_due_time, r.due_time, \
+         r.extension_reason, r.extension_time, r.extended_by, \
+         r.guardian_full_name, r.guardian_relationship, r.guardian_email, \
+         r.guardian_verification_method, r.guardian_consented_at, \
+         r.guardian_consent_record_time, r.guardian_consent_recorded_by, \
+         r.closure_outcome, r.closure_refusal_reason, r.closure_explanation, \
+         r.close_time, r.cancellation_reason, r.unrouted, r.fingerprint, r.version, \
+         r.origin_traceparent, r.origin_tracestate, \
+         r.sla_at_risk_reported_at, r.sla_breached_reported_at, r.purge_time, \
+         r.last_event_sequence, r.last_event_hash"
+    };
+}
+
+/// A task (aliased `t`) with its request and the request's tip: the task
+/// columns, then the request's, then the tip ([`task_columns_of_t!`],
+/// [`request_columns_of_r_with_tip!`]).
+macro_rules! task_and_request_from {
+    ($tasks:literal) => {
+        concat!(
+            "SELECT ",
+            task_columns_of_t!(),
+            ", ",
+            request_columns_of_r_with_tip!(),
+            " FROM ",
+            $tasks,
+            " t JOIN data_subject_requests r \
+             ON r.id = t.data_subject_request_id AND r.controller_id = t.controller_id"
+        )
+    };
+}
+
+/// One task of one processor (`$1` id, `$2` processor) with its request
+/// and the request's tip, in one statement (SQLite: one writer, no locks).
+pub(super) const TASK_AND_REQUEST: &str = concat!(
+    task_and_request_from!("tasks"),
+    " WHERE t.id = $1 AND t.processor_id = $2"
+);
+
+/// [`TASK_AND_REQUEST`], locking the task, then the request: the order
+/// every transaction that locks both takes them in. A wait for either
+/// re-reads the joined row, so the request and its tip are the latest.
+pub(super) const TASK_AND_REQUEST_LOCKED: &str = concat!(
+    task_and_request_from!("tasks"),
+    " WHERE t.id = $1 AND t.processor_id = $2 FOR NO KEY UPDATE OF t, r"
+);
+
+/// [`TASK_AND_REQUEST`], locking only the task: a lease renewal writes
+/// no event and leaves the request row alone.
+pub(super) const TASK_LOCKED_AND_REQUEST: &str = concat!(
+    task_and_request_from!("tasks"),
+    " WHERE t.id = $1 AND t.processor_id = $2 FOR NO KEY UPDATE OF t"
+);
+
+/// The one task a claim of a single task may take ([`CLAIMABLE_TASKS`]
+/// with `$3` = 1) with its request and the request's tip, in one
+/// statement.
+pub(super) const CLAIMABLE_TASK_AND_REQUEST: &str = concat!(task_and_request_from!(
+    "(SELECT * FROM tasks WHERE processor_id = $1 \
+         AND state IN ('pending', 'leased') \
+         AND (state = 'pending' OR lease_expire_time <= $2) \
+         ORDER BY due_time, id LIMIT 1)"
+),);
+
+/// [`CLAIMABLE_TASK_AND_REQUEST`], locking the task as
+/// [`CLAIMABLE_TASKS_LOCKED`] does (passing over tasks another claim
+/// holds), then its request. One task, so one request: the request locks
+/// of a claim of several tasks are taken one statement at a time, in id
+/// order, instead.
+pub(super) const CLAIMABLE_TASK_AND_REQUEST_LOCKED: &str = concat!(
+    task_and_request_from!(
+        "(SELECT * FROM tasks WHERE processor_id = $1 \
+         AND state IN ('pending', 'leased') \
+         AND (state = 'pending' OR lease_expire_time <= $2) \
+         ORDER BY due_time, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED)"
+    ),
+    " FOR NO KEY UPDATE OF r"
 );
 
 /// One task of one processor as the processor sees it: `$1` id, `$2`
@@ -697,8 +769,15 @@ pub struct Locking {
     /// A request about to get an event or a change (its sequence is taken),
     /// with the tip of its audit chain.
     pub request_for_update: &'static str,
-    /// A task about to be changed by its processor.
-    pub task_for_update: &'static str,
+    /// A task about to be released or completed by its processor, with
+    /// its request (about to get an event) and the request's tip.
+    pub task_and_request_for_update: &'static str,
+    /// A task about to have its lease renewed, with its request, which
+    /// the renewal leaves alone.
+    pub task_for_update_and_request: &'static str,
+    /// The one task a claim of a single task may take, with its request
+    /// (about to get an event) and the request's tip.
+    pub claimable_task_and_request: &'static str,
     /// The open tasks of a request about to be cancelled with it.
     pub open_tasks_for_update: &'static str,
     /// The tasks a claim may take; with row locks, passing over those
@@ -714,7 +793,9 @@ pub struct Locking {
 /// Statements with row locks (PostgreSQL).
 pub(super) const ROW_LOCKS: Locking = Locking {
     request_for_update: SELECT_REQUEST_LOCKED,
-    task_for_update: SELECT_TASK_LOCKED,
+    task_and_request_for_update: TASK_AND_REQUEST_LOCKED,
+    task_for_update_and_request: TASK_LOCKED_AND_REQUEST,
+    claimable_task_and_request: CLAIMABLE_TASK_AND_REQUEST_LOCKED,
     open_tasks_for_update: OPEN_REQUEST_TASKS_LOCKED,
     claimable_tasks: CLAIMABLE_TASKS_LOCKED,
     processor_for_delete: SELECT_PROCESSOR_ID_LOCKED,
@@ -724,7 +805,9 @@ pub(super) const ROW_LOCKS: Locking = Locking {
 /// Statements without row locks (SQLite: one writer at a time).
 pub(super) const NO_ROW_LOCKS: Locking = Locking {
     request_for_update: SELECT_REQUEST_WITH_TIP,
-    task_for_update: SELECT_TASK,
+    task_and_request_for_update: TASK_AND_REQUEST,
+    task_for_update_and_request: TASK_AND_REQUEST,
+    claimable_task_and_request: CLAIMABLE_TASK_AND_REQUEST,
     open_tasks_for_update: OPEN_REQUEST_TASKS,
     claimable_tasks: CLAIMABLE_TASKS,
     processor_for_delete: SELECT_PROCESSOR_ID,

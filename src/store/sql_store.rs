@@ -57,7 +57,8 @@ use super::audit::{self, AuditKey, AuditTrail};
 use super::batch::Group;
 use super::codec::{
     self, EventColumns, IdColumn, LeaseColumns, ProcessorColumns, RequestColumns,
-    RevocationColumns, RouteColumns, StateCountColumns, TaskColumns, TaskViewColumns,
+    RevocationColumns, RouteColumns, StateCountColumns, TaskAndRequest, TaskColumns,
+    TaskViewColumns,
 };
 use super::crypt::DataKey;
 use super::lend::{Connections, Lent};
@@ -399,6 +400,18 @@ where
             .into_domain()
     }
 
+    /// A task, its request and the tip of the request's audit chain, from
+    /// a row of [`sql`]'s `task_and_request_from!`.
+    fn task_and_request_from_row(
+        key: &DataKey,
+        row: &DbRow<B>,
+    ) -> Result<(Task, DataSubjectRequest, Tip), StoreError> {
+        let mut read = TaskAndRequest::read::<_, B::Id>(row).map_err(map::<B>)?;
+        let tip = read.tip()?;
+        let request = read.request.open(key)?.into_domain()?;
+        Ok((read.task.into_domain()?, request, tip))
+    }
+
     fn task_view_from_row(key: &DataKey, row: &DbRow<B>) -> Result<TaskView, StoreError> {
         TaskViewColumns::read::<_, B::Id>(row)
             .map_err(map::<B>)?
@@ -722,15 +735,36 @@ where
         Ok(updated == 1)
     }
 
-    /// A claim's reads and writes, inside the caller's transaction.
-    async fn claim_in(
+    /// The task a claim of one task may take, with its request (locked
+    /// after the task, as everywhere) and the request's tip, in one
+    /// statement.
+    async fn claimable_one(
         conn: &mut Conn<B>,
-        keys: &Keys,
+        data_key: &DataKey,
+        processor_id: &str,
+        now: Timestamp,
+    ) -> Result<(Vec<Task>, BTreeMap<Uuid, (DataSubjectRequest, Tip)>), StoreError> {
+        let row = sqlx::query(B::LOCKING.claimable_task_and_request)
+            .bind(processor_id)
+            .bind(codec::micros(now))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map::<B>)?;
+        let Some(row) = row else {
+            return Ok((Vec::new(), BTreeMap::new()));
+        };
+        let (task, request, tip) = Self::task_and_request_from_row(data_key, &row)?;
+        Ok((vec![task], BTreeMap::from([(request.id, (request, tip))])))
+    }
+
+    /// Up to `max` tasks a claim may take, then their requests.
+    async fn claimable_many(
+        conn: &mut Conn<B>,
+        data_key: &DataKey,
         processor_id: &str,
         max: u32,
-        lease: SignedDuration,
         now: Timestamp,
-    ) -> Result<Decided<TaskDone>, StoreError> {
+    ) -> Result<(Vec<Task>, BTreeMap<Uuid, (DataSubjectRequest, Tip)>), StoreError> {
         // Concurrent claimers lock disjoint tasks (SKIP LOCKED) and never
         // wait for a task.
         let claimable: Vec<Task> = sqlx::query(B::LOCKING.claimable_tasks)
@@ -753,8 +787,25 @@ where
         }
         let mut requests = BTreeMap::new();
         for (id, task) in owners {
-            requests.insert(id, Self::locked_request(conn, &keys.data, task).await?);
+            requests.insert(id, Self::locked_request(conn, data_key, task).await?);
         }
+        Ok((claimable, requests))
+    }
+
+    /// A claim's reads and writes, inside the caller's transaction.
+    async fn claim_in(
+        conn: &mut Conn<B>,
+        keys: &Keys,
+        processor_id: &str,
+        max: u32,
+        lease: SignedDuration,
+        now: Timestamp,
+    ) -> Result<Decided<TaskDone>, StoreError> {
+        let (claimable, mut requests) = if max == 1 {
+            Self::claimable_one(conn, &keys.data, processor_id, now).await?
+        } else {
+            Self::claimable_many(conn, &keys.data, processor_id, max, now).await?
+        };
         let mut writes = Writes::default();
         let mut claimed = Vec::with_capacity(claimable.len());
         for mut task in claimable {
@@ -788,8 +839,20 @@ where
         op: &TaskOp,
         now: Timestamp,
     ) -> Result<Decided<TaskDone>, StoreError> {
+        // Task first, then request, as everywhere, in one statement. The
+        // request row is locked whenever an event may follow, for its
+        // sequence; and before a completion aggregates, so that of two
+        // completions finishing a request's last two tasks at once, the
+        // second waits here and then sees the first one's task finished. A
+        // renewal writes no event and leaves the request row alone.
+        let renewal = matches!(op, TaskOp::Renew { .. });
+        let statement = if renewal {
+            B::LOCKING.task_for_update_and_request
+        } else {
+            B::LOCKING.task_and_request_for_update
+        };
         // A refusal, a replay or a missing task writes nothing.
-        let Some(row) = sqlx::query(B::LOCKING.task_for_update)
+        let Some(row) = sqlx::query(statement)
             .bind(B::Id::from_uuid(id))
             .bind(processor_id)
             .fetch_optional(&mut *conn)
@@ -800,22 +863,8 @@ where
                 TaskOpResult::NotFound,
             )));
         };
-        let mut task = Self::task_from_row(&row)?;
-        // Task first, then request, as everywhere. The request row is
-        // locked whenever an event may follow, for its sequence; and before
-        // a completion aggregates, so that of two completions finishing a
-        // request's last two tasks at once, the second waits here and then
-        // sees the first one's task finished. A renewal writes no event and
-        // leaves the request row alone.
-        let (mut request, mut tip) = match op {
-            TaskOp::Renew { .. } => (
-                Self::task_request(conn, &keys.data, sql::SELECT_REQUEST, &task).await?,
-                None,
-            ),
-            TaskOp::Release { .. } | TaskOp::Complete { .. } => {
-                Self::locked_request(conn, &keys.data, &task).await?
-            }
-        };
+        let (mut task, mut request, tip) = Self::task_and_request_from_row(&keys.data, &row)?;
+        let mut tip = if renewal { None } else { tip };
         let (event, completed) = match steps::apply(&mut task, &request, op, now) {
             Err(refused) => {
                 return Ok(Decided::RollBack(TaskDone::Operated(
