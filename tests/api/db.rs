@@ -200,15 +200,12 @@ fn with_database(url: &str, name: &str) -> String {
 }
 
 /// Runs `statement` on the database of `config` directly, bypassing the
-/// store; for tests that damage a row on purpose.
-pub async fn execute_raw(config: &StoreConfig, statement: &'static str) {
+/// store, on a connection of its own.
+async fn run_raw(config: &StoreConfig, statement: String) -> Result<(), sqlx::Error> {
     match &config.database_url {
         Some(url) => {
             let mut conn = PgConnection::connect(url).await.expect("postgres connects");
-            sqlx::query(statement)
-                .execute(&mut conn)
-                .await
-                .expect("the raw statement runs");
+            sqlx::query(AssertSqlSafe(statement)).execute(&mut conn).await?;
         }
         None => {
             let options = sqlx::sqlite::SqliteConnectOptions::new()
@@ -216,36 +213,33 @@ pub async fn execute_raw(config: &StoreConfig, statement: &'static str) {
             let mut conn = sqlx::SqliteConnection::connect_with(&options)
                 .await
                 .expect("sqlite opens");
-            sqlx::query(statement)
-                .execute(&mut conn)
-                .await
-                .expect("the raw statement runs");
+            sqlx::query(AssertSqlSafe(statement)).execute(&mut conn).await?;
         }
     }
+    Ok(())
+}
+
+/// Runs `statement` on the database of `config` directly, bypassing the
+/// store; for tests that damage a row on purpose.
+pub async fn execute_raw(config: &StoreConfig, statement: &'static str) {
+    execute_raw_owned(config, statement.to_owned()).await;
 }
 
 /// [`execute_raw`] for a statement built at run time (ids of rows a test
 /// damages on purpose).
 pub async fn execute_raw_owned(config: &StoreConfig, statement: String) {
-    match &config.database_url {
-        Some(url) => {
-            let mut conn = PgConnection::connect(url).await.expect("postgres connects");
-            sqlx::query(AssertSqlSafe(statement))
-                .execute(&mut conn)
-                .await
-                .expect("the raw statement runs");
-        }
-        None => {
-            let options = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(config.data_dir.join("gdpr-intake.db"));
-            let mut conn = sqlx::SqliteConnection::connect_with(&options)
-                .await
-                .expect("sqlite opens");
-            sqlx::query(AssertSqlSafe(statement))
-                .execute(&mut conn)
-                .await
-                .expect("the raw statement runs");
-        }
+    run_raw(config, statement)
+        .await
+        .expect("the raw statement runs");
+}
+
+/// The code of the database error `statement` fails with (a SQLSTATE on
+/// PostgreSQL, SQLite's extended result code); panics if it succeeds.
+pub async fn refusal_code(config: &StoreConfig, statement: &'static str) -> String {
+    match run_raw(config, statement.to_owned()).await {
+        Ok(()) => panic!("the database accepted {statement}"),
+        Err(sqlx::Error::Database(e)) => e.code().unwrap_or_default().into_owned(),
+        Err(other) => panic!("{statement} failed with something else: {other}"),
     }
 }
 

@@ -125,6 +125,7 @@ conformance! {
         data_survives_reconnecting,
         two_pools_write_concurrently,
         unreadable_row_is_corrupt,
+        the_database_refuses_values_outside_their_lists,
         concurrent_claimers_never_share_a_lease,
         concurrent_lease_takers_get_it_once,
         concurrent_sweepers_record_a_finding_once,
@@ -1130,6 +1131,51 @@ async fn unreadable_row_is_corrupt(config: StoreConfig) {
         .list_requests("acme", &RequestFilter::default(), None, 10)
         .await;
     assert!(matches!(listed, Err(StoreError::Corrupt(_))), "{listed:?}");
+}
+
+async fn the_database_refuses_values_outside_their_lists(config: StoreConfig) {
+    let store = open(&config).await;
+    let request = insert_new(&store, &Build::request("acme")).await;
+    let task = new_task(&request, P, 100);
+    store
+        .update_request(
+            &request,
+            request.version,
+            &Effects {
+                events: vec![task_created(&request, &task)],
+                new_tasks: vec![task],
+                cancel_open_tasks: false,
+            },
+        )
+        .await
+        .unwrap();
+
+    // PostgreSQL's check_violation, SQLite's SQLITE_CONSTRAINT_CHECK.
+    let check_violation = if config.database_url.is_some() {
+        "23514"
+    } else {
+        "275"
+    };
+    for statement in [
+        "UPDATE data_subject_requests SET state = 'lost'",
+        "UPDATE data_subject_requests SET request_type = 'delete_everything'",
+        "UPDATE data_subject_requests SET regime = 'HIPAA'",
+        "UPDATE data_subject_requests SET version = 0",
+        "UPDATE data_subject_requests SET closure_outcome = 'maybe', closure_explanation = 'x'",
+        "UPDATE tasks SET state = 'lost'",
+        "UPDATE tasks SET attempt = -1",
+        "UPDATE request_events SET event_type = 'rewritten'",
+        "UPDATE request_events SET to_state = 'lost'",
+        "UPDATE request_events SET sequence = 0",
+        // A rule across columns, left on its table.
+        "UPDATE tasks SET state = 'leased', lease_token = NULL",
+    ] {
+        assert_eq!(
+            db::refusal_code(&config, statement).await,
+            check_violation,
+            "{statement}"
+        );
+    }
 }
 
 // ---- routing and tasks ----
