@@ -30,7 +30,7 @@ use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestSer
 use crate::proto::v1::processor_task_service_server::ProcessorTaskServiceServer;
 use crate::proto::v1::routing_service_server::RoutingServiceServer;
 use crate::service::{AppState, access};
-use crate::store::{self, GroupCommitConfig, GroupCommitter, Store, StoreConfig};
+use crate::store::{self, GroupCommitConfig, GroupCommitter, ReadGroup, Store, StoreConfig};
 use crate::telemetry::{self, Telemetry};
 use crate::transport::{self, CallLimitLayer, CallLimits, TlsSettings};
 use crate::watchdog::{Progress, Watchdog, WatchdogConfig};
@@ -38,6 +38,9 @@ use crate::watchdog::{Progress, Watchdog, WatchdogConfig};
 /// Longest wait, at shutdown, for the SLA watchdog to finish its sweep and
 /// give up its lease.
 const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Statements reading grouped single requests at once ([`ReadGroup`]); a
+/// few, so that reads arriving together share statements.
+const READ_WORKERS: usize = 4;
 /// How often readiness re-checks the database.
 const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -199,6 +202,9 @@ impl Application {
                         tokio::spawn(telemetry.bind(worker));
                     },
                 ),
+                reader: ReadGroup::start_with(store.clone(), READ_WORKERS, |worker| {
+                    tokio::spawn(telemetry.bind(worker));
+                }),
                 store,
                 auth,
                 clock,

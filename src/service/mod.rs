@@ -24,7 +24,7 @@ use crate::domain::jurisdiction::Jurisdiction;
 use crate::domain::request::DataSubjectRequest;
 use crate::domain::routing::Task;
 use crate::domain::sla;
-use crate::store::{GroupCommitter, Store};
+use crate::store::{GroupCommitter, ReadGroup, Store};
 
 pub use error::ServiceError;
 // The store's value types that callers pass in or get back (page
@@ -46,6 +46,8 @@ pub struct AppState {
     pub controller_calendars: Arc<HashMap<String, Jurisdiction>>,
     /// Groups concurrent submissions into shared commits.
     pub committer: GroupCommitter,
+    /// Groups concurrent reads of single requests into shared statements.
+    pub reader: ReadGroup,
     /// Processor ids with newly claimable tasks, for `WatchTasks`.
     pub task_announcements: broadcast::Sender<String>,
 }

@@ -174,8 +174,8 @@ impl AppState {
         on: On,
     ) -> Result<DataSubjectRequest, ServiceError> {
         let found = self
-            .store
-            .get_request(tenant, id)
+            .reader
+            .get(tenant, id)
             .await?
             .ok_or(ServiceError::NotFound("data subject request"))?;
         if on == On::Call {

@@ -24,6 +24,7 @@ mod error;
 mod group;
 mod lend;
 mod postgres;
+mod reads;
 mod sql;
 mod sql_store;
 mod sqlite;
@@ -35,10 +36,11 @@ pub use audit::{AuditKey, AuditTrail};
 pub use crypt::DataKey;
 pub use group::{GroupCommitConfig, GroupCommitter, Inserted};
 pub use postgres::PostgresStore;
+pub use reads::{MAX_READ_GROUP, ReadGroup};
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in the store, in the terms the API needs.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or did not answer in time. Retryable.
     #[error("database unavailable: {0}")]
@@ -213,6 +215,15 @@ pub trait Store: Send + Sync + 'static {
         controller_id: &str,
         id: Uuid,
     ) -> Result<Option<DataSubjectRequest>, StoreError>;
+
+    /// The requests among `ids` that exist and belong to `controller_id`,
+    /// in no particular order, read in one round trip (the reads that
+    /// [`ReadGroup`] gathers). At most [`MAX_READ_GROUP`] ids.
+    async fn get_requests(
+        &self,
+        controller_id: &str,
+        ids: &[Uuid],
+    ) -> Result<Vec<DataSubjectRequest>, StoreError>;
 
     /// Up to `limit` requests of one controller after `after`, in
     /// `(create_time, id)` order.

@@ -90,6 +90,32 @@ pub(super) const SELECT_REQUEST: &str = concat!(
     " FROM data_subject_requests WHERE id = $1 AND controller_id = $2"
 );
 
+/// Most requests one [`select_requests`] statement reads.
+pub(super) const SELECT_REQUESTS_MAX: usize = 64;
+
+/// Several requests of one controller at once (`$1` controller, then the
+/// ids): a group of concurrent reads in one round trip. Only a few sizes
+/// are written, the powers of two up to [`SELECT_REQUESTS_MAX`], so that
+/// each connection prepares at most seven of them; the caller repeats an
+/// id to fill the list. Returns the statement and how many ids it takes.
+pub(super) fn select_requests(ids: usize) -> (&'static str, usize) {
+    static STATEMENTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        std::iter::successors(Some(1_usize), |n| Some(n * 2))
+            .take_while(|n| *n <= SELECT_REQUESTS_MAX)
+            .map(|n| {
+                let ids: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
+                format!(
+                    "SELECT {} FROM data_subject_requests WHERE controller_id = $1 AND id IN ({})",
+                    request_columns!(),
+                    ids.join(", ")
+                )
+            })
+            .collect()
+    });
+    let room = ids.clamp(1, SELECT_REQUESTS_MAX).next_power_of_two();
+    (STATEMENTS[room.trailing_zeros() as usize].as_str(), room)
+}
+
 /// [`SELECT_REQUEST`], locking the row against other writers of the request
 /// and of its events until the transaction ends. `NO KEY UPDATE` is the
 /// lock an `UPDATE` of the row takes itself; unlike `FOR UPDATE` it does not

@@ -1249,6 +1249,41 @@ where
     }
 
     #[tracing::instrument(
+        name = "gdpr.store.get_requests",
+        level = "debug",
+        skip_all,
+        fields(backend = B::NAME, controller_id = %controller_id, ids = ids.len())
+    )]
+    async fn get_requests(
+        &self,
+        controller_id: &str,
+        ids: &[Uuid],
+    ) -> Result<Vec<DataSubjectRequest>, StoreError> {
+        let Some(last) = ids.last() else {
+            return Ok(Vec::new());
+        };
+        if ids.len() > sql::SELECT_REQUESTS_MAX {
+            return Err(StoreError::Internal(format!(
+                "{} ids in one read, more than {}",
+                ids.len(),
+                sql::SELECT_REQUESTS_MAX
+            )));
+        }
+        let (statement, room) = sql::select_requests(ids.len());
+        let mut query = sqlx::query(statement).bind(controller_id);
+        // The list is filled up by repeating the last id: `IN` reads it once.
+        for id in ids.iter().chain(std::iter::repeat(last)).take(room) {
+            query = query.bind(B::Id::from_uuid(*id));
+        }
+        let data_key = self.data_key()?;
+        self.rows(query)
+            .await?
+            .iter()
+            .map(|row| Self::request_from_row(data_key, row))
+            .collect()
+    }
+
+    #[tracing::instrument(
         name = "gdpr.store.list_requests",
         level = "debug",
         skip_all,

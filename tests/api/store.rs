@@ -90,6 +90,8 @@ conformance! {
         sparse_request_round_trips,
         update_writes_every_mutable_column,
         another_controllers_request_is_invisible,
+        grouped_reads_find_each_controllers_own_requests,
+        reads_through_the_read_group_answer_each_caller,
         repeated_insert_returns_the_original,
         concurrent_identical_inserts_store_one,
         a_group_is_inserted_in_one_transaction,
@@ -815,6 +817,91 @@ async fn another_controllers_request_is_invisible(store: Arc<dyn Store>) {
             .unwrap()
             .is_none()
     );
+}
+
+async fn grouped_reads_find_each_controllers_own_requests(store: Arc<dyn Store>) {
+    let mut mine = Vec::new();
+    for _ in 0..5 {
+        mine.push(insert_new(&store, &Build::request("acme")).await);
+    }
+    let theirs = insert_new(&store, &Build::request("other")).await;
+
+    assert!(store.get_requests("acme", &[]).await.unwrap().is_empty());
+    // Three of mine (one asked twice), one of another controller and one
+    // that does not exist: three rows, each as a lone read returns it.
+    let asked = [
+        mine[0].id,
+        mine[3].id,
+        theirs.id,
+        mine[0].id,
+        Uuid::new_v4(),
+        mine[4].id,
+    ];
+    let mut found = store.get_requests("acme", &asked).await.unwrap();
+    found.sort_by_key(|r| r.id);
+    let mut expected = vec![mine[0].clone(), mine[3].clone(), mine[4].clone()];
+    expected.sort_by_key(|r| r.id);
+    assert_eq!(found, expected);
+    assert_eq!(
+        store.get_requests("other", &asked).await.unwrap(),
+        vec![theirs.clone()]
+    );
+
+    // Every statement size, the largest included; one more is refused.
+    let ids: Vec<Uuid> = mine
+        .iter()
+        .map(|r| r.id)
+        .cycle()
+        .take(store::MAX_READ_GROUP)
+        .collect();
+    for n in 1..=store::MAX_READ_GROUP {
+        let found = store.get_requests("acme", &ids[..n]).await.unwrap();
+        assert_eq!(found.len(), n.min(mine.len()), "{n} ids");
+    }
+    let too_many: Vec<Uuid> = ids.iter().copied().chain([theirs.id]).collect();
+    assert!(matches!(
+        store.get_requests("acme", &too_many).await,
+        Err(StoreError::Internal(_))
+    ));
+}
+
+async fn reads_through_the_read_group_answer_each_caller(store: Arc<dyn Store>) {
+    let mut stored = Vec::new();
+    for tenant in ["acme", "other", "acme", "third"] {
+        stored.push(insert_new(&store, &Build::request(tenant)).await);
+    }
+    let reader = store::ReadGroup::start_with(store.clone(), 2, |worker| {
+        tokio::spawn(worker);
+    });
+    // Many callers at once, so that reads queue behind busy workers and
+    // are answered in groups mixing tenants, repeated ids and misses.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..400_usize {
+        let reader = reader.clone();
+        let request = stored[i % stored.len()].clone();
+        calls.spawn(async move {
+            match i % 4 {
+                0 | 1 => {
+                    let found = reader
+                        .get(&request.controller_id, request.id)
+                        .await
+                        .unwrap();
+                    assert_eq!(found.as_ref(), Some(&request));
+                }
+                2 => {
+                    let theirs = reader.get("nobody", request.id).await.unwrap();
+                    assert_eq!(theirs, None, "another tenant's request");
+                }
+                _ => {
+                    let missing = reader.get(&request.controller_id, Uuid::new_v4()).await;
+                    assert_eq!(missing.unwrap(), None);
+                }
+            }
+        });
+    }
+    while let Some(call) = calls.join_next().await {
+        call.unwrap();
+    }
 }
 
 async fn repeated_insert_returns_the_original(store: Arc<dyn Store>) {

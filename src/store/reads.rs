@@ -1,0 +1,140 @@
+//! Grouped reads of single requests. Concurrent `get` calls are queued and
+//! a few workers each take whatever is waiting, at most
+//! [`MAX_READ_GROUP`], and read each controller's share of it with one
+//! statement ([`Store::get_requests`]): one round trip, one statement for
+//! the database to run, serve many callers, where each call used to cost
+//! its own.
+//!
+//! As with group commit, no caller waits for a group to fill: a free worker
+//! reads what is there at once, so a lone read goes alone, and groups grow
+//! only while every worker is busy. Nothing is cached: every answer comes
+//! from a statement that started after its call was queued, so a read sees
+//! every write acknowledged before it was made, whichever replica made it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{Store, StoreError, sql};
+use crate::domain::request::DataSubjectRequest;
+
+/// Most reads one statement serves.
+pub const MAX_READ_GROUP: usize = sql::SELECT_REQUESTS_MAX;
+
+/// Reads waiting at most; further callers wait for room.
+const QUEUE: usize = 4096;
+
+type Answer = Result<Option<DataSubjectRequest>, StoreError>;
+
+struct Job {
+    controller_id: String,
+    id: Uuid,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The front of the read queue. Cheap to clone.
+#[derive(Clone)]
+pub struct ReadGroup {
+    queue: mpsc::Sender<Job>,
+}
+
+impl ReadGroup {
+    /// Starts `workers` readers (statements in flight at once), handing each
+    /// to `spawn`. They stop when every clone of the group is dropped and
+    /// the queue is empty.
+    pub fn start_with(
+        store: Arc<dyn Store>,
+        workers: usize,
+        spawn: impl Fn(BoxFuture<'static, ()>),
+    ) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..workers.max(1) {
+            spawn(Box::pin(worker(store.clone(), rx.clone())));
+        }
+        Self { queue: tx }
+    }
+
+    /// Request `id` of `controller_id`, as [`Store::get_request`] answers,
+    /// read together with whatever other reads are waiting.
+    pub async fn get(&self, controller_id: &str, id: Uuid) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job {
+                controller_id: controller_id.to_owned(),
+                id,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable("the read queue is closed".to_owned()))?;
+        answer.await.map_err(|_| {
+            StoreError::Internal("the read worker stopped before answering".to_owned())
+        })?
+    }
+}
+
+async fn worker(store: Arc<dyn Store>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut jobs = Vec::with_capacity(MAX_READ_GROUP);
+    loop {
+        {
+            // Take the first read (waiting for one), then whatever else is
+            // already queued, and let the next worker at the queue.
+            let mut rx = queue.lock().await;
+            if rx.recv_many(&mut jobs, MAX_READ_GROUP).await == 0 {
+                return; // every sender is gone
+            }
+        }
+        // One statement per controller: a statement reads one tenant's rows.
+        jobs.sort_by(|a, b| a.controller_id.cmp(&b.controller_id));
+        let mut waiting = jobs.drain(..).peekable();
+        while let Some(first) = waiting.next() {
+            let mut tenant = vec![first];
+            while let Some(next) =
+                waiting.next_if(|job| job.controller_id == tenant[0].controller_id)
+            {
+                tenant.push(next);
+            }
+            answer(&*store, tenant).await;
+        }
+    }
+}
+
+/// Reads one controller's requests and answers each caller.
+async fn answer(store: &dyn Store, jobs: Vec<Job>) {
+    let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
+    let Some(controller_id) = jobs.first().map(|job| job.controller_id.as_str()) else {
+        return;
+    };
+    match store.get_requests(controller_id, &ids).await {
+        Ok(found) => {
+            // How many callers still wait for each id: the last one gets the
+            // request itself, any other a copy.
+            let mut callers: HashMap<Uuid, usize> = HashMap::with_capacity(ids.len());
+            for id in &ids {
+                *callers.entry(*id).or_default() += 1;
+            }
+            let mut found: HashMap<Uuid, DataSubjectRequest> =
+                found.into_iter().map(|r| (r.id, r)).collect();
+            for job in jobs {
+                let left = callers.get_mut(&job.id).map(|n| {
+                    *n -= 1;
+                    *n
+                });
+                let request = if left == Some(0) {
+                    found.remove(&job.id)
+                } else {
+                    found.get(&job.id).cloned()
+                };
+                let _ = job.reply.send(Ok(request));
+            }
+        }
+        Err(e) => {
+            for job in jobs {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
