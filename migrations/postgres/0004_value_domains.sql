@@ -8,7 +8,8 @@
 -- machine's CPU. A domain's constraints are read once per backend and
 -- kept. The checks that tie several columns together stay on their
 -- tables. Values, nullability and the SQLSTATE of a violation (23514)
--- are unchanged; the indexes on these columns are rebuilt.
+-- are unchanged. PostgreSQL rewrites the three tables and their indexes
+-- to check every stored value against its domain.
 
 CREATE DOMAIN request_state AS TEXT CHECK (VALUE IN (
     'awaiting_guardian_consent', 'in_progress', 'needs_attention',
