@@ -205,7 +205,9 @@ async fn run_raw(config: &StoreConfig, statement: String) -> Result<(), sqlx::Er
     match &config.database_url {
         Some(url) => {
             let mut conn = PgConnection::connect(url).await.expect("postgres connects");
-            sqlx::query(AssertSqlSafe(statement)).execute(&mut conn).await?;
+            sqlx::query(AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await?;
         }
         None => {
             let options = sqlx::sqlite::SqliteConnectOptions::new()
@@ -213,7 +215,9 @@ async fn run_raw(config: &StoreConfig, statement: String) -> Result<(), sqlx::Er
             let mut conn = sqlx::SqliteConnection::connect_with(&options)
                 .await
                 .expect("sqlite opens");
-            sqlx::query(AssertSqlSafe(statement)).execute(&mut conn).await?;
+            sqlx::query(AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await?;
         }
     }
     Ok(())
