@@ -12,9 +12,9 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-use super::{Effects, InsertOutcome, Store, StoreError};
+use super::{Effects, InsertOutcome, Store, StoreError, queue};
 use crate::domain::request::DataSubjectRequest;
 
 /// What a caller gets back: the outcome, and its request and effects
@@ -75,16 +75,14 @@ impl GroupCommitter {
         config: GroupCommitConfig,
         spawn: impl Fn(BoxFuture<'static, ()>),
     ) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>(config.queue.max(1));
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..config.workers.max(1) {
-            spawn(Box::pin(worker(
-                store.clone(),
-                rx.clone(),
-                config.max_batch.max(1),
-            )));
-        }
-        Self { queue: tx }
+        let queue = queue::start(
+            config.workers,
+            config.queue,
+            config.max_batch,
+            spawn,
+            move |jobs| commit(store.clone(), jobs),
+        );
+        Self { queue }
     }
 
     /// Inserts one request with its effects, grouped with whatever else is
@@ -96,63 +94,48 @@ impl GroupCommitter {
         effects: Effects,
     ) -> Result<Inserted, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Job {
-                request,
-                effects,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Unavailable("the commit queue is closed".to_owned()))?;
-        answer.await.map_err(|_| {
-            StoreError::Internal("the commit worker stopped before answering".to_owned())
-        })?
+        let job = Job {
+            request,
+            effects,
+            reply,
+        };
+        queue::ask(&self.queue, job, answer, "commit").await
     }
 }
 
-async fn worker(store: Arc<dyn Store>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
-    let mut jobs = Vec::with_capacity(max_batch);
-    loop {
-        {
-            // Take the first job (waiting for one), then whatever else is
-            // already queued, and let the next worker at the queue.
-            let mut rx = queue.lock().await;
-            if rx.recv_many(&mut jobs, max_batch).await == 0 {
-                return; // every sender is gone
+/// Writes one group of queued submissions and answers each caller.
+async fn commit(store: Arc<dyn Store>, jobs: Vec<Job>) {
+    let (batch, replies): (Vec<(DataSubjectRequest, Effects)>, Vec<Reply>) = jobs
+        .into_iter()
+        .map(|j| ((j.request, j.effects), j.reply))
+        .unzip();
+    match store.insert_requests(&batch).await {
+        Ok(outcomes) if outcomes.len() == replies.len() => {
+            for ((reply, outcome), (request, effects)) in
+                replies.into_iter().zip(outcomes).zip(batch)
+            {
+                let _ = reply.send(Ok((outcome, request, effects)));
             }
         }
-        let (batch, replies): (Vec<(DataSubjectRequest, Effects)>, Vec<Reply>) = jobs
-            .drain(..)
-            .map(|j| ((j.request, j.effects), j.reply))
-            .unzip();
-        match store.insert_requests(&batch).await {
-            Ok(outcomes) if outcomes.len() == replies.len() => {
-                for ((reply, outcome), (request, effects)) in
-                    replies.into_iter().zip(outcomes).zip(batch)
-                {
-                    let _ = reply.send(Ok((outcome, request, effects)));
-                }
+        Ok(_) => {
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Internal(
+                    "a grouped insert answered the wrong number of outcomes".to_owned(),
+                )));
             }
-            Ok(_) => {
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Internal(
-                        "a grouped insert answered the wrong number of outcomes".to_owned(),
-                    )));
-                }
-            }
-            Err(e) => {
-                // Nothing of the group was stored; everyone gets the error
-                // (UNAVAILABLE is retryable, and a retry is idempotent).
-                let message = e.to_string();
-                let unavailable = matches!(e, StoreError::Unavailable(_));
-                for reply in replies {
-                    let err = if unavailable {
-                        StoreError::Unavailable(message.clone())
-                    } else {
-                        StoreError::Internal(message.clone())
-                    };
-                    let _ = reply.send(Err(err));
-                }
+        }
+        Err(e) => {
+            // Nothing of the group was stored; everyone gets the error
+            // (UNAVAILABLE is retryable, and a retry is idempotent).
+            let message = e.to_string();
+            let unavailable = matches!(e, StoreError::Unavailable(_));
+            for reply in replies {
+                let err = if unavailable {
+                    StoreError::Unavailable(message.clone())
+                } else {
+                    StoreError::Internal(message.clone())
+                };
+                let _ = reply.send(Err(err));
             }
         }
     }

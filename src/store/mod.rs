@@ -24,6 +24,7 @@ mod error;
 mod group;
 mod lend;
 mod postgres;
+mod queue;
 mod reads;
 mod sql;
 mod sql_store;

@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{Store, StoreError, sql};
+use super::{Store, StoreError, queue, sql};
 use crate::domain::request::DataSubjectRequest;
 
 /// Most reads one statement serves.
@@ -50,55 +50,36 @@ impl ReadGroup {
         workers: usize,
         spawn: impl Fn(BoxFuture<'static, ()>),
     ) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..workers.max(1) {
-            spawn(Box::pin(worker(store.clone(), rx.clone())));
-        }
-        Self { queue: tx }
+        let queue = queue::start(workers, QUEUE, MAX_READ_GROUP, spawn, move |jobs| {
+            read(store.clone(), jobs)
+        });
+        Self { queue }
     }
 
     /// Request `id` of `controller_id`, as [`Store::get_request`] answers,
     /// read together with whatever other reads are waiting.
     pub async fn get(&self, controller_id: &str, id: Uuid) -> Answer {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Job {
-                controller_id: controller_id.to_owned(),
-                id,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Unavailable("the read queue is closed".to_owned()))?;
-        answer.await.map_err(|_| {
-            StoreError::Internal("the read worker stopped before answering".to_owned())
-        })?
+        let job = Job {
+            controller_id: controller_id.to_owned(),
+            id,
+            reply,
+        };
+        queue::ask(&self.queue, job, answer, "read").await
     }
 }
 
-async fn worker(store: Arc<dyn Store>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    let mut jobs = Vec::with_capacity(MAX_READ_GROUP);
-    loop {
-        {
-            // Take the first read (waiting for one), then whatever else is
-            // already queued, and let the next worker at the queue.
-            let mut rx = queue.lock().await;
-            if rx.recv_many(&mut jobs, MAX_READ_GROUP).await == 0 {
-                return; // every sender is gone
-            }
+/// Reads one group of queued reads, one statement per controller.
+async fn read(store: Arc<dyn Store>, mut jobs: Vec<Job>) {
+    // One statement per controller: a statement reads one tenant's rows.
+    jobs.sort_by(|a, b| a.controller_id.cmp(&b.controller_id));
+    let mut waiting = jobs.into_iter().peekable();
+    while let Some(first) = waiting.next() {
+        let mut tenant = vec![first];
+        while let Some(next) = waiting.next_if(|job| job.controller_id == tenant[0].controller_id) {
+            tenant.push(next);
         }
-        // One statement per controller: a statement reads one tenant's rows.
-        jobs.sort_by(|a, b| a.controller_id.cmp(&b.controller_id));
-        let mut waiting = jobs.drain(..).peekable();
-        while let Some(first) = waiting.next() {
-            let mut tenant = vec![first];
-            while let Some(next) =
-                waiting.next_if(|job| job.controller_id == tenant[0].controller_id)
-            {
-                tenant.push(next);
-            }
-            answer(&*store, tenant).await;
-        }
+        answer(&*store, tenant).await;
     }
 }
 
