@@ -197,7 +197,7 @@ impl Application {
                 // Its workers' store spans belong to this application.
                 committer: GroupCommitter::start_with(
                     store.clone(),
-                    GroupCommitConfig::for_backend(store.backend()),
+                    GroupCommitConfig::default(),
                     |worker| {
                         tokio::spawn(telemetry.bind(worker));
                     },

@@ -14,8 +14,14 @@
 //! drivers' prepared-statement caches stay small and warm, whatever sizes
 //! the groups come in.
 //!
-//! The statements are built once for both backends; each backend only
-//! runs them.
+//! PostgreSQL takes the whole group in one statement instead
+//! ([`Group::insert_all`], [`sql::INSERT_GROUP`]): each table's rows as one
+//! array per column, so one text serves every group size, and the tasks
+//! and events of the inserted requests go in through `WITH` clauses: one
+//! round trip and no `BEGIN` or `COMMIT` of its own.
+//!
+//! The multi-row statements are built once for both backends; each
+//! backend only runs them.
 
 use std::collections::HashSet;
 
@@ -24,7 +30,7 @@ use sqlx::{AssertSqlSafe, Database, Encode, Type};
 use uuid::Uuid;
 
 use super::audit::{self, AuditKey};
-use super::codec::{EventColumns, IdColumn, RequestColumns, TaskColumns};
+use super::codec::{self, EventColumns, IdColumn, RequestColumns, TaskColumns};
 use super::crypt::DataKey;
 use super::sql::{self, Placeholders};
 use super::steps::{self, Chained};
@@ -47,7 +53,7 @@ struct Tip {
 }
 
 /// A group of new requests, their rows sealed, their events chained.
-pub(super) struct Group<'a> {
+pub struct Group<'a> {
     batch: Vec<&'a (DataSubjectRequest, Effects)>,
     /// The request rows, in `batch` order, with their audit heads and the
     /// tips of their chains.
@@ -211,6 +217,103 @@ impl<'a> Group<'a> {
             queries.push(query);
         }
         queries
+    }
+}
+
+/// Binds one array per named field of `rows`, in the order named, moving
+/// each value out of its row.
+macro_rules! bind_arrays {
+    ($query:expr, $rows:expr; $($field:ident),+ $(,)?) => {
+        $query$(.bind(
+            $rows
+                .iter_mut()
+                .map(|row| std::mem::take(&mut row.$field))
+                .collect::<Vec<_>>(),
+        ))+
+    };
+}
+
+/// An event row of a new request, as [`sql::INSERT_EVENTS_HEAD`] names its
+/// columns.
+struct EventRow {
+    request: Uuid,
+    controller_id: String,
+    event_type: String,
+    event_time: i64,
+    actor_id: String,
+    actor_role: String,
+    from_state: Option<String>,
+    to_state: String,
+    reason: String,
+    task_id: Option<Uuid>,
+    sequence: i64,
+    hash: String,
+}
+
+impl Group<'_> {
+    /// PostgreSQL: the whole group as [`sql::INSERT_GROUP`], every request
+    /// with all its tasks and events (the statement keeps those of the
+    /// requests it inserts).
+    pub(super) fn insert_all(
+        &mut self,
+    ) -> Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let mut tasks: Vec<TaskColumns> = self
+            .batch
+            .iter()
+            .flat_map(|(_, effects)| effects.new_tasks.iter())
+            .map(TaskColumns::from_domain)
+            .collect();
+        let mut events: Vec<EventRow> = self
+            .batch
+            .iter()
+            .zip(&self.chains)
+            .flat_map(|((request, _), chain)| {
+                chain.iter().map(move |(event, chained)| EventRow {
+                    request: request.id,
+                    controller_id: request.controller_id.clone(),
+                    event_type: event.event_type.as_str().to_owned(),
+                    event_time: codec::micros(event.time),
+                    actor_id: event.actor.id.clone(),
+                    actor_role: event.actor.role.clone(),
+                    from_state: event.from_state.map(|s| s.as_str().to_owned()),
+                    to_state: event.to_state.as_str().to_owned(),
+                    reason: event.reason.clone(),
+                    task_id: event.task,
+                    sequence: chained.sequence,
+                    hash: audit::to_hex(&chained.hash),
+                })
+            })
+            .collect();
+        let (mut requests, mut tips): (Vec<RequestColumns>, Vec<Tip>) =
+            std::mem::take(&mut self.rows).into_iter().unzip();
+
+        let query = sqlx::query(sql::INSERT_GROUP.as_str());
+        let query = bind_arrays!(query, requests;
+            id, controller_id, request_id, request_type,
+            subject_external_id, subject_email, subject_date_of_birth,
+            subject_country, subject_subdivision, details, corrections,
+            state, regime, received_at, create_time, update_time,
+            original_due_time, due_time,
+            extension_reason, extension_time, extended_by,
+            guardian_full_name, guardian_relationship, guardian_email,
+            guardian_verification_method, guardian_consented_at,
+            guardian_consent_record_time, guardian_consent_recorded_by,
+            closure_outcome, closure_refusal_reason, closure_explanation,
+            close_time, cancellation_reason, unrouted, fingerprint, version,
+            origin_traceparent, origin_tracestate,
+            sla_at_risk_reported_at, sla_breached_reported_at, purge_time,
+        );
+        let query = bind_arrays!(query, tips; head, sequence, hash);
+        let query = bind_arrays!(query, tasks;
+            id, request, controller_id, processor_id, state,
+            attempt, due_time, lease_token, lease_expire_time, outcome, reason,
+            result_uri, note, create_time, update_time, complete_time,
+            sla_at_risk_reported_at, sla_breached_reported_at,
+        );
+        bind_arrays!(query, events;
+            request, controller_id, event_type, event_time,
+            actor_id, actor_role, from_state, to_state, reason, task_id, sequence, hash,
+        )
     }
 }
 

@@ -4,9 +4,11 @@
 //! taking turns.
 
 use sqlx::error::DatabaseError;
-use sqlx::postgres::{PgConnectOptions, PgQueryResult};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgQueryResult};
+use sqlx::query::Query;
 use uuid::Uuid;
 
+use super::batch::Group;
 use super::lend::Connections;
 use super::sql_store::{Backend, SqlStore};
 use super::writes::Together;
@@ -37,6 +39,10 @@ impl Backend for Postgres {
     const SERIAL_WRITES: bool = false;
     const PLACEHOLDERS: sql::Placeholders = sql::Placeholders::Numbered;
     const TOGETHER: Together = Together::CommonTableExpressions;
+
+    fn insert_all(group: &mut Group<'_>) -> Option<Query<'static, sqlx::Postgres, PgArguments>> {
+        Some(group.insert_all())
+    }
 
     /// Classifies SQLSTATE codes: the server or the network going away, too
     /// many connections or a statement running out of time are worth a

@@ -357,6 +357,48 @@ pub(super) const INSERT_EVENTS_HEAD: &str = concat!(
 );
 pub(super) const INSERT_EVENT_WIDTH: usize = column_count(event_insert_columns!());
 
+/// PostgreSQL: a group of new requests, their tasks and their events in
+/// one statement, one round trip and no explicit transaction (one statement
+/// commits or fails whole). Each table's rows come as one array per column,
+/// in the order of [`INSERT_NEW_REQUESTS_HEAD`] (with the tip),
+/// [`INSERT_TASKS_HEAD`] and [`INSERT_EVENTS_HEAD`], opened with `UNNEST`:
+/// the text is the same for a group of any size, so each connection
+/// prepares it once, and the server parses one parameter per column rather
+/// than one per value. Tasks and events go in only for the requests the
+/// statement inserted (not those whose `request_id` was taken); the foreign
+/// keys are checked at the end of the statement, when all three are in.
+/// Returns the ids of the requests inserted.
+pub(super) static INSERT_GROUP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let requests = INSERT_NEW_REQUEST_WIDTH;
+    let tasks = INSERT_TASK_WIDTH;
+    let events = INSERT_EVENT_WIDTH;
+    format!(
+        "WITH new AS (INSERT INTO data_subject_requests ({request_columns}, \
+         audit_head, last_event_sequence, last_event_hash) \
+         SELECT * FROM {request_rows}{tail}), \
+         new_tasks AS (INSERT INTO tasks ({task_columns}) \
+         SELECT * FROM {task_rows} AS t ({task_columns}) \
+         WHERE t.data_subject_request_id IN (SELECT id FROM new)), \
+         new_events AS (INSERT INTO request_events ({event_columns}) \
+         SELECT * FROM {event_rows} AS e ({event_columns}) \
+         WHERE e.data_subject_request_id IN (SELECT id FROM new)) \
+         SELECT id FROM new",
+        request_columns = request_columns!(),
+        task_columns = task_columns!(),
+        event_columns = event_insert_columns!(),
+        request_rows = unnest(1, requests),
+        task_rows = unnest(1 + requests, tasks),
+        event_rows = unnest(1 + requests + tasks, events),
+        tail = INSERT_NEW_REQUESTS_TAIL,
+    )
+});
+
+/// `UNNEST($first, …)` over `count` array parameters.
+fn unnest(first: usize, count: usize) -> String {
+    let arrays: Vec<String> = (first..first + count).map(|n| format!("${n}")).collect();
+    format!("UNNEST({})", arrays.join(", "))
+}
+
 /// Writes every mutable column of a task: `$1` id, then the new values.
 /// The SLA marks are the watchdog's alone ([`MARK_TASK_SLA`]).
 pub(super) const UPDATE_TASK: &str = "UPDATE tasks SET \

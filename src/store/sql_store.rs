@@ -142,6 +142,15 @@ pub trait Backend: Send + Sync + 'static {
     const PLACEHOLDERS: Placeholders;
     /// How a transaction's writes go to the database in one round trip.
     const TOGETHER: Together;
+    /// A group of new requests as one statement that returns the ids of
+    /// the requests it inserted, on a backend that writes it so; `None` on
+    /// one that writes each kind of row with its own statements in a
+    /// transaction.
+    fn insert_all(
+        _group: &mut Group<'_>,
+    ) -> Option<Query<'static, Self::Db, <Self::Db as Database>::Arguments>> {
+        None
+    }
     /// Classifies the database's own error codes.
     fn classify(error: &dyn DatabaseError) -> StoreError;
     /// How many rows a statement changed.
@@ -629,8 +638,38 @@ where
 
     /// The stored request that holds `request`'s `request_id`, found by an
     /// insert that did nothing.
+    /// The ids a group's insert returned: those of the requests it
+    /// inserted.
+    fn inserted_ids(rows: &[DbRow<B>]) -> Result<HashSet<Uuid>, StoreError> {
+        rows.iter()
+            .map(|row| {
+                let id: B::Id = row.try_get(0).map_err(map::<B>)?;
+                id.into_uuid("id")
+            })
+            .collect()
+    }
+
+    /// What each request of a group came to: created if its id is in
+    /// `inserted`, else the request that already holds its `request_id`.
+    async fn outcomes(
+        &self,
+        conn: &mut Conn<B>,
+        batch: &[(DataSubjectRequest, Effects)],
+        inserted: &HashSet<Uuid>,
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (request, _) in batch {
+            outcomes.push(if inserted.contains(&request.id) {
+                InsertOutcome::Created
+            } else {
+                Self::existing(conn, self.data_key()?, request).await?
+            });
+        }
+        Ok(outcomes)
+    }
+
     async fn existing(
-        tx: &mut Transaction<'_, B::Db>,
+        conn: &mut Conn<B>,
         data_key: &DataKey,
         request: &DataSubjectRequest,
     ) -> Result<InsertOutcome, StoreError> {
@@ -640,7 +679,7 @@ where
         let row = sqlx::query(sql::SELECT_REQUEST_BY_REQUEST_ID)
             .bind(request.controller_id.as_str())
             .bind(B::Id::from_uuid(request.request_id))
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(map::<B>)?
             .ok_or_else(|| {
@@ -1200,27 +1239,27 @@ where
             (a.controller_id.as_str(), a.request_id).cmp(&(b.controller_id.as_str(), b.request_id))
         });
         let mut group = Group::plan(self.audit_key()?, self.data_key()?, ordered)?;
+        if let Some(query) = B::insert_all(&mut group) {
+            // One statement, which commits or fails whole.
+            let mut conn = self.lend_writer().await?;
+            let rows = query.fetch_all(&mut *conn).await.map_err(map::<B>)?;
+            let inserted = Self::inserted_ids(&rows)?;
+            let outcomes = self.outcomes(&mut conn, batch, &inserted).await?;
+            conn.give_back();
+            return Ok(outcomes);
+        }
         let _turn = self.write_turn().await?;
         let mut conn = self.lend_writer().await?;
         let mut tx = Self::begin_write(&mut conn).await?;
         let mut inserted = HashSet::with_capacity(batch.len());
         for query in group.request_inserts::<B::Db, B::Id>(B::PLACEHOLDERS) {
-            for row in query.fetch_all(&mut *tx).await.map_err(map::<B>)? {
-                let id: B::Id = row.try_get(0).map_err(map::<B>)?;
-                inserted.insert(id.into_uuid("id")?);
-            }
+            let rows = query.fetch_all(&mut *tx).await.map_err(map::<B>)?;
+            inserted.extend(Self::inserted_ids(&rows)?);
         }
         for query in group.effect_inserts::<B::Db, B::Id>(&inserted, B::PLACEHOLDERS) {
             query.execute(&mut *tx).await.map_err(map::<B>)?;
         }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for (request, _) in batch {
-            outcomes.push(if inserted.contains(&request.id) {
-                InsertOutcome::Created
-            } else {
-                Self::existing(&mut tx, self.data_key()?, request).await?
-            });
-        }
+        let outcomes = self.outcomes(&mut tx, batch, &inserted).await?;
         // One commit, one WAL flush, for the whole group.
         tx.commit().await.map_err(map::<B>)?;
         conn.give_back();

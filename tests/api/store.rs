@@ -3078,8 +3078,9 @@ async fn a_purge_empties_the_personal_data_once_and_keeps_the_trail(config: Stor
     assert_eq!((report.requests, report.events), (3, 3 + 2 + 1));
 }
 
-/// A group too large for one statement's bind parameters (its request rows
-/// are written in several statements), each request with a fan-out of two
+/// A group too large for one statement's bind parameters on SQLite (its
+/// request rows are written there in several statements; PostgreSQL sends
+/// the group as arrays in one), each request with a fan-out of two
 /// tasks: every request, task and event is stored, and every audit trail,
 /// chained before anything was written, verifies.
 async fn a_large_group_is_split_into_statements_and_its_trails_verify(config: StoreConfig) {
