@@ -43,6 +43,9 @@ const MAX_PARAMS: usize = 30_000;
 
 type Args<DB> = <DB as Database>::Arguments;
 
+/// A statement inserting request rows, with the ids of its rows.
+pub(super) type WithIds<DB> = (Query<'static, DB, Args<DB>>, Vec<Uuid>);
+
 /// What a new request row holds of its audit chain: the head (empty
 /// without events) and the last event's sequence and hash.
 #[derive(Default)]
@@ -101,13 +104,13 @@ impl<'a> Group<'a> {
         })
     }
 
-    /// The insert statements of the request rows, in `batch` order; each
-    /// returns the `id` of the rows it inserted (not those whose
-    /// `(controller_id, request_id)` was taken, earlier or in this group).
-    pub(super) fn request_inserts<DB, Id>(
-        &mut self,
-        placeholders: Placeholders,
-    ) -> Vec<Query<'static, DB, Args<DB>>>
+    /// The insert statements of the request rows, in `batch` order, each
+    /// with the ids of its rows. A statement skips the rows whose
+    /// `(controller_id, request_id)` is taken, earlier or in this group,
+    /// and returns nothing: when it changed as many rows as it holds, every
+    /// id went in, and only otherwise need the caller ask which. (Returned
+    /// rows would each be a message from SQLite's worker thread.)
+    pub(super) fn request_inserts<DB, Id>(&mut self, placeholders: Placeholders) -> Vec<WithIds<DB>>
     where
         DB: Database,
         Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
@@ -129,6 +132,7 @@ impl<'a> Group<'a> {
                 sql::INSERT_NEW_REQUESTS_TAIL,
                 placeholders,
             );
+            let ids = chunk.iter().map(|(columns, _)| columns.id).collect();
             let mut query = sqlx::query(AssertSqlSafe(text));
             for (columns, tip) in chunk {
                 query = columns
@@ -137,7 +141,7 @@ impl<'a> Group<'a> {
                     .bind(tip.sequence)
                     .bind(tip.hash);
             }
-            queries.push(query);
+            queries.push((query, ids));
         }
         queries
     }

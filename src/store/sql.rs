@@ -335,15 +335,15 @@ const fn column_count(list: &str) -> usize {
 
 /// A group of new requests in one statement (`store::batch`): each row is
 /// [`request_columns`] then `audit_head` and the chain's tip, the rows follow `VALUES`, and
-/// [`INSERT_NEW_REQUESTS_TAIL`] skips a taken `request_id` and returns the
-/// ids inserted.
+/// [`INSERT_NEW_REQUESTS_TAIL`] skips a taken `request_id` (and
+/// [`INSERT_GROUP`] adds `RETURNING id`).
 pub(super) const INSERT_NEW_REQUESTS_HEAD: &str = concat!(
     "INSERT INTO data_subject_requests (",
     request_columns!(),
     ", audit_head, last_event_sequence, last_event_hash) VALUES "
 );
 pub(super) const INSERT_NEW_REQUESTS_TAIL: &str =
-    " ON CONFLICT (controller_id, request_id) DO NOTHING RETURNING id";
+    " ON CONFLICT (controller_id, request_id) DO NOTHING";
 pub(super) const INSERT_NEW_REQUEST_WIDTH: usize = column_count(request_columns!()) + 3;
 /// Tasks, several rows per statement (`store::batch`).
 pub(super) const INSERT_TASKS_HEAD: &str =
@@ -375,7 +375,7 @@ pub(super) static INSERT_GROUP: std::sync::LazyLock<String> = std::sync::LazyLoc
     format!(
         "WITH new AS (INSERT INTO data_subject_requests ({request_columns}, \
          audit_head, last_event_sequence, last_event_hash) \
-         SELECT * FROM {request_rows}{tail}), \
+         SELECT * FROM {request_rows}{tail} RETURNING id), \
          new_tasks AS (INSERT INTO tasks ({task_columns}) \
          SELECT * FROM {task_rows} AS t ({task_columns}) \
          WHERE t.data_subject_request_id IN (SELECT id FROM new)), \
@@ -397,6 +397,22 @@ pub(super) static INSERT_GROUP: std::sync::LazyLock<String> = std::sync::LazyLoc
 fn unnest(first: usize, count: usize) -> String {
     let arrays: Vec<String> = (first..first + count).map(|n| format!("${n}")).collect();
     format!("UNNEST({})", arrays.join(", "))
+}
+
+/// Which of `n` request ids (`$1`…) are stored: after an insert that
+/// skipped some rows, the ids it did insert (a new request's id is fresh,
+/// so it is stored only if that insert stored it).
+pub(super) fn stored_request_ids(n: usize, placeholders: Placeholders) -> String {
+    let list: Vec<String> = (1..=n)
+        .map(|i| match placeholders {
+            Placeholders::Numbered => format!("${i}"),
+            Placeholders::Anonymous => "?".to_owned(),
+        })
+        .collect();
+    format!(
+        "SELECT id FROM data_subject_requests WHERE id IN ({})",
+        list.join(", ")
+    )
 }
 
 /// Writes every mutable column of a task: `$1` id, then the new values.

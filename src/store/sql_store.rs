@@ -1252,9 +1252,21 @@ where
         let mut conn = self.lend_writer().await?;
         let mut tx = Self::begin_write(&mut conn).await?;
         let mut inserted = HashSet::with_capacity(batch.len());
-        for query in group.request_inserts::<B::Db, B::Id>(B::PLACEHOLDERS) {
-            let rows = query.fetch_all(&mut *tx).await.map_err(map::<B>)?;
-            inserted.extend(Self::inserted_ids(&rows)?);
+        for (query, ids) in group.request_inserts::<B::Db, B::Id>(B::PLACEHOLDERS) {
+            let done = query.execute(&mut *tx).await.map_err(map::<B>)?;
+            if B::rows_affected(&done) == ids.len() as u64 {
+                inserted.extend(ids);
+            } else {
+                let mut stored = sqlx::query(sqlx::AssertSqlSafe(sql::stored_request_ids(
+                    ids.len(),
+                    B::PLACEHOLDERS,
+                )));
+                for id in ids {
+                    stored = stored.bind(B::Id::from_uuid(id));
+                }
+                let rows = stored.fetch_all(&mut *tx).await.map_err(map::<B>)?;
+                inserted.extend(Self::inserted_ids(&rows)?);
+            }
         }
         for query in group.effect_inserts::<B::Db, B::Id>(&inserted, B::PLACEHOLDERS) {
             query.execute(&mut *tx).await.map_err(map::<B>)?;
