@@ -1,5 +1,5 @@
 //! Grouped reads of single requests. Concurrent `get` calls are queued and
-//! a few workers each take whatever is waiting, at most
+//! workers (one, as the service starts them) each take whatever is waiting, at most
 //! [`MAX_READ_GROUP`], and read each controller's share of it with one
 //! statement ([`Store::get_requests`]): one round trip, one statement for
 //! the database to run, serve many callers, where each call used to cost
@@ -69,18 +69,21 @@ impl ReadGroup {
     }
 }
 
-/// Reads one group of queued reads, one statement per controller.
+/// Reads one group of queued reads, one statement per controller, the
+/// controllers' statements at once (each on a connection of its own).
 async fn read(store: Arc<dyn Store>, mut jobs: Vec<Job>) {
     // One statement per controller: a statement reads one tenant's rows.
     jobs.sort_by(|a, b| a.controller_id.cmp(&b.controller_id));
+    let mut tenants = Vec::new();
     let mut waiting = jobs.into_iter().peekable();
     while let Some(first) = waiting.next() {
         let mut tenant = vec![first];
         while let Some(next) = waiting.next_if(|job| job.controller_id == tenant[0].controller_id) {
             tenant.push(next);
         }
-        answer(&*store, tenant).await;
+        tenants.push(answer(&*store, tenant));
     }
+    futures::future::join_all(tenants).await;
 }
 
 /// Reads one controller's requests and answers each caller.
