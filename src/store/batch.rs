@@ -338,28 +338,15 @@ fn multi_row(
     tail: &str,
     placeholders: Placeholders,
 ) -> String {
-    let mut text = String::with_capacity(head.len() + tail.len() + rows * width * 6);
-    text.push_str(head);
-    let mut n = 0;
-    for row in 0..rows {
-        text.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..width {
-            n += 1;
-            if column > 0 {
-                text.push_str(", ");
-            }
-            match placeholders {
-                Placeholders::Numbered => {
-                    text.push('$');
-                    text.push_str(&n.to_string());
-                }
-                Placeholders::Anonymous => text.push('?'),
-            }
-        }
-        text.push(')');
-    }
-    text.push_str(tail);
-    text
+    let rows: Vec<String> = (0..rows)
+        .map(|row| {
+            format!(
+                "({})",
+                sql::placeholder_list(1 + row * width, width, placeholders)
+            )
+        })
+        .collect();
+    format!("{head}{}{tail}", rows.join(", "))
 }
 
 #[cfg(test)]

@@ -1391,7 +1391,6 @@ where
     })
 }
 
-/// Reads the tip of a request's audit chain from a row that selected
 /// A task read with its request and the tip of the request's audit chain.
 pub(super) struct TaskAndRequest {
     pub task: TaskColumns,
@@ -1430,6 +1429,7 @@ impl TaskAndRequest {
     }
 }
 
+/// Reads the tip of a request's audit chain from a row that selected
 /// `last_event_sequence` and `last_event_hash`: `None` before its first
 /// event.
 pub(super) fn read_tip<'r, R>(row: &'r R) -> Result<Option<(i64, [u8; 32])>, StoreError>

@@ -90,6 +90,18 @@ pub(super) const SELECT_REQUEST: &str = concat!(
     " FROM data_subject_requests WHERE id = $1 AND controller_id = $2"
 );
 
+/// `count` placeholders from the `first`th, separated by commas: `$first,
+/// …` numbered, or `?, …` anonymous.
+pub(super) fn placeholder_list(first: usize, count: usize, placeholders: Placeholders) -> String {
+    let list: Vec<String> = (first..first + count)
+        .map(|n| match placeholders {
+            Placeholders::Numbered => format!("${n}"),
+            Placeholders::Anonymous => "?".to_owned(),
+        })
+        .collect();
+    list.join(", ")
+}
+
 /// Most requests one [`select_requests`] statement reads.
 pub(super) const SELECT_REQUESTS_MAX: usize = 64;
 
@@ -103,11 +115,10 @@ pub(super) fn select_requests(ids: usize) -> (&'static str, usize) {
         std::iter::successors(Some(1_usize), |n| Some(n * 2))
             .take_while(|n| *n <= SELECT_REQUESTS_MAX)
             .map(|n| {
-                let ids: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
                 format!(
                     "SELECT {} FROM data_subject_requests WHERE controller_id = $1 AND id IN ({})",
                     request_columns!(),
-                    ids.join(", ")
+                    placeholder_list(2, n, Placeholders::Numbered)
                 )
             })
             .collect()
@@ -395,23 +406,19 @@ pub(super) static INSERT_GROUP: std::sync::LazyLock<String> = std::sync::LazyLoc
 
 /// `UNNEST($first, …)` over `count` array parameters.
 fn unnest(first: usize, count: usize) -> String {
-    let arrays: Vec<String> = (first..first + count).map(|n| format!("${n}")).collect();
-    format!("UNNEST({})", arrays.join(", "))
+    format!(
+        "UNNEST({})",
+        placeholder_list(first, count, Placeholders::Numbered)
+    )
 }
 
 /// Which of `n` request ids (`$1`…) are stored: after an insert that
 /// skipped some rows, the ids it did insert (a new request's id is fresh,
 /// so it is stored only if that insert stored it).
 pub(super) fn stored_request_ids(n: usize, placeholders: Placeholders) -> String {
-    let list: Vec<String> = (1..=n)
-        .map(|i| match placeholders {
-            Placeholders::Numbered => format!("${i}"),
-            Placeholders::Anonymous => "?".to_owned(),
-        })
-        .collect();
     format!(
         "SELECT id FROM data_subject_requests WHERE id IN ({})",
-        list.join(", ")
+        placeholder_list(1, n, placeholders)
     )
 }
 
@@ -448,6 +455,17 @@ pub(super) const OPEN_REQUEST_TASKS_LOCKED: &str = concat!(
      AND state IN ('pending', 'leased') ORDER BY id FOR NO KEY UPDATE"
 );
 
+/// The tasks of processor `$1` that a claim at `$2` may hand out, earliest
+/// due first: `FROM` on, without a limit.
+macro_rules! claimable_tasks_of {
+    () => {
+        " FROM tasks WHERE processor_id = $1 \
+         AND state IN ('pending', 'leased') \
+         AND (state = 'pending' OR lease_expire_time <= $2) \
+         ORDER BY due_time, id"
+    };
+}
+
 /// Up to `$3` tasks of processor `$1` that a claim at `$2` may hand out
 /// (pending, or leased under a lease that has ended), earliest due first.
 /// The state is spelled as the `IN` list of the partial `tasks_claim`
@@ -457,10 +475,8 @@ pub(super) const OPEN_REQUEST_TASKS_LOCKED: &str = concat!(
 pub(super) const CLAIMABLE_TASKS: &str = concat!(
     "SELECT ",
     task_columns!(),
-    " FROM tasks WHERE processor_id = $1 \
-     AND state IN ('pending', 'leased') \
-     AND (state = 'pending' OR lease_expire_time <= $2) \
-     ORDER BY due_time, id LIMIT CAST($3 AS BIGINT)"
+    claimable_tasks_of!(),
+    " LIMIT CAST($3 AS BIGINT)"
 );
 
 /// [`CLAIMABLE_TASKS`], locking the rows it returns and passing over rows
@@ -471,10 +487,8 @@ pub(super) const CLAIMABLE_TASKS: &str = concat!(
 pub(super) const CLAIMABLE_TASKS_LOCKED: &str = concat!(
     "SELECT ",
     task_columns!(),
-    " FROM tasks WHERE processor_id = $1 \
-     AND state IN ('pending', 'leased') \
-     AND (state = 'pending' OR lease_expire_time <= $2) \
-     ORDER BY due_time, id LIMIT CAST($3 AS BIGINT) FOR NO KEY UPDATE SKIP LOCKED"
+    claimable_tasks_of!(),
+    " LIMIT CAST($3 AS BIGINT) FOR NO KEY UPDATE SKIP LOCKED"
 );
 
 /// [`request_columns!`] of the table aliased `r`, then the tip of its
@@ -502,14 +516,14 @@ macro_rules! request_columns_of_r_with_tip {
 /// columns, then the request's, then the tip ([`task_columns_of_t!`],
 /// [`request_columns_of_r_with_tip!`]).
 macro_rules! task_and_request_from {
-    ($tasks:literal) => {
+    ($($tasks:expr),+) => {
         concat!(
             "SELECT ",
             task_columns_of_t!(),
             ", ",
             request_columns_of_r_with_tip!(),
             " FROM ",
-            $tasks,
+            $($tasks),+,
             " t JOIN data_subject_requests r \
              ON r.id = t.data_subject_request_id AND r.controller_id = t.controller_id"
         )
@@ -541,12 +555,8 @@ pub(super) const TASK_LOCKED_AND_REQUEST: &str = concat!(
 /// The one task a claim of a single task may take ([`CLAIMABLE_TASKS`]
 /// with `$3` = 1) with its request and the request's tip, in one
 /// statement.
-pub(super) const CLAIMABLE_TASK_AND_REQUEST: &str = concat!(task_and_request_from!(
-    "(SELECT * FROM tasks WHERE processor_id = $1 \
-         AND state IN ('pending', 'leased') \
-         AND (state = 'pending' OR lease_expire_time <= $2) \
-         ORDER BY due_time, id LIMIT 1)"
-),);
+pub(super) const CLAIMABLE_TASK_AND_REQUEST: &str =
+    task_and_request_from!("(SELECT *", claimable_tasks_of!(), " LIMIT 1)");
 
 /// [`CLAIMABLE_TASK_AND_REQUEST`], locking the task as
 /// [`CLAIMABLE_TASKS_LOCKED`] does (passing over tasks another claim
@@ -555,10 +565,9 @@ pub(super) const CLAIMABLE_TASK_AND_REQUEST: &str = concat!(task_and_request_fro
 /// order, instead.
 pub(super) const CLAIMABLE_TASK_AND_REQUEST_LOCKED: &str = concat!(
     task_and_request_from!(
-        "(SELECT * FROM tasks WHERE processor_id = $1 \
-         AND state IN ('pending', 'leased') \
-         AND (state = 'pending' OR lease_expire_time <= $2) \
-         ORDER BY due_time, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED)"
+        "(SELECT *",
+        claimable_tasks_of!(),
+        " LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED)"
     ),
     " FOR NO KEY UPDATE OF r"
 );

@@ -636,8 +636,6 @@ where
         Self::existing(tx, data_key, request).await
     }
 
-    /// The stored request that holds `request`'s `request_id`, found by an
-    /// insert that did nothing.
     /// The ids a group's insert returned: those of the requests it
     /// inserted.
     fn inserted_ids(rows: &[DbRow<B>]) -> Result<HashSet<Uuid>, StoreError> {
@@ -668,6 +666,8 @@ where
         Ok(outcomes)
     }
 
+    /// The stored request that holds `request`'s `request_id`, found by an
+    /// insert that did nothing.
     async fn existing(
         conn: &mut Conn<B>,
         data_key: &DataKey,
