@@ -187,6 +187,18 @@ where
     }
 }
 
+/// A boolean column as SQLite's JSON holds it: 0 or 1.
+fn stored_bool<'de, D>(deserializer: D) -> Result<bool, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    match <i64 as serde::Deserialize>::deserialize(deserializer)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(serde::de::Error::custom("a boolean column holds 0 or 1")),
+    }
+}
+
 /// Inverse of [`Regime::as_str`], which the domain does not provide.
 fn parse_regime(s: &str) -> Option<Regime> {
     // Exhaustive on purpose: a new regime fails to compile here instead of
@@ -224,7 +236,10 @@ fn parse_enum<T>(
 }
 
 /// One row of `data_subject_requests`, column for column. No `Debug`: it
-/// holds personal data in the clear.
+/// holds personal data in the clear. The fields are in the order of
+/// [`super::sql`]'s `request_columns!`, which is also the order a row of a
+/// page read as one value ([`RequestColumns::page`]) holds them in.
+#[derive(serde::Deserialize)]
 pub(super) struct RequestColumns {
     pub id: Uuid,
     pub controller_id: String,
@@ -259,6 +274,7 @@ pub(super) struct RequestColumns {
     pub closure_explanation: Option<String>,
     pub close_time: Option<i64>,
     pub cancellation_reason: Option<String>,
+    #[serde(deserialize_with = "stored_bool")]
     pub unrouted: bool,
     pub fingerprint: String,
     pub version: i64,
@@ -623,6 +639,20 @@ impl RequestColumns {
             self.unrouted,
             self.version,
         )
+    }
+
+    /// The rows of a page read as one value: a JSON array of arrays, each
+    /// holding the request columns in their order. Fails as corrupt, with
+    /// where the text stops making sense and never a value.
+    pub(super) fn page(json: &str) -> Result<Vec<Self>, StoreError> {
+        serde_json::from_str(json).map_err(|e| {
+            corrupt(format!(
+                "a page of requests does not decode ({:?} at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
     }
 
     /// Reads a row selected with the request columns, in their order
@@ -1478,6 +1508,25 @@ mod tests {
     async fn row(sql: &'static str) -> SqliteRow {
         let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
         sqlx::query(sql).fetch_one(&mut conn).await.unwrap()
+    }
+
+    /// A page that is not what the statement builds is corrupt, and the
+    /// error names no value.
+    #[test]
+    fn a_page_that_does_not_decode_is_corrupt_without_its_values() {
+        assert!(RequestColumns::page("[]").unwrap().is_empty());
+        for bad in [
+            "",
+            "{}",
+            "[[\"secret@example.org\"]]",
+            "[[1, 2, 3]]",
+            "[null]",
+        ] {
+            let Err(StoreError::Corrupt(message)) = RequestColumns::page(bad) else {
+                panic!("{bad} decoded");
+            };
+            assert!(!message.contains("secret"), "{message}");
+        }
     }
 
     #[tokio::test]

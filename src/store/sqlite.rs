@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, S
 use super::lend::Connections;
 use super::sql_store::{Backend, SqlStore};
 use super::writes::Together;
-use super::{StoreConfig, StoreError, sql};
+use super::{RequestFilter, StoreConfig, StoreError, sql};
 
 /// The database file's name inside the data directory.
 const DATABASE_FILE: &str = "gdpr-intake.db";
@@ -47,6 +47,8 @@ impl Backend for Sqlite {
     // statement of n parameters costs n² to bind.
     const PLACEHOLDERS: sql::Placeholders = sql::Placeholders::Anonymous;
     const TOGETHER: Together = Together::Statements;
+    const PAGE_OF_REQUESTS: Option<fn(&RequestFilter) -> &'static str> =
+        Some(sql::page_of_requests);
 
     /// Classifies SQLite result codes. Extended codes carry the primary code
     /// in their low byte.
