@@ -1,0 +1,32 @@
+-- The listing indexes hold every row, but only a listing may read them.
+--
+-- A lookup by key and tenant (`id = $1 AND controller_id = $2`: a Get,
+-- every write that locks the request, and the check of each foreign key
+-- that ties a task or an event to its request and controller) could be
+-- served by the primary key or by any index that leads with controller_id.
+-- On a table of a few rows the planner prices them all the same, and a
+-- plan it keeps (a foreign-key check's, or a prepared statement's generic
+-- plan) may then name a listing index: as the tenant's requests grow, each
+-- lookup walks all of them (about 4 ms a check with 100,000 stored, which
+-- stalled whole groups of submissions). Tasks looked up by id and
+-- processor had the same choice with tasks_list.
+--
+-- With the predicate `create_time IS NOT NULL`, always true, these indexes
+-- are still whole, but the planner takes one only for a statement whose
+-- WHERE clause says so too; the listings say it word for word, nothing
+-- else does.
+DROP INDEX data_subject_requests_list;
+DROP INDEX data_subject_requests_list_by_state;
+DROP INDEX data_subject_requests_list_by_type;
+CREATE INDEX data_subject_requests_list
+    ON data_subject_requests (controller_id, create_time, id)
+    WHERE create_time IS NOT NULL;
+CREATE INDEX data_subject_requests_list_by_state
+    ON data_subject_requests (controller_id, state, create_time, id)
+    WHERE create_time IS NOT NULL;
+CREATE INDEX data_subject_requests_list_by_type
+    ON data_subject_requests (controller_id, request_type, create_time, id)
+    WHERE create_time IS NOT NULL;
+DROP INDEX tasks_list;
+CREATE INDEX tasks_list ON tasks (processor_id, create_time, id)
+    WHERE create_time IS NOT NULL;
