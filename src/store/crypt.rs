@@ -171,9 +171,7 @@ impl DataKey {
         let plain = self.open_in(bytes, &aad).ok_or_else(corrupt)?;
         String::from_utf8(plain).map_err(|_| corrupt())
     }
-}
 
-impl DataKey {
     /// `nonce || ciphertext || tag` of `plaintext` under `nonce` and
     /// `aad`.
     fn seal_with(
@@ -206,7 +204,8 @@ impl DataKey {
             .ok()?
             .len();
         sealed.truncate(NONCE_BYTES + length);
-        Some(sealed.split_off(NONCE_BYTES))
+        sealed.drain(..NONCE_BYTES);
+        Some(sealed)
     }
 
     /// XChaCha20's derivation: the ChaCha20-Poly1305 key and nonce that

@@ -1352,7 +1352,10 @@ where
         limit: u32,
     ) -> Result<Vec<DataSubjectRequest>, StoreError> {
         let (after_time, after_id) = codec::cursor_values(after);
-        let statement = B::PAGE_OF_REQUESTS.map_or(sql::list_requests(filter), |page| page(filter));
+        let (statement, as_one_value) = match B::PAGE_OF_REQUESTS {
+            Some(page) => (page(filter), true),
+            None => (sql::list_requests(filter), false),
+        };
         let mut query = sqlx::query(statement)
             .bind(controller_id)
             .bind(after_time)
@@ -1364,7 +1367,7 @@ where
         if let Some(request_type) = filter.request_type {
             query = query.bind(request_type.as_str());
         }
-        if B::PAGE_OF_REQUESTS.is_some() {
+        if as_one_value {
             let page = self.row(query).await?.ok_or_else(|| {
                 StoreError::Internal("a page of requests came back without its row".to_owned())
             })?;
