@@ -155,15 +155,16 @@ pub(super) const SELECT_REQUEST_WITH_TIP: &str = concat!(
 
 /// A page of requests: `$1` controller, `$2`/`$3` the cursor's create time
 /// and id, `$4` the limit, then the filters in the order state, type.
-/// `create_time IS NOT NULL` is the listing indexes' predicate, which only
-/// the listings state (migration 0005 on PostgreSQL says why).
+/// `controller_id <> ''` is the predicate of PostgreSQL's listing indexes,
+/// which only the listings state (its migration 0005 says why); SQLite's
+/// indexes are whole, and the term costs it a comparison.
 macro_rules! list_requests {
     ($filters:literal) => {
         concat!(
             "SELECT ",
             request_columns!(),
             " FROM data_subject_requests \
-             WHERE controller_id = $1 AND create_time IS NOT NULL \
+             WHERE controller_id = $1 AND controller_id <> '' \
              AND (create_time, id) > ($2, $3)",
             $filters,
             " ORDER BY create_time, id LIMIT CAST($4 AS BIGINT)"
@@ -611,12 +612,12 @@ pub(super) const SELECT_TASK_VIEW: &str = concat!(
 
 /// A page of one processor's tasks: `$1` processor, `$2`/`$3` the cursor's
 /// create time and id, `$4` the limit, then the state filter's value;
-/// `create_time IS NOT NULL` is tasks_list's predicate, as for requests.
+/// `processor_id <> ''` is tasks_list's predicate, as for requests.
 macro_rules! list_tasks {
     ($filter:literal) => {
         concat!(
             task_view_from!(),
-            " WHERE t.processor_id = $1 AND t.create_time IS NOT NULL \
+            " WHERE t.processor_id = $1 AND t.processor_id <> '' \
              AND (t.create_time, t.id) > ($2, $3)",
             $filter,
             " ORDER BY t.create_time, t.id LIMIT CAST($4 AS BIGINT)"

@@ -3029,21 +3029,21 @@ async fn postgres_lookups_by_key_never_plan_a_listing_index() {
             "data_subject_requests_list ",
             "text, uuid",
             "SELECT id FROM data_subject_requests WHERE controller_id = $1 \
-             AND create_time IS NOT NULL AND (create_time, id) > (0, $2) \
+             AND controller_id <> '' AND (create_time, id) > (0, $2) \
              ORDER BY create_time, id LIMIT 20",
         ),
         (
             "data_subject_requests_list_by_state ",
             "text, uuid",
             "SELECT id FROM data_subject_requests WHERE controller_id = $1 \
-             AND create_time IS NOT NULL AND (create_time, id) > (0, $2) \
+             AND controller_id <> '' AND (create_time, id) > (0, $2) \
              AND state = 'in_progress' ORDER BY create_time, id LIMIT 20",
         ),
         (
             "tasks_list ",
             "text, uuid",
             "SELECT id FROM tasks WHERE processor_id = $1 \
-             AND create_time IS NOT NULL AND (create_time, id) > (0, $2) \
+             AND processor_id <> '' AND (create_time, id) > (0, $2) \
              ORDER BY create_time, id LIMIT 20",
         ),
     ];
