@@ -222,8 +222,12 @@ impl DataKey {
 
 /// Tenant, row and column, length-prefixed.
 fn associated_data(controller_id: &str, id: Uuid, column: &str) -> Vec<u8> {
-    let mut aad = b"gdpr-intake pii v1\0".to_vec();
-    for part in [controller_id.as_bytes(), id.as_bytes(), column.as_bytes()] {
+    const DOMAIN: &[u8] = b"gdpr-intake pii v1\0";
+    let parts = [controller_id.as_bytes(), id.as_bytes(), column.as_bytes()];
+    let length = DOMAIN.len() + parts.iter().map(|p| 8 + p.len()).sum::<usize>();
+    let mut aad = Vec::with_capacity(length);
+    aad.extend_from_slice(DOMAIN);
+    for part in parts {
         aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
         aad.extend_from_slice(part);
     }
