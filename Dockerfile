@@ -22,8 +22,10 @@ ENV SQLX_OFFLINE=true \
 #    sources are always rebuilt below, whatever their timestamps. The load
 #    generator is a member of the workspace, so its manifest and a stub
 #    target must be there for cargo to load it, but `-p gdpr-intake` never
-#    builds it or what only it depends on.
+#    builds it or what only it depends on. .cargo/config.toml carries the
+#    bundled SQLite's compile options, so it comes with the manifests.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY .cargo ./.cargo
 COPY tools/loadgen/Cargo.toml ./tools/loadgen/
 COPY proto ./proto
 RUN mkdir -p src tools/loadgen/src \

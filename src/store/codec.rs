@@ -652,17 +652,21 @@ impl RequestColumns {
     }
 
     /// The rows of a page read as one value: a JSON array of arrays, each
-    /// holding the request columns in their order. Fails as corrupt, with
-    /// where the text stops making sense and never a value.
+    /// holding the request columns in their order, returned in the page's
+    /// order (creation time, then id) whatever order the array has. Fails
+    /// as corrupt, with where the text stops making sense and never a
+    /// value.
     pub(super) fn page(json: &str) -> Result<Vec<Self>, StoreError> {
-        serde_json::from_str(json).map_err(|e| {
+        let mut rows: Vec<Self> = serde_json::from_str(json).map_err(|e| {
             corrupt(format!(
                 "a page of requests does not decode ({:?} at line {}, column {})",
                 e.classify(),
                 e.line(),
                 e.column()
             ))
-        })
+        })?;
+        rows.sort_unstable_by_key(|row| (row.create_time, row.id));
+        Ok(rows)
     }
 
     /// Reads a row selected with the request columns, in their order
@@ -1537,6 +1541,44 @@ mod tests {
             };
             assert!(!message.contains("secret"), "{message}");
         }
+    }
+
+    /// One row of a page as SQLite's `json_array` writes it: the request
+    /// columns in order, the optional ones null.
+    fn page_row(id: u128, create_time: i64) -> String {
+        let id = Uuid::from_u128(id);
+        let mut values = vec![
+            format!("\"{id}\""),
+            "\"acme\"".to_owned(),
+            format!("\"{}\"", Uuid::from_u128(7)),
+            "\"access\"".to_owned(),
+            "\"subject\"".to_owned(),
+            "null".to_owned(),
+            "null".to_owned(),
+            "\"DE\"".to_owned(),
+            "null".to_owned(),
+            "\"\"".to_owned(),
+            "\"{}\"".to_owned(),
+            "\"in_progress\"".to_owned(),
+            "\"gdpr\"".to_owned(),
+        ];
+        values.extend(std::iter::repeat_n(create_time.to_string(), 5));
+        values.extend(std::iter::repeat_n("null".to_owned(), 15));
+        values
+            .extend(["0", "\"f\"", "1", "null", "null", "null", "null", "null"].map(str::to_owned));
+        format!("[{}]", values.join(","))
+    }
+
+    /// The page statement promises no order; the reader gives the page's.
+    #[test]
+    fn a_page_is_read_in_creation_then_id_order_whatever_order_it_holds() {
+        let rows = [(3, 20), (1, 20), (9, 10), (2, 30)].map(|(id, time)| page_row(id, time));
+        let page = RequestColumns::page(&format!("[{}]", rows.join(","))).unwrap();
+        let keys: Vec<(i64, Uuid)> = page.iter().map(|r| (r.create_time, r.id)).collect();
+        assert_eq!(
+            keys,
+            [(10, 9), (20, 1), (20, 3), (30, 2)].map(|(t, id)| (t, Uuid::from_u128(id)))
+        );
     }
 
     #[tokio::test]
