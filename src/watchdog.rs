@@ -34,7 +34,6 @@ use tracing::field::Empty;
 use uuid::Uuid;
 
 use crate::domain::sla::Thresholds;
-use crate::service::sweep::SweepRequests;
 use crate::service::{AppState, ServiceError};
 
 /// The lease that makes one replica the sweeper.
@@ -381,16 +380,12 @@ impl Watchdog {
     /// hours on the controller's calendar) or past it, each finding once.
     async fn check_tasks(&self, found: &mut Sweep, now: Timestamp) -> Result<(), Stop> {
         let hours = self.config.thresholds.task_at_risk_working_hours;
-        let mut requests = SweepRequests::default();
         let mut after = None;
         loop {
             if after.is_some() {
                 self.keep_going().await?;
             }
-            let page = self
-                .state
-                .task_findings(hours, now, after.as_ref(), &mut requests)
-                .await?;
+            let page = self.state.task_findings(hours, now, after.as_ref()).await?;
             found.tasks_at_risk += page.found.at_risk;
             found.tasks_breached += page.found.breached;
             after = page.next;

@@ -7,8 +7,7 @@
 //! sweep, and the lease that makes one replica the sweeper, are the
 //! watchdog's.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
@@ -19,7 +18,7 @@ use crate::domain::request::DataSubjectRequest;
 use crate::domain::retention;
 use crate::domain::routing::Task;
 use crate::domain::sla::{self, Finding};
-use crate::store::{StoreError, SweepCursor};
+use crate::store::{MAX_READ_GROUP, StoreError, SweepCursor};
 use crate::telemetry::{self, SlaItem};
 
 /// Rows read per page of a sweep.
@@ -48,10 +47,6 @@ impl Findings {
         }
     }
 }
-
-/// The requests of the tasks a sweep looked at, each read once per sweep.
-#[derive(Debug, Default)]
-pub struct SweepRequests(HashMap<Uuid, DataSubjectRequest>);
 
 /// Where the page after `page` starts (after its last row, keyed by
 /// `key`); `None` when `page` was not full, so there is no other.
@@ -173,19 +168,21 @@ impl AppState {
     /// One page of the open tasks due within the widest horizon `hours`
     /// working hours can reach: each at risk of missing its due time (in
     /// working hours on the controller's calendar), or past it, is reported
-    /// once. `requests` keeps the tasks' requests across the sweep's pages.
+    /// once.
     pub async fn task_findings(
         &self,
         hours: u32,
         now: Timestamp,
         after: Option<&SweepCursor>,
-        requests: &mut SweepRequests,
     ) -> Result<Swept<Findings>, ServiceError> {
         let due_by = sla::task_scan_horizon(now, hours);
         let page = self.store.sla_tasks(due_by, after, PAGE).await?;
+        let requests = self.requests_of(&page).await?;
         let mut found = Findings::default();
         for task in &page {
-            let Some(request) = self.request_of(requests, task).await? else {
+            // The foreign key makes a missing request impossible; skip
+            // rather than stop.
+            let Some(request) = requests.get(&task.request) else {
                 continue;
             };
             let calendar =
@@ -231,22 +228,32 @@ impl AppState {
         })
     }
 
-    /// The request of `task`, read once per sweep.
-    async fn request_of<'a>(
+    /// The requests of a page of tasks, each read once, a controller's
+    /// together ([`crate::store::Store::get_requests`], up to
+    /// [`MAX_READ_GROUP`] a statement). Only the page's are held: a sweep
+    /// over a backlog of any size keeps one page of requests in memory, and
+    /// reads them in a few statements rather than one per task.
+    async fn requests_of(
         &self,
-        cache: &'a mut SweepRequests,
-        task: &Task,
-    ) -> Result<Option<&'a DataSubjectRequest>, StoreError> {
-        match cache.0.entry(task.request) {
-            Entry::Occupied(known) => Ok(Some(known.into_mut())),
-            Entry::Vacant(slot) => Ok(self
-                .store
-                .get_request(&task.controller_id, task.request)
-                .await?
-                // The foreign key makes `None` impossible; skip rather
-                // than stop.
-                .map(|request| &*slot.insert(request))),
+        page: &[Task],
+    ) -> Result<HashMap<Uuid, DataSubjectRequest>, StoreError> {
+        let mut wanted: BTreeMap<&str, Vec<Uuid>> = BTreeMap::new();
+        for task in page {
+            wanted
+                .entry(task.controller_id.as_str())
+                .or_default()
+                .push(task.request);
         }
+        let mut requests = HashMap::with_capacity(page.len());
+        for (controller_id, mut ids) in wanted {
+            ids.sort_unstable();
+            ids.dedup();
+            for group in ids.chunks(MAX_READ_GROUP) {
+                let found = self.store.get_requests(controller_id, group).await?;
+                requests.extend(found.into_iter().map(|r| (r.id, r)));
+            }
+        }
+        Ok(requests)
     }
 
     fn count(&self, finding: Finding, item: SlaItem) {

@@ -395,6 +395,45 @@ async fn a_task_is_reported_at_risk_in_working_hours_then_breached_once_each() {
     it.app.stop().await;
 }
 
+/// More open tasks than one page of a sweep, of two controllers, each with
+/// more requests than one grouped read: every task is reported, once.
+#[tokio::test]
+async fn a_backlog_of_several_pages_and_controllers_is_reported_once_per_task() {
+    // 600 tasks: three pages of about a hundred tasks of each controller,
+    // each more than one grouped read.
+    const PER_CONTROLLER: usize = 300;
+    let clock = Arc::new(ManualClock::new(monday()));
+    let it = sqlite(&clock, false).await;
+    for controller in ["acme", "globex"] {
+        it.app.route(controller, "crm", &[], 72).await;
+        let token = it.app.token(Role::Controller, controller);
+        for _ in 0..PER_CONTROLLER {
+            it.app
+                .dsr()
+                .submit_data_subject_request(authed(&token, submission()))
+                .await
+                .expect("submitted");
+        }
+    }
+    // Past every task's due time (Thursday 09:00 in Berlin).
+    clock.set("2026-03-12T08:00:01Z".parse().expect("valid"));
+    let item = ["dsr_sla_item=\"task\""];
+    let everyone = Some((2 * PER_CONTROLLER) as f64);
+    // One whole sweep that saw the new time reports every task ...
+    it.app.sweeps_after(1).await;
+    assert_eq!(
+        sample(&it.telemetry, "gdpr_dsr_sla_breached_total", &item),
+        everyone
+    );
+    // ... and later ones none again.
+    it.app.sweeps_after(2).await;
+    assert_eq!(
+        sample(&it.telemetry, "gdpr_dsr_sla_breached_total", &item),
+        everyone
+    );
+    it.app.stop().await;
+}
+
 #[tokio::test]
 async fn a_minors_request_expires_when_the_consent_window_ends() {
     let clock = Arc::new(ManualClock::new(monday()));
