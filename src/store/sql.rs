@@ -572,6 +572,21 @@ pub(super) const TASK_AND_REQUEST: &str = concat!(
     " WHERE t.id = $1 AND t.processor_id = $2"
 );
 
+/// Every task of the request that task `$1` of processor `$2` belongs to,
+/// oldest first (as [`REQUEST_TASKS`]), each with that request and its
+/// tip; no rows if the processor has no such task. What a completion
+/// reads on SQLite, in one statement: the task, its request, and the
+/// tasks that decide whether it completes the request.
+pub(super) const TASK_REQUEST_AND_SIBLINGS: &str = concat!(
+    task_and_request_from!(
+        "(SELECT s.* FROM tasks o JOIN tasks s \
+         ON s.data_subject_request_id = o.data_subject_request_id \
+         AND s.controller_id = o.controller_id \
+         WHERE o.id = $1 AND o.processor_id = $2)"
+    ),
+    " ORDER BY t.create_time, t.id"
+);
+
 /// [`TASK_AND_REQUEST`], locking the task, then the request: the order
 /// every transaction that locks both takes them in. A wait for either
 /// re-reads the joined row, so the request and its tip are the latest.
@@ -884,6 +899,16 @@ pub(super) const CONTROLLER_ROUTES: &str = concat!(
 /// Deletes route `$1`.
 pub(super) const DELETE_ROUTE: &str = "DELETE FROM routes WHERE id = $1";
 
+/// The savepoint of one work in a write batch of several (SQLite), opened
+/// before the work's writes in the same query: the first of the batch's,
+/// or one after an earlier work's that is still open, which it releases
+/// into the transaction.
+pub(super) const OPEN_STEP: &str = "SAVEPOINT step";
+pub(super) const NEXT_STEP: &str = "RELEASE step; SAVEPOINT step";
+
+/// Undoes the writes of the work whose savepoint is the latest, and closes it.
+pub(super) const UNDO_STEP: &str = "ROLLBACK TO step; RELEASE step";
+
 /// The readiness round trip.
 pub(super) const PING: &str = "SELECT 1";
 
@@ -905,6 +930,12 @@ pub struct Locking {
     /// A task about to have its lease renewed, with its request, which
     /// the renewal leaves alone.
     pub task_for_update_and_request: &'static str,
+    /// A task about to be completed, with its request and the request's
+    /// tasks, in one statement, where the backend reads them so
+    /// ([`TASK_REQUEST_AND_SIBLINGS`]); otherwise the completion reads
+    /// [`Self::task_and_request_for_update`], then the tasks if it needs
+    /// them. With row locks the request's other tasks stay unlocked.
+    pub task_request_and_siblings: Option<&'static str>,
     /// The one task a claim of a single task may take, with its request
     /// (about to get an event) and the request's tip.
     pub claimable_task_and_request: &'static str,
@@ -925,6 +956,7 @@ pub(super) const ROW_LOCKS: Locking = Locking {
     request_for_update: SELECT_REQUEST_LOCKED,
     task_and_request_for_update: TASK_AND_REQUEST_LOCKED,
     task_for_update_and_request: TASK_LOCKED_AND_REQUEST,
+    task_request_and_siblings: None,
     claimable_task_and_request: CLAIMABLE_TASK_AND_REQUEST_LOCKED,
     open_tasks_for_update: OPEN_REQUEST_TASKS_LOCKED,
     claimable_tasks: CLAIMABLE_TASKS_LOCKED,
@@ -937,6 +969,7 @@ pub(super) const NO_ROW_LOCKS: Locking = Locking {
     request_for_update: SELECT_REQUEST_WITH_TIP,
     task_and_request_for_update: TASK_AND_REQUEST,
     task_for_update_and_request: TASK_AND_REQUEST,
+    task_request_and_siblings: Some(TASK_REQUEST_AND_SIBLINGS),
     claimable_task_and_request: CLAIMABLE_TASK_AND_REQUEST,
     open_tasks_for_update: OPEN_REQUEST_TASKS,
     claimable_tasks: CLAIMABLE_TASKS,

@@ -45,8 +45,8 @@ use jiff::{SignedDuration, Timestamp};
 use sqlx::error::DatabaseError;
 use sqlx::query::Query;
 use sqlx::{
-    Acquire, ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Row,
-    Transaction, Type,
+    ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Row, Transaction,
+    Type,
 };
 use tokio::sync::{Mutex, MutexGuard, OwnedMutexGuard, oneshot};
 use tracing::Instrument as _;
@@ -119,6 +119,34 @@ struct TaskJob {
 
 /// Most task operations in one write batch.
 const MAX_TASK_BATCH: usize = 64;
+
+/// The savepoint of one work in a write batch of several (SQLite), so that
+/// a work failing after it wrote undoes its own writes and no other's.
+/// It is opened in the query of the work's writes, which also releases
+/// the previous work's, rather than by statements of their own: a work
+/// that writes nothing (a refusal, a replay, nothing to claim) has nothing
+/// to undo, and each work spares the two hops to the connection's thread
+/// that a savepoint and its release would cost.
+#[derive(Debug, Default)]
+struct StepPoint {
+    /// The work shares its transaction with others: it needs a savepoint.
+    needed: bool,
+    /// The savepoint of an earlier work that kept its writes is still open.
+    previous: bool,
+    /// This work's writes were sent, after its savepoint.
+    opened: bool,
+}
+
+impl StepPoint {
+    /// What runs before the work's writes, in the same query.
+    fn prelude(&self) -> &'static str {
+        match (self.needed, self.previous) {
+            (false, _) => "",
+            (true, false) => sql::OPEN_STEP,
+            (true, true) => sql::NEXT_STEP,
+        }
+    }
+}
 
 /// What differs between the backends, and nothing else.
 pub trait Backend: Send + Sync + 'static {
@@ -581,10 +609,18 @@ where
     /// Sends `writes` in one round trip ([`Backend::TOGETHER`]); `false`
     /// if a row they were to change was not there as read (nothing must
     /// then be committed).
-    async fn write(conn: &mut Conn<B>, writes: Writes) -> Result<bool, StoreError> {
-        let Some((query, expected)) = writes.query::<B::Db, B::Id>(B::TOGETHER)? else {
+    /// Within a batch of several works, the work's savepoint (`point`) is
+    /// opened in the same query.
+    async fn write(
+        conn: &mut Conn<B>,
+        writes: Writes,
+        point: &mut StepPoint,
+    ) -> Result<bool, StoreError> {
+        let Some((query, expected)) = writes.query::<B::Db, B::Id>(B::TOGETHER, point.prelude())?
+        else {
             return Ok(true);
         };
+        point.opened = point.needed;
         let result = query.execute(&mut *conn).await.map_err(|e| {
             if error::is_unique_violation(&e) {
                 StoreError::Conflict
@@ -843,6 +879,7 @@ where
         max: u32,
         lease: SignedDuration,
         now: Timestamp,
+        point: &mut StepPoint,
     ) -> Result<Decided<TaskDone>, StoreError> {
         let (claimable, mut requests) = if max == 1 {
             Self::claimable_one(conn, &keys.data, processor_id, now).await?
@@ -864,7 +901,7 @@ where
             writes.event(&keys.audit, request, tip, event);
             claimed.push(steps::task_view(task, request));
         }
-        if !Self::write(conn, writes).await? {
+        if !Self::write(conn, writes, point).await? {
             return Err(StoreError::Internal(
                 "a claimed task or its request changed under its lock".to_owned(),
             ));
@@ -881,6 +918,7 @@ where
         id: Uuid,
         op: &TaskOp,
         now: Timestamp,
+        point: &mut StepPoint,
     ) -> Result<Decided<TaskDone>, StoreError> {
         // Task first, then request, as everywhere, in one statement. The
         // request row is locked whenever an event may follow, for its
@@ -889,24 +927,49 @@ where
         // second waits here and then sees the first one's task finished. A
         // renewal writes no event and leaves the request row alone.
         let renewal = matches!(op, TaskOp::Renew { .. });
-        let statement = if renewal {
-            B::LOCKING.task_for_update_and_request
+        let together = match op {
+            TaskOp::Complete { .. } => B::LOCKING.task_request_and_siblings,
+            TaskOp::Renew { .. } | TaskOp::Release { .. } => None,
+        };
+        let (mut task, mut request, tip, mut siblings) = if let Some(statement) = together {
+            let rows = sqlx::query(statement)
+                .bind(B::Id::from_uuid(id))
+                .bind(processor_id)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map::<B>)?;
+            let tasks: Vec<Task> = rows
+                .iter()
+                .map(Self::task_from_row)
+                .collect::<Result<_, _>>()?;
+            let Some(at) = tasks.iter().position(|task| task.id == id) else {
+                return Ok(Decided::RollBack(TaskDone::Operated(
+                    TaskOpResult::NotFound,
+                )));
+            };
+            let (task, request, tip) = Self::task_and_request_from_row(&keys.data, &rows[at])?;
+            (task, request, tip, Some(tasks))
         } else {
-            B::LOCKING.task_and_request_for_update
+            let statement = if renewal {
+                B::LOCKING.task_for_update_and_request
+            } else {
+                B::LOCKING.task_and_request_for_update
+            };
+            // A refusal, a replay or a missing task writes nothing.
+            let Some(row) = sqlx::query(statement)
+                .bind(B::Id::from_uuid(id))
+                .bind(processor_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map::<B>)?
+            else {
+                return Ok(Decided::RollBack(TaskDone::Operated(
+                    TaskOpResult::NotFound,
+                )));
+            };
+            let (task, request, tip) = Self::task_and_request_from_row(&keys.data, &row)?;
+            (task, request, tip, None)
         };
-        // A refusal, a replay or a missing task writes nothing.
-        let Some(row) = sqlx::query(statement)
-            .bind(B::Id::from_uuid(id))
-            .bind(processor_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map::<B>)?
-        else {
-            return Ok(Decided::RollBack(TaskDone::Operated(
-                TaskOpResult::NotFound,
-            )));
-        };
-        let (mut task, mut request, tip) = Self::task_and_request_from_row(&keys.data, &row)?;
         let mut tip = if renewal { None } else { tip };
         let (event, completed) = match steps::apply(&mut task, &request, op, now) {
             Err(refused) => {
@@ -930,8 +993,13 @@ where
         let mut moved = None;
         if completed {
             // The request's tasks as they will be once this one is written.
-            let mut tasks =
-                Self::tasks_of(conn, sql::REQUEST_TASKS, &task.controller_id, task.request).await?;
+            let mut tasks = match siblings.take() {
+                Some(tasks) => tasks,
+                None => {
+                    Self::tasks_of(conn, sql::REQUEST_TASKS, &task.controller_id, task.request)
+                        .await?
+                }
+            };
             for stored in &mut tasks {
                 if stored.id == task.id {
                     stored.clone_from(&task);
@@ -950,7 +1018,7 @@ where
         // The request row is locked (PostgreSQL) or the database is
         // (SQLite): nothing written here can have moved since it was read,
         // so a miss would be a bug; it writes nothing all the same.
-        if !Self::write(conn, writes).await? {
+        if !Self::write(conn, writes, point).await? {
             return Err(StoreError::Conflict);
         }
         Ok(Decided::Commit(TaskDone::Operated(TaskOpResult::Done(
@@ -1064,9 +1132,12 @@ where
     }
 
     /// `works` in one write transaction (begun with
-    /// [`Backend::BEGIN_TASK`]), each in a savepoint when there are several
-    /// (a refusal or an error undoes only its own writes); their answers
-    /// once the transaction has committed, or rolled back if none wrote.
+    /// [`Backend::BEGIN_TASK`]), each in a savepoint of its own
+    /// ([`StepPoint`]) when there are several, so that a refusal or an error
+    /// undoes only its own writes; their answers once the transaction has
+    /// committed, or rolled back if none wrote. Only a backend that sends
+    /// its writes as separate statements ([`Together::Statements`]) takes
+    /// several works at once.
     async fn batch_in(
         writer: &Connections<B::Db>,
         keys: &Keys,
@@ -1076,8 +1147,26 @@ where
         let mut tx = Self::begin_with(&mut conn, B::BEGIN_TASK).await?;
         let mut answers = Vec::with_capacity(works.len());
         let mut keep = false;
-        if let [work] = works {
-            match Self::work_in(&mut tx, keys, work).await {
+        let several = works.len() > 1;
+        let mut previous = false;
+        for work in works {
+            let mut point = StepPoint {
+                needed: several,
+                previous,
+                opened: false,
+            };
+            let outcome = Self::work_in(&mut tx, keys, work, &mut point).await;
+            if point.opened {
+                // Its writes released the previous savepoint.
+                previous = matches!(outcome, Ok(Decided::Commit(_)));
+                if !previous {
+                    sqlx::query(sql::UNDO_STEP)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map::<B>)?;
+                }
+            }
+            match outcome {
                 Ok(Decided::Commit(done)) => {
                     keep = true;
                     answers.push(Ok(done));
@@ -1085,27 +1174,9 @@ where
                 Ok(Decided::RollBack(done)) => answers.push(Ok(done)),
                 Err(e) => answers.push(Err(e)),
             }
-        } else {
-            for work in works {
-                let mut savepoint = tx.begin().await.map_err(map::<B>)?;
-                match Self::work_in(&mut savepoint, keys, work).await {
-                    Ok(Decided::Commit(done)) => {
-                        savepoint.commit().await.map_err(map::<B>)?;
-                        keep = true;
-                        answers.push(Ok(done));
-                    }
-                    Ok(Decided::RollBack(done)) => {
-                        savepoint.rollback().await.map_err(map::<B>)?;
-                        answers.push(Ok(done));
-                    }
-                    Err(e) => {
-                        savepoint.rollback().await.map_err(map::<B>)?;
-                        answers.push(Err(e));
-                    }
-                }
-            }
         }
         if keep {
+            // The commit ends the savepoint still open with the rest.
             tx.commit().await.map_err(map::<B>)?;
         } else if let Err(e) = Self::roll_back(tx).await {
             // An answer that is already an error says more than this.
@@ -1123,6 +1194,7 @@ where
         conn: &mut Conn<B>,
         keys: &Keys,
         work: &TaskWork,
+        point: &mut StepPoint,
     ) -> Result<Decided<TaskDone>, StoreError> {
         match work {
             TaskWork::Claim {
@@ -1130,13 +1202,13 @@ where
                 max,
                 lease,
                 now,
-            } => Self::claim_in(conn, keys, processor_id, *max, *lease, *now).await,
+            } => Self::claim_in(conn, keys, processor_id, *max, *lease, *now, point).await,
             TaskWork::Operate {
                 processor_id,
                 id,
                 op,
                 now,
-            } => Self::operate_in(conn, keys, processor_id, *id, op, *now).await,
+            } => Self::operate_in(conn, keys, processor_id, *id, op, *now, point).await,
         }
     }
 
@@ -2165,6 +2237,58 @@ mod tests {
             },
             reply: oneshot::channel().0,
         }
+    }
+
+    /// The works of a batch in order, each writing one row, `true` for
+    /// those that keep their writes: the rows the committed batch holds.
+    async fn batch_of_steps(kept: &[bool]) -> Vec<i64> {
+        use sqlx::SqliteConnection;
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER NOT NULL)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        let mut previous = false;
+        for (n, keep) in kept.iter().enumerate() {
+            let point = StepPoint {
+                needed: true,
+                previous,
+                opened: false,
+            };
+            let text = format!("{}; INSERT INTO t (n) VALUES ({n})", point.prelude());
+            sqlx::query(sqlx::AssertSqlSafe(text))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            previous = *keep;
+            if !keep {
+                sqlx::query(sql::UNDO_STEP).execute(&mut *tx).await.unwrap();
+            }
+        }
+        tx.commit().await.unwrap();
+        sqlx::query_scalar("SELECT n FROM t ORDER BY n")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_the_writes_of_the_works_that_kept_them_and_no_other() {
+        assert_eq!(batch_of_steps(&[true, false, true]).await, [0, 2]);
+        assert_eq!(batch_of_steps(&[false, true, true]).await, [1, 2]);
+        assert_eq!(batch_of_steps(&[true, true, false]).await, [0, 1]);
+        assert_eq!(batch_of_steps(&[false, false]).await, Vec::<i64>::new());
+        assert_eq!(
+            batch_of_steps(&[true, false, false, true, false]).await,
+            [0, 3]
+        );
+    }
+
+    #[test]
+    fn a_lone_work_opens_no_savepoint() {
+        let point = StepPoint::default();
+        assert_eq!(point.prelude(), "");
     }
 
     #[test]

@@ -239,11 +239,14 @@ impl Writes {
         rows
     }
 
-    /// The query that writes everything `together`, and how many rows its
-    /// result must report changed; `None` if there is nothing to write.
+    /// The query that writes everything `together`, after the statements
+    /// of `prelude` (only [`Together::Statements`] takes any: transaction
+    /// control, which changes no row), and how many rows its result must
+    /// report changed; `None` if there is nothing to write.
     pub(super) fn query<DB, Id>(
         self,
         together: Together,
+        prelude: &str,
     ) -> Result<Option<Combined<DB>>, StoreError>
     where
         DB: Database,
@@ -260,7 +263,15 @@ impl Writes {
             return Ok(None);
         }
         let statements: Vec<&str> = parts.iter().map(Part::statement).collect();
-        let text = combine(&statements, together)?;
+        let mut text = combine(&statements, together)?;
+        if !prelude.is_empty() {
+            if together != Together::Statements {
+                return Err(StoreError::Internal(
+                    "statements before a write set need a backend that runs several".to_owned(),
+                ));
+            }
+            text = format!("{prelude}; {text}");
+        }
         let expected = match together {
             Together::CommonTableExpressions => 1,
             Together::Statements => parts.len() as u64,
