@@ -334,7 +334,7 @@ impl<B: Backend> SqlStore<B> {
     }
 
     /// A connection of the writer (on SQLite, its one connection).
-    async fn lend_writer(&self) -> Result<Lent<B::Db>, StoreError> {
+    pub(super) async fn lend_writer(&self) -> Result<Lent<B::Db>, StoreError> {
         self.writer.lend().await.map_err(map::<B>)
     }
 

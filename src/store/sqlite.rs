@@ -93,7 +93,12 @@ impl SqlStore<Sqlite> {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(config.statement_timeout);
+            .busy_timeout(config.statement_timeout)
+            // Statement journals (a multi-row insert's, a savepoint's) and
+            // temporary b-trees stay in memory: past 64 KiB SQLite would
+            // otherwise move a statement journal into a temporary file,
+            // created and deleted again by each large statement.
+            .pragma("temp_store", "memory");
         let pool = Connections::open(
             options.clone().pragma("cache_size", READER_CACHE_SIZE),
             config.max_connections,
@@ -124,5 +129,43 @@ impl SqlStore<Sqlite> {
             .map_err(|e| super::error::map(e.into(), Sqlite::classify))?;
         conn.give_back();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+
+    /// `PRAGMA name` as the connection answers it, as text.
+    async fn pragma(conn: &mut sqlx::SqliteConnection, name: &str) -> String {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        match row.try_get::<String, _>(0) {
+            Ok(text) => text,
+            Err(_) => row.try_get::<i64, _>(0).unwrap().to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn reading_and_writing_connections_are_durable_and_keep_temporary_data_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&StoreConfig::sqlite(dir.path()))
+            .await
+            .unwrap();
+        let reader = store.lend().await.unwrap();
+        let writer = store.lend_writer().await.unwrap();
+        for (which, mut conn) in [("reader", reader), ("writer", writer)] {
+            assert_eq!(pragma(&mut conn, "journal_mode").await, "wal", "{which}");
+            // FULL: a commit is on the disk before it returns.
+            assert_eq!(pragma(&mut conn, "synchronous").await, "2", "{which}");
+            assert_eq!(pragma(&mut conn, "foreign_keys").await, "1", "{which}");
+            // MEMORY: no statement journal spills into a temporary file.
+            assert_eq!(pragma(&mut conn, "temp_store").await, "2", "{which}");
+            conn.give_back();
+        }
     }
 }
