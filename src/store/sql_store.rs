@@ -931,45 +931,47 @@ where
             TaskOp::Complete { .. } => B::LOCKING.task_request_and_siblings,
             TaskOp::Renew { .. } | TaskOp::Release { .. } => None,
         };
-        let (mut task, mut request, tip, mut siblings) = if let Some(statement) = together {
-            let rows = sqlx::query(statement)
-                .bind(B::Id::from_uuid(id))
-                .bind(processor_id)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(map::<B>)?;
-            let tasks: Vec<Task> = rows
-                .iter()
-                .map(Self::task_from_row)
-                .collect::<Result<_, _>>()?;
-            let Some(at) = tasks.iter().position(|task| task.id == id) else {
-                return Ok(Decided::RollBack(TaskDone::Operated(
-                    TaskOpResult::NotFound,
-                )));
-            };
-            let (task, request, tip) = Self::task_and_request_from_row(&keys.data, &rows[at])?;
-            (task, request, tip, Some(tasks))
-        } else {
-            let statement = if renewal {
-                B::LOCKING.task_for_update_and_request
-            } else {
-                B::LOCKING.task_and_request_for_update
-            };
-            // A refusal, a replay or a missing task writes nothing.
-            let Some(row) = sqlx::query(statement)
-                .bind(B::Id::from_uuid(id))
-                .bind(processor_id)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(map::<B>)?
-            else {
-                return Ok(Decided::RollBack(TaskDone::Operated(
-                    TaskOpResult::NotFound,
-                )));
-            };
-            let (task, request, tip) = Self::task_and_request_from_row(&keys.data, &row)?;
-            (task, request, tip, None)
+        // The row of the task and its request; on a backend that reads them
+        // so, with the request's tasks.
+        let (row, mut siblings) = match together {
+            Some(statement) => {
+                let mut rows = sqlx::query(statement)
+                    .bind(B::Id::from_uuid(id))
+                    .bind(processor_id)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(map::<B>)?;
+                let tasks: Vec<Task> = rows
+                    .iter()
+                    .map(Self::task_from_row)
+                    .collect::<Result<_, _>>()?;
+                match tasks.iter().position(|task| task.id == id) {
+                    Some(at) => (Some(rows.swap_remove(at)), Some(tasks)),
+                    None => (None, None),
+                }
+            }
+            None => {
+                let statement = if renewal {
+                    B::LOCKING.task_for_update_and_request
+                } else {
+                    B::LOCKING.task_and_request_for_update
+                };
+                let row = sqlx::query(statement)
+                    .bind(B::Id::from_uuid(id))
+                    .bind(processor_id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map::<B>)?;
+                (row, None)
+            }
         };
+        // A refusal, a replay or a missing task writes nothing.
+        let Some(row) = row else {
+            return Ok(Decided::RollBack(TaskDone::Operated(
+                TaskOpResult::NotFound,
+            )));
+        };
+        let (mut task, mut request, tip) = Self::task_and_request_from_row(&keys.data, &row)?;
         let mut tip = if renewal { None } else { tip };
         let (event, completed) = match steps::apply(&mut task, &request, op, now) {
             Err(refused) => {
