@@ -41,12 +41,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::TryStreamExt as _;
 use jiff::{SignedDuration, Timestamp};
 use sqlx::error::DatabaseError;
 use sqlx::query::Query;
 use sqlx::{
-    ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Row, Transaction,
-    Type,
+    ColumnIndex, Connection, Database, Decode, Either, Encode, Executor, IntoArguments, Row,
+    Transaction, Type,
 };
 use tokio::sync::{Mutex, MutexGuard, OwnedMutexGuard, oneshot};
 use tracing::Instrument as _;
@@ -146,6 +147,44 @@ impl StepPoint {
             (true, true) => sql::NEXT_STEP,
         }
     }
+}
+
+/// The first read of the works of a write batch (SQLite), sent ahead: the
+/// query of a work's writes ends with the read of the work after it
+/// ([`SqlStore::first_read`]), which then starts with its rows instead of
+/// a hop of its own to the connection's thread. The statements of a query
+/// run in order, so the read sees the writes before it, as it would if it
+/// ran after them; rows read after writes that a work then undid are
+/// dropped, and the next work reads again.
+struct ReadAhead<'w, R> {
+    /// This work's first read, if the previous work's writes fetched it.
+    rows: Option<Vec<R>>,
+    /// The next work in the batch, whose first read may go with this
+    /// work's writes.
+    next: Option<&'w TaskWork>,
+    /// The next work's first read, fetched with this work's writes.
+    fetched: Option<Vec<R>>,
+}
+
+/// Where a work of a write batch stands: its savepoint and its reads.
+struct Step<'w, R> {
+    point: StepPoint,
+    ahead: ReadAhead<'w, R>,
+}
+
+/// What a claim may take: tasks, and their requests with their tips.
+type Claimable = (Vec<Task>, BTreeMap<Uuid, (DataSubjectRequest, Tip)>);
+
+/// The values of a work's first read ([`SqlStore::first_read`]).
+#[derive(Clone, Copy)]
+enum ReadArgs<'w> {
+    /// A claim's: the processor and the time it claims at.
+    Claim {
+        processor_id: &'w str,
+        now: Timestamp,
+    },
+    /// A task operation's: the task and the processor that holds it.
+    Task { id: Uuid, processor_id: &'w str },
 }
 
 /// What differs between the backends, and nothing else.
@@ -614,21 +653,112 @@ where
     async fn write(
         conn: &mut Conn<B>,
         writes: Writes,
-        point: &mut StepPoint,
+        step: &mut Step<'_, DbRow<B>>,
     ) -> Result<bool, StoreError> {
-        let Some((query, expected)) = writes.query::<B::Db, B::Id>(B::TOGETHER, point.prelude())?
+        let then = step.ahead.next.and_then(Self::first_read);
+        let Some((query, expected)) = writes.query::<B::Db, B::Id>(
+            B::TOGETHER,
+            step.point.prelude(),
+            then.map(|(statement, _)| statement),
+        )?
         else {
             return Ok(true);
         };
-        point.opened = point.needed;
-        let result = query.execute(&mut *conn).await.map_err(|e| {
+        step.point.opened = step.point.needed;
+        let unique = |e: sqlx::Error| {
             if error::is_unique_violation(&e) {
                 StoreError::Conflict
             } else {
                 map::<B>(e)
             }
-        })?;
-        Ok(B::rows_affected(&result) == expected)
+        };
+        let Some((_, args)) = then else {
+            let result = query.execute(&mut *conn).await.map_err(unique)?;
+            return Ok(B::rows_affected(&result) == expected);
+        };
+        let query = Self::bind_read(query, args);
+        let mut changed = 0;
+        let mut rows = Vec::new();
+        let mut results = conn.fetch_many(query);
+        while let Some(result) = results.try_next().await.map_err(unique)? {
+            match result {
+                Either::Left(done) => changed += B::rows_affected(&done),
+                Either::Right(row) => rows.push(row),
+            }
+        }
+        step.ahead.fetched = Some(rows);
+        Ok(changed == expected)
+    }
+
+    /// The statement a work reads first, with its values, where that is
+    /// one statement whose rows the work can take from a batch's earlier
+    /// query ([`ReadAhead`]): a claim of one task, and every task operation.
+    fn first_read(work: &TaskWork) -> Option<(&'static str, ReadArgs<'_>)> {
+        match work {
+            TaskWork::Claim {
+                processor_id,
+                max: 1,
+                now,
+                ..
+            } => Some((
+                B::LOCKING.claimable_task_and_request,
+                ReadArgs::Claim {
+                    processor_id,
+                    now: *now,
+                },
+            )),
+            TaskWork::Claim { .. } => None,
+            TaskWork::Operate {
+                processor_id,
+                id,
+                op,
+                ..
+            } => {
+                let statement = match (op, B::LOCKING.task_request_and_siblings) {
+                    (TaskOp::Complete { .. }, Some(together)) => together,
+                    (TaskOp::Renew { .. }, _) => B::LOCKING.task_for_update_and_request,
+                    _ => B::LOCKING.task_and_request_for_update,
+                };
+                Some((
+                    statement,
+                    ReadArgs::Task {
+                        id: *id,
+                        processor_id,
+                    },
+                ))
+            }
+        }
+    }
+
+    /// `query` with the values of a first read bound after those it has.
+    fn bind_read<'q>(query: Statement<'q, B>, args: ReadArgs<'_>) -> Statement<'q, B> {
+        match args {
+            ReadArgs::Claim { processor_id, now } => {
+                query.bind(processor_id.to_owned()).bind(codec::micros(now))
+            }
+            ReadArgs::Task { id, processor_id } => query
+                .bind(B::Id::from_uuid(id))
+                .bind(processor_id.to_owned()),
+        }
+    }
+
+    /// Reads `work`'s first read into `ahead`, unless it was read ahead.
+    async fn read_first(
+        conn: &mut Conn<B>,
+        work: &TaskWork,
+        ahead: &mut ReadAhead<'_, DbRow<B>>,
+    ) -> Result<(), StoreError> {
+        if ahead.rows.is_some() {
+            return Ok(());
+        }
+        if let Some((statement, args)) = Self::first_read(work) {
+            let rows = Self::bind_read(sqlx::query(statement), args)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map::<B>)?;
+            ahead.rows = Some(rows);
+        }
+        Ok(())
     }
 
     /// The tasks of one request that `statement` (`$1` request, `$2`
@@ -815,24 +945,13 @@ where
     }
 
     /// The task a claim of one task may take, with its request (locked
-    /// after the task, as everywhere) and the request's tip, in one
-    /// statement.
-    async fn claimable_one(
-        conn: &mut Conn<B>,
-        data_key: &DataKey,
-        processor_id: &str,
-        now: Timestamp,
-    ) -> Result<(Vec<Task>, BTreeMap<Uuid, (DataSubjectRequest, Tip)>), StoreError> {
-        let row = sqlx::query(B::LOCKING.claimable_task_and_request)
-            .bind(processor_id)
-            .bind(codec::micros(now))
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map::<B>)?;
-        let Some(row) = row else {
+    /// after the task, as everywhere) and the request's tip, from the rows
+    /// of its one statement ([`Locking::claimable_task_and_request`]).
+    fn claimable_one(data_key: &DataKey, rows: Vec<DbRow<B>>) -> Result<Claimable, StoreError> {
+        let Some(row) = rows.first() else {
             return Ok((Vec::new(), BTreeMap::new()));
         };
-        let (task, request, tip) = Self::task_and_request_from_row(data_key, &row)?;
+        let (task, request, tip) = Self::task_and_request_from_row(data_key, row)?;
         Ok((vec![task], BTreeMap::from([(request.id, (request, tip))])))
     }
 
@@ -843,7 +962,7 @@ where
         processor_id: &str,
         max: u32,
         now: Timestamp,
-    ) -> Result<(Vec<Task>, BTreeMap<Uuid, (DataSubjectRequest, Tip)>), StoreError> {
+    ) -> Result<Claimable, StoreError> {
         // Concurrent claimers lock disjoint tasks (SKIP LOCKED) and never
         // wait for a task.
         let claimable: Vec<Task> = sqlx::query(B::LOCKING.claimable_tasks)
@@ -879,12 +998,12 @@ where
         max: u32,
         lease: SignedDuration,
         now: Timestamp,
-        point: &mut StepPoint,
+        step: &mut Step<'_, DbRow<B>>,
     ) -> Result<Decided<TaskDone>, StoreError> {
-        let (claimable, mut requests) = if max == 1 {
-            Self::claimable_one(conn, &keys.data, processor_id, now).await?
-        } else {
-            Self::claimable_many(conn, &keys.data, processor_id, max, now).await?
+        // A claim of one task has read it ([`Self::first_read`]).
+        let (claimable, mut requests) = match step.ahead.rows.take() {
+            Some(rows) => Self::claimable_one(&keys.data, rows)?,
+            None => Self::claimable_many(conn, &keys.data, processor_id, max, now).await?,
         };
         let mut writes = Writes::default();
         let mut claimed = Vec::with_capacity(claimable.len());
@@ -901,7 +1020,7 @@ where
             writes.event(&keys.audit, request, tip, event);
             claimed.push(steps::task_view(task, request));
         }
-        if !Self::write(conn, writes, point).await? {
+        if !Self::write(conn, writes, step).await? {
             return Err(StoreError::Internal(
                 "a claimed task or its request changed under its lock".to_owned(),
             ));
@@ -914,56 +1033,36 @@ where
     async fn operate_in(
         conn: &mut Conn<B>,
         keys: &Keys,
-        processor_id: &str,
         id: Uuid,
         op: &TaskOp,
         now: Timestamp,
-        point: &mut StepPoint,
+        step: &mut Step<'_, DbRow<B>>,
     ) -> Result<Decided<TaskDone>, StoreError> {
-        // Task first, then request, as everywhere, in one statement. The
-        // request row is locked whenever an event may follow, for its
-        // sequence; and before a completion aggregates, so that of two
-        // completions finishing a request's last two tasks at once, the
-        // second waits here and then sees the first one's task finished. A
-        // renewal writes no event and leaves the request row alone.
+        let mut rows = step.ahead.rows.take().ok_or_else(|| {
+            StoreError::Internal("a task operation without its first read".to_owned())
+        })?;
+        // `rows` are the work's first read ([`Self::first_read`]): the task
+        // first, then its request, in one statement. The request row is
+        // locked whenever an event may follow, for its sequence; and before
+        // a completion aggregates, so that of two completions finishing a
+        // request's last two tasks at once, the second waits there and then
+        // sees the first one's task finished. A renewal writes no event and
+        // leaves the request row alone. A completion on a backend that
+        // reads them so has the request's tasks too, one row each.
         let renewal = matches!(op, TaskOp::Renew { .. });
-        let together = match op {
-            TaskOp::Complete { .. } => B::LOCKING.task_request_and_siblings,
-            TaskOp::Renew { .. } | TaskOp::Release { .. } => None,
-        };
-        // The row of the task and its request; on a backend that reads them
-        // so, with the request's tasks.
-        let (row, mut siblings) = match together {
-            Some(statement) => {
-                let mut rows = sqlx::query(statement)
-                    .bind(B::Id::from_uuid(id))
-                    .bind(processor_id)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(map::<B>)?;
-                let tasks: Vec<Task> = rows
-                    .iter()
-                    .map(Self::task_from_row)
-                    .collect::<Result<_, _>>()?;
-                match tasks.iter().position(|task| task.id == id) {
-                    Some(at) => (Some(rows.swap_remove(at)), Some(tasks)),
-                    None => (None, None),
-                }
+        let with_siblings =
+            matches!(op, TaskOp::Complete { .. }) && B::LOCKING.task_request_and_siblings.is_some();
+        let (row, mut siblings) = if with_siblings {
+            let tasks: Vec<Task> = rows
+                .iter()
+                .map(Self::task_from_row)
+                .collect::<Result<_, _>>()?;
+            match tasks.iter().position(|task| task.id == id) {
+                Some(at) => (Some(rows.swap_remove(at)), Some(tasks)),
+                None => (None, None),
             }
-            None => {
-                let statement = if renewal {
-                    B::LOCKING.task_for_update_and_request
-                } else {
-                    B::LOCKING.task_and_request_for_update
-                };
-                let row = sqlx::query(statement)
-                    .bind(B::Id::from_uuid(id))
-                    .bind(processor_id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(map::<B>)?;
-                (row, None)
-            }
+        } else {
+            (rows.into_iter().next(), None)
         };
         // A refusal, a replay or a missing task writes nothing.
         let Some(row) = row else {
@@ -1020,7 +1119,7 @@ where
         // The request row is locked (PostgreSQL) or the database is
         // (SQLite): nothing written here can have moved since it was read,
         // so a miss would be a bug; it writes nothing all the same.
-        if !Self::write(conn, writes, point).await? {
+        if !Self::write(conn, writes, step).await? {
             return Err(StoreError::Conflict);
         }
         Ok(Decided::Commit(TaskDone::Operated(TaskOpResult::Done(
@@ -1151,14 +1250,30 @@ where
         let mut keep = false;
         let several = works.len() > 1;
         let mut previous = false;
-        for work in works {
-            let mut point = StepPoint {
-                needed: several,
-                previous,
-                opened: false,
+        let mut read_ahead = None;
+        for (at, work) in works.iter().enumerate() {
+            let mut step = Step {
+                point: StepPoint {
+                    needed: several,
+                    previous,
+                    opened: false,
+                },
+                ahead: ReadAhead {
+                    rows: read_ahead.take(),
+                    // Only a backend that runs several statements in a
+                    // query can send a read with the writes.
+                    next: works
+                        .get(at + 1)
+                        .filter(|_| B::TOGETHER == Together::Statements),
+                    fetched: None,
+                },
             };
-            let outcome = Self::work_in(&mut tx, keys, work, &mut point).await;
-            if point.opened {
+            let outcome = Self::work_in(&mut tx, keys, work, &mut step).await;
+            if matches!(outcome, Ok(Decided::Commit(_))) {
+                // Read after writes that stay: what the next work would read.
+                read_ahead = step.ahead.fetched;
+            }
+            if step.point.opened {
                 // Its writes released the previous savepoint.
                 previous = matches!(outcome, Ok(Decided::Commit(_)));
                 if !previous {
@@ -1196,21 +1311,19 @@ where
         conn: &mut Conn<B>,
         keys: &Keys,
         work: &TaskWork,
-        point: &mut StepPoint,
+        step: &mut Step<'_, DbRow<B>>,
     ) -> Result<Decided<TaskDone>, StoreError> {
+        Self::read_first(conn, work, &mut step.ahead).await?;
         match work {
             TaskWork::Claim {
                 processor_id,
                 max,
                 lease,
                 now,
-            } => Self::claim_in(conn, keys, processor_id, *max, *lease, *now, point).await,
-            TaskWork::Operate {
-                processor_id,
-                id,
-                op,
-                now,
-            } => Self::operate_in(conn, keys, processor_id, *id, op, *now, point).await,
+            } => Self::claim_in(conn, keys, processor_id, *max, *lease, *now, step).await,
+            TaskWork::Operate { id, op, now, .. } => {
+                Self::operate_in(conn, keys, *id, op, *now, step).await
+            }
         }
     }
 

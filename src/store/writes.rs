@@ -240,13 +240,16 @@ impl Writes {
     }
 
     /// The query that writes everything `together`, after the statements
-    /// of `prelude` (only [`Together::Statements`] takes any: transaction
-    /// control, which changes no row), and how many rows its result must
-    /// report changed; `None` if there is nothing to write.
+    /// of `prelude` (transaction control, which changes no row) and before
+    /// the read `then` (whose placeholders follow the writes' and whose
+    /// values the caller binds after them), and how many rows its result
+    /// must report changed; `None` if there is nothing to write. Only
+    /// [`Together::Statements`] takes a prelude or a read.
     pub(super) fn query<DB, Id>(
         self,
         together: Together,
         prelude: &str,
+        then: Option<&str>,
     ) -> Result<Option<Combined<DB>>, StoreError>
     where
         DB: Database,
@@ -262,14 +265,15 @@ impl Writes {
         if parts.is_empty() {
             return Ok(None);
         }
-        let statements: Vec<&str> = parts.iter().map(Part::statement).collect();
+        if together != Together::Statements && (!prelude.is_empty() || then.is_some()) {
+            return Err(StoreError::Internal(
+                "statements beside a write set need a backend that runs several".to_owned(),
+            ));
+        }
+        let mut statements: Vec<&str> = parts.iter().map(Part::statement).collect();
+        statements.extend(then);
         let mut text = combine(&statements, together)?;
         if !prelude.is_empty() {
-            if together != Together::Statements {
-                return Err(StoreError::Internal(
-                    "statements before a write set need a backend that runs several".to_owned(),
-                ));
-            }
             text = format!("{prelude}; {text}");
         }
         let expected = match together {

@@ -11,7 +11,7 @@
     reason = "a failed expectation is a failed test"
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -136,6 +136,7 @@ conformance! {
         a_store_without_keys_keeps_personal_data_and_events_out,
         task_writes_chain_on_from_the_tip_the_migration_carries,
         concurrent_task_operations_are_answered_each_on_its_own,
+        claims_and_completions_at_once_see_each_others_writes,
     ],
 }
 
@@ -3401,6 +3402,82 @@ async fn concurrent_task_operations_are_answered_each_on_its_own(config: StoreCo
     assert_eq!(
         (report.requests, report.events),
         (REQUESTS as u64, (REQUESTS * 3 + REQUESTS) as u64)
+    );
+}
+
+/// Single-task claims and the completions of one request's tasks, all at
+/// once: on SQLite they share write transactions, where each work's first
+/// read goes with the writes of the work before it, so it must see them.
+/// No task is claimed twice, and each request is completed once, by
+/// whichever completion finished its last task.
+async fn claims_and_completions_at_once_see_each_others_writes(config: StoreConfig) {
+    const REQUESTS: usize = 12;
+    const TASKS_PER_REQUEST: usize = 3;
+    const TASKS: usize = REQUESTS * TASKS_PER_REQUEST;
+    let store = open(&config).await;
+    let mut requests = Vec::new();
+    for r in 0..REQUESTS {
+        let plan: Vec<(&str, i64)> = (0..TASKS_PER_REQUEST)
+            .map(|t| (P, 100 + (r * TASKS_PER_REQUEST + t) as i64))
+            .collect();
+        let (request, _) = insert_with_tasks(&store, &Build::request("acme"), &plan).await;
+        requests.push(request);
+    }
+
+    let claims: Vec<_> = (0..TASKS + 4)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { claim(&store, P, 1, 600, at(10)).await })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for call in claims {
+        claimed.extend(call.await.unwrap());
+    }
+    let ids: HashSet<Uuid> = claimed.iter().map(|view| view.task.id).collect();
+    assert_eq!(
+        claimed.len(),
+        TASKS,
+        "every task claimed, the extra claims empty"
+    );
+    assert_eq!(ids.len(), TASKS, "no task claimed twice");
+
+    let completions: Vec<_> = claimed
+        .iter()
+        .map(|view| {
+            let store = Arc::clone(&store);
+            let (id, op) = (view.task.id, complete(&token(view), TaskOutcome::Done));
+            tokio::spawn(async move { store.task_operation(P, id, &op, at(20)).await.unwrap() })
+        })
+        .collect();
+    let mut completed_requests = Vec::new();
+    for call in completions {
+        let TaskOpResult::Done(view, moved) = call.await.unwrap() else {
+            panic!("every completion is accepted");
+        };
+        assert_eq!(view.task.state, TaskState::Completed);
+        if let Some(moved) = moved {
+            assert_eq!(moved.state, State::Completed);
+            completed_requests.push(moved.id);
+        }
+    }
+    completed_requests.sort();
+    let mut expected: Vec<Uuid> = requests.iter().map(|r| r.id).collect();
+    expected.sort();
+    assert_eq!(completed_requests, expected, "each request completed once");
+    for request in &requests {
+        let tasks = stored_tasks(&store, request).await;
+        assert!(tasks.iter().all(|t| t.state == TaskState::Completed));
+    }
+    let report = verify(&store, &config, 10).await;
+    assert_eq!(report.finding, None, "every trail verifies");
+    // submitted, a task_created, claimed and completed per task, closed.
+    assert_eq!(
+        (report.requests, report.events),
+        (
+            REQUESTS as u64,
+            (REQUESTS * (2 + 3 * TASKS_PER_REQUEST)) as u64
+        )
     );
 }
 
