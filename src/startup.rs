@@ -30,7 +30,9 @@ use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestSer
 use crate::proto::v1::processor_task_service_server::ProcessorTaskServiceServer;
 use crate::proto::v1::routing_service_server::RoutingServiceServer;
 use crate::service::{AppState, access};
-use crate::store::{self, GroupCommitConfig, GroupCommitter, ReadGroup, Store, StoreConfig};
+use crate::store::{
+    self, GroupCommitConfig, GroupCommitter, ReadGroup, RouteReads, Store, StoreConfig,
+};
 use crate::telemetry::{self, Telemetry};
 use crate::transport::{self, CallLimitLayer, CallLimits, TlsSettings};
 use crate::watchdog::{Progress, Watchdog, WatchdogConfig};
@@ -206,6 +208,9 @@ impl Application {
                     },
                 ),
                 reader: ReadGroup::start_with(store.clone(), READ_WORKERS, |worker| {
+                    tokio::spawn(telemetry.bind(worker));
+                }),
+                routes: RouteReads::start_with(store.clone(), READ_WORKERS, |worker| {
                     tokio::spawn(telemetry.bind(worker));
                 }),
                 store,

@@ -24,7 +24,7 @@ use crate::domain::jurisdiction::Jurisdiction;
 use crate::domain::request::DataSubjectRequest;
 use crate::domain::routing::Task;
 use crate::domain::sla;
-use crate::store::{GroupCommitter, ReadGroup, Store};
+use crate::store::{GroupCommitter, ReadGroup, RouteReads, Store};
 
 pub use error::ServiceError;
 // The store's value types that callers pass in or get back (page
@@ -48,6 +48,8 @@ pub struct AppState {
     pub committer: GroupCommitter,
     /// Groups concurrent reads of single requests into shared statements.
     pub reader: ReadGroup,
+    /// Groups concurrent reads of a controller's routes (fan-out).
+    pub routes: RouteReads,
     /// Processor ids with newly claimable tasks, for `WatchTasks`.
     pub task_announcements: broadcast::Sender<String>,
 }

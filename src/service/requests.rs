@@ -63,7 +63,7 @@ impl AppState {
         let mut effects = Effects::event(event);
         effects.cancel_open_tasks = request.state.is_final();
         if fan_out {
-            let routes = self.store.controller_routes(&request.controller_id).await?;
+            let routes = self.routes.routes(&request.controller_id).await?;
             let calendar =
                 self.work_calendar(&request.controller_id, &request.subject.jurisdiction);
             let tasks = routing::fan_out(request, &routes, calendar, now, Uuid::now_v7);

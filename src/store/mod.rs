@@ -37,7 +37,7 @@ pub use audit::{AuditKey, AuditTrail};
 pub use crypt::DataKey;
 pub use group::{GroupCommitConfig, GroupCommitter, Inserted};
 pub use postgres::PostgresStore;
-pub use reads::{MAX_READ_GROUP, ReadGroup};
+pub use reads::{MAX_READ_GROUP, ReadGroup, RouteReads};
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in the store, in the terms the API needs.

@@ -1,4 +1,6 @@
-//! Grouped reads of single requests. Concurrent `get` calls are queued and
+//! Grouped reads of single requests, and of controllers' routes.
+//!
+//! Concurrent `get` calls are queued and
 //! workers (one, as the service starts them) each take whatever is waiting, at most
 //! [`MAX_READ_GROUP`], and read each controller's share of it with one
 //! statement ([`Store::get_requests`]): one round trip, one statement for
@@ -20,6 +22,7 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, queue, sql};
 use crate::domain::request::DataSubjectRequest;
+use crate::domain::routing::Route;
 
 /// Most reads one statement serves.
 pub const MAX_READ_GROUP: usize = sql::SELECT_REQUESTS_MAX;
@@ -121,4 +124,76 @@ async fn answer(store: &dyn Store, jobs: Vec<Job>) {
             }
         }
     }
+}
+
+type Routes = Result<Vec<Route>, StoreError>;
+
+struct RouteJob {
+    controller_id: String,
+    reply: oneshot::Sender<Routes>,
+}
+
+/// Grouped reads of a controller's routes, which every submission that
+/// enters in progress reads for its fan-out. The submissions that arrive
+/// together are mostly one controller's: they share one statement per
+/// controller, as group commit then shares their commit, where each used
+/// to read the same rows on its own. As with [`ReadGroup`], nothing is
+/// cached: each answer comes from a statement that started after its call
+/// was queued, so a route added or removed before a submission arrived is
+/// seen by its fan-out, whichever replica changed it.
+#[derive(Clone)]
+pub struct RouteReads {
+    queue: mpsc::Sender<RouteJob>,
+}
+
+impl RouteReads {
+    /// Starts `workers` readers, handing each to `spawn`; they stop as
+    /// [`ReadGroup`]'s do.
+    pub fn start_with(
+        store: Arc<dyn Store>,
+        workers: usize,
+        spawn: impl Fn(BoxFuture<'static, ()>),
+    ) -> Self {
+        let queue = queue::start(workers, QUEUE, MAX_READ_GROUP, spawn, move |jobs| {
+            read_routes(store.clone(), jobs)
+        });
+        Self { queue }
+    }
+
+    /// The routes of `controller_id`, as [`Store::controller_routes`]
+    /// answers, read once for every caller waiting for the same ones.
+    pub async fn routes(&self, controller_id: &str) -> Routes {
+        let (reply, answer) = oneshot::channel();
+        let job = RouteJob {
+            controller_id: controller_id.to_owned(),
+            reply,
+        };
+        queue::ask(&self.queue, job, answer, "route read").await
+    }
+}
+
+/// Reads the routes of each controller in `jobs` once, the controllers at
+/// once, and answers every caller.
+async fn read_routes(store: Arc<dyn Store>, mut jobs: Vec<RouteJob>) {
+    jobs.sort_by(|a, b| a.controller_id.cmp(&b.controller_id));
+    let mut controllers: Vec<Vec<RouteJob>> = Vec::new();
+    for job in jobs {
+        match controllers.last_mut() {
+            Some(same) if same[0].controller_id == job.controller_id => same.push(job),
+            _ => controllers.push(vec![job]),
+        }
+    }
+    let store = &*store;
+    futures::future::join_all(controllers.into_iter().map(|mut callers| async move {
+        let routes = store.controller_routes(&callers[0].controller_id).await;
+        // Every caller but the last gets a copy.
+        let last = callers.pop();
+        for job in callers {
+            let _ = job.reply.send(routes.clone());
+        }
+        if let Some(job) = last {
+            let _ = job.reply.send(routes);
+        }
+    }))
+    .await;
 }

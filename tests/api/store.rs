@@ -92,6 +92,7 @@ conformance! {
         another_controllers_request_is_invisible,
         grouped_reads_find_each_controllers_own_requests,
         reads_through_the_read_group_answer_each_caller,
+        route_reads_answer_each_controller_and_keep_nothing,
         repeated_insert_returns_the_original,
         concurrent_identical_inserts_store_one,
         a_group_is_inserted_in_one_transaction,
@@ -925,6 +926,73 @@ async fn reads_through_the_read_group_answer_each_caller(store: Arc<dyn Store>) 
     while let Some(call) = calls.join_next().await {
         call.unwrap();
     }
+}
+
+/// Many route reads at once, for several controllers: each caller gets its
+/// own controller's routes, as the store lists them, and a route added
+/// afterwards is in the next answer (a group reads, it keeps nothing).
+async fn route_reads_answer_each_controller_and_keep_nothing(store: Arc<dyn Store>) {
+    for (i, id) in ["p-one", "p-two"].into_iter().enumerate() {
+        let processor = Processor {
+            id: id.to_owned(),
+            display_name: id.to_owned(),
+            contact: None,
+            create_time: at(i as i64),
+        };
+        assert_eq!(
+            store.create_processor(&processor).await.unwrap(),
+            Created::Created
+        );
+    }
+    let route = |controller: &str, processor: &str, seconds: i64| Route {
+        id: Uuid::new_v4(),
+        controller_id: controller.to_owned(),
+        processor_id: processor.to_owned(),
+        request_types: vec![RequestType::Access],
+        task_sla_working_hours: 72,
+        create_time: at(seconds),
+    };
+    for r in [
+        route("acme", "p-one", 10),
+        route("acme", "p-two", 11),
+        route("other", "p-two", 12),
+    ] {
+        assert_eq!(store.create_route(&r).await.unwrap(), Created::Created);
+    }
+    let mut expected = BTreeMap::new();
+    for controller in ["acme", "other", "nobody"] {
+        let routes = store.controller_routes(controller).await.unwrap();
+        expected.insert(controller, routes);
+    }
+    assert_eq!(
+        (
+            expected["acme"].len(),
+            expected["other"].len(),
+            expected["nobody"].len()
+        ),
+        (2, 1, 0)
+    );
+    let reads = store::RouteReads::start_with(store.clone(), 1, |worker| {
+        tokio::spawn(worker);
+    });
+    let expected = Arc::new(expected);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..300_usize {
+        let (reads, expected) = (reads.clone(), Arc::clone(&expected));
+        calls.spawn(async move {
+            let controller = ["acme", "other", "nobody"][i % 3];
+            assert_eq!(
+                reads.routes(controller).await.unwrap(),
+                expected[controller]
+            );
+        });
+    }
+    while let Some(call) = calls.join_next().await {
+        call.unwrap();
+    }
+    let added = route("nobody", "p-one", 13);
+    assert_eq!(store.create_route(&added).await.unwrap(), Created::Created);
+    assert_eq!(reads.routes("nobody").await.unwrap(), vec![added]);
 }
 
 async fn repeated_insert_returns_the_original(store: Arc<dyn Store>) {

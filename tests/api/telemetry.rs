@@ -1216,22 +1216,21 @@ async fn store_spans_are_exported_at_trace_level_debug_only() {
             .expect("submitted");
         let spans = spans_when(&exporter, "the submission's spans", |s| {
             named(s, SUBMIT).is_some()
-                && (!traced || s.iter().any(|s| s.name == "gdpr.store.insert_requests"))
+                && (!traced
+                    || ["gdpr.store.insert_requests", "gdpr.store.controller_routes"]
+                        .iter()
+                        .all(|name| s.iter().any(|s| s.name == *name)))
         })
         .await;
-        let submit = named(&spans, SUBMIT).expect("the call's span");
+        named(&spans, SUBMIT).expect("the call's span");
         let store: Vec<_> = spans
             .iter()
             .filter(|s| s.name.starts_with("gdpr.store."))
             .collect();
         if traced {
-            // Read inside the call: a child of the call's span.
-            let routes = named(&spans, "gdpr.store.controller_routes").expect("routes read");
-            assert_eq!(routes.parent_span_id, submit.span_context.span_id());
-            assert_eq!(
-                routes.span_context.trace_id(),
-                submit.span_context.trace_id()
-            );
+            // The routes are read, and the request written, by the workers
+            // that serve the calls of a group together, in their own spans.
+            assert!(named(&spans, "gdpr.store.controller_routes").is_some());
             assert!(named(&spans, "gdpr.store.insert_requests").is_some());
         } else {
             assert!(store.is_empty(), "{store:?}");
