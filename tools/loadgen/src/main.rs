@@ -440,8 +440,9 @@ async fn run_on(
         );
         if let Some(server) = server {
             report.server_peak_rss_bytes = server.peak_rss();
-            report.set_server_cpu(server_cpu);
+            report.set_server_cpu(server_cpu.server);
         }
+        report.set_client_cpu(server_cpu.own);
         if scenario == Scenario::Echo && args.rate.is_none() {
             echo_ceiling = Some(report.requests_per_second);
         }
@@ -453,7 +454,7 @@ async fn run_on(
     // fixed rate, echo would only show the rate.
     if echo_ceiling.is_none() {
         let shared_now = Arc::new(shared.clone());
-        let (stats, _) = measure(
+        let (stats, cpu) = measure(
             args,
             Scenario::Echo,
             &echo_channels,
@@ -463,13 +464,14 @@ async fn run_on(
             None,
         )
         .await?;
-        let report = ScenarioReport::new(
+        let mut report = ScenarioReport::new(
             "echo (ceiling)",
             args.concurrency,
             args.connections,
             None,
             &stats,
         );
+        report.set_client_cpu(cpu.own);
         echo_ceiling = Some(report.requests_per_second);
         print_scenario(&report);
         reports.push(report);
@@ -597,6 +599,13 @@ async fn run_on(
     Ok(report)
 }
 
+/// The CPU time spent during a measurement: the spawned server's, and
+/// loadgen's own.
+struct Cpu {
+    server: Option<Duration>,
+    own: Option<Duration>,
+}
+
 /// Warms up (when asked), then measures `scenario` once.
 async fn measure(
     args: &Args,
@@ -606,7 +615,7 @@ async fn measure(
     rate: Option<f64>,
     stop: Stop,
     server: Option<&SpawnedServer>,
-) -> Result<(drive::Stats, Option<Duration>), String> {
+) -> Result<(drive::Stats, Cpu), String> {
     if channels.is_empty() {
         return Err(format!("no connection for {}", scenario.name()));
     }
@@ -637,12 +646,16 @@ async fn measure(
         stop,
     };
     let cpu_before = server.and_then(SpawnedServer::cpu_time);
+    let own_before = spawn::own_cpu_time();
     let stats = drive::run(plan, make(1 << 40)).await?;
+    let own = spawn::own_cpu_time()
+        .zip(own_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let cpu = server
         .and_then(SpawnedServer::cpu_time)
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
-    Ok((stats, cpu))
+    Ok((stats, Cpu { server: cpu, own }))
 }
 
 fn print_scenario(report: &ScenarioReport) {

@@ -59,6 +59,11 @@ pub struct ScenarioReport {
     /// server, however busy the machine.
     pub server_cpu_seconds: Option<f64>,
     pub server_cpu_us_per_call: Option<f64>,
+    /// CPU time loadgen itself spent per measured call (for echo, with
+    /// the echo server it hosts): the share of the machine that making
+    /// the calls and reading their answers takes from the server.
+    #[serde(default)]
+    pub client_cpu_us_per_call: Option<f64>,
     pub passed: bool,
 }
 
@@ -117,6 +122,7 @@ impl ScenarioReport {
             server_peak_rss_bytes: None,
             server_cpu_seconds: None,
             server_cpu_us_per_call: None,
+            client_cpu_us_per_call: None,
             passed: count > 0 && stats.unexpected == 0,
         }
     }
@@ -125,6 +131,13 @@ impl ScenarioReport {
     pub fn set_server_cpu(&mut self, cpu: Option<std::time::Duration>) {
         self.server_cpu_seconds = cpu.map(|c| c.as_secs_f64());
         self.server_cpu_us_per_call = cpu
+            .filter(|_| self.count > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / self.count as f64);
+    }
+
+    /// Records loadgen's own CPU time over the measured calls.
+    pub fn set_client_cpu(&mut self, cpu: Option<std::time::Duration>) {
+        self.client_cpu_us_per_call = cpu
             .filter(|_| self.count > 0)
             .map(|c| c.as_secs_f64() * 1e6 / self.count as f64);
     }
@@ -287,7 +300,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<16} {:>9} {:>12} {:>8} {:>8} {:>9} {:>10} {:>12}",
+            "{:<16} {:>9} {:>12} {:>8} {:>8} {:>9} {:>10} {:>12} {:>15}",
             "scenario",
             "count",
             "requests/s",
@@ -295,19 +308,18 @@ impl Report {
             "p99 ms",
             "vs echo",
             "peak RSS",
-            "CPU us/call"
+            "CPU us/call",
+            "client us/call"
         );
         for s in &self.scenarios {
             let ratio = s
                 .ratio_to_echo
                 .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0));
             let rss = s.server_peak_rss_bytes.map_or_else(|| "-".to_owned(), mib);
-            let cpu = s
-                .server_cpu_us_per_call
-                .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"));
+            let us = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"));
             let _ = writeln!(
                 out,
-                "{:<16} {:>9} {:>12.1} {:>8.2} {:>8.2} {:>9} {:>10} {:>12}",
+                "{:<16} {:>9} {:>12.1} {:>8.2} {:>8.2} {:>9} {:>10} {:>12} {:>15}",
                 s.scenario,
                 s.count,
                 s.requests_per_second,
@@ -315,7 +327,8 @@ impl Report {
                 s.latency_ms.p99,
                 ratio,
                 rss,
-                cpu
+                us(s.server_cpu_us_per_call),
+                us(s.client_cpu_us_per_call)
             );
         }
         if let Some(ceiling) = self.echo_ceiling_rps {
@@ -690,6 +703,7 @@ mod tests {
             server_peak_rss_bytes: None,
             server_cpu_seconds: None,
             server_cpu_us_per_call: cpu,
+            client_cpu_us_per_call: None,
             passed: true,
         };
         Report {

@@ -348,6 +348,13 @@ pub fn peak_rss_of(pid: u32) -> Option<u64> {
     parse_vm_hwm(&status)
 }
 
+/// The CPU time (user and system, all threads) this process has spent
+/// (Linux only).
+pub fn own_cpu_time() -> Option<Duration> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS))
+}
+
 /// `USER_HZ`, the unit of `/proc/<pid>/stat` times: 100 on every Linux
 /// architecture this runs on.
 const CLOCK_TICKS: f64 = 100.0;
@@ -386,6 +393,19 @@ mod tests {
         assert_eq!(parse_vm_hwm("VmRSS:\t1 kB\n"), None);
         // This very process has a peak.
         assert!(peak_rss_of(std::process::id()).is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn own_cpu_time_grows_with_work() {
+        let before = own_cpu_time().expect("this process's /proc/self/stat");
+        let started = Instant::now();
+        let mut x: u64 = 1;
+        // Busy for 200 ms of wall time: at least a few 10 ms ticks of CPU.
+        while started.elapsed() < Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let spent = own_cpu_time().expect("read again").saturating_sub(before);
+        assert!(spent >= Duration::from_millis(50), "{spent:?}");
     }
 
     #[test]
