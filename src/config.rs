@@ -169,6 +169,13 @@ pub struct ServeArgs {
     /// this, on the one that records it at once.
     #[arg(long, env = "GDPR_INTAKE_REVOCATION_REFRESH", default_value = "2s", value_parser = parse_duration)]
     pub revocation_refresh: Duration,
+    /// How often the JWKS file (`--jwks-file`, or the development key set)
+    /// is read again: a key added to it is accepted, and one removed is
+    /// refused, within this, without a restart. A file that does not load
+    /// leaves the keys in force as they are (logged, and counted in
+    /// `gdpr.auth.jwks_reload_failures`).
+    #[arg(long, env = "GDPR_INTAKE_JWKS_REFRESH", default_value = "30s", value_parser = parse_duration)]
+    pub jwks_refresh: Duration,
     /// How often the SLA watchdog looks for consent windows that ran out
     /// and for requests and tasks at risk of missing their deadline or past
     /// it (its lease lasts half of it, so a crashed sweeper is replaced
@@ -290,6 +297,14 @@ impl ServeArgs {
     /// The age thresholds, checked.
     pub fn age_policy(&self) -> Result<AgePolicy, String> {
         AgePolicy::new(self.minimum_age, self.adult_age)
+    }
+
+    /// How often the JWKS file is read again, checked.
+    pub fn jwks_refresh(&self) -> Result<Duration, String> {
+        if self.jwks_refresh.is_zero() {
+            return Err("--jwks-refresh must be longer than zero".to_owned());
+        }
+        Ok(self.jwks_refresh)
     }
 
     /// How often revocations are reloaded, checked.
@@ -531,16 +546,16 @@ mod tests {
         assert!(Cli::try_parse_from(["gdpr-intake", "--max-message-bytes", "0"]).is_err());
     }
 
+    /// The serve arguments of a command line holding `args`.
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["gdpr-intake"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("parses").serve
+    }
+
     #[test]
     fn revocation_refresh_defaults_to_two_seconds_and_refuses_zero() {
-        let refresh = |args: &[&str]| {
-            let mut all = vec!["gdpr-intake"];
-            all.extend_from_slice(args);
-            Cli::try_parse_from(all)
-                .expect("parses")
-                .serve
-                .revocation_refresh()
-        };
+        let refresh = |args: &[&str]| serve_args(args).revocation_refresh();
         assert_eq!(refresh(&[]), Ok(Duration::from_secs(2)));
         assert_eq!(
             refresh(&["--revocation-refresh", "500ms"]),
@@ -548,5 +563,17 @@ mod tests {
         );
         let error = refresh(&["--revocation-refresh", "0s"]).expect_err("refused");
         assert!(error.starts_with("--revocation-refresh"), "{error}");
+    }
+
+    #[test]
+    fn jwks_refresh_defaults_to_thirty_seconds_and_refuses_zero() {
+        let refresh = |args: &[&str]| serve_args(args).jwks_refresh();
+        assert_eq!(refresh(&[]), Ok(Duration::from_secs(30)));
+        assert_eq!(
+            refresh(&["--jwks-refresh", "250ms"]),
+            Ok(Duration::from_millis(250))
+        );
+        let error = refresh(&["--jwks-refresh", "0s"]).expect_err("refused");
+        assert!(error.starts_with("--jwks-refresh"), "{error}");
     }
 }

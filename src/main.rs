@@ -122,6 +122,7 @@ fn settings(args: &ServeArgs) -> Result<Settings, String> {
         limits: args.call_limits(),
         watchdog: args.watchdog()?,
         revocation_refresh: args.revocation_refresh()?,
+        jwks_refresh: args.jwks_refresh()?,
     })
 }
 

@@ -21,7 +21,7 @@ use crate::api::access::AccessApi;
 use crate::api::dsr::DsrService;
 use crate::api::routing::RoutingApi;
 use crate::api::tasks::TaskApi;
-use crate::auth::{AuthConfig, Authenticator, dev};
+use crate::auth::{self, AuthConfig, Authenticator, dev};
 use crate::clock::Clock;
 use crate::domain::age::AgePolicy;
 use crate::domain::jurisdiction::Jurisdiction;
@@ -104,6 +104,8 @@ pub struct Settings {
     pub watchdog: WatchdogConfig,
     /// How often the revoked callers and tokens are reloaded.
     pub revocation_refresh: Duration,
+    /// How often the JWKS file is read again.
+    pub jwks_refresh: Duration,
 }
 
 /// Why the application could not start or stopped with an error.
@@ -146,6 +148,8 @@ pub struct Application {
     watchdog: WatchdogConfig,
     watchdog_progress: Progress,
     revocation_refresh: Duration,
+    /// The JWKS file the keys come from, and how often it is read again.
+    jwks: (PathBuf, Duration),
 }
 
 impl Application {
@@ -166,7 +170,7 @@ impl Application {
             Some(tls) => transport::with_tls(grpc_server(), tls).await?,
             None => grpc_server(),
         };
-        let auth = authenticator(&settings)?;
+        let (auth, jwks_path) = authenticator(&settings)?;
         // A serving store never runs on keys that would be gone with the
         // process: `serve` loads them from files, tests make their own.
         settings.store.require_keys()?;
@@ -227,6 +231,7 @@ impl Application {
             watchdog: settings.watchdog,
             watchdog_progress: Progress::default(),
             revocation_refresh: settings.revocation_refresh,
+            jwks: (jwks_path, settings.jwks_refresh),
         })
     }
 
@@ -318,6 +323,16 @@ impl Application {
             self.revocation_refresh,
             background_stop(),
         )));
+        let jwks = {
+            let metrics = self.state.metrics.clone();
+            tokio::spawn(self.telemetry.bind(auth::reload::watch_jwks_file(
+                self.state.auth.clone(),
+                self.jwks.0.clone(),
+                self.jwks.1,
+                move || metrics.jwks_reload_failed(),
+                background_stop(),
+            )))
+        };
         let watchdog = Watchdog::new(self.state.clone(), self.watchdog)
             .with_progress(self.watchdog_progress.clone());
         let watchdog = tokio::spawn(self.telemetry.bind(watchdog.run(background_stop())));
@@ -401,7 +416,7 @@ impl Application {
         };
         readiness.abort();
         let _ = background_tx.send(true);
-        for task in [watchdog, gauge, revocations] {
+        for task in [watchdog, gauge, revocations, jwks] {
             if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, task)
                 .await
                 .is_err()
@@ -419,7 +434,8 @@ impl Application {
     }
 }
 
-fn authenticator(settings: &Settings) -> Result<Authenticator, StartupError> {
+/// The authenticator, and the JWKS file its keys came from.
+fn authenticator(settings: &Settings) -> Result<(Authenticator, PathBuf), StartupError> {
     let (path, issuer) = match &settings.keys {
         KeySource::Jwks { path, issuer } => (path.clone(), issuer.clone()),
         KeySource::DevKeys { data_dir } => {
@@ -431,14 +447,15 @@ fn authenticator(settings: &Settings) -> Result<Authenticator, StartupError> {
             (path, dev::DEV_ISSUER.to_owned())
         }
     };
-    Ok(Authenticator::from_jwks_file(
+    let auth = Authenticator::from_jwks_file(
         &path,
         AuthConfig {
             issuer,
             audience: settings.jwt_audience.clone(),
             leeway_secs: settings.jwt_leeway.as_secs(),
         },
-    )?)
+    )?;
+    Ok((auth, path))
 }
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {

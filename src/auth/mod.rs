@@ -8,6 +8,7 @@
 pub mod dev;
 mod error;
 mod jwks;
+pub mod reload;
 pub mod revocation;
 mod verify;
 

@@ -945,3 +945,40 @@ fn no_refusal_writes_any_part_of_the_token() {
         assert!(logged.contains(err.reason()), "{case}");
     }
 }
+
+#[test]
+fn a_reload_replaces_the_key_set_and_forgets_what_it_verified() {
+    let fx = fixture();
+    let only = |keys: &[Value]| json!({ "keys": keys }).to_string();
+    let ed_jwk = public_jwk(&fx.ed, Algorithm::EdDSA, "ed-1");
+    let es_jwk = public_jwk(&fx.es, Algorithm::ES256, "es-1");
+    let auth =
+        Authenticator::from_jwks_json(&only(std::slice::from_ref(&ed_jwk)), config(30)).unwrap();
+    let claims = claims("controller", "acme");
+    let ed = ed_token(&claims);
+    let es = sign_token(&fx.es, Algorithm::ES256, Some("es-1"), &claims).unwrap();
+    assert!(auth.verify_token(&ed).is_ok());
+    assert_eq!(auth.verify_token(&es), Err(AuthError::UnknownKeyId));
+    assert_eq!(auth.cached_tokens(), 1);
+
+    // A key added: accepted.
+    assert_eq!(
+        auth.reload(&only(&[ed_jwk, es_jwk.clone()]), "test")
+            .unwrap(),
+        2
+    );
+    assert!(auth.verify_token(&es).is_ok());
+    // A key removed: refused, though a token signed with it was verified
+    // (and remembered) before.
+    assert!(auth.verify_token(&ed).is_ok());
+    assert_eq!(auth.reload(&only(&[es_jwk]), "test").unwrap(), 1);
+    assert_eq!(auth.cached_tokens(), 0);
+    assert_eq!(auth.verify_token(&ed), Err(AuthError::UnknownKeyId));
+    // A set that does not load changes nothing.
+    for broken in ["{ \"keys\": [", "{\"keys\": []}", "not json"] {
+        assert!(auth.reload(broken, "test").is_err(), "{broken}");
+        assert!(auth.verify_token(&es).is_ok(), "{broken}");
+        assert_eq!(auth.verify_token(&ed), Err(AuthError::UnknownKeyId));
+    }
+    assert!(format!("{auth:?}").contains("es-1"));
+}

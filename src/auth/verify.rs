@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,14 +33,18 @@ pub struct AuthConfig {
     pub leeway_secs: u64,
 }
 
-/// Verifies bearer tokens against a fixed key set. Cloning shares the keys.
+/// Verifies bearer tokens against a key set, which [`Authenticator::reload`]
+/// replaces whole. Cloning shares the keys.
 #[derive(Clone)]
 pub struct Authenticator {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    keys: HashMap<String, VerificationKey>,
+    /// The key set in force, by kid; a reload swaps the whole map.
+    keys: RwLock<Arc<Keys>>,
+    /// What every key's validation checks besides the signature.
+    config: AuthConfig,
     issuer: String,
     audience: String,
     leeway_secs: i64,
@@ -57,6 +61,9 @@ struct Inner {
 /// Most verified tokens remembered at once; bounds memory (a token is well
 /// under 2 KiB) whatever callers send.
 const VERIFIED_CACHE_CAPACITY: usize = 10_000;
+
+/// Verification keys by kid.
+type Keys = HashMap<String, VerificationKey>;
 
 fn unix_now() -> i64 {
     jiff::Timestamp::now().as_second()
@@ -104,30 +111,48 @@ impl Authenticator {
         if config.audience.is_empty() {
             return Err(AuthSetupError::EmptySetting("audience"));
         }
-        let keys = jwks::parse_key_set(json, origin)?
-            .into_iter()
-            .map(|(kid, PinnedKey { alg, key })| {
-                let validation = validation_for(alg, &config);
-                (
-                    kid,
-                    VerificationKey {
-                        alg,
-                        key,
-                        validation,
-                    },
-                )
-            })
-            .collect();
+        let keys = keys_from(json, origin, &config)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                keys,
-                issuer: config.issuer,
-                audience: config.audience,
+                keys: RwLock::new(Arc::new(keys)),
+                issuer: config.issuer.clone(),
+                audience: config.audience.clone(),
                 leeway_secs: i64::try_from(config.leeway_secs).unwrap_or(0),
+                config,
                 verified: Mutex::new(HashMap::new()),
                 revocations: Revocations::default(),
             }),
         })
+    }
+
+    /// Replaces the key set with the one in `json` (`origin` names it in
+    /// errors), checked as at start-up, and forgets every token verified so
+    /// far, so that one signed with a key no longer in the set is refused
+    /// from now on. A set that does not parse changes nothing. Returns the
+    /// number of keys now in force.
+    pub fn reload(&self, json: &str, origin: &str) -> Result<usize, AuthSetupError> {
+        let keys = keys_from(json, origin, &self.inner.config)?;
+        let count = keys.len();
+        *self
+            .inner
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+        self.inner
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        Ok(count)
+    }
+
+    /// The key set in force.
+    fn keys(&self) -> Arc<Keys> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The revoked subjects and tokens this authenticator refuses; the
@@ -253,7 +278,8 @@ impl Authenticator {
             return Err(AuthError::UnsupportedCriticalHeader);
         }
         let kid = header.kid.ok_or(AuthError::MissingKeyId)?;
-        let key = self.inner.keys.get(&kid).ok_or(AuthError::UnknownKeyId)?;
+        let keys = self.keys();
+        let key = keys.get(&kid).ok_or(AuthError::UnknownKeyId)?;
         if key.alg != alg {
             return Err(AuthError::AlgorithmMismatch);
         }
@@ -267,7 +293,8 @@ impl Authenticator {
 
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut kids: Vec<_> = self.inner.keys.keys().collect();
+        let keys = self.keys();
+        let mut kids: Vec<_> = keys.keys().collect();
         kids.sort();
         f.debug_struct("Authenticator")
             .field("issuer", &self.inner.issuer)
@@ -275,6 +302,24 @@ impl fmt::Debug for Authenticator {
             .field("kids", &kids)
             .finish()
     }
+}
+
+/// The keys of the JWKS `json`, each with its validation.
+fn keys_from(json: &str, origin: &str, config: &AuthConfig) -> Result<Keys, AuthSetupError> {
+    Ok(jwks::parse_key_set(json, origin)?
+        .into_iter()
+        .map(|(kid, PinnedKey { alg, key })| {
+            let validation = validation_for(alg, config);
+            (
+                kid,
+                VerificationKey {
+                    alg,
+                    key,
+                    validation,
+                },
+            )
+        })
+        .collect())
 }
 
 fn validation_for(alg: Algorithm, config: &AuthConfig) -> Validation {

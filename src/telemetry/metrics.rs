@@ -10,6 +10,7 @@
 //! | `gdpr.dsr.expired` | counter | — | `gdpr_dsr_expired_total` |
 //! | `gdpr.dsr.purged` | counter | — | `gdpr_dsr_purged_total` |
 //! | `gdpr.dsr.time_to_close` | histogram, share of the time allowed | `dsr.type`, `dsr.regime`, `dsr.state` (`completed`, `refused`) | `gdpr_dsr_time_to_close_ratio` |
+//! | `gdpr.auth.jwks_reload_failures` | counter | — | `gdpr_auth_jwks_reload_failures_total` |
 //! | `gdpr.deadline.holidays_unverified` | counter | `country` (ISO 3166-1 alpha-2) | `gdpr_deadline_holidays_unverified_total` |
 //! | `rpc.server.call.duration` | histogram, s | `rpc.system.name`, `rpc.method`, `rpc.status_code`, `error.type` | `rpc_server_call_duration_seconds` |
 //!
@@ -82,6 +83,7 @@ struct Instruments {
     expired: Counter<u64>,
     purged: Counter<u64>,
     auth_failures: Counter<u64>,
+    jwks_reload_failures: Counter<u64>,
     time_to_close: Histogram<f64>,
     holidays_unverified: Counter<u64>,
     rpc_duration: Histogram<f64>,
@@ -145,6 +147,13 @@ impl Metrics {
                     )
                     .with_unit("{call}")
                     .build(),
+                jwks_reload_failures: meter
+                    .u64_counter("gdpr.auth.jwks_reload_failures")
+                    .with_description(
+                        "Changes of the JWKS file that could not be loaded (unreadable, not a valid key set); the keys in force stayed.",
+                    )
+                    .with_unit("{reload}")
+                    .build(),
                 time_to_close: meter
                     .f64_histogram("gdpr.dsr.time_to_close")
                     .with_description(
@@ -181,6 +190,12 @@ impl Metrics {
         self.inner
             .auth_failures
             .add(1, &[KeyValue::new("reason", reason.to_ascii_lowercase())]);
+    }
+
+    /// A change of the JWKS file could not be loaded; the keys in force
+    /// stayed.
+    pub fn jwks_reload_failed(&self) {
+        self.inner.jwks_reload_failures.add(1, &[]);
     }
 
     /// A request was accepted and stored.

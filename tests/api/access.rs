@@ -18,7 +18,9 @@ use tonic::Code;
 use crate::helpers::{
     Backend, TestApp, assert_status, authed, bad_fields, eventually, spawn_app, spawn_configured,
 };
-use crate::telemetry::{http_get, spawn_with_metrics_endpoint};
+use crate::telemetry::{
+    http_get, spawn_with_metrics_endpoint, spawn_with_metrics_endpoint_configured,
+};
 
 fn access(app: &TestApp) -> AccessServiceClient<tonic::transport::Channel> {
     AccessServiceClient::new(app.channel.clone())
@@ -344,4 +346,121 @@ async fn a_revocation_reaches_every_postgres_replica_within_the_refresh() {
     first.stop().await;
     second.stop().await;
     third.stop().await;
+}
+
+/// The JWKS file changed under a running server, as a Kubernetes Secret
+/// update changes it (a new file renamed over the old): a key added is
+/// accepted, and one removed refused, within `--jwks-refresh`; a file that
+/// does not load keeps the keys in force and is counted once.
+#[tokio::test]
+async fn a_changed_jwks_file_takes_effect_without_a_restart() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::SigningKey;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, KeypairBytes};
+    use gdpr_intake::auth::{Algorithm, EncodingKey, sign_token};
+
+    let (app, metrics) = spawn_with_metrics_endpoint_configured(
+        Arc::new(gdpr_intake::clock::SystemClock),
+        |settings| settings.jwks_refresh = Duration::from_millis(100),
+    )
+    .await;
+    let failures = || async move {
+        let (status, text) = http_get(metrics, "/metrics").await;
+        assert!(status.contains("200"), "{status}");
+        text.lines()
+            .find(|l| l.starts_with("gdpr_auth_jwks_reload_failures_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let path = app.data_dir.path().join(dev::DEV_JWKS_FILE);
+    let replace = |text: String| {
+        let temp = path.with_extension("new");
+        std::fs::write(&temp, text).expect("write the new set");
+        std::fs::rename(&temp, &path).expect("rename it over the old");
+    };
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dev jwks")).expect("json");
+    let dev_jwk = original["keys"][0].clone();
+
+    let signing = SigningKey::generate(&mut rand_core::OsRng);
+    let der = KeypairBytes {
+        secret_key: signing.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_der()
+    .expect("pkcs8");
+    let new_key = EncodingKey::from_ed_der(der.as_bytes());
+    let new_jwk = serde_json::json!({
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes()),
+        "kid": "rotated-1",
+        "alg": "EdDSA",
+        "use": "sig",
+    });
+    let claims = TokenClaims {
+        issuer: dev::DEV_ISSUER.to_owned(),
+        audience: "gdpr-intake".to_owned(),
+        subject: "billing-service".to_owned(),
+        role: Role::Controller,
+        tenant: "acme".to_owned(),
+        ttl_secs: 600,
+        token_id: None,
+    }
+    .to_json(jiff::Timestamp::now().as_second())
+    .expect("claims");
+    let new_token =
+        sign_token(&new_key, Algorithm::EdDSA, Some("rotated-1"), &claims).expect("signed");
+    let dev_token = token(&app, "billing-service", None);
+
+    assert_eq!(
+        list_with(&app, &new_token).await.map_err(|s| s.code()),
+        Err(Code::Unauthenticated)
+    );
+    assert!(list_with(&app, &dev_token).await.is_ok());
+
+    // Added beside the development key: both accepted.
+    replace(serde_json::json!({ "keys": [dev_jwk, new_jwk] }).to_string());
+    eventually(
+        "the added key is accepted",
+        Duration::from_secs(10),
+        || async { list_with(&app, &new_token).await.is_ok() },
+    )
+    .await;
+    assert!(list_with(&app, &dev_token).await.is_ok());
+
+    // The development key removed: its token refused, though verified
+    // (and remembered) before.
+    replace(serde_json::json!({ "keys": [new_jwk] }).to_string());
+    eventually(
+        "the removed key is refused",
+        Duration::from_secs(10),
+        || async { list_with(&app, &dev_token).await.is_err() },
+    )
+    .await;
+    assert_eq!(
+        list_with(&app, &dev_token).await.map_err(|s| s.code()),
+        Err(Code::Unauthenticated)
+    );
+    assert!(list_with(&app, &new_token).await.is_ok());
+
+    // A set that does not load: the keys in force stay, and it is counted
+    // once, however many times it is read.
+    let before = failures().await;
+    replace("{ \"keys\": [".to_owned());
+    eventually(
+        "the broken file is counted",
+        Duration::from_secs(10),
+        || async { failures().await == before + 1.0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(failures().await, before + 1.0, "counted once");
+    assert!(list_with(&app, &new_token).await.is_ok());
+    assert_eq!(
+        list_with(&app, &dev_token).await.map_err(|s| s.code()),
+        Err(Code::Unauthenticated)
+    );
 }

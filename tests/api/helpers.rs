@@ -70,6 +70,7 @@ pub fn test_settings(store: StoreConfig, data_dir: &TempDir) -> Settings {
         limits: Default::default(),
         watchdog: Default::default(),
         revocation_refresh: Duration::from_secs(2),
+        jwks_refresh: Duration::from_secs(30),
     }
 }
 

@@ -14,7 +14,7 @@ use gdpr_intake::auth::{Role, TokenClaims, dev};
 use gdpr_intake::clock::{Clock, ManualClock, SystemClock};
 use gdpr_intake::proto::google::r#type::Date;
 use gdpr_intake::proto::v1;
-use gdpr_intake::startup::Application;
+use gdpr_intake::startup::{Application, Settings};
 use gdpr_intake::store::StoreConfig;
 use gdpr_intake::telemetry::{OtlpExport, Telemetry, TelemetryConfig};
 use opentelemetry::Value;
@@ -66,11 +66,21 @@ async fn spawn_with_clock(
     telemetry: Telemetry,
     clock: Arc<dyn Clock>,
 ) -> (TestApp, Option<SocketAddr>) {
+    spawn_with_settings(telemetry, clock, |_| {}).await
+}
+
+/// [`spawn_with_clock`] with the test settings as `configure` leaves them.
+async fn spawn_with_settings(
+    telemetry: Telemetry,
+    clock: Arc<dyn Clock>,
+    configure: impl FnOnce(&mut Settings),
+) -> (TestApp, Option<SocketAddr>) {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let settings = test_settings(
+    let mut settings = test_settings(
         crate::db::keyed(StoreConfig::sqlite(data_dir.path())),
         &data_dir,
     );
+    configure(&mut settings);
     let app = Application::build_with_telemetry(settings, clock, telemetry)
         .await
         .expect("application builds");
@@ -617,6 +627,15 @@ pub(crate) async fn spawn_with_metrics_endpoint() -> (TestApp, SocketAddr) {
 
 /// [`spawn_with_metrics_endpoint`] on `clock`.
 async fn spawn_with_metrics_endpoint_on(clock: Arc<dyn Clock>) -> (TestApp, SocketAddr) {
+    spawn_with_metrics_endpoint_configured(clock, |_| {}).await
+}
+
+/// [`spawn_with_metrics_endpoint_on`] with the test settings as
+/// `configure` leaves them.
+pub(crate) async fn spawn_with_metrics_endpoint_configured(
+    clock: Arc<dyn Clock>,
+    configure: impl FnOnce(&mut Settings),
+) -> (TestApp, SocketAddr) {
     let telemetry = Telemetry::builder(TelemetryConfig {
         metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
         log_format: test_log_format(),
@@ -624,7 +643,7 @@ async fn spawn_with_metrics_endpoint_on(clock: Arc<dyn Clock>) -> (TestApp, Sock
     })
     .build()
     .expect("telemetry builds");
-    let (app, metrics) = spawn_with_clock(telemetry, clock).await;
+    let (app, metrics) = spawn_with_settings(telemetry, clock, configure).await;
     (app, metrics.expect("metrics endpoint bound"))
 }
 
