@@ -45,9 +45,6 @@ struct Inner {
     keys: RwLock<Arc<Keys>>,
     /// What every key's validation checks besides the signature.
     config: AuthConfig,
-    issuer: String,
-    audience: String,
-    leeway_secs: i64,
     /// Tokens already verified, until they expire. A signature check costs
     /// tens of microseconds; a caller sends the same token on every call.
     /// A std mutex: the critical section is a map lookup, never held across
@@ -61,6 +58,14 @@ struct Inner {
 /// Most verified tokens remembered at once; bounds memory (a token is well
 /// under 2 KiB) whatever callers send.
 const VERIFIED_CACHE_CAPACITY: usize = 10_000;
+
+impl Inner {
+    /// The clock skew tolerated, in the unit of `exp` (at most
+    /// [`MAX_LEEWAY_SECS`], checked when built).
+    fn leeway(&self) -> i64 {
+        i64::try_from(self.config.leeway_secs).unwrap_or(0)
+    }
+}
 
 /// Verification keys by kid.
 type Keys = HashMap<String, VerificationKey>;
@@ -115,9 +120,6 @@ impl Authenticator {
         Ok(Self {
             inner: Arc::new(Inner {
                 keys: RwLock::new(Arc::new(keys)),
-                issuer: config.issuer.clone(),
-                audience: config.audience.clone(),
-                leeway_secs: i64::try_from(config.leeway_secs).unwrap_or(0),
                 config,
                 verified: Mutex::new(HashMap::new()),
                 revocations: Revocations::default(),
@@ -214,7 +216,7 @@ impl Authenticator {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         verified
             .get(token)
-            .filter(|c| now < c.expires_at.saturating_add(self.inner.leeway_secs))
+            .filter(|c| now < c.expires_at.saturating_add(self.inner.leeway()))
             .cloned()
     }
 
@@ -225,7 +227,7 @@ impl Authenticator {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if verified.len() >= VERIFIED_CACHE_CAPACITY {
-            let leeway = self.inner.leeway_secs;
+            let leeway = self.inner.leeway();
             verified.retain(|_, c| now < c.expires_at.saturating_add(leeway));
             if verified.len() >= VERIFIED_CACHE_CAPACITY {
                 // Full of live tokens: start over rather than grow; the cost
@@ -287,7 +289,11 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<Value>(token, &key.key, &key.validation)
             .map_err(|err| map_library_error(err.kind()))?
             .claims;
-        caller_from_claims(claims, &self.inner.issuer, &self.inner.audience)
+        caller_from_claims(
+            claims,
+            &self.inner.config.issuer,
+            &self.inner.config.audience,
+        )
     }
 }
 
@@ -297,8 +303,8 @@ impl fmt::Debug for Authenticator {
         let mut kids: Vec<_> = keys.keys().collect();
         kids.sort();
         f.debug_struct("Authenticator")
-            .field("issuer", &self.inner.issuer)
-            .field("audience", &self.inner.audience)
+            .field("issuer", &self.inner.config.issuer)
+            .field("audience", &self.inner.config.audience)
             .field("kids", &kids)
             .finish()
     }

@@ -74,19 +74,23 @@ impl ReadGroup {
 
 /// Reads one group of queued reads, one statement per controller, the
 /// controllers' statements at once (each on a connection of its own).
-async fn read(store: Arc<dyn Store>, mut jobs: Vec<Job>) {
+async fn read(store: Arc<dyn Store>, jobs: Vec<Job>) {
     // One statement per controller: a statement reads one tenant's rows.
-    jobs.sort_by(|a, b| a.controller_id.cmp(&b.controller_id));
-    let mut tenants = Vec::new();
-    let mut waiting = jobs.into_iter().peekable();
-    while let Some(first) = waiting.next() {
-        let mut tenant = vec![first];
-        while let Some(next) = waiting.next_if(|job| job.controller_id == tenant[0].controller_id) {
-            tenant.push(next);
+    let tenants = by_controller(jobs, |job| &job.controller_id);
+    futures::future::join_all(tenants.into_iter().map(|tenant| answer(&*store, tenant))).await;
+}
+
+/// `jobs` in runs of one controller's each, `controller` naming a job's.
+fn by_controller<J>(mut jobs: Vec<J>, controller: impl Fn(&J) -> &str) -> Vec<Vec<J>> {
+    jobs.sort_by(|a, b| controller(a).cmp(controller(b)));
+    let mut runs: Vec<Vec<J>> = Vec::new();
+    for job in jobs {
+        match runs.last_mut() {
+            Some(run) if controller(&run[0]) == controller(&job) => run.push(job),
+            _ => runs.push(vec![job]),
         }
-        tenants.push(answer(&*store, tenant));
     }
-    futures::future::join_all(tenants).await;
+    runs
 }
 
 /// Reads one controller's requests and answers each caller.
@@ -174,15 +178,8 @@ impl RouteReads {
 
 /// Reads the routes of each controller in `jobs` once, the controllers at
 /// once, and answers every caller.
-async fn read_routes(store: Arc<dyn Store>, mut jobs: Vec<RouteJob>) {
-    jobs.sort_by(|a, b| a.controller_id.cmp(&b.controller_id));
-    let mut controllers: Vec<Vec<RouteJob>> = Vec::new();
-    for job in jobs {
-        match controllers.last_mut() {
-            Some(same) if same[0].controller_id == job.controller_id => same.push(job),
-            _ => controllers.push(vec![job]),
-        }
-    }
+async fn read_routes(store: Arc<dyn Store>, jobs: Vec<RouteJob>) {
+    let controllers = by_controller(jobs, |job| &job.controller_id);
     let store = &*store;
     futures::future::join_all(controllers.into_iter().map(|mut callers| async move {
         let routes = store.controller_routes(&callers[0].controller_id).await;

@@ -421,7 +421,7 @@ async fn run_on(
             Target::Spawned(server) if scenario != Scenario::Echo => Some(server),
             _ => None,
         };
-        let (stats, server_cpu) = measure(
+        let (stats, cpu) = measure(
             args,
             scenario,
             channels,
@@ -440,9 +440,9 @@ async fn run_on(
         );
         if let Some(server) = server {
             report.server_peak_rss_bytes = server.peak_rss();
-            report.set_server_cpu(server_cpu.server);
+            report.set_server_cpu(cpu.server);
         }
-        report.set_client_cpu(server_cpu.own);
+        report.set_client_cpu(cpu.own);
         if scenario == Scenario::Echo && args.rate.is_none() {
             echo_ceiling = Some(report.requests_per_second);
         }

@@ -256,8 +256,7 @@ impl SpawnedServer {
     /// CPU time the child has used so far, user and system, all threads
     /// (Linux only).
     pub fn cpu_time(&self) -> Option<Duration> {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        parse_cpu_ticks(&stat).map(|ticks| Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS))
+        cpu_time_in(&format!("/proc/{}/stat", self.child.id()))
     }
 
     /// The child's peak resident set size so far, in bytes (Linux only).
@@ -351,7 +350,12 @@ pub fn peak_rss_of(pid: u32) -> Option<u64> {
 /// The CPU time (user and system, all threads) this process has spent
 /// (Linux only).
 pub fn own_cpu_time() -> Option<Duration> {
-    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_time_in("/proc/self/stat")
+}
+
+/// The CPU time a `/proc/<pid>/stat` file gives.
+fn cpu_time_in(stat_path: &str) -> Option<Duration> {
+    let stat = fs::read_to_string(stat_path).ok()?;
     parse_cpu_ticks(&stat).map(|ticks| Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS))
 }
 
