@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::domain::age::AgePolicy;
 use crate::domain::sla;
-use crate::transport::{CallLimits, TlsSettings};
+use crate::transport::{CallLimits, ConnectionLimits, TlsSettings};
 use crate::watchdog::WatchdogConfig;
 
 // The log format is telemetry's; the command line names it here too.
@@ -164,6 +164,24 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED.
     #[arg(long, env = "GDPR_INTAKE_MAX_MESSAGE_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_message_bytes: u32,
+    /// Client connections held at once; one more is closed as soon as it
+    /// is accepted (counted in `gdpr.connections.refused`). Calls on the
+    /// connections already open go on.
+    #[arg(long, env = "GDPR_INTAKE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Longest a new connection may take to send the HTTP/2 preface (and,
+    /// with TLS, to finish the TLS handshake) before it is closed.
+    #[arg(long, env = "GDPR_INTAKE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// A connection that has sent nothing for this long is sent an HTTP/2
+    /// ping (see --keepalive-timeout).
+    #[arg(long, env = "GDPR_INTAKE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+    /// Longest wait for the answer to a keep-alive ping before the
+    /// connection is closed. A connection from which nothing at all was
+    /// read for --keepalive-interval plus twice this is closed too.
+    #[arg(long, env = "GDPR_INTAKE_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
     /// How often each replica reloads the revoked callers and tokens
     /// (`AccessService`); a revocation takes effect on every replica within
     /// this, on the one that records it at once.
@@ -371,6 +389,25 @@ impl ServeArgs {
         }
     }
 
+    /// The connection limits, checked.
+    pub fn connection_limits(&self) -> Result<ConnectionLimits, String> {
+        for (flag, value) in [
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--keepalive-interval", self.keepalive_interval),
+            ("--keepalive-timeout", self.keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{flag} must be longer than zero"));
+            }
+        }
+        Ok(ConnectionLimits {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            handshake_timeout: self.handshake_timeout,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+        })
+    }
+
     /// The call limits.
     pub fn call_limits(&self) -> CallLimits {
         // u32 to usize is lossless on every platform the service runs on.
@@ -544,6 +581,40 @@ mod tests {
         assert_eq!(cli.serve.call_limits(), CallLimits::default());
         assert!(Cli::try_parse_from(["gdpr-intake", "--max-concurrent-calls", "0"]).is_err());
         assert!(Cli::try_parse_from(["gdpr-intake", "--max-message-bytes", "0"]).is_err());
+    }
+
+    #[test]
+    fn connection_limits_default_and_refuse_zero() {
+        assert_eq!(
+            serve_args(&[]).connection_limits(),
+            Ok(ConnectionLimits::default())
+        );
+        let set = serve_args(&[
+            "--max-connections",
+            "50",
+            "--handshake-timeout",
+            "2s",
+            "--keepalive-interval",
+            "5s",
+            "--keepalive-timeout",
+            "1s",
+        ])
+        .connection_limits()
+        .expect("valid");
+        assert_eq!(set.max_connections, 50);
+        assert_eq!(set.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(set.read_idle_limit(), Duration::from_secs(7));
+        assert!(Cli::try_parse_from(["gdpr-intake", "--max-connections", "0"]).is_err());
+        for flag in [
+            "--handshake-timeout",
+            "--keepalive-interval",
+            "--keepalive-timeout",
+        ] {
+            let error = serve_args(&[flag, "0s"])
+                .connection_limits()
+                .expect_err("refused");
+            assert!(error.starts_with(flag), "{error}");
+        }
     }
 
     /// The serve arguments of a command line holding `args`.

@@ -120,6 +120,7 @@ fn settings(args: &ServeArgs) -> Result<Settings, String> {
         controller_countries: args.controller_countries()?,
         tls: args.tls()?,
         limits: args.call_limits(),
+        connections: args.connection_limits()?,
         watchdog: args.watchdog()?,
         revocation_refresh: args.revocation_refresh()?,
         jwks_refresh: args.jwks_refresh()?,

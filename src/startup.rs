@@ -33,8 +33,10 @@ use crate::service::{AppState, access};
 use crate::store::{
     self, GroupCommitConfig, GroupCommitter, ReadGroup, RouteReads, Store, StoreConfig,
 };
-use crate::telemetry::{self, Telemetry};
-use crate::transport::{self, CallLimitLayer, CallLimits, TlsSettings};
+use crate::telemetry::{self, Metrics, Telemetry};
+use crate::transport::{
+    self, CallLimitLayer, CallLimits, ConnectionLimits, GuardedIncoming, TlsSettings,
+};
 use crate::watchdog::{Progress, Watchdog, WatchdogConfig};
 
 /// Longest wait, at shutdown, for the SLA watchdog to finish its sweep and
@@ -62,16 +64,27 @@ pub const READINESS_SERVICES: &[&str] = &[
 /// is built on it, and so is the load generator's echo server, so that the
 /// gRPC ceiling it measures is that of the transport the service runs on:
 /// a setting added here changes both.
-pub fn grpc_server() -> Server {
+pub fn grpc_server(connections: &ConnectionLimits) -> Server {
     Server::builder()
+        .http2_keepalive_interval(Some(connections.keepalive_interval))
+        .http2_keepalive_timeout(Some(connections.keepalive_timeout))
 }
 
 /// The connections a gRPC server accepts from `listener`, with this
 /// service's socket options. TCP_NODELAY is set here because tonic applies
 /// its own `tcp_nodelay` only to listeners it binds itself; without it a
 /// small response waits for the client's delayed ACK (about 40 ms on Linux).
-pub fn grpc_incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// The connections are held under `connections` ([`GuardedIncoming`]).
+pub fn grpc_incoming(
+    listener: TcpListener,
+    connections: ConnectionLimits,
+    metrics: Metrics,
+) -> GuardedIncoming {
+    GuardedIncoming::new(
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        connections,
+        metrics,
+    )
 }
 
 /// Where caller keys come from.
@@ -100,6 +113,8 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// Concurrent calls and message size.
     pub limits: CallLimits,
+    /// How many connections are held, and how long.
+    pub connections: ConnectionLimits,
     /// The SLA watchdog's interval and thresholds.
     pub watchdog: WatchdogConfig,
     /// How often the revoked callers and tokens are reloaded.
@@ -139,6 +154,7 @@ pub struct Application {
     grpc: Server,
     tls: bool,
     limits: CallLimits,
+    connections: ConnectionLimits,
     listener: TcpListener,
     local_addr: SocketAddr,
     state: AppState,
@@ -167,8 +183,15 @@ impl Application {
         telemetry: Telemetry,
     ) -> Result<Self, StartupError> {
         let grpc = match &settings.tls {
-            Some(tls) => transport::with_tls(grpc_server(), tls).await?,
-            None => grpc_server(),
+            Some(tls) => {
+                transport::with_tls(
+                    grpc_server(&settings.connections),
+                    tls,
+                    settings.connections.handshake_timeout,
+                )
+                .await?
+            }
+            None => grpc_server(&settings.connections),
         };
         let (auth, jwks_path) = authenticator(&settings)?;
         // A serving store never runs on keys that would be gone with the
@@ -200,6 +223,7 @@ impl Application {
             grpc,
             tls: settings.tls.is_some(),
             limits: settings.limits,
+            connections: settings.connections,
             listener,
             local_addr,
             state: AppState {
@@ -370,6 +394,7 @@ impl Application {
             backend = self.state.store.backend(),
             tls = self.tls,
             max_concurrent_calls = self.limits.max_concurrent_calls,
+            max_connections = self.connections.max_connections,
             "gdpr-intake listening"
         );
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -398,7 +423,10 @@ impl Application {
             .add_service(routing)
             .add_service(tasks)
             .add_service(access)
-            .serve_with_incoming_shutdown(grpc_incoming(self.listener), signal);
+            .serve_with_incoming_shutdown(
+                grpc_incoming(self.listener, self.connections, self.telemetry.metrics()),
+                signal,
+            );
 
         let drain_timeout = self.drain_timeout;
         let mut draining = draining_rx;

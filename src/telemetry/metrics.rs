@@ -11,6 +11,9 @@
 //! | `gdpr.dsr.purged` | counter | — | `gdpr_dsr_purged_total` |
 //! | `gdpr.dsr.time_to_close` | histogram, share of the time allowed | `dsr.type`, `dsr.regime`, `dsr.state` (`completed`, `refused`) | `gdpr_dsr_time_to_close_ratio` |
 //! | `gdpr.auth.jwks_reload_failures` | counter | — | `gdpr_auth_jwks_reload_failures_total` |
+//! | `gdpr.connections.open` | up-down counter | — | `gdpr_connections_open` |
+//! | `gdpr.connections.refused` | counter | — | `gdpr_connections_refused_total` |
+//! | `gdpr.connections.reaped` | counter | `reason` (`handshake_timeout`, `idle`) | `gdpr_connections_reaped_total` |
 //! | `gdpr.deadline.holidays_unverified` | counter | `country` (ISO 3166-1 alpha-2) | `gdpr_deadline_holidays_unverified_total` |
 //! | `rpc.server.call.duration` | histogram, s | `rpc.system.name`, `rpc.method`, `rpc.status_code`, `error.type` | `rpc_server_call_duration_seconds` |
 //!
@@ -30,7 +33,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -84,6 +87,9 @@ struct Instruments {
     purged: Counter<u64>,
     auth_failures: Counter<u64>,
     jwks_reload_failures: Counter<u64>,
+    connections_open: UpDownCounter<i64>,
+    connections_refused: Counter<u64>,
+    connections_reaped: Counter<u64>,
     time_to_close: Histogram<f64>,
     holidays_unverified: Counter<u64>,
     rpc_duration: Histogram<f64>,
@@ -154,6 +160,25 @@ impl Metrics {
                     )
                     .with_unit("{reload}")
                     .build(),
+                connections_open: meter
+                    .i64_up_down_counter("gdpr.connections.open")
+                    .with_description("Client connections the gRPC listener holds.")
+                    .with_unit("{connection}")
+                    .build(),
+                connections_refused: meter
+                    .u64_counter("gdpr.connections.refused")
+                    .with_description(
+                        "Connections closed as soon as accepted because --max-connections were open.",
+                    )
+                    .with_unit("{connection}")
+                    .build(),
+                connections_reaped: meter
+                    .u64_counter("gdpr.connections.reaped")
+                    .with_description(
+                        "Connections closed for sending no HTTP/2 preface within the handshake timeout, or nothing for longer than a live peer does, by reason.",
+                    )
+                    .with_unit("{connection}")
+                    .build(),
                 time_to_close: meter
                     .f64_histogram("gdpr.dsr.time_to_close")
                     .with_description(
@@ -196,6 +221,29 @@ impl Metrics {
     /// stayed.
     pub fn jwks_reload_failed(&self) {
         self.inner.jwks_reload_failures.add(1, &[]);
+    }
+
+    /// The listener took a connection in.
+    pub fn connection_opened(&self) {
+        self.inner.connections_open.add(1, &[]);
+    }
+
+    /// A connection the listener held was closed, for whatever reason.
+    pub fn connection_closed(&self) {
+        self.inner.connections_open.add(-1, &[]);
+    }
+
+    /// A connection was refused: the listener held its maximum.
+    pub fn connection_refused(&self) {
+        self.inner.connections_refused.add(1, &[]);
+    }
+
+    /// A connection was closed for a deadline it missed: `reason` is
+    /// `handshake_timeout` or `idle`.
+    pub fn connection_reaped(&self, reason: &'static str) {
+        self.inner
+            .connections_reaped
+            .add(1, &[KeyValue::new("reason", reason)]);
     }
 
     /// A request was accepted and stored.

@@ -1,8 +1,10 @@
 //! What the gRPC listener guarantees before any handler runs: encryption in
 //! transit (TLS, optionally mutual) and the limits every call meets
 //! (`limits.rs`: concurrent calls, message size, the caller's deadline, the
-//! end of long-lived streams at drain).
+//! end of long-lived streams at drain) and the connections it holds
+//! (`connections.rs`: a cap, the handshake timeout, keep-alive).
 
+mod connections;
 mod limits;
 
 use std::path::{Path, PathBuf};
@@ -10,12 +12,8 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+pub use connections::{ConnectionLimits, Guarded, GuardedIncoming};
 pub use limits::{CallBody, CallLimit, CallLimitLayer, parse_grpc_timeout};
-
-/// Longest a client may take to finish the TLS handshake. Without it, a
-/// connection that opens and then says nothing keeps a handshake task
-/// alive for ever.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the listener's TLS material lives, as PEM files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,8 +92,14 @@ async fn read_pem(
 
 /// `server` speaking TLS with the material `settings` names: files are
 /// read and checked here, at start-up, so a wrong file stops the start
-/// rather than the first handshake.
-pub async fn with_tls(server: Server, settings: &TlsSettings) -> Result<Server, TlsError> {
+/// rather than the first handshake. A client has `handshake_timeout` to
+/// finish the TLS handshake; without a limit, a connection that opens and
+/// then says nothing keeps a handshake task alive for ever.
+pub async fn with_tls(
+    server: Server,
+    settings: &TlsSettings,
+    handshake_timeout: Duration,
+) -> Result<Server, TlsError> {
     let cert = read_pem(
         "--tls-cert",
         &settings.cert,
@@ -112,7 +116,7 @@ pub async fn with_tls(server: Server, settings: &TlsSettings) -> Result<Server, 
     .await?;
     let mut config = ServerTlsConfig::new()
         .identity(Identity::from_pem(cert, key))
-        .timeout(TLS_HANDSHAKE_TIMEOUT);
+        .timeout(handshake_timeout);
     if let Some(ca) = &settings.client_ca {
         let ca = read_pem(
             "--tls-client-ca",

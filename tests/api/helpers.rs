@@ -68,6 +68,7 @@ pub fn test_settings(store: StoreConfig, data_dir: &TempDir) -> Settings {
         controller_countries: Default::default(),
         tls: None,
         limits: Default::default(),
+        connections: Default::default(),
         watchdog: Default::default(),
         revocation_refresh: Duration::from_secs(2),
         jwks_refresh: Duration::from_secs(30),

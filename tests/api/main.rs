@@ -12,6 +12,7 @@
 
 mod access;
 mod audit;
+mod connections;
 mod crash;
 mod db;
 mod dsr;

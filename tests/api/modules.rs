@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 ///
 /// with `proto`, `errors` and `clock` beside `domain` (they use nothing),
 /// `telemetry`, `auth` and `transport` beside `store` (they use only the
-/// bottom row), and nothing above the service naming the store.
+/// bottom row, and `transport` counts into `telemetry`), and nothing above
+/// the service naming the store.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &[]),
     ("proto", &[]),
@@ -25,7 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("telemetry", &["domain", "proto"]),
     ("auth", &["domain", "errors"]),
-    ("transport", &["errors", "proto"]),
+    ("transport", &["errors", "proto", "telemetry"]),
     ("store", &["domain", "clock"]),
     (
         "service",

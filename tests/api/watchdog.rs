@@ -90,7 +90,7 @@ async fn build(
     (app, telemetry, exporter)
 }
 
-async fn serve(app: Application, data_dir: TempDir) -> TestApp {
+pub(crate) async fn serve(app: Application, data_dir: TempDir) -> TestApp {
     let addr = app.local_addr();
     let sweeps = app.watchdog_sweeps();
     let (tx, rx) = oneshot::channel::<()>();
@@ -191,7 +191,7 @@ fn count(trail: &[v1::RequestEvent], kind: E) -> usize {
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The value of the Prometheus sample `name` with all of `labels`.
-fn sample(telemetry: &Telemetry, name: &str, labels: &[&str]) -> Option<f64> {
+pub(crate) fn sample(telemetry: &Telemetry, name: &str, labels: &[&str]) -> Option<f64> {
     let text = telemetry.prometheus_text().expect("encodes");
     text.lines()
         .find(|l| {

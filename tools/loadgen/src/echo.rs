@@ -12,6 +12,8 @@ use std::thread::JoinHandle;
 use gdpr_intake::proto::gdpr::bench::v1::echo_service_server::{EchoService, EchoServiceServer};
 use gdpr_intake::proto::gdpr::bench::v1::{EchoRequest, EchoResponse};
 use gdpr_intake::startup::{grpc_incoming, grpc_server};
+use gdpr_intake::telemetry::Telemetry;
+use gdpr_intake::transport::ConnectionLimits;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
@@ -70,11 +72,17 @@ impl EchoServer {
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
-                    let served = grpc_server()
+                    // The service's own connection rules, at their defaults.
+                    let connections = ConnectionLimits::default();
+                    let metrics = Telemetry::disabled().metrics();
+                    let served = grpc_server(&connections)
                         .add_service(EchoServiceServer::new(Echo))
-                        .serve_with_incoming_shutdown(grpc_incoming(listener), async {
-                            let _ = stopped.await;
-                        })
+                        .serve_with_incoming_shutdown(
+                            grpc_incoming(listener, connections, metrics),
+                            async {
+                                let _ = stopped.await;
+                            },
+                        )
                         .await;
                     if let Err(e) = served {
                         eprintln!("loadgen: echo server stopped: {e}");
