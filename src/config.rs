@@ -43,6 +43,32 @@ pub enum Command {
     /// Audit trail tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Copy the SQLite database to a new file while the service runs
+    /// (consistent as of one commit). For PostgreSQL use pg_dump.
+    Backup(BackupArgs),
+    /// Put a backup in place as the database of a data directory that has
+    /// none yet; `serve` then opens it (with the same keys).
+    Restore(RestoreArgs),
+}
+
+/// Settings of `backup`.
+#[derive(Clone, Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write; it must not exist.
+    #[arg(long)]
+    pub to: PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Settings of `restore`.
+#[derive(Clone, Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file (written by `backup`).
+    #[arg(long)]
+    pub from: PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 /// What `audit` does.

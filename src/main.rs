@@ -8,7 +8,8 @@ use clap::Parser;
 use gdpr_intake::auth::{Role, TokenClaims, dev};
 use gdpr_intake::clock::SystemClock;
 use gdpr_intake::config::{
-    AuditCommand, AuditVerifyArgs, Cli, Command, DatabaseArgs, ServeArgs, TokenArgs,
+    AuditCommand, AuditVerifyArgs, BackupArgs, Cli, Command, DatabaseArgs, RestoreArgs, ServeArgs,
+    TokenArgs,
 };
 use gdpr_intake::startup::{Application, KeySource, Settings};
 use gdpr_intake::store::{self, AuditKey, DataKey, StoreConfig, audit};
@@ -31,6 +32,8 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::Migrate(args)) => runtime.block_on(migrate(args)),
         Some(Command::Token(args)) => token(args),
+        Some(Command::Backup(args)) => runtime.block_on(backup(args)),
+        Some(Command::Restore(args)) => runtime.block_on(restore(args)),
         Some(Command::Audit(AuditCommand::Verify(args))) => {
             return runtime.block_on(audit_verify(args));
         }
@@ -170,6 +173,44 @@ async fn migrate(args: DatabaseArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     println!("migrations applied ({})", store.backend());
+    Ok(())
+}
+
+/// What `backup` and `restore` say for PostgreSQL, whose own tools do it.
+const POSTGRES_BACKUP: &str = "backup and restore are for SQLite; for PostgreSQL use \
+    pg_dump --format=custom and pg_restore (docs/operations.md, Backup and restore)";
+
+fn print_contents(what: &str, path: &std::path::Path, c: store::backup::Contents) {
+    println!(
+        "{what} {}: {} requests, {} tasks, {} events, {} bytes",
+        path.display(),
+        c.requests,
+        c.tasks,
+        c.events,
+        c.bytes
+    );
+}
+
+async fn backup(args: BackupArgs) -> Result<(), String> {
+    if args.database.database_url.is_some() {
+        return Err(POSTGRES_BACKUP.to_owned());
+    }
+    let contents = store::backup::backup(&args.database.data_dir, &args.to)
+        .await
+        .map_err(|e| e.to_string())?;
+    print_contents("backup written to", &args.to, contents);
+    Ok(())
+}
+
+async fn restore(args: RestoreArgs) -> Result<(), String> {
+    if args.database.database_url.is_some() {
+        return Err(POSTGRES_BACKUP.to_owned());
+    }
+    let contents = store::backup::restore(&args.from, &args.database.data_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    print_contents("restored into", &args.database.data_dir, contents);
+    println!("start the service on it with the data and audit keys the backup was written with");
     Ok(())
 }
 

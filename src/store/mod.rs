@@ -17,6 +17,7 @@ use crate::domain::routing::{Completion, Processor, Route, Task, TaskError, Task
 use crate::domain::sla::Finding;
 
 pub mod audit;
+pub mod backup;
 mod batch;
 mod codec;
 pub mod crypt;

@@ -12,7 +12,7 @@ use super::writes::Together;
 use super::{RequestFilter, StoreConfig, StoreError, sql};
 
 /// The database file's name inside the data directory.
-const DATABASE_FILE: &str = "gdpr-intake.db";
+pub(super) const DATABASE_FILE: &str = "gdpr-intake.db";
 /// The writing connection's page cache, in KiB (SQLite's unit for a
 /// negative `cache_size`): the index pages that new requests and claims
 /// touch, beyond the 1 MiB every reading connection keeps.

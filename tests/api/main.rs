@@ -26,6 +26,7 @@ mod overload;
 mod pii;
 mod platform;
 mod processor;
+mod restore;
 mod retention;
 mod routing;
 mod security;
