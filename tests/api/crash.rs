@@ -23,24 +23,24 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::db;
 use crate::helpers::{authed, eventually, submission};
 
-fn env_or(name: &str, default: usize) -> usize {
+pub(crate) fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
 
-struct Server {
-    child: Child,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
 
-fn start(data_dir: &std::path::Path, database_url: Option<&str>, port: u16) -> Server {
+pub(crate) fn start(data_dir: &std::path::Path, database_url: Option<&str>, port: u16) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdpr-intake"));
     cmd.arg("serve")
         .arg("--listen")
@@ -60,7 +60,7 @@ fn start(data_dir: &std::path::Path, database_url: Option<&str>, port: u16) -> S
     }
 }
 
-async fn wait_ready(addr: &str) -> Channel {
+pub(crate) async fn wait_ready(addr: &str) -> Channel {
     // Generous: a debug build restarting on a loaded CI machine (the rest of
     // the suite runs beside it) can take many seconds to migrate and bind.
     eventually(
@@ -84,7 +84,7 @@ async fn wait_ready(addr: &str) -> Channel {
     .await
 }
 
-fn token(data_dir: &std::path::Path, role: Role, tenant: &str) -> String {
+pub(crate) fn token(data_dir: &std::path::Path, role: Role, tenant: &str) -> String {
     dev::mint_token(
         data_dir,
         &TokenClaims {
@@ -98,6 +98,41 @@ fn token(data_dir: &std::path::Path, role: Role, tenant: &str) -> String {
         },
     )
     .expect("token")
+}
+
+/// Registers each processor and routes controller `acme`'s requests of
+/// its types (empty: all) to it.
+pub(crate) async fn route_acme(
+    channel: Channel,
+    admin: &str,
+    processors: &[(&str, Vec<v1::RequestType>)],
+) {
+    let mut routing = RoutingServiceClient::new(channel);
+    for (p, types) in processors {
+        routing
+            .create_processor(authed(
+                admin,
+                v1::CreateProcessorRequest {
+                    processor_id: (*p).into(),
+                    display_name: (*p).into(),
+                    contact: String::new(),
+                },
+            ))
+            .await
+            .expect("processor");
+        routing
+            .create_route(authed(
+                admin,
+                v1::CreateRouteRequest {
+                    controller_id: "acme".into(),
+                    processor_id: (*p).into(),
+                    request_types: types.iter().map(|t| (*t).into()).collect(),
+                    task_sla_working_hours: 72,
+                },
+            ))
+            .await
+            .expect("route");
+    }
 }
 
 /// Which processors a request of `type` must reach.
@@ -118,36 +153,16 @@ async fn run(database_url: Option<String>) {
     let channel = wait_ready(&server.addr).await;
 
     let admin = token(data.path(), Role::Admin, "");
-    let mut routing = RoutingServiceClient::new(channel.clone());
-    for (p, types) in [
-        ("crm", vec![]),
-        ("billing", vec![]),
-        ("backups", vec![v1::RequestType::Erasure as i32]),
-    ] {
-        routing
-            .create_processor(authed(
-                &admin,
-                v1::CreateProcessorRequest {
-                    processor_id: p.into(),
-                    display_name: p.into(),
-                    contact: String::new(),
-                },
-            ))
-            .await
-            .expect("processor");
-        routing
-            .create_route(authed(
-                &admin,
-                v1::CreateRouteRequest {
-                    controller_id: "acme".into(),
-                    processor_id: p.into(),
-                    request_types: types,
-                    task_sla_working_hours: 72,
-                },
-            ))
-            .await
-            .expect("route");
-    }
+    route_acme(
+        channel.clone(),
+        &admin,
+        &[
+            ("crm", vec![]),
+            ("billing", vec![]),
+            ("backups", vec![v1::RequestType::Erasure]),
+        ],
+    )
+    .await;
     let controller = token(data.path(), Role::Controller, "acme");
 
     // name -> type of every acknowledged request.

@@ -12,6 +12,7 @@
 
 mod access;
 mod audit;
+mod chaos;
 mod connections;
 mod crash;
 mod db;
