@@ -30,14 +30,13 @@
 //! after four ticks in a row with nothing read: between the limit and a
 //! quarter more after its last read.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{FutureExt as _, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -169,9 +168,10 @@ pub struct Guarded {
     idle_limit: Duration,
     /// The handshake deadline, then the idle watch's next tick.
     timer: Pin<Box<Sleep>>,
-    /// Whether the timer holds this task's waker, so that it need only be
-    /// polled again once it has fired.
-    armed: bool,
+    /// The waker the timer holds: while it is the waker of the task
+    /// reading, the timer need only be polled again once it has fired.
+    /// (Under TLS the handshake reads in one task and HTTP/2 in another.)
+    waker: Option<Waker>,
     /// Set once a deadline passed; every later operation fails too.
     expired: Option<Expiry>,
     metrics: Metrics,
@@ -216,7 +216,7 @@ impl Guarded {
             handshake_timeout: limits.handshake_timeout,
             idle_limit,
             timer: Box::pin(tokio::time::sleep(limits.handshake_timeout)),
-            armed: false,
+            waker: None,
             expired: None,
             metrics,
         }
@@ -232,12 +232,18 @@ impl Guarded {
         if let Some(expiry) = self.expired {
             return Err(self.error(expiry));
         }
-        if self.armed && !self.timer.is_elapsed() {
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !self.timer.is_elapsed()
+        {
             return Ok(());
         }
         loop {
-            if self.timer.as_mut().poll(cx).is_pending() {
-                self.armed = true;
+            // Outside the task's cooperative budget: a timer refused for
+            // want of budget would say "pending" without keeping the waker.
+            if tokio::task::unconstrained(&mut self.timer)
+                .poll_unpin(cx)
+                .is_pending()
+            {
+                self.waker = Some(cx.waker().clone());
                 return Ok(());
             }
             let expiry = if self.preface_left > 0 {
@@ -295,15 +301,26 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.check(cx)?;
+        this.failed()?;
+        // Read first: what already arrived counts, however late the task
+        // that reads it runs. The deadlines matter only to a read that
+        // has to wait.
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            this.read_since_tick = true;
-            this.preface_left = this.preface_left.saturating_sub(read);
+        match Pin::new(&mut this.tcp).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                if read > 0 {
+                    this.read_since_tick = true;
+                    this.preface_left = this.preface_left.saturating_sub(read);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.check(cx)?;
+                Poll::Pending
+            }
         }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -433,6 +450,37 @@ mod tests {
         let waited = start.elapsed();
         assert!(waited >= Duration::from_millis(990), "{waited:?}");
         assert!(waited < Duration::from_secs(3), "{waited:?}");
+    }
+
+    /// The handshake may be read by one task and the rest by another (TLS
+    /// in tonic): the deadline still wakes the task that reads now.
+    #[tokio::test]
+    async fn the_deadline_wakes_whichever_task_reads() {
+        use futures::StreamExt;
+        let (mut incoming, addr) = incoming(limits(4)).await;
+        let _client = TcpStream::connect(addr).await.expect("connects");
+        let conn = incoming.next().await.expect("one").expect("accepted");
+        let mut conn = tokio::spawn(async move {
+            let mut conn = conn;
+            let mut buf = [0u8; 8];
+            let waited = tokio::time::timeout(Duration::from_millis(20), conn.read(&mut buf)).await;
+            assert!(waited.is_err(), "nothing to read yet");
+            conn
+        })
+        .await
+        .expect("first task");
+        // A timeout of its own would wake the reading task too; how long
+        // it took tells whether the deadline did.
+        let start = Instant::now();
+        let e = tokio::time::timeout(Duration::from_secs(5), drain(&mut conn))
+            .await
+            .expect("closed");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        let waited = start.elapsed();
+        assert!(
+            waited < Duration::from_secs(2),
+            "woken only after {waited:?}: the deadline woke a task no longer reading"
+        );
     }
 
     #[tokio::test]
