@@ -40,6 +40,9 @@ pub async fn backup(data_dir: &Path, to: &Path) -> Result<Contents, StoreError> 
         )));
     }
     refuse_existing(to, "the backup file")?;
+    // Absolute, so that no name is taken for a `file:` URI by SQLite.
+    let to = &std::path::absolute(to)
+        .map_err(|e| StoreError::Unavailable(format!("cannot resolve {}: {e}", to.display())))?;
     let partial = partial_name(to);
     remove_stale(&partial)?;
     let result = async {
@@ -81,6 +84,20 @@ pub async fn restore(from: &Path, data_dir: &Path) -> Result<Contents, StoreErro
     })?;
     let target = data_dir.join(DATABASE_FILE);
     refuse_existing(&target, "a database")?;
+    // What a database that ran here left: SQLite would replay its WAL or
+    // journal into the restored file.
+    for suffix in SIDE_FILES {
+        refuse_existing(&with_suffix(&target, suffix), "a database's side file")?;
+    }
+    // A live database has commits in its WAL that a copy of the file alone
+    // would miss: take a backup of it with `backup` instead.
+    if with_suffix(from, "-wal").exists() {
+        return Err(StoreError::Unavailable(format!(
+            "{} has a write-ahead log beside it: it is a live database, not a backup \
+             (copy it with `gdpr-intake backup` first)",
+            from.display()
+        )));
+    }
     // Checked before it is copied: a file that is no backup of this
     // service stops here, not at the next start.
     check(from).await?;
@@ -101,15 +118,31 @@ pub async fn restore(from: &Path, data_dir: &Path) -> Result<Contents, StoreErro
         let _ = std::fs::remove_file(&partial);
     }
     result?;
-    check(&target).await
+    let checked = check(&target).await;
+    if checked.is_err() {
+        // Put there by this call, and not what it should be.
+        let _ = std::fs::remove_file(&target);
+    }
+    checked
 }
 
-/// Opens the SQLite file `path` and checks that it is whole and a
-/// database of this service; what it holds. Nothing is written to it.
+/// The files SQLite keeps beside a database.
+const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Opens the SQLite file `path` (immutable: no lock, no journal, nothing
+/// written) and checks that it is whole and a database of this service;
+/// what it holds.
 async fn check(path: &Path) -> Result<Contents, StoreError> {
-    let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
-        .await
-        .map_err(|e| fail("cannot open", path, e))?;
+    let mut conn =
+        SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path).immutable(true))
+            .await
+            .map_err(|e| fail("cannot open", path, e))?;
     let verdict: String = sqlx::query_scalar("PRAGMA integrity_check")
         .fetch_one(&mut conn)
         .await
@@ -199,16 +232,19 @@ fn sync(path: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Unavailable(format!("cannot sync {}: {e}", path.display())))
 }
 
-/// Renames `from` to `to` and syncs the directory, so that the new name
+/// Gives `from` the name `to`, which must not exist (a link fails where
+/// a rename would replace), and syncs the directory, so that the new name
 /// survives a crash.
 fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
-    std::fs::rename(from, to).map_err(|e| {
+    std::fs::hard_link(from, to).map_err(|e| {
         StoreError::Unavailable(format!(
-            "cannot rename {} to {}: {e}",
+            "cannot name {} {}: {e}",
             from.display(),
             to.display()
         ))
     })?;
+    std::fs::remove_file(from)
+        .map_err(|e| StoreError::Unavailable(format!("cannot remove {}: {e}", from.display())))?;
     let dir = match to.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -249,6 +285,20 @@ mod tests {
             .await
             .expect_err("a database is there");
         assert!(e.to_string().contains("never overwritten"), "{e}");
+        // A WAL left by a database that ran in the directory.
+        let leftover = dir.path().join("leftover");
+        std::fs::create_dir_all(&leftover).expect("creates");
+        std::fs::write(leftover.join("gdpr-intake.db-wal"), b"old pages").expect("writes");
+        let e = restore(&copy, &leftover).await.expect_err("a WAL is there");
+        assert!(e.to_string().contains("side file"), "{e}");
+        // A live database is not a backup.
+        let live = data.join(DATABASE_FILE);
+        std::fs::write(with_suffix(&live, "-wal"), b"").expect("writes");
+        let e = restore(&live, &dir.path().join("other"))
+            .await
+            .expect_err("live");
+        assert!(e.to_string().contains("live database"), "{e}");
+        std::fs::remove_file(with_suffix(&live, "-wal")).expect("removes");
         let fresh = dir.path().join("fresh");
         restore(&copy, &fresh).await.expect("restores");
         assert!(fresh.join(DATABASE_FILE).exists());
