@@ -1,7 +1,8 @@
 //! The three-replica chaos check: three servers (the real binary) on one
 //! PostgreSQL database, under a load of submissions (adults and minors),
-//! guardian consents, cancels, and processors that claim, renew, complete
-//! and sometimes abandon tasks under short leases, spread over all three;
+//! guardian consents, cancels, and processors (two workers each) that
+//! claim, renew, complete and sometimes abandon tasks under short leases,
+//! spread over all three;
 //! every few seconds one replica is SIGKILLed and started again. Then the
 //! processors drain what is left, and the check counts, and prints:
 //!
@@ -139,8 +140,8 @@ fn micros(t: &prost_types::Timestamp) -> i64 {
 
 #[derive(Default)]
 struct Record {
-    /// request_id → (name, type, a minor's).
-    acked: BTreeMap<String, (String, v1::RequestType, bool)>,
+    /// request_id → (name, type, a minor's, to be cancelled).
+    acked: BTreeMap<String, (String, v1::RequestType, bool, bool)>,
     submit_retries: usize,
     consents: BTreeSet<String>,
     cancels: BTreeSet<String>,
@@ -216,12 +217,14 @@ async fn submitter(
             .name;
         let mut record = record.lock().expect("lock");
         record.submit_retries += retries;
-        record.acked.insert(m.request_id, (name, t, minor));
+        // One adult's request in five is cancelled by the guardian task.
+        let cancel = !minor && (i + n) % 5 == 2;
+        record.acked.insert(m.request_id, (name, t, minor, cancel));
         i += 1;
     }
 }
 
-/// Consents to minors' requests and cancels every fifth adult's.
+/// Consents to minors' requests and cancels the adults' marked for it.
 async fn guardian(replicas: Replicas, controller: String, record: Shared, stop: Arc<AtomicBool>) {
     let mut done = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
@@ -230,9 +233,8 @@ async fn guardian(replicas: Replicas, controller: String, record: Shared, stop: 
             record
                 .acked
                 .values()
-                .enumerate()
-                .filter(|(i, (name, _, minor))| !done.contains(name) && (*minor || i % 5 == 0))
-                .map(|(_, (name, _, minor))| (name.clone(), *minor))
+                .filter(|(name, _, minor, cancel)| !done.contains(name) && (*minor || *cancel))
+                .map(|(name, _, minor, _)| (name.clone(), *minor))
                 .collect()
         };
         for (name, minor) in todo {
@@ -486,7 +488,9 @@ async fn postgres_replicas_killed_in_turn_lose_duplicate_and_double_lease_nothin
         record.clone(),
         stop.clone(),
     )));
-    for (p, _) in PROCESSORS {
+    // Two workers per processor, claiming through different replicas at
+    // once: leases are contested.
+    for (p, _) in PROCESSORS.iter().chain(PROCESSORS.iter()) {
         load.push(tokio::spawn(processor(
             p,
             replicas.clone(),
@@ -602,7 +606,7 @@ async fn postgres_replicas_killed_in_turn_lose_duplicate_and_double_lease_nothin
     let lost = record
         .acked
         .iter()
-        .filter(|(id, (name, _, _))| {
+        .filter(|(id, (name, _, _, _))| {
             !by_request_id
                 .get(id.as_str())
                 .is_some_and(|rs| rs.iter().any(|r| &r.name == name))
@@ -695,7 +699,10 @@ async fn postgres_replicas_killed_in_turn_lose_duplicate_and_double_lease_nothin
         .filter(|r| {
             !matches!(
                 r.state(),
-                State::Completed | State::Cancelled | State::AwaitingGuardianConsent
+                State::Completed
+                    | State::Cancelled
+                    | State::AwaitingGuardianConsent
+                    | State::Expired
             )
         })
         .count();
@@ -714,7 +721,7 @@ async fn postgres_replicas_killed_in_turn_lose_duplicate_and_double_lease_nothin
         .filter(|r| r.state() == State::Completed)
         .count();
     eprintln!(
-        "chaos check: {REPLICAS} replicas, {kills} kills, {} processors, {} submissions \
+        "chaos check: {REPLICAS} replicas, {kills} kills, {} processors (two workers each), {} submissions \
          acknowledged ({} calls retried on another replica), {} consents, {} cancels, \
          {} requests completed, {} tasks, {} leases granted ({} renewed, {} abandoned), \
          {} completions acknowledged",
