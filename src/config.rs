@@ -49,6 +49,24 @@ pub enum Command {
     /// Put a backup in place as the database of a data directory that has
     /// none yet; `serve` then opens it (with the same keys).
     Restore(RestoreArgs),
+    /// Data key tools.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// What `keys` does.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Count the stored personal data under each data key id, and say
+    /// which of those ids the ring of --data-key-file holds.
+    Status(KeysStatusArgs),
+}
+
+/// Settings of `keys status`.
+#[derive(Clone, Debug, Args)]
+pub struct KeysStatusArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 /// Settings of `backup`.

@@ -8,8 +8,8 @@ use clap::Parser;
 use gdpr_intake::auth::{Role, TokenClaims, dev};
 use gdpr_intake::clock::SystemClock;
 use gdpr_intake::config::{
-    AuditCommand, AuditVerifyArgs, BackupArgs, Cli, Command, DatabaseArgs, RestoreArgs, ServeArgs,
-    TokenArgs,
+    AuditCommand, AuditVerifyArgs, BackupArgs, Cli, Command, DatabaseArgs, KeysCommand,
+    KeysStatusArgs, RestoreArgs, ServeArgs, TokenArgs,
 };
 use gdpr_intake::startup::{Application, KeySource, Settings};
 use gdpr_intake::store::{self, AuditKey, DataKey, StoreConfig, audit};
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Some(Command::Token(args)) => token(args),
         Some(Command::Backup(args)) => runtime.block_on(backup(args)),
         Some(Command::Restore(args)) => runtime.block_on(restore(args)),
+        Some(Command::Keys(KeysCommand::Status(args))) => runtime.block_on(keys_status(args)),
         Some(Command::Audit(AuditCommand::Verify(args))) => {
             return runtime.block_on(audit_verify(args));
         }
@@ -211,6 +212,61 @@ async fn restore(args: RestoreArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     print_contents("restored into", &args.database.data_dir, contents);
     println!("start the service on it with the data and audit keys the backup was written with");
+    Ok(())
+}
+
+/// `keys status`: sealed values per key id, beside the ring configured
+/// (`--data-key-file`, or the development key if there is one; never
+/// created here).
+async fn keys_status(args: KeysStatusArgs) -> Result<(), String> {
+    let key_file = args
+        .database
+        .data_key_file
+        .clone()
+        .unwrap_or_else(|| args.database.data_dir.join(store::crypt::DEV_DATA_KEY_FILE));
+    let ring = if key_file.exists() {
+        Some(DataKey::from_file(&key_file).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let uses = store::keys::status(&store_config(&args.database))
+        .await
+        .map_err(|e| e.to_string())?;
+    match &ring {
+        Some(ring) => println!(
+            "ring {}: primary {}, keys {}",
+            key_file.display(),
+            ring.primary_id(),
+            ring.ids().join(", ")
+        ),
+        None => println!("no data key file at {}", key_file.display()),
+    }
+    if uses.is_empty() {
+        println!("no personal data is stored");
+    }
+    let mut missing = 0;
+    for u in &uses {
+        let (name, place) = match (&u.key_id, &ring) {
+            (None, _) => (
+                "sealed before key ids".to_owned(),
+                "opened by its key in the ring",
+            ),
+            (Some(id), Some(ring)) if ring.primary_id() == id => (format!("key {id}"), "primary"),
+            (Some(id), Some(ring)) if ring.ids().contains(&id.as_str()) => {
+                (format!("key {id}"), "in the ring")
+            }
+            (Some(id), _) => {
+                missing += 1;
+                (format!("key {id}"), "NOT IN THE RING")
+            }
+        };
+        println!("{name}: {} requests, {} values ({place})", u.rows, u.values);
+    }
+    if missing > 0 {
+        return Err(format!(
+            "{missing} key id(s) in use are not in the ring: their values cannot be read"
+        ));
+    }
     Ok(())
 }
 

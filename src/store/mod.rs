@@ -23,6 +23,7 @@ mod codec;
 pub mod crypt;
 mod error;
 mod group;
+pub mod keys;
 mod lend;
 mod postgres;
 mod queue;

@@ -19,6 +19,7 @@ mod db;
 mod dsr;
 mod helpers;
 mod hostile;
+mod keys;
 mod lifecycle;
 mod load_configs;
 mod modules;
