@@ -98,8 +98,8 @@ async fn personal_data_is_sealed_and_round_trips(config: StoreConfig) {
     let sealed = db::fetch_count(
         &config,
         "SELECT COUNT(*) FROM data_subject_requests WHERE \
-         subject_email LIKE 'v1.%' AND subject_date_of_birth LIKE 'v1.%' \
-         AND guardian_full_name LIKE 'v1.%' AND guardian_email LIKE 'v1.%'"
+         subject_email LIKE 'v2.%' AND subject_date_of_birth LIKE 'v2.%' \
+         AND guardian_full_name LIKE 'v2.%' AND guardian_email LIKE 'v2.%'"
             .to_owned(),
     )
     .await;

@@ -300,8 +300,8 @@ async fn purges_closed_requests_past_retention(backend: Backend) {
     assert_eq!(
         rows(
             &config,
-            "purge_time IS NULL AND subject_email LIKE 'v1.%' \
-             AND subject_date_of_birth LIKE 'v1.%'"
+            "purge_time IS NULL AND subject_email LIKE 'v2.%' \
+             AND subject_date_of_birth LIKE 'v2.%'"
         )
         .await,
         2
