@@ -47,7 +47,7 @@ VALUES (
     (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
         || substr(md5(random()::text), 1, 20))::uuid,
     :controller, gen_random_uuid(), 'access',
-    'loadgen-subject-' || :n, 'v1.' || repeat('A', 80), 'v1.' || repeat('A', 68),
+    'loadgen-subject-' || :n, 'v2.' || repeat('A', 93), 'v2.' || repeat('A', 81),
     'DE', NULL, 'please send me a copy of my data', '{}',
     'in_progress', 'GDPR',
     (extract(epoch FROM statement_timestamp()) * 1000000)::bigint,

@@ -57,7 +57,7 @@ const QUEUE_REQUESTS: &str = "INSERT INTO data_subject_requests ( \
      original_due_time, due_time, unrouted, fingerprint, version, audit_head) \
      SELECT (lpad(to_hex(t.ms + g), 12, '0') || substr(md5(g::text), 1, 20))::uuid, \
      $1, gen_random_uuid(), 'access', \
-     'loadgen-subject-' || g, 'v1.' || repeat('A', 80), 'v1.' || repeat('A', 68), \
+     'loadgen-subject-' || g, 'v2.' || repeat('A', 93), 'v2.' || repeat('A', 81), \
      'DE', 'please send me a copy of my data', '{}', \
      'in_progress', 'GDPR', t.us + g, t.us + g, t.us + g, \
      t.us + g + 2678400000000, t.us + g + 2678400000000, \
@@ -449,8 +449,8 @@ mod tests {
         let email = super::super::sqlite::sealed_len("subject@example.org".len());
         let birth = super::super::sqlite::sealed_len("1985-12-10".len());
         for text in [SUBMIT_WRITE_SET_SCRIPT, QUEUE_REQUESTS] {
-            assert!(text.contains(&format!("'v1.' || repeat('A', {})", email - 3)));
-            assert!(text.contains(&format!("'v1.' || repeat('A', {})", birth - 3)));
+            assert!(text.contains(&format!("'v2.' || repeat('A', {})", email - 3)));
+            assert!(text.contains(&format!("'v2.' || repeat('A', {})", birth - 3)));
         }
     }
 

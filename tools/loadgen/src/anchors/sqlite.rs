@@ -62,10 +62,10 @@ type Row<'a> = Vec<(&'static str, &'a dyn ToSql)>;
 const DUE_AFTER_MICROS: i64 = 2_678_400_000_000;
 
 /// The length of a sealed value of `plaintext` bytes as the store keeps it:
-/// `v1.` and the base64 of a 24-byte nonce, the ciphertext and a 16-byte
-/// tag (src/store/crypt.rs).
+/// `v2.`, a 12-digit key id and a dot, and the base64 of a 24-byte nonce,
+/// the ciphertext and a 16-byte tag (src/store/crypt.rs).
 pub fn sealed_len(plaintext: usize) -> usize {
-    3 + (24 + plaintext + 16).div_ceil(3) * 4
+    3 + 13 + (24 + plaintext + 16).div_ceil(3) * 4
 }
 
 /// Writes requests for `duration` into a fresh migrated database and
@@ -163,10 +163,10 @@ impl Fixed {
     fn new(actor: String) -> Self {
         Self {
             email: format!(
-                "v1.{}",
+                "v2.{}",
                 "A".repeat(sealed_len("subject@example.org".len()) - 3)
             ),
-            date_of_birth: format!("v1.{}", "A".repeat(sealed_len("1985-12-10".len()) - 3)),
+            date_of_birth: format!("v2.{}", "A".repeat(sealed_len("1985-12-10".len()) - 3)),
             actor,
         }
     }
@@ -313,10 +313,19 @@ mod tests {
 
     #[test]
     fn sealed_values_are_as_long_as_the_stores() {
-        // 24 + 19 + 16 = 59 bytes: 80 base64 characters.
-        assert_eq!(sealed_len("subject@example.org".len()), 83);
+        // 24 + 19 + 16 = 59 bytes: 80 base64 characters, after `v2.`, the
+        // key id and a dot.
+        assert_eq!(sealed_len("subject@example.org".len()), 96);
         // 24 + 10 + 16 = 50 bytes: 68 characters, the last padded.
-        assert_eq!(sealed_len("1985-12-10".len()), 71);
+        assert_eq!(sealed_len("1985-12-10".len()), 84);
+        // As the store seals them.
+        let key = gdpr_intake::store::DataKey::from_bytes(&[7u8; 32]).expect("a key");
+        for value in ["subject@example.org", "1985-12-10"] {
+            let sealed = key
+                .seal("acme", uuid::Uuid::nil(), "subject_email", value)
+                .expect("sealed");
+            assert_eq!(sealed.len(), sealed_len(value.len()), "{sealed}");
+        }
     }
 
     #[test]
