@@ -229,7 +229,10 @@ async fn keys_status(args: KeysStatusArgs) -> Result<(), String> {
     } else {
         None
     };
-    let uses = store::keys::status(&store_config(&args.database))
+    let uses = store::connect(&store_config(&args.database), false)
+        .await
+        .map_err(|e| e.to_string())?
+        .key_use()
         .await
         .map_err(|e| e.to_string())?;
     match &ring {

@@ -446,6 +446,12 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<AuditTrail>, StoreError>;
 
+    // --- keys ---
+
+    /// The sealed personal-data values and the requests holding them, per
+    /// data key id, for `keys status`.
+    async fn key_use(&self) -> Result<Vec<keys::KeyUse>, StoreError>;
+
     // --- revocations ---
 
     /// Records `revocation` unless its target is revoked already; either

@@ -775,6 +775,23 @@ pub(super) const PURGE_REQUEST: &str = "UPDATE data_subject_requests SET \
      purge_time = $4, update_time = $4, version = $5 \
      WHERE id = $1 AND controller_id = $2 AND version = $3 AND purge_time IS NULL";
 
+// ---- keys ----
+
+/// Sealed personal-data values and the requests holding them, per data key
+/// id (NULL: sealed before key ids). `substr` counts from 1 on both
+/// backends; 12 is [`super::crypt::KEY_ID_LEN`].
+pub(super) const KEY_USE: &str = "SELECT \
+     CASE WHEN v LIKE 'v2.%' THEN substr(v, 4, 12) END AS key_id, \
+     count(DISTINCT id) AS requests, count(*) AS sealed FROM ( \
+     SELECT id, subject_email AS v FROM data_subject_requests WHERE subject_email IS NOT NULL \
+     UNION ALL SELECT id, subject_date_of_birth FROM data_subject_requests \
+     WHERE subject_date_of_birth IS NOT NULL \
+     UNION ALL SELECT id, guardian_full_name FROM data_subject_requests \
+     WHERE guardian_full_name IS NOT NULL \
+     UNION ALL SELECT id, guardian_email FROM data_subject_requests \
+     WHERE guardian_email IS NOT NULL \
+     ) s GROUP BY 1 ORDER BY 1";
+
 // ---- leases ----
 
 /// Takes lease `$1` for holder `$2` until `$3`: a new row, or the existing

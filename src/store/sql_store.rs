@@ -2216,6 +2216,26 @@ where
 
     #[tracing::instrument(
         level = "debug",
+        name = "gdpr.store.key_use",
+        skip_all,
+        fields(backend = B::NAME)
+    )]
+    async fn key_use(&self) -> Result<Vec<super::keys::KeyUse>, StoreError> {
+        self.rows(sqlx::query(sql::KEY_USE))
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(super::keys::KeyUse {
+                    key_id: row.try_get(0).map_err(map::<B>)?,
+                    rows: row.try_get(1).map_err(map::<B>)?,
+                    values: row.try_get(2).map_err(map::<B>)?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.acquire_lease",
         skip_all,
         fields(backend = B::NAME, name = %name, holder = %holder)
