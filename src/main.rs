@@ -229,10 +229,12 @@ async fn keys_status(args: KeysStatusArgs) -> Result<(), String> {
     } else {
         None
     };
-    let uses = store::connect(&store_config(&args.database), false)
+    let store = store::connect(&store_config(&args.database), false)
         .await
-        .map_err(|e| e.to_string())?
-        .key_use()
+        .map_err(|e| e.to_string())?;
+    let uses = store.key_use().await.map_err(|e| e.to_string())?;
+    let registered = store
+        .registered_keys(store::keys::KeyPurpose::Data)
         .await
         .map_err(|e| e.to_string())?;
     match &ring {
@@ -243,6 +245,12 @@ async fn keys_status(args: KeysStatusArgs) -> Result<(), String> {
             ring.ids().join(", ")
         ),
         None => println!("no data key file at {}", key_file.display()),
+    }
+    if let Some(newest) = registered.first() {
+        println!(
+            "newest primary made by a replica: {} (since {}); the re-seal moves values to it",
+            newest.key_id, newest.primary_since
+        );
     }
     if uses.is_empty() {
         println!("no personal data is stored");
@@ -264,6 +272,18 @@ async fn keys_status(args: KeysStatusArgs) -> Result<(), String> {
             }
         };
         println!("{name}: {} requests, {} values ({place})", u.rows, u.values);
+    }
+    if let Some(ring) = &ring {
+        for id in ring.ids() {
+            if !uses.iter().any(|u| u.key_id.as_deref() == Some(id)) {
+                let place = if id == ring.primary_id() {
+                    "primary"
+                } else {
+                    "in the ring; nothing is sealed with it, it may be removed"
+                };
+                println!("key {id}: 0 requests, 0 values ({place})");
+            }
+        }
     }
     if missing > 0 {
         return Err(format!(

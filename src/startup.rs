@@ -146,6 +146,8 @@ pub enum StartupError {
     },
     #[error("tls: {0}")]
     Tls(#[from] transport::TlsError),
+    #[error("key rings: {0}")]
+    Keys(#[from] store::keys::RingError),
 }
 
 /// A built application, bound to its port and ready to run.
@@ -198,6 +200,9 @@ impl Application {
         // process: `serve` loads them from files, tests make their own.
         settings.store.require_keys()?;
         let store = store::connect(&settings.store, settings.migrate_on_start).await?;
+        // No replica writes with keys another cannot read, nor starts
+        // without a key some trail needs.
+        store::keys::check_rings(store.as_ref(), clock.now()).await?;
         // No call is answered before the revocations are known.
         access::reload_revocations(store.as_ref(), auth.revocations()).await?;
         let listener =

@@ -21,9 +21,15 @@
 //! finding is still written once: the store writes a finding only if the
 //! row is still as it was read.
 //!
+//! Each sweep ends with the data key's re-seal (see
+//! [`crate::store::keys`]): on the replica whose primary is the newest,
+//! personal data sealed with older keys is sealed again with it, a page per
+//! transaction, the lease renewed between pages.
+//!
 //! Time comes from the application's clock, so tests move it by hand.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -34,7 +40,7 @@ use tracing::field::Empty;
 use uuid::Uuid;
 
 use crate::domain::sla::Thresholds;
-use crate::service::{AppState, ServiceError};
+use crate::service::{AppState, Resealed, ServiceError};
 
 /// The lease that makes one replica the sweeper.
 pub const LEASE_NAME: &str = "sla-watchdog";
@@ -129,6 +135,9 @@ pub struct Watchdog {
     /// This replica's name on the lease.
     holder: String,
     progress: Progress,
+    /// A whole re-seal pass found nothing to move while its key was the
+    /// only one ever made primary.
+    reseal_clean: AtomicBool,
 }
 
 impl Watchdog {
@@ -140,6 +149,7 @@ impl Watchdog {
             config,
             holder: format!("gdpr-intake-{}", Uuid::new_v4()),
             progress: Progress::default(),
+            reseal_clean: AtomicBool::new(false),
         }
     }
 
@@ -276,9 +286,69 @@ impl Watchdog {
         self.expire_consents(found, now).await?;
         self.check_requests(found, now).await?;
         self.check_tasks(found, now).await?;
-        match self.config.retention {
-            Some(retention) => self.purge_closed(retention, now).await,
-            None => Ok(()),
+        if let Some(retention) = self.config.retention {
+            self.purge_closed(retention, now).await?;
+        }
+        self.reseal().await
+    }
+
+    /// Moves personal data sealed with older data keys to the primary, a
+    /// page per transaction, if this replica's primary is the newest; in a
+    /// span of its own that counts what moved and what the ring cannot
+    /// open. Names no request.
+    async fn reseal(&self) -> Result<(), Stop> {
+        let Some(only_key) = self.state.reseals().await? else {
+            return Ok(());
+        };
+        // With one key ever made primary, nothing new can need moving once
+        // a whole pass found nothing: the scan is skipped until another
+        // key is made primary.
+        if only_key && self.reseal_clean.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.reseal_clean.store(false, Ordering::Relaxed);
+        let span = tracing::info_span!(
+            "dsr.keys.reseal",
+            dsr.keys.resealed = Empty,
+            dsr.keys.unreadable = Empty,
+            dsr.keys.complete = Empty,
+        );
+        let mut total = Resealed::default();
+        let outcome = self.reseal_pages(&mut total).instrument(span.clone()).await;
+        span.record("dsr.keys.resealed", total.moved);
+        span.record("dsr.keys.unreadable", total.unreadable);
+        span.record("dsr.keys.complete", outcome.is_ok());
+        if outcome.is_ok() && only_key && total.moved == 0 && total.unreadable == 0 {
+            self.reseal_clean.store(true, Ordering::Relaxed);
+        }
+        if total.moved > 0 {
+            self.state.metrics.requests_resealed(total.moved);
+        }
+        if total.moved > 0 || total.unreadable > 0 {
+            span.in_scope(|| {
+                tracing::info!(
+                    dsr.keys.resealed = total.moved,
+                    dsr.keys.unreadable = total.unreadable,
+                    "sealed personal data again with the primary data key"
+                );
+            });
+        }
+        outcome
+    }
+
+    async fn reseal_pages(&self, total: &mut Resealed) -> Result<(), Stop> {
+        let mut after = None;
+        loop {
+            if after.is_some() {
+                self.keep_going().await?;
+            }
+            let page = self.state.reseal_page(after).await?;
+            total.moved += page.moved;
+            total.unreadable += page.unreadable;
+            after = page.next;
+            if after.is_none() {
+                return Ok(());
+            }
         }
     }
 

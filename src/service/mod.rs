@@ -31,6 +31,7 @@ pub use error::ServiceError;
 // positions, filters, task operations, the store's failures inside
 // `ServiceError`): callers above the service name them through it and
 // never import the store.
+pub use crate::store::keys::Resealed;
 pub use crate::store::{Cursor, RequestFilter, RouteFilter, StoreError, SweepCursor, TaskOp};
 
 /// What every handler and the watchdog share.

@@ -13,16 +13,22 @@ use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
 use super::requests::On;
-use super::{AppState, ServiceError};
+use super::{AppState, Resealed, ServiceError};
 use crate::domain::request::DataSubjectRequest;
 use crate::domain::retention;
 use crate::domain::routing::Task;
 use crate::domain::sla::{self, Finding};
+use crate::store::keys::KeyPurpose;
 use crate::store::{MAX_READ_GROUP, StoreError, SweepCursor};
 use crate::telemetry::{self, SlaItem};
 
 /// Rows read per page of a sweep.
 pub const PAGE: u32 = 200;
+
+/// Requests the re-seal rewrites per transaction: small, so that writers
+/// wait on it (SQLite's turn, PostgreSQL's row locks) for a few
+/// milliseconds at most.
+pub const RESEAL_PAGE: u32 = 100;
 
 /// What one page of a step did, and where the next page starts (`None`:
 /// this was the last).
@@ -73,6 +79,30 @@ impl AppState {
             .store
             .acquire_lease(name, holder, self.clock.now(), ttl)
             .await?)
+    }
+
+    /// Whether this replica's re-seal runs: its data key's primary is the
+    /// newest any replica made primary (a replica still on an older one
+    /// would move the data back). `Some(true)` when it is also the only key
+    /// ever made primary: then no value can be sealed with another key but
+    /// those from before key ids, and a pass that found none need not run
+    /// again.
+    pub async fn reseals(&self) -> Result<Option<bool>, ServiceError> {
+        let ids = self.store.key_ids(KeyPurpose::Data);
+        let Some(primary) = ids.first() else {
+            return Ok(None);
+        };
+        let registered = self.store.registered_keys(KeyPurpose::Data).await?;
+        Ok(registered
+            .first()
+            .filter(|k| &k.key_id == primary)
+            .map(|_| registered.len() == 1))
+    }
+
+    /// One page of the re-seal, after request `after`: personal data
+    /// sealed with older keys sealed again with the primary.
+    pub async fn reseal_page(&self, after: Option<Uuid>) -> Result<Resealed, ServiceError> {
+        Ok(self.store.reseal_page(after, RESEAL_PAGE).await?)
     }
 
     /// Gives lease `name` up, if `holder` holds it.

@@ -29,7 +29,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Type};
 use uuid::Uuid;
 
-use super::audit::{self, AuditKey};
+use super::audit::AuditKey;
 use super::codec::{self, EventColumns, IdColumn, RequestColumns, TaskColumns};
 use super::crypt::DataKey;
 use super::sql::{self, Placeholders};
@@ -90,9 +90,9 @@ impl<'a> Group<'a> {
                 })
                 .collect();
             let tip = chain.last().map_or_else(Tip::default, |(_, chained)| Tip {
-                head: audit::to_hex(&chained.head),
+                head: chained.head_text(),
                 sequence: Some(chained.sequence),
-                hash: Some(audit::to_hex(&chained.hash)),
+                hash: Some(chained.hash_text()),
             });
             rows.push((columns, tip));
             chains.push(chain);
@@ -284,7 +284,7 @@ impl Group<'_> {
                     reason: event.reason.clone(),
                     task_id: event.task,
                     sequence: chained.sequence,
-                    hash: audit::to_hex(&chained.hash),
+                    hash: chained.hash_text(),
                 })
             })
             .collect();

@@ -74,6 +74,11 @@ pub(super) fn cursor_values(after: Option<&Cursor>) -> (i64, Uuid) {
     after.map_or((i64::MIN, Uuid::nil()), |c| (micros(c.create_time), c.id))
 }
 
+/// A stored time back to a timestamp; corrupt if out of range.
+pub(super) fn timestamp_of(column: &str, micros: i64) -> Result<Timestamp, StoreError> {
+    timestamp(column, micros)
+}
+
 fn timestamp(column: &str, micros: i64) -> Result<Timestamp, StoreError> {
     Timestamp::from_microsecond(micros)
         .map_err(|_| corrupt(format!("{column} is out of the supported time range")))
@@ -784,7 +789,7 @@ impl EventColumns {
             event.reason.clone(),
             event.task.map(Id::from_uuid),
             chained.sequence,
-            audit::to_hex(&chained.hash),
+            chained.hash_text(),
         )
     }
 
@@ -826,8 +831,8 @@ impl EventColumns {
         let hash: String = row
             .try_get("hash")
             .map_err(|_| corrupt("request_events.hash is unreadable"))?;
-        let hash =
-            audit::from_hex(&hash).ok_or_else(|| corrupt("request_events.hash is not a hash"))?;
+        let (_, hash) = audit::parse_stamped(&hash)
+            .ok_or_else(|| corrupt("request_events.hash is not a hash"))?;
         Ok((sequence, hash))
     }
 
@@ -1500,7 +1505,7 @@ fn tip_from(
     match (sequence, hash) {
         (None, None) => Ok(None),
         (Some(sequence), Some(hash)) => {
-            let hash = audit::from_hex(&hash)
+            let (_, hash) = audit::parse_stamped(&hash)
                 .ok_or_else(|| corrupt("data_subject_requests.last_event_hash is not a hash"))?;
             Ok(Some((sequence, hash)))
         }

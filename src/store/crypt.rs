@@ -28,9 +28,7 @@
 //! vector state for every value); a page of a list opens forty of them.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -41,6 +39,7 @@ use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::keyfile::{self, KeyFileError};
 
 /// The name of the development key file `serve` creates in the data
 /// directory when no key file is configured.
@@ -54,7 +53,7 @@ const LEGACY_PREFIX: &str = "v1.";
 /// What values sealed with a named key begin with, before the key id.
 const PREFIX: &str = "v2.";
 /// Hex digits of a key id.
-pub const KEY_ID_LEN: usize = 12;
+pub const KEY_ID_LEN: usize = keyfile::ID_LEN;
 
 /// The keys that seal and open personal data: a primary, which seals, and
 /// older keys, which still open what they sealed. Cheap to clone; its
@@ -81,35 +80,24 @@ impl fmt::Debug for DataKey {
 /// The id of `key`: it names the key in sealed values without telling
 /// anything of it.
 fn key_id(key: &[u8; KEY_BYTES]) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(b"gdpr-intake data key id\0")
-        .chain_update(key)
-        .finalize();
-    digest[..KEY_ID_LEN / 2]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    keyfile::key_id(KEY_ID_LABEL, key)
 }
 
-/// Why a key file cannot be used. Says which file, never what it holds.
-#[derive(Debug, thiserror::Error)]
-pub enum DataKeyError {
-    #[error("cannot {action} the data key file {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-    #[error(
-        "the data key file {path} must hold one key per line, each exactly {KEY_BYTES} random bytes in base64 (line {line} is not)"
-    )]
-    Invalid { path: PathBuf, line: usize },
-    #[error("the data key file {path} holds no key")]
-    Empty { path: PathBuf },
-    #[error("the data key file {path} holds key {id} twice")]
-    Duplicate { path: PathBuf, id: String },
-}
+/// What a data key's id is derived under.
+const KEY_ID_LABEL: &str = "gdpr-intake data key id";
+
+/// Why a data key file cannot be used. Says which file, never what it
+/// holds.
+pub type DataKeyError = KeyFileError;
+
+/// The data ring's file: keys of exactly 32 bytes.
+const FILE: keyfile::Spec = keyfile::Spec {
+    ring: "data",
+    wants: "exactly 32",
+    fresh_len: KEY_BYTES,
+    accept: |k| k.len() == KEY_BYTES,
+    id_of: |k| keyfile::key_id(KEY_ID_LABEL, k),
+};
 
 impl DataKey {
     /// A ring of one key, from exactly 32 bytes.
@@ -169,92 +157,25 @@ impl DataKey {
     /// Reads a key file: one key per line (32 bytes in base64), the first
     /// the primary; blank lines and lines starting with `#` ignored.
     pub fn from_file(path: &Path) -> Result<Self, DataKeyError> {
-        let text = fs::read_to_string(path).map_err(|source| DataKeyError::Io {
-            action: "read",
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut keys: Vec<Vec<u8>> = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            match STANDARD.decode(line) {
-                Ok(bytes) if bytes.len() == KEY_BYTES => keys.push(bytes),
-                _ => {
-                    return Err(DataKeyError::Invalid {
-                        path: path.to_owned(),
-                        line: n + 1,
-                    });
-                }
-            }
-        }
-        if keys.is_empty() {
-            return Err(DataKeyError::Empty {
-                path: path.to_owned(),
-            });
-        }
-        let slices: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        Self::ring(&slices).ok_or_else(|| {
-            let ids: Vec<String> = keys
-                .iter()
-                .filter_map(|k| <[u8; KEY_BYTES]>::try_from(k.as_slice()).ok())
-                .map(|k| key_id(&k))
-                .collect();
-            let id = ids
-                .iter()
-                .enumerate()
-                .find(|(i, id)| ids[..*i].contains(id))
-                .map(|(_, id)| id.clone())
-                .unwrap_or_default();
-            DataKeyError::Duplicate {
-                path: path.to_owned(),
-                id,
-            }
-        })
+        let keys = keyfile::read(path, FILE)?;
+        Self::from_keys(&keys, path)
     }
 
     /// The development key in `data_dir`, created (readable by its owner
     /// only) if missing. Returns the key and whether it was created.
     pub fn ensure_dev(data_dir: &Path) -> Result<(Self, bool), DataKeyError> {
         let path = data_dir.join(DEV_DATA_KEY_FILE);
-        let io = |action| {
-            let path = path.clone();
-            move |source| DataKeyError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        fs::create_dir_all(data_dir).map_err(io("create the directory of"))?;
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        match options.open(&path) {
-            Ok(mut file) => {
-                let mut bytes = [0u8; KEY_BYTES];
-                OsRng.fill_bytes(&mut bytes);
-                let mut text = STANDARD.encode(bytes);
-                text.push('\n');
-                file.write_all(text.as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(io("write"))?;
-                let key = Self::from_bytes(&bytes).ok_or_else(|| DataKeyError::Invalid {
-                    path: path.clone(),
-                    line: 1,
-                })?;
-                Ok((key, true))
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                Self::from_file(&path).map(|key| (key, false))
-            }
-            Err(e) => Err(io("create")(e)),
-        }
+        let (keys, created) = keyfile::ensure_dev(&path, FILE)?;
+        Ok((Self::from_keys(&keys, &path)?, created))
+    }
+
+    /// The ring of the keys a file held (checked there).
+    fn from_keys(keys: &[Vec<u8>], path: &Path) -> Result<Self, DataKeyError> {
+        let slices: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        Self::ring(&slices).ok_or_else(|| DataKeyError::Empty {
+            ring: FILE.ring,
+            path: path.to_owned(),
+        })
     }
 
     /// Seals `plaintext` for `column` of request `id` of `controller_id`.
@@ -384,6 +305,8 @@ fn associated_data(controller_id: &str, id: Uuid, column: &str) -> Vec<u8> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+    use std::fs;
+
     use super::*;
 
     #[test]
@@ -393,7 +316,7 @@ mod tests {
         let sealed = key
             .seal("acme", id, "subject_email", "ada@example.org")
             .unwrap();
-        assert!(!sealed.contains("ada"));
+        assert!(!sealed.contains("ada@example.org") && !sealed.contains("example"));
         assert_eq!(
             key.open("acme", id, "subject_email", &sealed).unwrap(),
             "ada@example.org"

@@ -23,6 +23,8 @@ mod codec;
 pub mod crypt;
 mod error;
 mod group;
+mod keyfile;
+pub use keyfile::KeyFileError;
 pub mod keys;
 mod lend;
 mod postgres;
@@ -451,6 +453,48 @@ pub trait Store: Send + Sync + 'static {
     /// The sealed personal-data values and the requests holding them, per
     /// data key id, for `keys status`.
     async fn key_use(&self) -> Result<Vec<keys::KeyUse>, StoreError>;
+
+    /// The ids of this store's ring of `purpose`, the primary first (none
+    /// without keys).
+    fn key_ids(&self, purpose: keys::KeyPurpose) -> Vec<String>;
+
+    /// The keys of `purpose` made primary so far, the newest first.
+    async fn registered_keys(
+        &self,
+        purpose: keys::KeyPurpose,
+    ) -> Result<Vec<keys::RegisteredKey>, StoreError>;
+
+    /// Records key `key_id` of `purpose` as made primary at `now`, unless
+    /// it was before.
+    async fn register_key(
+        &self,
+        purpose: keys::KeyPurpose,
+        key_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets key `key_id` of `purpose`, once nothing stored needs it.
+    async fn forget_key(&self, purpose: keys::KeyPurpose, key_id: &str) -> Result<(), StoreError>;
+
+    /// Up to `limit` requests, by id, that need key `key_id` of `purpose`:
+    /// a personal-data value sealed with it, or an event chained with it.
+    async fn key_holders(
+        &self,
+        purpose: keys::KeyPurpose,
+        key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, StoreError>;
+
+    /// One page of the re-seal: up to `limit` requests after `after` (by
+    /// id) holding personal data sealed with another key than this store's
+    /// primary, each opened with the ring and sealed with the primary, the
+    /// page written in one transaction. A row changed meanwhile is left for
+    /// the next pass; one the ring cannot open is counted, not written.
+    async fn reseal_page(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<keys::Resealed, StoreError>;
 
     // --- revocations ---
 

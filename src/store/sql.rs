@@ -792,6 +792,51 @@ pub(super) const KEY_USE: &str = "SELECT \
      WHERE guardian_email IS NOT NULL \
      ) s GROUP BY 1 ORDER BY 1";
 
+/// The keys of purpose `$1` made primary so far, the newest first.
+pub(super) const REGISTERED_KEYS: &str = "SELECT key_id, primary_since FROM key_registry \
+     WHERE purpose = $1 ORDER BY primary_since DESC, key_id";
+
+/// Records key `$2` of purpose `$1` as made primary at `$3`, unless it was
+/// before (its first time stands).
+pub(super) const REGISTER_KEY: &str = "INSERT INTO key_registry (purpose, key_id, primary_since) \
+     VALUES ($1, $2, $3) ON CONFLICT (purpose, key_id) DO NOTHING";
+
+/// Forgets key `$2` of purpose `$1`: nothing stored needs it any more.
+pub(super) const FORGET_KEY: &str = "DELETE FROM key_registry WHERE purpose = $1 AND key_id = $2";
+
+/// Up to `$2` requests with a personal-data value sealed with the key whose
+/// values begin with `$1` (`v2.<key id>.%`).
+pub(super) const SEALED_WITH: &str = "SELECT id FROM data_subject_requests \
+     WHERE subject_date_of_birth LIKE $1 OR subject_email LIKE $1 \
+     OR guardian_full_name LIKE $1 OR guardian_email LIKE $1 \
+     ORDER BY id LIMIT CAST($2 AS BIGINT)";
+
+/// Up to `$2` requests with an event chained with the audit key whose
+/// hashes begin with `$1` (`<key id>.%`). Each request's events are found
+/// through their primary key, and the walk stops at the limit.
+pub(super) const CHAINED_WITH: &str = "SELECT r.id FROM data_subject_requests r \
+     WHERE EXISTS (SELECT 1 FROM request_events e \
+     WHERE e.data_subject_request_id = r.id AND e.hash LIKE $1) \
+     ORDER BY r.id LIMIT CAST($2 AS BIGINT)";
+
+/// The re-seal's page: up to `$3` requests with an id greater than `$1`
+/// holding a personal-data value not sealed with the key whose values
+/// begin with `$2` (`v2.<primary id>.%`), by id, with what the re-seal
+/// rewrites.
+pub(super) const RESEAL_CANDIDATES: &str = "SELECT id, controller_id, version, \
+     subject_date_of_birth, subject_email, guardian_full_name, guardian_email \
+     FROM data_subject_requests WHERE id > $1 AND ( \
+     subject_date_of_birth NOT LIKE $2 OR subject_email NOT LIKE $2 \
+     OR guardian_full_name NOT LIKE $2 OR guardian_email NOT LIKE $2) \
+     ORDER BY id LIMIT CAST($3 AS BIGINT)";
+
+/// Writes request `$1`'s personal data sealed anew (`$3`…`$6`), if it is
+/// still at version `$2`. The version stays: the values are the same, and
+/// a writer that read the row before this still writes its own sealing.
+pub(super) const RESEAL_REQUEST: &str = "UPDATE data_subject_requests SET \
+     subject_date_of_birth = $3, subject_email = $4, guardian_full_name = $5, guardian_email = $6 \
+     WHERE id = $1 AND version = $2";
+
 // ---- leases ----
 
 /// Takes lease `$1` for holder `$2` until `$3`: a new row, or the existing

@@ -54,7 +54,7 @@ use tracing::Instrument as _;
 use tracing::instrument::WithSubscriber as _;
 use uuid::Uuid;
 
-use super::audit::{self, AuditKey, AuditTrail};
+use super::audit::{AuditKey, AuditTrail};
 use super::batch::Group;
 use super::codec::{
     self, EventColumns, IdColumn, LeaseColumns, ProcessorColumns, RequestColumns,
@@ -62,6 +62,7 @@ use super::codec::{
     TaskViewColumns,
 };
 use super::crypt::DataKey;
+use super::keys::{KeyPurpose, RegisteredKey, Resealed, SealedRow};
 use super::lend::{Connections, Lent};
 use super::sql::{Locking, Placeholders, TaskFilterValue};
 use super::steps::{self, Applied};
@@ -548,9 +549,9 @@ where
         sqlx::query(sql::SET_AUDIT_HEAD)
             .bind(B::Id::from_uuid(id))
             .bind(controller_id)
-            .bind(audit::to_hex(&chained.head))
+            .bind(chained.head_text())
             .bind(chained.sequence)
-            .bind(audit::to_hex(&chained.hash))
+            .bind(chained.hash_text())
             .execute(&mut *conn)
             .await
             .map(drop)
@@ -2327,6 +2328,185 @@ where
                 .into_domain()
         })
         .collect()
+    }
+
+    fn key_ids(&self, purpose: KeyPurpose) -> Vec<String> {
+        let ids = match purpose {
+            KeyPurpose::Data => self.data_key.as_ref().map(DataKey::ids),
+            KeyPurpose::Audit => self.audit_key.as_ref().map(AuditKey::ids),
+        };
+        ids.unwrap_or_default()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.registered_keys",
+        skip_all,
+        fields(backend = B::NAME, purpose = purpose.as_str())
+    )]
+    async fn registered_keys(&self, purpose: KeyPurpose) -> Result<Vec<RegisteredKey>, StoreError> {
+        self.rows(sqlx::query(sql::REGISTERED_KEYS).bind(purpose.as_str()))
+            .await?
+            .iter()
+            .map(|row| {
+                let key_id: String = row.try_get(0).map_err(map::<B>)?;
+                let since: i64 = row.try_get(1).map_err(map::<B>)?;
+                Ok(RegisteredKey {
+                    key_id,
+                    primary_since: codec::timestamp_of("key_registry.primary_since", since)?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.register_key",
+        skip_all,
+        fields(backend = B::NAME, purpose = purpose.as_str(), key_id = %key_id)
+    )]
+    async fn register_key(
+        &self,
+        purpose: KeyPurpose,
+        key_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await?;
+        self.exec(
+            sqlx::query(sql::REGISTER_KEY)
+                .bind(purpose.as_str())
+                .bind(key_id)
+                .bind(codec::micros(now)),
+        )
+        .await
+        .map(drop)
+        .map_err(map::<B>)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.forget_key",
+        skip_all,
+        fields(backend = B::NAME, purpose = purpose.as_str(), key_id = %key_id)
+    )]
+    async fn forget_key(&self, purpose: KeyPurpose, key_id: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await?;
+        self.exec(
+            sqlx::query(sql::FORGET_KEY)
+                .bind(purpose.as_str())
+                .bind(key_id),
+        )
+        .await
+        .map(drop)
+        .map_err(map::<B>)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.key_holders",
+        skip_all,
+        fields(backend = B::NAME, purpose = purpose.as_str(), key_id = %key_id)
+    )]
+    async fn key_holders(
+        &self,
+        purpose: KeyPurpose,
+        key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let statement = match purpose {
+            KeyPurpose::Data => sql::SEALED_WITH,
+            KeyPurpose::Audit => sql::CHAINED_WITH,
+        };
+        self.rows(
+            sqlx::query(statement)
+                .bind(purpose.pattern(key_id))
+                .bind(i64::from(limit)),
+        )
+        .await?
+        .into_iter()
+        .map(|row| {
+            row.try_get::<B::Id, _>(0)
+                .map_err(map::<B>)?
+                .into_uuid("data_subject_requests.id")
+        })
+        .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.reseal_page",
+        skip_all,
+        fields(backend = B::NAME, limit = limit, moved = tracing::field::Empty, unreadable = tracing::field::Empty)
+    )]
+    async fn reseal_page(&self, after: Option<Uuid>, limit: u32) -> Result<Resealed, StoreError> {
+        let key = self.data_key()?;
+        let rows = self
+            .rows(
+                sqlx::query(sql::RESEAL_CANDIDATES)
+                    .bind(B::Id::from_uuid(after.unwrap_or(Uuid::nil())))
+                    .bind(KeyPurpose::Data.pattern(key.primary_id()))
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let read = |i| row.try_get::<Option<String>, _>(i).map_err(map::<B>);
+            found.push(SealedRow {
+                id: row
+                    .try_get::<B::Id, _>(0)
+                    .map_err(map::<B>)?
+                    .into_uuid("data_subject_requests.id")?,
+                controller_id: row.try_get(1).map_err(map::<B>)?,
+                version: row.try_get(2).map_err(map::<B>)?,
+                values: [read(3)?, read(4)?, read(5)?, read(6)?],
+            });
+        }
+        let next = match found.last() {
+            Some(last) if found.len() == limit as usize => Some(last.id),
+            _ => None,
+        };
+        let mut page = Resealed {
+            next,
+            ..Resealed::default()
+        };
+        let mut updates = Vec::with_capacity(found.len());
+        for row in &found {
+            match row.resealed(key) {
+                Ok(values) => updates.push((row.id, row.version, values)),
+                // A key the ring lacks, or a value that does not open: the
+                // reads of that request already say so; the re-seal leaves
+                // it as it is.
+                Err(StoreError::Corrupt(_)) => page.unreadable += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        if !updates.is_empty() {
+            let _turn = self.write_turn().await?;
+            let mut conn = self.lend_writer().await?;
+            let mut tx = Self::begin_write(&mut conn).await?;
+            for (id, version, [dob, email, guardian_name, guardian_email]) in updates {
+                let done = sqlx::query(sql::RESEAL_REQUEST)
+                    .bind(B::Id::from_uuid(id))
+                    .bind(version)
+                    .bind(dob)
+                    .bind(email)
+                    .bind(guardian_name)
+                    .bind(guardian_email)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map::<B>)?;
+                page.moved += B::rows_affected(&done);
+            }
+            tx.commit().await.map_err(map::<B>)?;
+            conn.give_back();
+        }
+        let span = tracing::Span::current();
+        span.record("moved", page.moved);
+        span.record("unreadable", page.unreadable);
+        Ok(page)
     }
 
     #[tracing::instrument(

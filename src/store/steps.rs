@@ -217,7 +217,7 @@ pub(super) fn task_finding_event(
 }
 
 /// Where a new event goes in its request's audit chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Chained {
     /// One past the last event's.
     pub sequence: i64,
@@ -225,6 +225,20 @@ pub(super) struct Chained {
     pub hash: [u8; 32],
     /// The request's new audit head.
     pub head: [u8; 32],
+    /// The id of the audit key both were made with.
+    pub key_id: std::sync::Arc<str>,
+}
+
+impl Chained {
+    /// The event's hash as stored, naming its key.
+    pub fn hash_text(&self) -> String {
+        audit::stamp(&self.key_id, &self.hash)
+    }
+
+    /// The request's audit head as stored, naming its key.
+    pub fn head_text(&self) -> String {
+        audit::stamp(&self.key_id, &self.head)
+    }
 }
 
 /// Chains `event` of request `id` onto `last`, its request's last event
@@ -244,5 +258,6 @@ pub(super) fn chain(
         sequence,
         hash,
         head: audit::head_hash(key, id, sequence, &hash),
+        key_id: key.primary_key_id(),
     }
 }

@@ -32,7 +32,7 @@ use sqlx::{AssertSqlSafe, Database, Encode, Type};
 use uuid::Uuid;
 
 use super::StoreError;
-use super::audit::{self, AuditKey};
+use super::audit::AuditKey;
 use super::codec::{EventColumns, IdColumn, RequestColumns, TaskColumns};
 use super::sql;
 use super::steps::{self, Chained};
@@ -150,9 +150,9 @@ where
     i64: for<'t> Encode<'t, DB> + Type<DB>,
 {
     query
-        .bind(audit::to_hex(&chained.head))
+        .bind(chained.head_text())
         .bind(chained.sequence)
-        .bind(audit::to_hex(&chained.hash))
+        .bind(chained.hash_text())
 }
 
 /// The writes of one transaction, in the order they were decided.
@@ -208,12 +208,12 @@ impl Writes {
                 Part::Event {
                     request,
                     ref controller_id,
-                    chained,
+                    ref chained,
                     ..
                 } => {
                     match heads.iter_mut().find(|(id, _, _)| *id == request) {
-                        Some(head) => head.2 = chained,
-                        None => heads.push((request, controller_id.clone(), chained)),
+                        Some(head) => head.2 = chained.clone(),
+                        None => heads.push((request, controller_id.clone(), chained.clone())),
                     }
                     rows.push(part);
                 }

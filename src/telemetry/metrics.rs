@@ -9,6 +9,7 @@
 //! | `gdpr.dsr.sla.breached` | counter | `dsr.sla.item` | `gdpr_dsr_sla_breached_total` |
 //! | `gdpr.dsr.expired` | counter | — | `gdpr_dsr_expired_total` |
 //! | `gdpr.dsr.purged` | counter | — | `gdpr_dsr_purged_total` |
+//! | `gdpr.dsr.resealed` | counter | — | `gdpr_dsr_resealed_total` |
 //! | `gdpr.dsr.time_to_close` | histogram, share of the time allowed | `dsr.type`, `dsr.regime`, `dsr.state` (`completed`, `refused`) | `gdpr_dsr_time_to_close_ratio` |
 //! | `gdpr.auth.jwks_reload_failures` | counter | — | `gdpr_auth_jwks_reload_failures_total` |
 //! | `gdpr.connections.open` | up-down counter | — | `gdpr_connections_open` |
@@ -85,6 +86,7 @@ struct Instruments {
     breached: Counter<u64>,
     expired: Counter<u64>,
     purged: Counter<u64>,
+    resealed: Counter<u64>,
     auth_failures: Counter<u64>,
     jwks_reload_failures: Counter<u64>,
     connections_open: UpDownCounter<i64>,
@@ -143,6 +145,13 @@ impl Metrics {
                     .u64_counter("gdpr.dsr.purged")
                     .with_description(
                         "Closed requests whose personal data was removed after the retention period.",
+                    )
+                    .with_unit("{request}")
+                    .build(),
+                resealed: meter
+                    .u64_counter("gdpr.dsr.resealed")
+                    .with_description(
+                        "Requests whose personal data the re-seal moved to the primary data key.",
                     )
                     .with_unit("{request}")
                     .build(),
@@ -304,6 +313,12 @@ impl Metrics {
     /// The retention purge removed the personal data of `count` requests.
     pub fn requests_purged(&self, count: u64) {
         self.inner.purged.add(count, &[]);
+    }
+
+    /// The re-seal moved `count` requests' personal data to the primary
+    /// data key.
+    pub fn requests_resealed(&self, count: u64) {
+        self.inner.resealed.add(count, &[]);
     }
 
     /// A request was closed (`state` completed or refused) after `used` of

@@ -52,6 +52,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     intact_trails_verify_page_by_page,
     each_kind_of_tampering_is_named,
+    a_trail_chained_under_two_keys_verifies_and_keeps_its_keys,
 );
 
 pub fn at(seconds: i64) -> Timestamp {
@@ -314,6 +315,124 @@ async fn each_kind_of_tampering_is_named(config: StoreConfig) {
             ],
         )
         .await;
+    }
+}
+
+/// Random key bytes for an audit ring.
+fn audit_secret() -> [u8; 32] {
+    use rand_core::{OsRng, RngCore};
+    let mut key = [0u8; 32];
+    OsRng.fill_bytes(&mut key);
+    key
+}
+
+/// A trail begun under one audit key and continued under the next, as a
+/// rotation leaves it: it verifies with both in the ring (either first),
+/// tampering is still caught at the right event under either key, a ring
+/// without the old key names it, and a replica whose ring drops it is
+/// refused with the trail that needs it.
+async fn a_trail_chained_under_two_keys_verifies_and_keeps_its_keys(config: StoreConfig) {
+    let (old, new) = (audit_secret(), audit_secret());
+    let ring = |keys: &[&[u8; 32]]| {
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        AuditKey::ring(&keys).expect("ring")
+    };
+    let with = |key: AuditKey| {
+        let mut c = config.clone();
+        c.audit_key = Some(key);
+        c
+    };
+    let (before, after) = (ring(&[&old]), ring(&[&new, &old]));
+    let old_id = before.primary_id().to_owned();
+
+    // Events 1 to 3 under the old key, 4 (and the head) under the new one.
+    let first = store::connect(&with(before.clone()), true).await.unwrap();
+    store::keys::check_rings(first.as_ref(), at(0))
+        .await
+        .unwrap();
+    let mut request = sample_request();
+    first
+        .insert_request(
+            &request,
+            &Effects::event(event(EventType::Submitted, None, 0, "accepted")),
+        )
+        .await
+        .unwrap();
+    request.version += 1;
+    let two = Effects {
+        events: vec![
+            event(EventType::NeedsAttention, Some(State::InProgress), 10, "2"),
+            event(EventType::NeedsAttention, Some(State::InProgress), 10, "3"),
+        ],
+        ..Effects::default()
+    };
+    first
+        .update_request(&request, request.version - 1, &two)
+        .await
+        .unwrap();
+    let second = store::connect(&with(after.clone()), true).await.unwrap();
+    store::keys::check_rings(second.as_ref(), at(30))
+        .await
+        .unwrap();
+    request.version += 1;
+    let four = Effects {
+        events: vec![event(
+            EventType::NeedsAttention,
+            Some(State::InProgress),
+            20,
+            "4",
+        )],
+        ..Effects::default()
+    };
+    second
+        .update_request(&request, request.version - 1, &four)
+        .await
+        .unwrap();
+
+    for verifying in [after.clone(), ring(&[&old, &new])] {
+        let report = verify(&second, &verifying).await;
+        assert_eq!((report.requests, report.events), (1, 4));
+        assert_eq!(report.finding, None, "{verifying:?}");
+    }
+    let finding = verify(&second, &ring(&[&new]))
+        .await
+        .finding
+        .expect("caught");
+    assert_eq!(
+        (finding.sequence, finding.problem),
+        (1, Problem::UnknownKey { id: old_id.clone() })
+    );
+
+    // A replica whose ring drops the old key is refused, naming the trail.
+    let dropped = store::connect(&with(ring(&[&new])), true).await.unwrap();
+    let refused = store::keys::check_rings(dropped.as_ref(), at(60))
+        .await
+        .expect_err("the old key is still needed");
+    let message = refused.to_string();
+    assert!(
+        message.contains(&old_id) && message.contains(&request.name()),
+        "{message}"
+    );
+
+    for (sequence, reason) in [
+        (4, "changed under the new key"),
+        (2, "changed under the old"),
+    ] {
+        tamper(
+            &config,
+            &[format!(
+                "UPDATE request_events SET reason = '{reason}' \
+                 WHERE data_subject_request_id = '{}' AND sequence = {sequence}",
+                request.id
+            )],
+        )
+        .await;
+        let finding = verify(&second, &after).await.finding.expect("caught");
+        assert_eq!(
+            (finding.sequence, finding.problem),
+            (sequence, Problem::Altered),
+            "{reason}"
+        );
     }
 }
 

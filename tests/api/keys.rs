@@ -2,15 +2,21 @@
 //! written before, during and after a rotation read back on a server whose
 //! ring holds the keys; `gdpr-intake keys status` counts each key's values
 //! and names a key in use that the ring lacks; a server without that key
-//! refuses to read those values and still reads the rest.
+//! refuses to read those values and still reads the rest; a server whose
+//! ring lacks the newest primary does not start; the watchdog's re-seal
+//! moves every value to the primary, after which the old key may go.
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use gdpr_intake::auth::Role;
+use gdpr_intake::clock::SystemClock;
 use gdpr_intake::proto::v1;
+use gdpr_intake::startup::Application;
 use gdpr_intake::store::{DataKey, StoreConfig};
 use rand_core::{OsRng, RngCore};
 use tonic::Code;
@@ -156,6 +162,46 @@ async fn rotate_on(store: StoreConfig) {
         written[2].1
     );
     app.stop().await;
+
+    // A replica whose ring lacks the newest primary does not start.
+    let settings = test_settings(with_ring(&before), &tempfile::tempdir().expect("dir"));
+    let refused = Application::build(settings, Arc::new(SystemClock))
+        .await
+        .err()
+        .expect("refused to start");
+    let message = refused.to_string();
+    assert!(
+        message.contains(&new_id) && message.contains("--data-key-file"),
+        "{message}"
+    );
+
+    // The watchdog's re-seal moves every value to the primary.
+    let (app, _) = spawn_with(with_ring(&after), tempfile::tempdir().expect("dir"), |s| {
+        s.watchdog.interval = Duration::from_millis(400);
+    })
+    .await;
+    app.sweeps_after(1).await;
+    app.stop().await;
+    let status = keys_status(&store, &after);
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{status:?}");
+    assert!(
+        stdout.contains(&format!("key {old_id}: 0 requests, 0 values (in the ring")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("key {new_id}: 3 requests, 6 values (primary)")),
+        "{stdout}"
+    );
+
+    // Now the old key may go: every value reads without it.
+    let app = serve(&removed).await;
+    for (name, email) in &written {
+        assert_eq!(&email_of(&app, name).await.expect("readable"), email);
+    }
+    app.stop().await;
+    let status = keys_status(&store, &removed);
+    assert!(status.status.success(), "{status:?}");
 }
 
 #[tokio::test]

@@ -138,6 +138,7 @@ conformance! {
         task_writes_chain_on_from_the_tip_the_migration_carries,
         concurrent_task_operations_are_answered_each_on_its_own,
         claims_and_completions_at_once_see_each_others_writes,
+        the_reseal_moves_personal_data_to_the_primary_page_by_page,
     ],
 }
 
@@ -3649,4 +3650,115 @@ async fn revocations_recorded_concurrently_are_all_loaded_past_the_cursor(store:
         expires_at: 0,
     };
     assert!((0..N).all(|i| revocations.refuses(&caller(i))));
+}
+
+// ---- data key rotation ----
+
+/// A data key ring of `keys`, the first the primary.
+fn data_ring(keys: &[&[u8; 32]]) -> store::DataKey {
+    let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    store::DataKey::ring(&keys).expect("a ring")
+}
+
+fn random_data_key() -> [u8; 32] {
+    use rand_core::{OsRng, RngCore};
+    let mut key = [0u8; 32];
+    OsRng.fill_bytes(&mut key);
+    key
+}
+
+async fn the_reseal_moves_personal_data_to_the_primary_page_by_page(config: StoreConfig) {
+    use gdpr_intake::store::keys::{KeyPurpose, RegisteredKey};
+    let (old, new, other) = (random_data_key(), random_data_key(), random_data_key());
+    let with = |ring: store::DataKey| {
+        let mut c = config.clone();
+        c.data_key = Some(ring);
+        c
+    };
+    let before = open(&with(data_ring(&[&old]))).await;
+    let acme = Build::request("acme");
+    let mut stored = vec![
+        insert_closed(&before, &acme, 100).await,
+        insert_new(&before, &fresh(&acme)).await,
+        insert_new(&before, &fresh(&Build::request("globex"))).await,
+    ];
+    let purged = insert_closed(&before, &acme, 100).await;
+    assert!(before.purge_request(&purged, at(200)).await.unwrap());
+    for r in &mut stored {
+        *r = get(&before, r).await;
+    }
+    let (old_id, new_id) = (
+        data_ring(&[&old]).primary_id().to_owned(),
+        data_ring(&[&new]).primary_id().to_owned(),
+    );
+
+    // A ring that opens none of them moves nothing and counts them.
+    let stranger = open(&with(data_ring(&[&other]))).await;
+    let page = stranger.reseal_page(None, 100).await.unwrap();
+    assert_eq!((page.moved, page.unreadable, page.next), (0, 3, None));
+
+    // Two pages of two under the new primary: three requests move, the
+    // purged one holds nothing to move.
+    let rotated = open(&with(data_ring(&[&new, &old]))).await;
+    let first = rotated.reseal_page(None, 2).await.unwrap();
+    assert_eq!((first.moved, first.unreadable), (2, 0));
+    let second = rotated.reseal_page(first.next, 2).await.unwrap();
+    assert_eq!((second.moved, second.unreadable, second.next), (1, 0, None));
+    let again = rotated.reseal_page(None, 100).await.unwrap();
+    assert_eq!((again.moved, again.next), (0, None));
+
+    let uses = rotated.key_use().await.unwrap();
+    assert_eq!(uses.len(), 1, "{uses:?}");
+    assert_eq!(uses[0].key_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(uses[0].rows, 3);
+    let mut holders = rotated
+        .key_holders(KeyPurpose::Data, &new_id, 10)
+        .await
+        .unwrap();
+    holders.sort();
+    let mut ids: Vec<Uuid> = stored.iter().map(|r| r.id).collect();
+    ids.sort();
+    assert_eq!(holders, ids);
+    assert!(
+        rotated
+            .key_holders(KeyPurpose::Data, &old_id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Every value reads back as it was with the new key alone, versions
+    // untouched.
+    let after = open(&with(data_ring(&[&new]))).await;
+    for r in &stored {
+        assert_eq!(&get(&after, r).await, r);
+    }
+
+    // The registry: first time kept, newest first, forgotten on request.
+    for (id, t) in [(&old_id, 10), (&new_id, 20), (&old_id, 30)] {
+        after
+            .register_key(KeyPurpose::Data, id, at(t))
+            .await
+            .unwrap();
+    }
+    let registered = |id: &str, t| RegisteredKey {
+        key_id: id.to_owned(),
+        primary_since: at(t),
+    };
+    assert_eq!(
+        after.registered_keys(KeyPurpose::Data).await.unwrap(),
+        vec![registered(&new_id, 20), registered(&old_id, 10)]
+    );
+    assert!(
+        after
+            .registered_keys(KeyPurpose::Audit)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    after.forget_key(KeyPurpose::Data, &old_id).await.unwrap();
+    assert_eq!(
+        after.registered_keys(KeyPurpose::Data).await.unwrap(),
+        vec![registered(&new_id, 20)]
+    );
 }

@@ -13,11 +13,12 @@
 --
 -- The values are what the service writes, or of the same length:
 -- the personal-data columns hold text as long as the sealed value of the
--- subject's email and date of birth (`v1.` and the base64 of a 24-byte
--- nonce, the plaintext and a 16-byte tag; see src/store/crypt.rs),
--- `fingerprint`, `audit_head` and the event's `hash` (which the row also
--- keeps as the tip of its chain) are 64 hexadecimal
--- digits, and ids are time-ordered like the service's UUIDv7 (PostgreSQL
+-- subject's email and date of birth (`v2.`, the data key's id, a dot and
+-- the base64 of a 24-byte nonce, the plaintext and a 16-byte tag; see
+-- src/store/crypt.rs), `fingerprint` is 64 hexadecimal digits, `audit_head`
+-- and the event's `hash` (which the row also keeps as the tip of its chain)
+-- the audit key's 12-digit id, a dot and 64 hexadecimal digits (see
+-- src/store/audit.rs), and ids are time-ordered like the service's UUIDv7 (PostgreSQL
 -- 15 has no uuidv7(), so a millisecond prefix and random digits). Times are
 -- microseconds since the epoch, as the schema keeps them.
 --
@@ -63,8 +64,8 @@ VALUES (
     NULL, NULL, TRUE, md5(:n::text) || md5((:n + 1)::text), 1,
     NULL, NULL,
     NULL, NULL, NULL,
-    md5((:n + 2)::text) || md5((:n + 3)::text),
-    1, md5((:n + 4)::text) || md5((:n + 5)::text))
+    substr(md5(:n::text), 1, 12) || '.' || md5((:n + 2)::text) || md5((:n + 3)::text),
+    1, substr(md5(:n::text), 1, 12) || '.' || md5((:n + 4)::text) || md5((:n + 5)::text))
 ON CONFLICT (controller_id, request_id) DO NOTHING
 RETURNING id AS request \gset
 INSERT INTO request_events (
@@ -75,5 +76,5 @@ VALUES (
     :request, :controller, 'submitted',
     (extract(epoch FROM statement_timestamp()) * 1000000)::bigint,
     :actor, 'controller', NULL, 'in_progress', 'accepted', NULL,
-    1, md5((:n + 4)::text) || md5((:n + 5)::text));
+    1, substr(md5(:n::text), 1, 12) || '.' || md5((:n + 4)::text) || md5((:n + 5)::text));
 COMMIT;

@@ -62,7 +62,7 @@ const QUEUE_REQUESTS: &str = "INSERT INTO data_subject_requests ( \
      'in_progress', 'GDPR', t.us + g, t.us + g, t.us + g, \
      t.us + g + 2678400000000, t.us + g + 2678400000000, \
      FALSE, md5(g::text) || md5((g + 1)::text), 1, \
-     md5((g + 2)::text) || md5((g + 3)::text) \
+     substr(md5(g::text), 1, 12) || '.' || md5((g + 2)::text) || md5((g + 3)::text) \
      FROM generate_series(1, $2::bigint) AS g, \
      (SELECT (extract(epoch FROM now()) * 1000)::bigint AS ms, \
      (extract(epoch FROM now()) * 1000000)::bigint AS us) AS t";

@@ -144,8 +144,9 @@ impl Fresh {
             now,
             due: now + DUE_AFTER_MICROS,
             fingerprint: format!("{n:064x}"),
-            audit_head: format!("{:064x}", u128::from(n) << 64),
-            hash: format!("{:064x}", u128::from(n) << 32),
+            // As stored: the audit key's id, a dot, the HMAC in hex.
+            audit_head: format!("{n:012x}.{:064x}", u128::from(n) << 64),
+            hash: format!("{n:012x}.{:064x}", u128::from(n) << 32),
         }
     }
 }
@@ -346,8 +347,11 @@ mod tests {
             );
         }
         assert_eq!(fresh.fingerprint.len(), 64);
-        assert_eq!(fresh.audit_head.len(), 64);
-        assert_eq!(fresh.hash.len(), 64);
+        // As long as the store's own hashes, which name their key.
+        let key = gdpr_intake::store::AuditKey::from_bytes(&[7u8; 32]).expect("a key");
+        let stored = gdpr_intake::store::audit::stamp(key.primary_id(), &[0; 32]);
+        assert_eq!(fresh.audit_head.len(), stored.len());
+        assert_eq!(fresh.hash.len(), stored.len());
     }
 
     #[test]
