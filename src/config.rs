@@ -95,6 +95,50 @@ pub enum AuditCommand {
     /// Check every request's hash-chained audit trail; name the first
     /// altered, removed, inserted or reordered event and exit non-zero.
     Verify(AuditVerifyArgs),
+    /// Write one request's evidence bundle: its record and every event,
+    /// signed with the evidence key, for a third party to verify with the
+    /// public key alone.
+    Export(AuditExportArgs),
+    /// Check an evidence bundle with public keys alone; name the first
+    /// altered, removed or inserted event and exit non-zero.
+    VerifyBundle(VerifyBundleArgs),
+    /// Print the evidence keys' public halves, a JWKS-shaped JSON document
+    /// to publish for whoever verifies bundles.
+    PublicKeys(PublicKeysArgs),
+}
+
+/// Settings of `audit export`.
+#[derive(Clone, Debug, Args)]
+pub struct AuditExportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The request, `dataSubjectRequests/{id}`.
+    #[arg(long)]
+    pub request: String,
+    /// Put the request's personal data in the bundle too (by default it
+    /// holds none).
+    #[arg(long)]
+    pub include_personal_data: bool,
+    /// Where to write the bundle; standard output without it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Settings of `audit verify-bundle`.
+#[derive(Clone, Debug, Args)]
+pub struct VerifyBundleArgs {
+    /// The bundle file.
+    pub bundle: PathBuf,
+    /// The public keys (`audit public-keys` prints them).
+    #[arg(long)]
+    pub public_keys: PathBuf,
+}
+
+/// Settings of `audit public-keys`.
+#[derive(Clone, Debug, Args)]
+pub struct PublicKeysArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 /// Settings of `audit verify`.
@@ -135,6 +179,11 @@ pub struct DatabaseArgs {
     /// --data-dir.
     #[arg(long, env = "GDPR_INTAKE_DATA_KEY_FILE")]
     pub data_key_file: Option<PathBuf>,
+    /// File holding the Ed25519 keys that sign evidence bundles (one
+    /// 32-byte seed per line, base64; the first signs). Without it, a
+    /// development key in --data-dir.
+    #[arg(long, env = "GDPR_INTAKE_EVIDENCE_KEY_FILE")]
+    pub evidence_key_file: Option<PathBuf>,
 }
 
 /// Settings of `serve`.

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod errors;
+pub mod evidence;
 pub mod proto;
 pub mod service;
 pub mod startup;

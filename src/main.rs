@@ -8,9 +8,11 @@ use clap::Parser;
 use gdpr_intake::auth::{Role, TokenClaims, dev};
 use gdpr_intake::clock::SystemClock;
 use gdpr_intake::config::{
-    AuditCommand, AuditVerifyArgs, BackupArgs, Cli, Command, DatabaseArgs, KeysCommand,
-    KeysStatusArgs, RestoreArgs, ServeArgs, TokenArgs,
+    AuditCommand, AuditExportArgs, AuditVerifyArgs, BackupArgs, Cli, Command, DatabaseArgs,
+    KeysCommand, KeysStatusArgs, PublicKeysArgs, RestoreArgs, ServeArgs, TokenArgs,
+    VerifyBundleArgs,
 };
+use gdpr_intake::evidence::{self, EvidenceKey, PublicKeys};
 use gdpr_intake::startup::{Application, KeySource, Settings};
 use gdpr_intake::store::{self, AuditKey, DataKey, StoreConfig, audit};
 use gdpr_intake::telemetry::{Telemetry, TelemetryConfig};
@@ -38,6 +40,9 @@ fn main() -> ExitCode {
         Some(Command::Audit(AuditCommand::Verify(args))) => {
             return runtime.block_on(audit_verify(args));
         }
+        Some(Command::Audit(AuditCommand::Export(args))) => runtime.block_on(audit_export(args)),
+        Some(Command::Audit(AuditCommand::VerifyBundle(args))) => return verify_bundle(args),
+        Some(Command::Audit(AuditCommand::PublicKeys(args))) => public_keys(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,6 +98,102 @@ fn serve_audit_key(args: &DatabaseArgs) -> Result<(AuditKey, bool), String> {
     }
 }
 
+/// The configured evidence key, or the development key in the data
+/// directory (created if missing; `true` when it is the development key).
+fn serve_evidence_key(args: &DatabaseArgs) -> Result<(EvidenceKey, bool), String> {
+    match &args.evidence_key_file {
+        Some(path) => EvidenceKey::from_file(path)
+            .map(|key| (key, false))
+            .map_err(|e| e.to_string()),
+        None => EvidenceKey::ensure_dev(&args.data_dir)
+            .map(|(key, _)| (key, true))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// `audit export`: one request's evidence bundle, read from the database
+/// directly (the data key opens the record, the audit key checks the
+/// trail first).
+async fn audit_export(args: AuditExportArgs) -> Result<(), String> {
+    let id = args
+        .request
+        .strip_prefix(gdpr_intake::domain::request::NAME_PREFIX)
+        .and_then(|id| uuid::Uuid::try_parse(id).ok())
+        .ok_or_else(|| {
+            format!(
+                "--request must be dataSubjectRequests/{{id}}, not `{}`",
+                args.request
+            )
+        })?;
+    let (evidence_key, _) = serve_evidence_key(&args.database)?;
+    let (audit_key, _) = serve_audit_key(&args.database)?;
+    let (data_key, _) = serve_data_key(&args.database)?;
+    let config = store_config(&args.database).with_keys(audit_key, data_key);
+    let store = store::connect(&config, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bundle = gdpr_intake::service::evidence::export(
+        store.as_ref(),
+        None,
+        id,
+        args.include_personal_data,
+        &evidence_key,
+        jiff::Timestamp::now(),
+    )
+    .await
+    .map_err(|e| format!("{}: {e}", args.request))?;
+    match &args.out {
+        Some(path) => std::fs::write(path, bundle)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        None => print!("{bundle}"),
+    }
+    Ok(())
+}
+
+/// `audit verify-bundle`: exits 0 when the bundle holds, 2 (naming the
+/// first problem) when it does not, 1 when a file cannot be read.
+fn verify_bundle(args: VerifyBundleArgs) -> ExitCode {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let keys = match read(&args.public_keys).and_then(|text| {
+        PublicKeys::parse(&text).map_err(|e| format!("{}: {e}", args.public_keys.display()))
+    }) {
+        Ok(keys) => keys,
+        Err(message) => {
+            eprintln!("gdpr-intake: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = match read(&args.bundle) {
+        Ok(text) => text,
+        Err(message) => {
+            eprintln!("gdpr-intake: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match evidence::verify(&text, &keys) {
+        Ok(verified) => {
+            println!(
+                "evidence bundle intact: {}, {} events, signed by evidence key {}",
+                verified.request, verified.events, verified.key_id
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("evidence bundle broken: {problem}");
+            ExitCode::from(AUDIT_BROKEN)
+        }
+    }
+}
+
+/// `audit public-keys`: the evidence keys' public halves, as JSON.
+fn public_keys(args: PublicKeysArgs) -> Result<(), String> {
+    let (key, _) = serve_evidence_key(&args.database)?;
+    println!("{:#}", key.public_keys());
+    Ok(())
+}
+
 fn settings(args: &ServeArgs) -> Result<Settings, String> {
     let age_policy = args.age_policy()?;
     if args.jwt_leeway.as_secs() > 60 {
@@ -128,6 +229,8 @@ fn settings(args: &ServeArgs) -> Result<Settings, String> {
         watchdog: args.watchdog()?,
         revocation_refresh: args.revocation_refresh()?,
         jwks_refresh: args.jwks_refresh()?,
+        // Loaded with the other keys in `serve`, once telemetry is up.
+        evidence_key: None,
     })
 }
 
@@ -159,8 +262,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
              data; do not run like this in production"
         );
     }
+    let (evidence_key, dev_key) = serve_evidence_key(&args.database)?;
+    if dev_key {
+        tracing::warn!(
+            path = %args.database.data_dir.join(evidence::DEV_EVIDENCE_KEY_FILE).display(),
+            "no --evidence-key-file (GDPR_INTAKE_EVIDENCE_KEY_FILE): evidence bundles are \
+             signed with a DEVELOPMENT key kept next to the data; publish the key of a \
+             managed file instead in production"
+        );
+    }
     let mut settings = settings;
     settings.store = settings.store.with_keys(audit_key, data_key);
+    settings.evidence_key = Some(evidence_key);
     let app = Application::build_with_telemetry(settings, Arc::new(SystemClock), telemetry)
         .await
         .map_err(|e| e.to_string())?;

@@ -25,6 +25,7 @@ use crate::auth::{self, AuthConfig, Authenticator, dev};
 use crate::clock::Clock;
 use crate::domain::age::AgePolicy;
 use crate::domain::jurisdiction::Jurisdiction;
+use crate::evidence::EvidenceKey;
 use crate::proto::v1::access_service_server::AccessServiceServer;
 use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestServiceServer;
 use crate::proto::v1::processor_task_service_server::ProcessorTaskServiceServer;
@@ -121,6 +122,8 @@ pub struct Settings {
     pub revocation_refresh: Duration,
     /// How often the JWKS file is read again.
     pub jwks_refresh: Duration,
+    /// The Ed25519 keys that sign evidence bundles; required to serve.
+    pub evidence_key: Option<EvidenceKey>,
 }
 
 /// Why the application could not start or stopped with an error.
@@ -148,6 +151,8 @@ pub enum StartupError {
     Tls(#[from] transport::TlsError),
     #[error("key rings: {0}")]
     Keys(#[from] store::keys::RingError),
+    #[error("no evidence key (set --evidence-key-file)")]
+    NoEvidenceKey,
 }
 
 /// A built application, bound to its port and ready to run.
@@ -199,6 +204,10 @@ impl Application {
         // A serving store never runs on keys that would be gone with the
         // process: `serve` loads them from files, tests make their own.
         settings.store.require_keys()?;
+        let evidence_key = settings
+            .evidence_key
+            .clone()
+            .ok_or(StartupError::NoEvidenceKey)?;
         let store = store::connect(&settings.store, settings.migrate_on_start).await?;
         // No replica writes with keys another cannot read, nor starts
         // without a key some trail needs.
@@ -253,6 +262,7 @@ impl Application {
                 metrics: telemetry.metrics(),
                 controller_calendars: Arc::new(settings.controller_countries),
                 task_announcements: broadcast::channel(1024).0,
+                evidence_key,
             },
             drain_timeout: settings.drain_timeout,
             telemetry,

@@ -143,6 +143,23 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
+    async fn export_request_evidence(
+        &self,
+        request: Request<v1::ExportRequestEvidenceRequest>,
+    ) -> Result<Response<v1::ExportRequestEvidenceResponse>, Status> {
+        let caller = self.authorized(&request, &[Role::Auditor, Role::Admin])?;
+        let m = request.get_ref();
+        let id = parse_name(&m.name)?;
+        let bundle = self
+            .state
+            .export_evidence(&caller, id, m.include_personal_data)
+            .await?;
+        Ok(Response::new(v1::ExportRequestEvidenceResponse {
+            bundle: bundle.into_bytes(),
+            key_id: self.state.evidence_key.signing_id().to_owned(),
+        }))
+    }
+
     async fn list_data_subject_requests(
         &self,
         request: Request<v1::ListDataSubjectRequestsRequest>,

@@ -7,6 +7,7 @@
 
 pub mod access;
 mod error;
+pub mod evidence;
 pub mod requests;
 pub mod routing;
 pub mod sweep;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub routes: RouteReads,
     /// Processor ids with newly claimable tasks, for `WatchTasks`.
     pub task_announcements: broadcast::Sender<String>,
+    /// The keys that sign evidence bundles.
+    pub evidence_key: crate::evidence::EvidenceKey,
 }
 
 /// One page of a listing: the rows asked for, and whether more follow.

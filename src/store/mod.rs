@@ -448,6 +448,14 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<AuditTrail>, StoreError>;
 
+    /// Request `id`'s trail (of whichever controller), checked against
+    /// this store's audit ring: the trail and its first problem, if any;
+    /// `None` if there is no such request.
+    async fn checked_trail(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(AuditTrail, Option<audit::Finding>)>, StoreError>;
+
     // --- keys ---
 
     /// The sealed personal-data values and the requests holding them, per

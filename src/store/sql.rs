@@ -283,6 +283,10 @@ pub(super) const SET_AUDIT_HEAD: &str = "UPDATE data_subject_requests \
 pub(super) const AUDIT_REQUESTS: &str = "SELECT id, controller_id, audit_head \
      FROM data_subject_requests WHERE id > $1 ORDER BY id LIMIT CAST($2 AS BIGINT)";
 
+/// Request `$1` of any controller, as [`AUDIT_REQUESTS`] reads it.
+pub(super) const AUDIT_REQUEST: &str = "SELECT id, controller_id, audit_head \
+     FROM data_subject_requests WHERE id = $1";
+
 /// Every event of request `$1` with its hash, in sequence order.
 pub(super) const AUDIT_EVENTS: &str = concat!(
     "SELECT ",

@@ -901,6 +901,16 @@ where
         Ok(updated == 1)
     }
 
+    /// Every event of request `id` as stored, for `audit verify` and the
+    /// evidence export.
+    async fn trail_events(&self, id: Uuid) -> Result<Vec<super::audit::StoredEvent>, StoreError> {
+        self.rows(sqlx::query(sql::AUDIT_EVENTS).bind(B::Id::from_uuid(id)))
+            .await?
+            .iter()
+            .map(|row| EventColumns::read_stored::<_, B::Id>(row).map_err(map::<B>))
+            .collect()
+    }
+
     /// Sets the SLA marks of `request` (as read) to `marks`, if its version and
     /// marks are still those read; `false` if not. Locks the row.
     async fn mark_request(
@@ -2205,14 +2215,32 @@ where
             .map(|row| codec::read_audit_request::<_, B::Id>(row).map_err(map::<B>))
             .collect::<Result<Vec<_>, _>>()?;
         for trail in &mut trails {
-            trail.events = self
-                .rows(sqlx::query(sql::AUDIT_EVENTS).bind(B::Id::from_uuid(trail.id)))
-                .await?
-                .iter()
-                .map(|row| EventColumns::read_stored::<_, B::Id>(row).map_err(map::<B>))
-                .collect::<Result<_, _>>()?;
+            trail.events = self.trail_events(trail.id).await?;
         }
         Ok(trails)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.checked_trail",
+        skip_all,
+        fields(backend = B::NAME)
+    )]
+    async fn checked_trail(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(AuditTrail, Option<super::audit::Finding>)>, StoreError> {
+        let key = self.audit_key()?;
+        let Some(row) = self
+            .row(sqlx::query(sql::AUDIT_REQUEST).bind(B::Id::from_uuid(id)))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut trail = codec::read_audit_request::<_, B::Id>(&row).map_err(map::<B>)?;
+        trail.events = self.trail_events(trail.id).await?;
+        let finding = super::audit::verify_trail(key, &trail);
+        Ok(Some((trail, finding)))
     }
 
     #[tracing::instrument(

@@ -72,6 +72,11 @@ pub fn test_settings(store: StoreConfig, data_dir: &TempDir) -> Settings {
         watchdog: Default::default(),
         revocation_refresh: Duration::from_secs(2),
         jwks_refresh: Duration::from_secs(30),
+        evidence_key: Some(
+            gdpr_intake::evidence::EvidenceKey::ensure_dev(data_dir.path())
+                .expect("an evidence key")
+                .0,
+        ),
     }
 }
 

@@ -17,6 +17,7 @@ mod connections;
 mod crash;
 mod db;
 mod dsr;
+mod evidence;
 mod helpers;
 mod hostile;
 mod keys;

@@ -24,13 +24,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("proto", &[]),
     ("errors", &[]),
     ("clock", &[]),
+    ("evidence", &[]),
     ("telemetry", &["domain", "proto"]),
     ("auth", &["domain", "errors"]),
     ("transport", &["errors", "proto", "telemetry"]),
     ("store", &["domain", "clock"]),
     (
         "service",
-        &["domain", "clock", "telemetry", "auth", "store"],
+        &["domain", "clock", "telemetry", "auth", "store", "evidence"],
     ),
     (
         "api",
@@ -51,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "service",
             "api",
             "watchdog",
+            "evidence",
         ],
     ),
     ("config", &["domain", "telemetry", "transport", "watchdog"]),
@@ -70,6 +72,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "watchdog",
             "startup",
             "config",
+            "evidence",
         ],
     ),
 ];
