@@ -29,7 +29,7 @@
 //! Time comes from the application's clock, so tests move it by hand.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -90,6 +90,21 @@ struct Sweep {
     tasks_breached: u64,
 }
 
+/// Pages of the re-seal one sweep writes at most: 10,000 requests, so that
+/// a rotation of a large table does not hold the SLA checks back.
+pub const RESEAL_PAGES_PER_SWEEP: u32 = 100;
+
+/// A pass of the re-seal over the requests, by id, across sweeps.
+#[derive(Clone, Copy, Debug, Default)]
+struct ResealPass {
+    /// Where the next page starts; `None`: a new pass.
+    after: Option<Uuid>,
+    /// Requests found under another key in this pass so far.
+    candidates: u64,
+    /// The last whole pass found none.
+    clean: bool,
+}
+
 /// Why a sweep stopped before the end.
 enum Stop {
     /// Another replica holds the lease now.
@@ -135,9 +150,8 @@ pub struct Watchdog {
     /// This replica's name on the lease.
     holder: String,
     progress: Progress,
-    /// A whole re-seal pass found nothing to move while its key was the
-    /// only one ever made primary.
-    reseal_clean: AtomicBool,
+    /// Where the re-seal's pass stands between sweeps.
+    reseal_pass: Mutex<ResealPass>,
 }
 
 impl Watchdog {
@@ -149,7 +163,7 @@ impl Watchdog {
             config,
             holder: format!("gdpr-intake-{}", Uuid::new_v4()),
             progress: Progress::default(),
-            reseal_clean: AtomicBool::new(false),
+            reseal_pass: Mutex::new(ResealPass::default()),
         }
     }
 
@@ -293,20 +307,24 @@ impl Watchdog {
     }
 
     /// Moves personal data sealed with older data keys to the primary, a
-    /// page per transaction, if this replica's primary is the newest; in a
-    /// span of its own that counts what moved and what the ring cannot
-    /// open. Names no request.
+    /// page per transaction and at most [`RESEAL_PAGES_PER_SWEEP`] pages a
+    /// sweep (the next sweep goes on from there), if this replica's primary
+    /// is the newest; in a span of its own that counts what moved and what
+    /// the ring cannot open. Names no request.
     async fn reseal(&self) -> Result<(), Stop> {
         let Some(only_key) = self.state.reseals().await? else {
             return Ok(());
         };
-        // With one key ever made primary, nothing new can need moving once
-        // a whole pass found nothing: the scan is skipped until another
-        // key is made primary.
-        if only_key && self.reseal_clean.load(Ordering::Relaxed) {
+        let mut pass = match self.reseal_pass.lock() {
+            Ok(pass) => *pass,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        // With one key in use, nothing new can need moving once a whole
+        // pass found nothing: the scan is skipped until another key is.
+        if only_key && pass.clean {
             return Ok(());
         }
-        self.reseal_clean.store(false, Ordering::Relaxed);
+        pass.clean = false;
         let span = tracing::info_span!(
             "dsr.keys.reseal",
             dsr.keys.resealed = Empty,
@@ -314,12 +332,15 @@ impl Watchdog {
             dsr.keys.complete = Empty,
         );
         let mut total = Resealed::default();
-        let outcome = self.reseal_pages(&mut total).instrument(span.clone()).await;
+        let outcome = self
+            .reseal_pages(&mut pass, &mut total)
+            .instrument(span.clone())
+            .await;
         span.record("dsr.keys.resealed", total.moved);
         span.record("dsr.keys.unreadable", total.unreadable);
-        span.record("dsr.keys.complete", outcome.is_ok());
-        if outcome.is_ok() && only_key && total.moved == 0 && total.unreadable == 0 {
-            self.reseal_clean.store(true, Ordering::Relaxed);
+        span.record("dsr.keys.complete", outcome.is_ok() && pass.after.is_none());
+        if let Ok(mut kept) = self.reseal_pass.lock() {
+            *kept = pass;
         }
         if total.moved > 0 {
             self.state.metrics.requests_resealed(total.moved);
@@ -336,20 +357,25 @@ impl Watchdog {
         outcome
     }
 
-    async fn reseal_pages(&self, total: &mut Resealed) -> Result<(), Stop> {
-        let mut after = None;
-        loop {
-            if after.is_some() {
+    /// Up to [`RESEAL_PAGES_PER_SWEEP`] pages of the pass, from where it
+    /// stood; at the end of a pass, whether it found anything to move.
+    async fn reseal_pages(&self, pass: &mut ResealPass, total: &mut Resealed) -> Result<(), Stop> {
+        for n in 0..RESEAL_PAGES_PER_SWEEP {
+            if n > 0 {
                 self.keep_going().await?;
             }
-            let page = self.state.reseal_page(after).await?;
+            let page = self.state.reseal_page(pass.after).await?;
             total.moved += page.moved;
             total.unreadable += page.unreadable;
-            after = page.next;
-            if after.is_none() {
+            pass.candidates += page.candidates;
+            pass.after = page.next;
+            if pass.after.is_none() {
+                pass.clean = pass.candidates == 0;
+                pass.candidates = 0;
                 return Ok(());
             }
         }
+        Ok(())
     }
 
     /// Removes the personal data of the requests closed `retention` ago or

@@ -223,13 +223,17 @@ def test_key_files_absent_unless_set():
     m = render(BASE)
     assert "GDPR_INTAKE_AUDIT_KEY_FILE" not in m.env()
     assert "GDPR_INTAKE_DATA_KEY_FILE" not in m.env()
-    m = render(merge(BASE, {"encryption": {"auditKey": "audit-key-bytes", "dataKey": "data-key-bytes"}}))
+    assert "GDPR_INTAKE_EVIDENCE_KEY_FILE" not in m.env()
+    m = render(merge(BASE, {"encryption": {"auditKey": "audit-key-bytes", "dataKey": "data-key-bytes",
+                                           "evidenceKey": "evidence-key-bytes"}}))
     data = _secret_data(m.one("Secret", FULLNAME))
     assert data["audit.key"] == "audit-key-bytes" and data["data.key"] == "data-key-bytes"
+    assert data["evidence.key"] == "evidence-key-bytes"
     assert m.env_value("GDPR_INTAKE_AUDIT_KEY_FILE") == "/etc/gdpr-intake/secrets/audit.key"
     assert m.env_value("GDPR_INTAKE_DATA_KEY_FILE") == "/etc/gdpr-intake/secrets/data.key"
+    assert m.env_value("GDPR_INTAKE_EVIDENCE_KEY_FILE") == "/etc/gdpr-intake/secrets/evidence.key"
     volume = next(v for v in m.deployment()["spec"]["template"]["spec"]["volumes"] if v["name"] == "secrets")
-    assert {i["key"] for i in volume["secret"]["items"]} == {"jwks.json", "audit.key", "data.key"}
+    assert {i["key"] for i in volume["secret"]["items"]} == {"jwks.json", "audit.key", "data.key", "evidence.key"}
 
 
 def test_secret_change_rolls_the_pods():
@@ -249,8 +253,10 @@ def test_existing_secret_is_honoured():
         {"key": "caller-jwks", "path": "jwks.json"},
         {"key": "audit-hmac", "path": "audit.key"},
         {"key": "data-aead", "path": "data.key"},
+        {"key": "evidence-ed25519", "path": "evidence.key"},
     ]
-    assert {"GDPR_INTAKE_JWKS_FILE", "GDPR_INTAKE_AUDIT_KEY_FILE", "GDPR_INTAKE_DATA_KEY_FILE"} <= set(env)
+    assert {"GDPR_INTAKE_JWKS_FILE", "GDPR_INTAKE_AUDIT_KEY_FILE", "GDPR_INTAKE_DATA_KEY_FILE",
+            "GDPR_INTAKE_EVIDENCE_KEY_FILE"} <= set(env)
     assert "checksum/secret" not in m.deployment()["spec"]["template"]["metadata"].get("annotations", {})
     assert m.deployment()["spec"]["template"]["spec"]["serviceAccountName"] == "gdpr-intake-runtime"
     assert m.of_kind("ServiceAccount") == []

@@ -83,20 +83,24 @@ impl AppState {
 
     /// Whether this replica's re-seal runs: its data key's primary is the
     /// newest any replica made primary (a replica still on an older one
-    /// would move the data back). `Some(true)` when it is also the only key
-    /// ever made primary: then no value can be sealed with another key but
-    /// those from before key ids, and a pass that found none need not run
-    /// again.
+    /// would move the data back). `Some(true)` when every other key made
+    /// primary is retired: then no value can be sealed with another key
+    /// but those from before key ids, and a pass that found none need not
+    /// run again.
     pub async fn reseals(&self) -> Result<Option<bool>, ServiceError> {
         let ids = self.store.key_ids(KeyPurpose::Data);
         let Some(primary) = ids.first() else {
             return Ok(None);
         };
         let registered = self.store.registered_keys(KeyPurpose::Data).await?;
+        let in_use = registered
+            .iter()
+            .filter(|k| k.retired_since.is_none())
+            .count();
         Ok(registered
             .first()
             .filter(|k| &k.key_id == primary)
-            .map(|_| registered.len() == 1))
+            .map(|_| in_use == 1))
     }
 
     /// One page of the re-seal, after request `after`: personal data

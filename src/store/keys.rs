@@ -14,7 +14,10 @@
 //!   audit key some trail was chained with refuses the start (naming the
 //!   trails), a data key some personal data is sealed with is reported
 //!   (those values read as errors naming it); a key nothing needs is
-//!   forgotten.
+//!   retired, and a retired key is never made primary again. A start
+//!   records nothing unless both rings pass. The first start records
+//!   every key of its rings, each covering what was written before key
+//!   ids (values and hashes that name no key).
 //! - **The re-seal** ([`super::Store::reseal_page`]): the watchdog's sweep
 //!   moves personal data sealed with older keys to the newest primary, a
 //!   page per transaction, when this replica's primary is that key.
@@ -38,6 +41,15 @@ pub enum RingError {
         id: String,
         since: Timestamp,
         held: String,
+    },
+    #[error(
+        "the {purpose} key {id}, first in this replica's ring ({flag}), was retired: nothing \
+         needed it any more, and a retired key is never made primary again; put a new key first"
+    )]
+    PrimaryRetired {
+        purpose: &'static str,
+        flag: &'static str,
+        id: String,
     },
     #[error(
         "audit key {id} chained the trails of {trails}; it cannot leave the ring ({flag} holds \
@@ -69,68 +81,141 @@ fn name_holders(ids: &[Uuid]) -> String {
     }
 }
 
+/// What a start writes to the registry once every check has passed.
+enum Change {
+    Register {
+        purpose: KeyPurpose,
+        key_id: String,
+        since: Timestamp,
+        covers_unnamed: bool,
+    },
+    Retire {
+        purpose: KeyPurpose,
+        key_id: String,
+    },
+}
+
 /// Checks the store's data and audit rings against the registry and what
-/// is stored, then records their primaries (see the module
-/// documentation). Run by a serving replica before it answers a call.
+/// is stored, then records what changed (see the module documentation):
+/// nothing is written unless both rings pass. Run by a serving replica
+/// before it answers a call.
 pub async fn check_rings(store: &dyn super::Store, now: Timestamp) -> Result<(), RingError> {
+    let mut changes = Vec::new();
     for purpose in [KeyPurpose::Data, KeyPurpose::Audit] {
-        let ids = store.key_ids(purpose);
-        let Some(primary) = ids.first() else {
+        check_ring(store, purpose, now, &mut changes).await?;
+    }
+    for change in changes {
+        match change {
+            Change::Register {
+                purpose,
+                key_id,
+                since,
+                covers_unnamed,
+            } => {
+                store
+                    .register_key(purpose, &key_id, since, covers_unnamed)
+                    .await?;
+            }
+            Change::Retire { purpose, key_id } => {
+                store.retire_key(purpose, &key_id, now).await?;
+                tracing::info!(
+                    key.purpose = purpose.as_str(),
+                    key.id = %key_id,
+                    "a key that left the ring is needed by nothing stored; retired"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn check_ring(
+    store: &dyn super::Store,
+    purpose: KeyPurpose,
+    now: Timestamp,
+    changes: &mut Vec<Change>,
+) -> Result<(), RingError> {
+    let ids = store.key_ids(purpose);
+    let Some(primary) = ids.first() else {
+        return Ok(());
+    };
+    let held = ids.join(", ");
+    let registered = store.registered_keys(purpose).await?;
+    let Some(newest) = registered.first() else {
+        // The first start: every key of the ring is recorded (the primary
+        // newest), and each may have made what names no key.
+        for (i, id) in ids.iter().enumerate().rev() {
+            changes.push(Change::Register {
+                purpose,
+                key_id: id.clone(),
+                since: now - jiff::SignedDuration::from_micros(i as i64),
+                covers_unnamed: true,
+            });
+        }
+        return Ok(());
+    };
+    if !ids.contains(&newest.key_id) {
+        return Err(RingError::NewestMissing {
+            purpose: purpose.as_str(),
+            flag: purpose.flag(),
+            id: newest.key_id.clone(),
+            since: newest.primary_since,
+            held,
+        });
+    }
+    match registered.iter().find(|k| &k.key_id == primary) {
+        Some(k) if k.retired_since.is_some() => {
+            return Err(RingError::PrimaryRetired {
+                purpose: purpose.as_str(),
+                flag: purpose.flag(),
+                id: primary.clone(),
+            });
+        }
+        Some(k) if k.key_id != newest.key_id => tracing::warn!(
+            key.purpose = purpose.as_str(),
+            key.primary = %primary,
+            key.newest = %newest.key_id,
+            "this replica's ring puts an older primary first; it writes with it until \
+             its ring puts the newest first (it reads both)"
+        ),
+        Some(_) => {}
+        // New: the newest from now on, after every time recorded (whatever
+        // this replica's clock says).
+        None => changes.push(Change::Register {
+            purpose,
+            key_id: primary.clone(),
+            since: now.max(newest.primary_since + jiff::SignedDuration::from_micros(1)),
+            covers_unnamed: false,
+        }),
+    }
+    let missing = registered
+        .iter()
+        .filter(|k| k.retired_since.is_none() && !ids.contains(&k.key_id));
+    for key in missing {
+        let holders = store.key_holders(purpose, key, HOLDERS_NAMED + 1).await?;
+        if holders.is_empty() {
+            changes.push(Change::Retire {
+                purpose,
+                key_id: key.key_id.clone(),
+            });
             continue;
-        };
-        let held = ids.join(", ");
-        let registered = store.registered_keys(purpose).await?;
-        if let Some(newest) = registered.first() {
-            if !ids.contains(&newest.key_id) {
-                return Err(RingError::NewestMissing {
-                    purpose: purpose.as_str(),
+        }
+        match purpose {
+            KeyPurpose::Audit => {
+                return Err(RingError::AuditKeyInUse {
+                    id: key.key_id.clone(),
                     flag: purpose.flag(),
-                    id: newest.key_id.clone(),
-                    since: newest.primary_since,
+                    trails: name_holders(&holders),
                     held,
                 });
             }
-            if &newest.key_id != primary && registered.iter().any(|k| &k.key_id == primary) {
-                tracing::warn!(
-                    key.purpose = purpose.as_str(),
-                    key.primary = %primary,
-                    key.newest = %newest.key_id,
-                    "this replica's ring puts an older primary first; it writes with it until \
-                     its ring puts the newest first (it reads both)"
-                );
-            }
+            KeyPurpose::Data => tracing::error!(
+                key.id = %key.key_id,
+                key.holders = %name_holders(&holders),
+                "personal data is sealed with a data key the ring lacks: it reads as an \
+                 error naming the key until the key is back in the ring"
+            ),
         }
-        for missing in registered.iter().filter(|k| !ids.contains(&k.key_id)) {
-            let holders = store
-                .key_holders(purpose, &missing.key_id, HOLDERS_NAMED + 1)
-                .await?;
-            if holders.is_empty() {
-                store.forget_key(purpose, &missing.key_id).await?;
-                tracing::info!(
-                    key.purpose = purpose.as_str(),
-                    key.id = %missing.key_id,
-                    "a key that left the ring is needed by nothing stored; forgotten"
-                );
-                continue;
-            }
-            match purpose {
-                KeyPurpose::Audit => {
-                    return Err(RingError::AuditKeyInUse {
-                        id: missing.key_id.clone(),
-                        flag: purpose.flag(),
-                        trails: name_holders(&holders),
-                        held,
-                    });
-                }
-                KeyPurpose::Data => tracing::error!(
-                    key.id = %missing.key_id,
-                    key.holders = %name_holders(&holders),
-                    "personal data is sealed with a data key the ring lacks: it reads as an \
-                     error naming the key until the key is back in the ring"
-                ),
-            }
-        }
-        store.register_key(purpose, primary, now).await?;
     }
     Ok(())
 }
@@ -169,6 +254,15 @@ impl KeyPurpose {
             Self::Audit => format!("{key_id}.%"),
         }
     }
+
+    /// What stored values that name no key look like, as a `LIKE` pattern:
+    /// `v1.` values; bare 64-digit hashes.
+    pub(super) fn unnamed_pattern(self) -> String {
+        match self {
+            Self::Data => "v1.%".to_owned(),
+            Self::Audit => "_".repeat(64),
+        }
+    }
 }
 
 /// A key some replica made primary, and when it first did.
@@ -176,11 +270,18 @@ impl KeyPurpose {
 pub struct RegisteredKey {
     pub key_id: String,
     pub primary_since: Timestamp,
+    /// When a start found nothing stored that needs it any more.
+    pub retired_since: Option<Timestamp>,
+    /// Whether it may have sealed or chained what names no key (values and
+    /// hashes from before key ids): the keys of the first start do.
+    pub covers_unnamed: bool,
 }
 
 /// What one page of the re-seal did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resealed {
+    /// Requests found holding personal data under another key.
+    pub candidates: u64,
     /// Requests whose personal data is now sealed with the primary.
     pub moved: u64,
     /// Requests the ring cannot open (a key it lacks): left as they are.

@@ -472,24 +472,33 @@ pub trait Store: Send + Sync + 'static {
         purpose: keys::KeyPurpose,
     ) -> Result<Vec<keys::RegisteredKey>, StoreError>;
 
-    /// Records key `key_id` of `purpose` as made primary at `now`, unless
-    /// it was before.
+    /// Records key `key_id` of `purpose` as made primary at `since`
+    /// (covering what names no key if `covers_unnamed`), unless it was
+    /// before.
     async fn register_key(
+        &self,
+        purpose: keys::KeyPurpose,
+        key_id: &str,
+        since: Timestamp,
+        covers_unnamed: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Retires key `key_id` of `purpose` at `now`, once nothing stored
+    /// needs it: it is never made primary again.
+    async fn retire_key(
         &self,
         purpose: keys::KeyPurpose,
         key_id: &str,
         now: Timestamp,
     ) -> Result<(), StoreError>;
 
-    /// Forgets key `key_id` of `purpose`, once nothing stored needs it.
-    async fn forget_key(&self, purpose: keys::KeyPurpose, key_id: &str) -> Result<(), StoreError>;
-
-    /// Up to `limit` requests, by id, that need key `key_id` of `purpose`:
-    /// a personal-data value sealed with it, or an event chained with it.
+    /// Up to `limit` requests, by id, that need key `key`: a personal-data
+    /// value sealed with it, or an event chained with it (or, if it covers
+    /// them, one that names no key).
     async fn key_holders(
         &self,
         purpose: keys::KeyPurpose,
-        key_id: &str,
+        key: &keys::RegisteredKey,
         limit: u32,
     ) -> Result<Vec<Uuid>, StoreError>;
 

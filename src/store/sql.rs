@@ -797,31 +797,39 @@ pub(super) const KEY_USE: &str = "SELECT \
      ) s GROUP BY 1 ORDER BY 1";
 
 /// The keys of purpose `$1` made primary so far, the newest first.
-pub(super) const REGISTERED_KEYS: &str = "SELECT key_id, primary_since FROM key_registry \
-     WHERE purpose = $1 ORDER BY primary_since DESC, key_id";
+pub(super) const REGISTERED_KEYS: &str = "SELECT key_id, primary_since, retired_since, \
+     covers_unnamed FROM key_registry WHERE purpose = $1 ORDER BY primary_since DESC, key_id";
 
-/// Records key `$2` of purpose `$1` as made primary at `$3`, unless it was
-/// before (its first time stands).
-pub(super) const REGISTER_KEY: &str = "INSERT INTO key_registry (purpose, key_id, primary_since) \
-     VALUES ($1, $2, $3) ON CONFLICT (purpose, key_id) DO NOTHING";
+/// Records key `$2` of purpose `$1` as made primary at `$3`, covering what
+/// names no key if `$4`, unless it was before (its first record stands).
+pub(super) const REGISTER_KEY: &str = "INSERT INTO key_registry \
+     (purpose, key_id, primary_since, covers_unnamed) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (purpose, key_id) DO NOTHING";
 
-/// Forgets key `$2` of purpose `$1`: nothing stored needs it any more.
-pub(super) const FORGET_KEY: &str = "DELETE FROM key_registry WHERE purpose = $1 AND key_id = $2";
+/// Retires key `$2` of purpose `$1` at `$3`: nothing stored needs it.
+pub(super) const RETIRE_KEY: &str = "UPDATE key_registry SET retired_since = $3 \
+     WHERE purpose = $1 AND key_id = $2 AND retired_since IS NULL";
 
-/// Up to `$2` requests with a personal-data value sealed with the key whose
-/// values begin with `$1` (`v2.<key id>.%`).
+/// Up to `$3` requests with a personal-data value sealed with the key whose
+/// values begin with `$1` (`v2.<key id>.%`), or matching `$2` (`v1.%`,
+/// values from before key ids, for the keys that cover them; `''`, which
+/// no value matches, for the others).
 pub(super) const SEALED_WITH: &str = "SELECT id FROM data_subject_requests \
      WHERE subject_date_of_birth LIKE $1 OR subject_email LIKE $1 \
      OR guardian_full_name LIKE $1 OR guardian_email LIKE $1 \
-     ORDER BY id LIMIT CAST($2 AS BIGINT)";
+     OR subject_date_of_birth LIKE $2 OR subject_email LIKE $2 \
+     OR guardian_full_name LIKE $2 OR guardian_email LIKE $2 \
+     ORDER BY id LIMIT CAST($3 AS BIGINT)";
 
-/// Up to `$2` requests with an event chained with the audit key whose
-/// hashes begin with `$1` (`<key id>.%`). Each request's events are found
-/// through their primary key, and the walk stops at the limit.
+/// Up to `$3` requests with an event chained with the audit key whose
+/// hashes begin with `$1` (`<key id>.%`), or whose hash matches `$2` (64
+/// `_`: a bare hash from before key ids, for the keys that cover them;
+/// `''` for the others). Each request's events are found through their
+/// primary key, and the walk stops at the limit.
 pub(super) const CHAINED_WITH: &str = "SELECT r.id FROM data_subject_requests r \
      WHERE EXISTS (SELECT 1 FROM request_events e \
-     WHERE e.data_subject_request_id = r.id AND e.hash LIKE $1) \
-     ORDER BY r.id LIMIT CAST($2 AS BIGINT)";
+     WHERE e.data_subject_request_id = r.id AND (e.hash LIKE $1 OR e.hash LIKE $2)) \
+     ORDER BY r.id LIMIT CAST($3 AS BIGINT)";
 
 /// The re-seal's page: up to `$3` requests with an id greater than `$1`
 /// holding a personal-data value not sealed with the key whose values

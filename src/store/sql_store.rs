@@ -2382,9 +2382,14 @@ where
             .map(|row| {
                 let key_id: String = row.try_get(0).map_err(map::<B>)?;
                 let since: i64 = row.try_get(1).map_err(map::<B>)?;
+                let retired: Option<i64> = row.try_get(2).map_err(map::<B>)?;
                 Ok(RegisteredKey {
                     key_id,
                     primary_since: codec::timestamp_of("key_registry.primary_since", since)?,
+                    retired_since: retired
+                        .map(|t| codec::timestamp_of("key_registry.retired_since", t))
+                        .transpose()?,
+                    covers_unnamed: row.try_get(3).map_err(map::<B>)?,
                 })
             })
             .collect()
@@ -2400,11 +2405,37 @@ where
         &self,
         purpose: KeyPurpose,
         key_id: &str,
-        now: Timestamp,
+        since: Timestamp,
+        covers_unnamed: bool,
     ) -> Result<(), StoreError> {
         let _turn = self.write_turn().await?;
         self.exec(
             sqlx::query(sql::REGISTER_KEY)
+                .bind(purpose.as_str())
+                .bind(key_id)
+                .bind(codec::micros(since))
+                .bind(covers_unnamed),
+        )
+        .await
+        .map(drop)
+        .map_err(map::<B>)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.retire_key",
+        skip_all,
+        fields(backend = B::NAME, purpose = purpose.as_str(), key_id = %key_id)
+    )]
+    async fn retire_key(
+        &self,
+        purpose: KeyPurpose,
+        key_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await?;
+        self.exec(
+            sqlx::query(sql::RETIRE_KEY)
                 .bind(purpose.as_str())
                 .bind(key_id)
                 .bind(codec::micros(now)),
@@ -2416,41 +2447,30 @@ where
 
     #[tracing::instrument(
         level = "debug",
-        name = "gdpr.store.forget_key",
-        skip_all,
-        fields(backend = B::NAME, purpose = purpose.as_str(), key_id = %key_id)
-    )]
-    async fn forget_key(&self, purpose: KeyPurpose, key_id: &str) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await?;
-        self.exec(
-            sqlx::query(sql::FORGET_KEY)
-                .bind(purpose.as_str())
-                .bind(key_id),
-        )
-        .await
-        .map(drop)
-        .map_err(map::<B>)
-    }
-
-    #[tracing::instrument(
-        level = "debug",
         name = "gdpr.store.key_holders",
         skip_all,
-        fields(backend = B::NAME, purpose = purpose.as_str(), key_id = %key_id)
+        fields(backend = B::NAME, purpose = purpose.as_str(), key_id = %key.key_id)
     )]
     async fn key_holders(
         &self,
         purpose: KeyPurpose,
-        key_id: &str,
+        key: &RegisteredKey,
         limit: u32,
     ) -> Result<Vec<Uuid>, StoreError> {
         let statement = match purpose {
             KeyPurpose::Data => sql::SEALED_WITH,
             KeyPurpose::Audit => sql::CHAINED_WITH,
         };
+        // `''` matches no stored value: none is empty.
+        let unnamed = if key.covers_unnamed {
+            purpose.unnamed_pattern()
+        } else {
+            String::new()
+        };
         self.rows(
             sqlx::query(statement)
-                .bind(purpose.pattern(key_id))
+                .bind(purpose.pattern(&key.key_id))
+                .bind(unnamed)
                 .bind(i64::from(limit)),
         )
         .await?
@@ -2497,6 +2517,7 @@ where
             _ => None,
         };
         let mut page = Resealed {
+            candidates: found.len() as u64,
             next,
             ..Resealed::default()
         };

@@ -357,7 +357,7 @@ fn decodes<M: Message + Default>(bytes: &[u8]) -> bool {
     M::decode(bytes).is_ok()
 }
 
-const METHODS: [Method; 21] = [
+const METHODS: [Method; 22] = [
     (
         "/gdpr.intake.v1.DataSubjectRequestService/SubmitDataSubjectRequest",
         Who::Controller,
@@ -397,6 +397,11 @@ const METHODS: [Method; 21] = [
         "/gdpr.intake.v1.DataSubjectRequestService/ListRequestEvents",
         Who::Controller,
         decodes::<v1::ListRequestEventsRequest>,
+    ),
+    (
+        "/gdpr.intake.v1.DataSubjectRequestService/ExportRequestEvidence",
+        Who::Admin,
+        decodes::<v1::ExportRequestEvidenceRequest>,
     ),
     (
         "/gdpr.intake.v1.RoutingService/CreateProcessor",

@@ -217,3 +217,122 @@ async fn postgres_values_read_before_during_and_after_a_data_key_rotation() {
     };
     rotate_on(store).await;
 }
+
+/// The registry of primaries through a rotation, on one database: the
+/// first start records every key of its rings; a new primary becomes the
+/// newest; a replica still on an older primary starts and records nothing;
+/// keys that left every ring and hold nothing are retired, and a retired
+/// key is refused as a primary; a start refused on one ring records
+/// nothing of the other.
+async fn the_registry_follows_a_rotation(config: StoreConfig) {
+    use gdpr_intake::store::keys::{KeyPurpose, RingError, check_rings};
+    use gdpr_intake::store::{self, AuditKey, Effects};
+
+    let (k0, k1, k2, k3) = (random_key(), random_key(), random_key(), random_key());
+    let (a, b) = (random_key(), random_key());
+    let data = |keys: &[&[u8; 32]]| {
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        DataKey::ring(&keys).expect("ring")
+    };
+    let audit = |key: &[u8; 32]| AuditKey::from_bytes(key).expect("key");
+    // The audit ring after its own rotation: b chains, a still verifies.
+    let rotated = || AuditKey::ring(&[b.as_slice(), a.as_slice()]).expect("ring");
+    let id = |key: &[u8; 32]| data(&[key]).primary_id().to_owned();
+    let start = |d: DataKey, au: AuditKey| {
+        let mut c = config.clone();
+        c.data_key = Some(d);
+        c.audit_key = Some(au);
+        async move {
+            let s = store::connect(&c, true).await.expect("store");
+            let checked = check_rings(s.as_ref(), jiff::Timestamp::now()).await;
+            (s, checked)
+        }
+    };
+    let newest_first = |s: &std::sync::Arc<dyn store::Store>| {
+        let s = s.clone();
+        async move {
+            s.registered_keys(KeyPurpose::Data)
+                .await
+                .expect("registry")
+                .into_iter()
+                .map(|k| (k.key_id, k.retired_since.is_some(), k.covers_unnamed))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let (first, checked) = start(data(&[&k1, &k0]), audit(&a)).await;
+    checked.expect("the first start");
+    assert_eq!(
+        newest_first(&first).await,
+        vec![(id(&k1), false, true), (id(&k0), false, true)]
+    );
+    // A trail chained with audit key `a`.
+    let request = crate::audit::sample_request();
+    first
+        .insert_request(
+            &request,
+            &Effects::event(crate::audit::event(
+                gdpr_intake::domain::request::EventType::Submitted,
+                None,
+                0,
+                "accepted",
+            )),
+        )
+        .await
+        .expect("stored");
+
+    let (second, checked) = start(data(&[&k2, &k1, &k0]), rotated()).await;
+    checked.expect("a new primary");
+    let (_, checked) = start(data(&[&k1, &k2, &k0]), rotated()).await;
+    checked.expect("an older primary still starts");
+    assert_eq!(
+        newest_first(&second).await,
+        vec![
+            (id(&k2), false, false),
+            (id(&k1), false, true),
+            (id(&k0), false, true)
+        ]
+    );
+
+    // Refused on its audit ring (`a` chained a trail): nothing of its new
+    // data primary is recorded.
+    let (_, checked) = start(data(&[&k3, &k2, &k1, &k0]), audit(&b)).await;
+    assert!(
+        matches!(checked, Err(RingError::AuditKeyInUse { ref id, .. }) if *id == audit(&a).primary_id()),
+        "{checked:?}"
+    );
+    assert_eq!(newest_first(&second).await.len(), 3);
+
+    // The old data keys leave the ring: nothing is sealed with them (the
+    // request above is sealed with k1, so k1 stays in use and is kept).
+    let (_, checked) = start(data(&[&k2]), rotated()).await;
+    checked.expect("starts, reporting k1 in use");
+    assert_eq!(
+        newest_first(&second).await,
+        vec![
+            (id(&k2), false, false),
+            (id(&k1), false, true),
+            (id(&k0), true, true)
+        ]
+    );
+    // A retired key is never primary again.
+    let (_, checked) = start(data(&[&k0, &k2, &k1]), rotated()).await;
+    assert!(
+        matches!(checked, Err(RingError::PrimaryRetired { ref id, .. }) if *id == data(&[&k0]).primary_id()),
+        "{checked:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_the_registry_follows_a_rotation() {
+    let (config, _dir) = crate::db::sqlite_config().await;
+    the_registry_follows_a_rotation(config).await;
+}
+
+#[tokio::test]
+async fn postgres_the_registry_follows_a_rotation() {
+    let Some(config) = crate::db::postgres_config().await else {
+        return;
+    };
+    the_registry_follows_a_rotation(config).await;
+}

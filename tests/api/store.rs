@@ -3701,7 +3701,7 @@ async fn the_reseal_moves_personal_data_to_the_primary_page_by_page(config: Stor
     // purged one holds nothing to move.
     let rotated = open(&with(data_ring(&[&new, &old]))).await;
     let first = rotated.reseal_page(None, 2).await.unwrap();
-    assert_eq!((first.moved, first.unreadable), (2, 0));
+    assert_eq!((first.candidates, first.moved, first.unreadable), (2, 2, 0));
     let second = rotated.reseal_page(first.next, 2).await.unwrap();
     assert_eq!((second.moved, second.unreadable, second.next), (1, 0, None));
     let again = rotated.reseal_page(None, 100).await.unwrap();
@@ -3711,8 +3711,14 @@ async fn the_reseal_moves_personal_data_to_the_primary_page_by_page(config: Stor
     assert_eq!(uses.len(), 1, "{uses:?}");
     assert_eq!(uses[0].key_id.as_deref(), Some(new_id.as_str()));
     assert_eq!(uses[0].rows, 3);
+    let key = |id: &str, unnamed| RegisteredKey {
+        key_id: id.to_owned(),
+        primary_since: at(0),
+        retired_since: None,
+        covers_unnamed: unnamed,
+    };
     let mut holders = rotated
-        .key_holders(KeyPurpose::Data, &new_id, 10)
+        .key_holders(KeyPurpose::Data, &key(&new_id, false), 10)
         .await
         .unwrap();
     holders.sort();
@@ -3721,7 +3727,7 @@ async fn the_reseal_moves_personal_data_to_the_primary_page_by_page(config: Stor
     assert_eq!(holders, ids);
     assert!(
         rotated
-            .key_holders(KeyPurpose::Data, &old_id, 10)
+            .key_holders(KeyPurpose::Data, &key(&old_id, true), 10)
             .await
             .unwrap()
             .is_empty()
@@ -3734,20 +3740,29 @@ async fn the_reseal_moves_personal_data_to_the_primary_page_by_page(config: Stor
         assert_eq!(&get(&after, r).await, r);
     }
 
-    // The registry: first time kept, newest first, forgotten on request.
-    for (id, t) in [(&old_id, 10), (&new_id, 20), (&old_id, 30)] {
+    // The registry: first record kept, newest first, retired once.
+    for (id, t, unnamed) in [
+        (&old_id, 10, true),
+        (&new_id, 20, false),
+        (&old_id, 30, false),
+    ] {
         after
-            .register_key(KeyPurpose::Data, id, at(t))
+            .register_key(KeyPurpose::Data, id, at(t), unnamed)
             .await
             .unwrap();
     }
-    let registered = |id: &str, t| RegisteredKey {
+    let registered = |id: &str, t, retired: Option<i64>, unnamed| RegisteredKey {
         key_id: id.to_owned(),
         primary_since: at(t),
+        retired_since: retired.map(at),
+        covers_unnamed: unnamed,
     };
     assert_eq!(
         after.registered_keys(KeyPurpose::Data).await.unwrap(),
-        vec![registered(&new_id, 20), registered(&old_id, 10)]
+        vec![
+            registered(&new_id, 20, None, false),
+            registered(&old_id, 10, None, true)
+        ]
     );
     assert!(
         after
@@ -3756,9 +3771,19 @@ async fn the_reseal_moves_personal_data_to_the_primary_page_by_page(config: Stor
             .unwrap()
             .is_empty()
     );
-    after.forget_key(KeyPurpose::Data, &old_id).await.unwrap();
+    after
+        .retire_key(KeyPurpose::Data, &old_id, at(40))
+        .await
+        .unwrap();
+    after
+        .retire_key(KeyPurpose::Data, &old_id, at(50))
+        .await
+        .unwrap();
     assert_eq!(
         after.registered_keys(KeyPurpose::Data).await.unwrap(),
-        vec![registered(&new_id, 20)]
+        vec![
+            registered(&new_id, 20, None, false),
+            registered(&old_id, 10, Some(40), true)
+        ]
     );
 }

@@ -173,6 +173,10 @@ existing Secret uses existingSecret.keys.*; an empty result means "absent".
 {{- if .Values.existingSecret.name }}{{ .Values.existingSecret.keys.dataKey }}{{ else if .Values.encryption.dataKey }}data.key{{ end }}
 {{- end }}
 
+{{- define "gdpr-intake.evidenceKeyKey" -}}
+{{- if .Values.existingSecret.name }}{{ .Values.existingSecret.keys.evidenceKey }}{{ else if .Values.encryption.evidenceKey }}evidence.key{{ end }}
+{{- end }}
+
 {{/*
 Mount point of the secret files.
 */}}
