@@ -314,9 +314,16 @@ fn event_link(prev: &[u8; 32], event: &Value) -> [u8; 32] {
         .into()
 }
 
-fn head_message(link: &[u8; 32], events: u64) -> Vec<u8> {
+/// What the head's signature covers: the last link, the number of events,
+/// when the bundle was exported and the id of the key that signed it (each
+/// string behind its length), so that none of them can be changed alone.
+fn head_message(link: &[u8; 32], events: u64, exported_at: &str, key_id: &str) -> Vec<u8> {
     let mut m = link.to_vec();
     m.extend_from_slice(&events.to_be_bytes());
+    for s in [exported_at, key_id] {
+        m.extend_from_slice(&(s.len() as u64).to_be_bytes());
+        m.extend_from_slice(s.as_bytes());
+    }
     m
 }
 
@@ -341,33 +348,60 @@ pub fn build(
     for event in events {
         let event = event.to_json();
         link = event_link(&link, &event);
-        let line = json!({
+        lines.push(json!({
             "event": event,
             "link": hex(&link),
             "signature": key.sign(LINK_LABEL, &link),
-        });
-        lines.push(format!("    {}", canonical(&line)));
+        }));
     }
+    let exported_at = exported_at.to_string();
+    let message = head_message(&link, events.len() as u64, &exported_at, key.signing_id());
     let head = json!({
         "events": events.len(),
         "link": hex(&link),
-        "signature": key.sign(HEAD_LABEL, &head_message(&link, events.len() as u64)),
+        "signature": key.sign(HEAD_LABEL, &message),
     });
+    render(
+        key.signing_id(),
+        &exported_at,
+        &request,
+        &seal,
+        &lines,
+        &head,
+    )
+}
+
+/// The bundle's text: its fields in a fixed order, one a line, each value
+/// in canonical JSON, the events one a line. [`verify`] renders what it
+/// parsed again and requires the same text, so a bundle holds each field
+/// once, as written.
+fn render(
+    key_id: &str,
+    exported_at: &str,
+    request: &Value,
+    seal: &Value,
+    events: &[Value],
+    head: &Value,
+) -> String {
     let field = |name: &str, value: &Value| format!("  \"{name}\": {}", canonical(value));
-    let events_block = if lines.is_empty() {
+    let events_block = if events.is_empty() {
         "  \"events\": []".to_owned()
     } else {
+        let lines: Vec<String> = events
+            .iter()
+            .map(|e| format!("    {}", canonical(e)))
+            .collect();
         format!("  \"events\": [\n{}\n  ]", lines.join(",\n"))
     };
     format!(
         "{{\n{},\n{},\n{},\n{},\n{},\n{},\n{}\n}}\n",
         field("format", &json!(FORMAT)),
-        field("key_id", &json!(key.signing_id())),
-        field("exported_at", &json!(exported_at.to_string())),
-        field("request", &request),
-        field("request_seal", &seal),
+        field("key_id", &json!(key_id)),
+        field("exported_at", &json!(exported_at)),
+        field("request", request),
+        field("request_seal", seal),
         events_block,
-        field("head", &head),
+        field("head", head),
     )
 }
 
@@ -467,7 +501,7 @@ fn verify_signature(public: &[u8], label: &[u8], bytes: &[u8], signature: &str) 
 }
 
 fn unhex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
+    if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -556,6 +590,17 @@ pub fn verify(text: &str, keys: &PublicKeys) -> Result<Verified, BundleError> {
     let head = doc
         .get("head")
         .ok_or_else(|| BundleError::Malformed("no head".to_owned()))?;
+    let exported_at = text_field("exported_at")
+        .ok_or_else(|| BundleError::Malformed("no exported_at".to_owned()))?;
+    let seal_value = doc
+        .get("request_seal")
+        .ok_or_else(|| BundleError::Malformed("no request_seal".to_owned()))?;
+    // Exactly as written: each field once, in its place (a JSON reader
+    // keeps one of two copies of a key, a person may read the other).
+    let rendered = render(&key_id, exported_at, request, seal_value, events, head);
+    if rendered.trim_end_matches('\n') != text.trim_end_matches(['\n', '\r']) {
+        return Err(layout_error(text, &rendered));
+    }
 
     let lines: Vec<Option<Line<'_>>> = events.iter().map(Line::read).collect();
     let mut link = request_link(request);
@@ -596,11 +641,9 @@ pub fn verify(text: &str, keys: &PublicKeys) -> Result<Verified, BundleError> {
     let count = head.get("events").and_then(Value::as_u64);
     let signature = head.get("signature").and_then(Value::as_str).unwrap_or("");
     let n = expected - 1;
+    let message = head_message(&link, n, exported_at, &key_id);
     match count {
-        Some(count)
-            if count == n
-                && verify_signature(public, HEAD_LABEL, &head_message(&link, n), signature) =>
-        {
+        Some(count) if count == n && verify_signature(public, HEAD_LABEL, &message, signature) => {
             Ok(Verified {
                 request: name,
                 events: n,
@@ -614,21 +657,40 @@ pub fn verify(text: &str, keys: &PublicKeys) -> Result<Verified, BundleError> {
 
 /// A JSON error placed: inside the events, the event on that line.
 fn malformed_at(text: &str, e: &serde_json::Error) -> BundleError {
-    let line = e.line();
-    let first_event = text
+    placed(text, e.line()).unwrap_or_else(|| BundleError::Malformed(e.to_string()))
+}
+
+/// Where `text` first differs from the layout it should have.
+fn layout_error(text: &str, rendered: &str) -> BundleError {
+    let line = text
         .lines()
-        .position(|l| l.trim_start().starts_with("\"events\": ["))
-        .map(|p| p + 2);
-    let last_event = text
+        .zip(rendered.lines())
+        .position(|(a, b)| a != b)
+        .map_or_else(
+            || text.lines().count().min(rendered.lines().count()) + 1,
+            |p| p + 1,
+        );
+    placed(text, line).unwrap_or_else(|| {
+        BundleError::Malformed(format!(
+            "line {line} is not as the bundle's layout has it (a field twice, out of place or \
+             respaced)"
+        ))
+    })
+}
+
+/// The event on line `line` (from 1) of `text`, if the line is an event's.
+fn placed(text: &str, line: usize) -> Option<BundleError> {
+    let first = text
         .lines()
-        .position(|l| l.trim_start().starts_with("\"head\":"))
-        .map(|p| p - 1);
-    match (first_event, last_event) {
-        (Some(first), Some(last)) if (first..=last).contains(&line) => {
-            BundleError::MalformedEvent((line - first + 1) as u64, line)
-        }
-        _ => BundleError::Malformed(e.to_string()),
-    }
+        .position(|l| l.trim_start().starts_with("\"events\": ["))?
+        + 2;
+    let last = text
+        .lines()
+        .position(|l| l.trim_start().starts_with("\"head\":"))?
+        .checked_sub(1)?;
+    (first..=last)
+        .contains(&line)
+        .then(|| BundleError::MalformedEvent((line - first + 1) as u64, line))
 }
 
 /// The `request` record of a bundle from its fields: `name` first, then
@@ -801,6 +863,33 @@ mod tests {
         // The record of the request.
         let altered = text.replace("\"state\":\"completed\"", "\"state\":\"refused\"");
         assert_eq!(verify(&altered, &keys()), Err(BundleError::RequestAltered));
+    }
+
+    #[test]
+    fn the_time_of_export_and_the_layout_are_bound() {
+        let text = bundle(2);
+        let redated = text.replace("1970-01-01T00:00:00Z", "2030-01-01T00:00:00Z");
+        assert_ne!(redated, text);
+        assert_eq!(verify(&redated, &keys()), Err(BundleError::HeadAltered));
+        // A key twice: a reader keeps one copy, a person may read the other.
+        let doubled = edit_events(&text, |e| {
+            e[1] = e[1].replacen(
+                "\"reason\":\"r2\"",
+                "\"reason\":\"forged\",\"reason\":\"r2\"",
+                1,
+            );
+        });
+        assert!(matches!(
+            verify(&doubled, &keys()),
+            Err(BundleError::MalformedEvent(2, _))
+        ));
+        let respaced = text.replacen("\"format\": ", "\"format\":  ", 1);
+        assert!(matches!(
+            verify(&respaced, &keys()),
+            Err(BundleError::Malformed(_))
+        ));
+        // Without its last line break, as some editors save it: as written.
+        assert_eq!(verify(text.trim_end(), &keys()).map(|v| v.events), Ok(2));
     }
 
     #[test]

@@ -232,7 +232,10 @@ impl Watchdog {
                             }
                         }
                     }
-                    Ok(false) => last_sweep = None,
+                    Ok(false) => {
+                        last_sweep = None;
+                        self.reset_reseal();
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot take the SLA watchdog lease");
                     }
@@ -313,12 +316,13 @@ impl Watchdog {
     /// the ring cannot open. Names no request.
     async fn reseal(&self) -> Result<(), Stop> {
         let Some(only_key) = self.state.reseals().await? else {
+            self.reset_reseal();
             return Ok(());
         };
-        let mut pass = match self.reseal_pass.lock() {
-            Ok(pass) => *pass,
-            Err(poisoned) => *poisoned.into_inner(),
-        };
+        let mut pass = *self
+            .reseal_pass
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // With one key in use, nothing new can need moving once a whole
         // pass found nothing: the scan is skipped until another key is.
         if only_key && pass.clean {
@@ -339,9 +343,15 @@ impl Watchdog {
         span.record("dsr.keys.resealed", total.moved);
         span.record("dsr.keys.unreadable", total.unreadable);
         span.record("dsr.keys.complete", outcome.is_ok() && pass.after.is_none());
-        if let Ok(mut kept) = self.reseal_pass.lock() {
-            *kept = pass;
+        // A pass is kept only while this replica sweeps without a break:
+        // after another replica held the lease, it starts over.
+        if matches!(outcome, Err(Stop::LeaseLost)) {
+            pass = ResealPass::default();
         }
+        *self
+            .reseal_pass
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pass;
         if total.moved > 0 {
             self.state.metrics.requests_resealed(total.moved);
         }
@@ -355,6 +365,15 @@ impl Watchdog {
             });
         }
         outcome
+    }
+
+    /// Forgets where the re-seal's pass stood: it starts over when this
+    /// replica next re-seals.
+    fn reset_reseal(&self) {
+        *self
+            .reseal_pass
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ResealPass::default();
     }
 
     /// Up to [`RESEAL_PAGES_PER_SWEEP`] pages of the pass, from where it

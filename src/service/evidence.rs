@@ -51,20 +51,34 @@ pub async fn export(
     now: Timestamp,
 ) -> Result<String, ServiceError> {
     let not_found = || ServiceError::NotFound("data subject request");
-    let (trail, finding) = store.checked_trail(id).await?.ok_or_else(not_found)?;
-    if tenant.is_some_and(|t| t != trail.controller_id) {
-        return Err(not_found());
-    }
-    if let Some(finding) = finding {
-        return Err(ServiceError::FailedPrecondition {
-            reason: AUDIT_TRAIL_BROKEN,
-            message: format!("the stored audit trail does not verify: {finding}"),
-        });
-    }
-    let request = store
-        .get_request(&trail.controller_id, id)
-        .await?
-        .ok_or_else(not_found)?;
+    // The record and the trail are read apart: read the trail again after
+    // the record, and start over if an event came in between, so that the
+    // record is the one its last event left.
+    let mut attempts = 0;
+    let (trail, request) = loop {
+        attempts += 1;
+        let (trail, finding) = store.checked_trail(id).await?.ok_or_else(not_found)?;
+        if tenant.is_some_and(|t| t != trail.controller_id) {
+            return Err(not_found());
+        }
+        if let Some(finding) = finding {
+            return Err(ServiceError::FailedPrecondition {
+                reason: AUDIT_TRAIL_BROKEN,
+                message: format!("the stored audit trail does not verify: {finding}"),
+            });
+        }
+        let request = store
+            .get_request(&trail.controller_id, id)
+            .await?
+            .ok_or_else(not_found)?;
+        let (again, _) = store.checked_trail(id).await?.ok_or_else(not_found)?;
+        if again.events.len() == trail.events.len() {
+            break (trail, request);
+        }
+        if attempts == 3 {
+            return Err(ServiceError::Store(crate::store::StoreError::Conflict));
+        }
+    };
     let events: Vec<EventRecord> = trail
         .events
         .into_iter()

@@ -202,6 +202,13 @@ async fn bundles_verify_and_name_what_was_changed(store: StoreConfig) {
 
     // Another key set: the bundle's key is named as unknown.
     let other = tempfile::tempdir().expect("dir");
+    let no_key = binary()
+        .args(["audit", "public-keys", "--data-dir"])
+        .arg(other.path())
+        .output()
+        .expect("the binary runs");
+    assert!(!no_key.status.success(), "no key is made up: {no_key:?}");
+    gdpr_intake::evidence::EvidenceKey::ensure_dev(other.path()).expect("another key");
     let other_keys = public_keys(other.path(), other.path());
     std::fs::write(&file, &bundle).expect("written");
     let out = verify_bundle(&file, &other_keys);
@@ -254,6 +261,7 @@ async fn the_binary_exports_a_bundle_that_verifies() {
     let data = tempfile::tempdir().expect("dir");
     let (audit, _) = AuditKey::ensure_dev(data.path()).expect("audit key");
     let (key, _) = DataKey::ensure_dev(data.path()).expect("data key");
+    gdpr_intake::evidence::EvidenceKey::ensure_dev(data.path()).expect("evidence key");
     let store = StoreConfig::sqlite(data.path()).with_keys(audit, key);
     let (app, _) = spawn_with(store, tempfile::tempdir().expect("dir"), |_| {}).await;
     let name = app
