@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "proto/gdpr/intake/v1/task.proto",
     "proto/gdpr/intake/v1/processor_task_service.proto",
     "proto/gdpr/intake/v1/access_service.proto",
+    "proto/gdpr/intake/v1/reporting_service.proto",
     "proto/gdpr/bench/v1/echo.proto",
 ];
 

@@ -52,6 +52,10 @@ pub enum Command {
     /// Data key tools.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The compliance report, read from the database: per request type (or
+    /// CCPA category), requests received in the period, how they ended,
+    /// on-time share, days to close, extensions, open and overdue now.
+    Report(ReportArgs),
 }
 
 /// What `keys` does.
@@ -105,6 +109,39 @@ pub enum AuditCommand {
     /// Print the evidence keys' public halves, a JWKS-shaped JSON document
     /// to publish for whoever verifies bundles.
     PublicKeys(PublicKeysArgs),
+}
+
+/// Settings of `report`.
+#[derive(Clone, Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// First day of the period (UTC), YYYY-MM-DD.
+    #[arg(long)]
+    pub from: jiff::civil::Date,
+    /// Last day of the period (UTC), YYYY-MM-DD, included.
+    #[arg(long)]
+    pub to: jiff::civil::Date,
+    /// Only this regime's requests: GDPR, CCPA or LGPD.
+    #[arg(long)]
+    pub regime: Option<String>,
+    /// Only this controller's requests; every controller's without it.
+    #[arg(long)]
+    pub controller: Option<String>,
+    /// Group by the categories of 11 CCR §7102 (to know, to delete, to
+    /// correct, to opt out, to limit).
+    #[arg(long = "ccpa-7102")]
+    pub ccpa_7102: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
+    pub format: ReportFormat,
+}
+
+/// How `report` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Csv,
 }
 
 /// Settings of `audit export`.

@@ -9,8 +9,8 @@ use gdpr_intake::auth::{Role, TokenClaims, dev};
 use gdpr_intake::clock::SystemClock;
 use gdpr_intake::config::{
     AuditCommand, AuditExportArgs, AuditVerifyArgs, BackupArgs, Cli, Command, DatabaseArgs,
-    KeysCommand, KeysStatusArgs, PublicKeysArgs, RestoreArgs, ServeArgs, TokenArgs,
-    VerifyBundleArgs,
+    KeysCommand, KeysStatusArgs, PublicKeysArgs, ReportArgs, ReportFormat, RestoreArgs, ServeArgs,
+    TokenArgs, VerifyBundleArgs,
 };
 use gdpr_intake::evidence::{self, EvidenceKey, PublicKeys};
 use gdpr_intake::startup::{Application, KeySource, Settings};
@@ -37,10 +37,19 @@ fn main() -> ExitCode {
         Some(Command::Backup(args)) => runtime.block_on(backup(args)),
         Some(Command::Restore(args)) => runtime.block_on(restore(args)),
         Some(Command::Keys(KeysCommand::Status(args))) => runtime.block_on(keys_status(args)),
+        Some(Command::Report(args)) => runtime.block_on(report(args)),
         Some(Command::Audit(AuditCommand::Verify(args))) => {
             return runtime.block_on(audit_verify(args));
         }
-        Some(Command::Audit(AuditCommand::Export(args))) => runtime.block_on(audit_export(args)),
+        Some(Command::Audit(AuditCommand::Export(args))) => {
+            return match runtime.block_on(audit_export(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err((code, message)) => {
+                    eprintln!("gdpr-intake: {message}");
+                    ExitCode::from(code)
+                }
+            };
+        }
         Some(Command::Audit(AuditCommand::VerifyBundle(args))) => return verify_bundle(args),
         Some(Command::Audit(AuditCommand::PublicKeys(args))) => public_keys(args),
     };
@@ -111,27 +120,42 @@ fn serve_evidence_key(args: &DatabaseArgs) -> Result<(EvidenceKey, bool), String
     }
 }
 
+/// The evidence key of a command that signs or publishes: the configured
+/// file, or the development key `serve` created in the data directory;
+/// never a new one (it would sign what nobody can check, or publish a key
+/// that signed nothing).
+fn existing_evidence_key(args: &DatabaseArgs) -> Result<EvidenceKey, String> {
+    let path = args
+        .evidence_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join(evidence::DEV_EVIDENCE_KEY_FILE));
+    EvidenceKey::from_file(&path).map_err(|e| {
+        format!("{e} (set --evidence-key-file or GDPR_INTAKE_EVIDENCE_KEY_FILE to the key the service signs with)")
+    })
+}
+
 /// `audit export`: one request's evidence bundle, read from the database
 /// directly (the data key opens the record, the audit key checks the
 /// trail first).
-async fn audit_export(args: AuditExportArgs) -> Result<(), String> {
+async fn audit_export(args: AuditExportArgs) -> Result<(), (u8, String)> {
+    let fail = |message: String| (1, message);
     let id = args
         .request
         .strip_prefix(gdpr_intake::domain::request::NAME_PREFIX)
         .and_then(|id| uuid::Uuid::try_parse(id).ok())
         .ok_or_else(|| {
-            format!(
+            fail(format!(
                 "--request must be dataSubjectRequests/{{id}}, not `{}`",
                 args.request
-            )
+            ))
         })?;
-    let (evidence_key, _) = serve_evidence_key(&args.database)?;
-    let (audit_key, _) = serve_audit_key(&args.database)?;
-    let (data_key, _) = serve_data_key(&args.database)?;
+    let evidence_key = existing_evidence_key(&args.database).map_err(fail)?;
+    let (audit_key, _) = serve_audit_key(&args.database).map_err(fail)?;
+    let (data_key, _) = serve_data_key(&args.database).map_err(fail)?;
     let config = store_config(&args.database).with_keys(audit_key, data_key);
     let store = store::connect(&config, false)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| fail(e.to_string()))?;
     let bundle = gdpr_intake::service::evidence::export(
         store.as_ref(),
         None,
@@ -141,11 +165,67 @@ async fn audit_export(args: AuditExportArgs) -> Result<(), String> {
         jiff::Timestamp::now(),
     )
     .await
-    .map_err(|e| format!("{}: {e}", args.request))?;
+    .map_err(|e| {
+        // A broken trail, like `audit verify`'s finding, exits 2.
+        let code = match &e {
+            gdpr_intake::service::ServiceError::FailedPrecondition { reason, .. }
+                if *reason == gdpr_intake::service::evidence::AUDIT_TRAIL_BROKEN =>
+            {
+                AUDIT_BROKEN
+            }
+            _ => 1,
+        };
+        (code, format!("{}: {e}", args.request))
+    })?;
     match &args.out {
         Some(path) => std::fs::write(path, bundle)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?,
         None => print!("{bundle}"),
+    }
+    Ok(())
+}
+
+/// `report`: the compliance report, from the database directly.
+async fn report(args: ReportArgs) -> Result<(), String> {
+    use gdpr_intake::domain::jurisdiction::Regime;
+    use gdpr_intake::service::reporting;
+    let regime = match args.regime.as_deref() {
+        None => None,
+        Some(r) => Some(
+            [Regime::Gdpr, Regime::Ccpa, Regime::Lgpd]
+                .into_iter()
+                .find(|x| x.as_str().eq_ignore_ascii_case(r))
+                .ok_or_else(|| format!("--regime must be GDPR, CCPA or LGPD, not `{r}`"))?,
+        ),
+    };
+    let request = reporting::ReportRequest {
+        start: args.from,
+        end: args.to,
+        regime,
+        controller_id: args.controller.clone(),
+        ccpa_7102: args.ccpa_7102,
+    };
+    let store = store::connect(&store_config(&args.database), false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = reporting::report(
+        store.as_ref(),
+        args.controller,
+        &request,
+        jiff::Timestamp::now(),
+    )
+    .await
+    .map_err(|e| match e {
+        gdpr_intake::service::ServiceError::InvalidArgument(v) => v
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.description))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    })?;
+    match args.format {
+        ReportFormat::Json => println!("{:#}", reporting::to_json(&report, &request)),
+        ReportFormat::Csv => print!("{}", reporting::to_csv(&report)),
     }
     Ok(())
 }
@@ -189,7 +269,7 @@ fn verify_bundle(args: VerifyBundleArgs) -> ExitCode {
 
 /// `audit public-keys`: the evidence keys' public halves, as JSON.
 fn public_keys(args: PublicKeysArgs) -> Result<(), String> {
-    let (key, _) = serve_evidence_key(&args.database)?;
+    let key = existing_evidence_key(&args.database)?;
     println!("{:#}", key.public_keys());
     Ok(())
 }

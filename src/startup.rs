@@ -19,6 +19,7 @@ use tracing::instrument::WithSubscriber as _;
 
 use crate::api::access::AccessApi;
 use crate::api::dsr::DsrService;
+use crate::api::reporting::ReportingApi;
 use crate::api::routing::RoutingApi;
 use crate::api::tasks::TaskApi;
 use crate::auth::{self, AuthConfig, Authenticator, dev};
@@ -29,6 +30,7 @@ use crate::evidence::EvidenceKey;
 use crate::proto::v1::access_service_server::AccessServiceServer;
 use crate::proto::v1::data_subject_request_service_server::DataSubjectRequestServiceServer;
 use crate::proto::v1::processor_task_service_server::ProcessorTaskServiceServer;
+use crate::proto::v1::reporting_service_server::ReportingServiceServer;
 use crate::proto::v1::routing_service_server::RoutingServiceServer;
 use crate::service::{AppState, access};
 use crate::store::{
@@ -59,6 +61,7 @@ pub const READINESS_SERVICES: &[&str] = &[
     "gdpr.intake.v1.RoutingService",
     "gdpr.intake.v1.ProcessorTaskService",
     "gdpr.intake.v1.AccessService",
+    "gdpr.intake.v1.ReportingService",
 ];
 
 /// The tonic server with this service's transport settings. The application
@@ -328,6 +331,8 @@ impl Application {
             .max_decoding_message_size(max_message);
         let access = AccessServiceServer::new(AccessApi::new(self.state.clone()))
             .max_decoding_message_size(max_message);
+        let reporting = ReportingServiceServer::new(ReportingApi::new(self.state.clone()))
+            .max_decoding_message_size(max_message);
 
         let (draining_tx, draining_rx) = watch::channel(false);
         let limits = CallLimitLayer::new(
@@ -438,6 +443,7 @@ impl Application {
             .add_service(routing)
             .add_service(tasks)
             .add_service(access)
+            .add_service(reporting)
             .serve_with_incoming_shutdown(
                 grpc_incoming(self.listener, self.connections, self.telemetry.metrics()),
                 signal,

@@ -9,5 +9,6 @@ pub mod dsr;
 pub mod error;
 pub mod page;
 pub mod parse;
+pub mod reporting;
 pub mod routing;
 pub mod tasks;

@@ -8,6 +8,7 @@
 pub mod access;
 mod error;
 pub mod evidence;
+pub mod reporting;
 pub mod requests;
 pub mod routing;
 pub mod sweep;

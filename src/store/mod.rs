@@ -30,6 +30,7 @@ mod lend;
 mod postgres;
 mod queue;
 mod reads;
+pub mod report;
 mod sql;
 mod sql_store;
 mod sqlite;
@@ -455,6 +456,15 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: Uuid,
     ) -> Result<Option<(AuditTrail, Option<audit::Finding>)>, StoreError>;
+
+    // --- reporting ---
+
+    /// The compliance report's rows for `query`, computed in the database,
+    /// ordered by group.
+    async fn compliance_report(
+        &self,
+        query: &report::ReportQuery,
+    ) -> Result<Vec<report::ReportRow>, StoreError>;
 
     // --- keys ---
 

@@ -43,6 +43,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::TryStreamExt as _;
 use jiff::{SignedDuration, Timestamp};
+use sqlx::AssertSqlSafe;
 use sqlx::error::DatabaseError;
 use sqlx::query::Query;
 use sqlx::{
@@ -2241,6 +2242,82 @@ where
         trail.events = self.trail_events(trail.id).await?;
         let finding = super::audit::verify_trail(key, &trail);
         Ok(Some((trail, finding)))
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.compliance_report",
+        skip_all,
+        fields(backend = B::NAME)
+    )]
+    async fn compliance_report(
+        &self,
+        query: &super::report::ReportQuery,
+    ) -> Result<Vec<super::report::ReportRow>, StoreError> {
+        let sql = super::report::statements(query);
+        let tenant = query.controller_id.clone().unwrap_or_default();
+        let regime = query.regime.map(|r| r.as_str()).unwrap_or_default();
+        let (from, until) = (codec::micros(query.from), codec::micros(query.until));
+        // `$1` to `$4` of every statement of the report.
+        let period = |text: &'static str| {
+            sqlx::query(AssertSqlSafe(text))
+                .bind(tenant.clone())
+                .bind(from)
+                .bind(until)
+                .bind(regime)
+        };
+        let counts = self
+            .rows(period(sql.counts.as_str()).bind(codec::micros(query.now)))
+            .await?;
+        let mut rows = Vec::with_capacity(counts.len());
+        for row in &counts {
+            let n = |i: usize| {
+                row.try_get::<Option<i64>, _>(i)
+                    .map_err(map::<B>)
+                    .map(Option::unwrap_or_default)
+            };
+            let mut r = super::report::ReportRow {
+                group: row.try_get(0).map_err(map::<B>)?,
+                received: n(1)?,
+                completed: n(2)?,
+                refused: n(3)?,
+                cancelled: n(4)?,
+                expired: n(5)?,
+                duplicates: n(6)?,
+                closed_within_deadline: n(7)?,
+                extensions_granted: n(8)?,
+                open_now: n(9)?,
+                overdue_now: n(10)?,
+                ..Default::default()
+            };
+            // Column 11 sums the days to close of the closed requests.
+            let closed = r.closed();
+            if closed > 0 {
+                r.mean_days_to_close = Some(n(11)? as f64 / closed as f64);
+            }
+            rows.push(r);
+        }
+        let medians = self.rows(period(sql.median.as_str())).await?;
+        for row in &medians {
+            let group: String = row.try_get(0).map_err(map::<B>)?;
+            let sum: i64 = row.try_get(1).map_err(map::<B>)?;
+            let middle: i64 = row.try_get(2).map_err(map::<B>)?;
+            if let Some(r) = rows.iter_mut().find(|r| r.group == group)
+                && middle > 0
+            {
+                r.median_days_to_close = Some(sum as f64 / middle as f64);
+            }
+        }
+        let refused = self.rows(period(sql.refused.as_str())).await?;
+        for row in &refused {
+            let group: String = row.try_get(0).map_err(map::<B>)?;
+            let reason: String = row.try_get(1).map_err(map::<B>)?;
+            let count: i64 = row.try_get(2).map_err(map::<B>)?;
+            if let Some(r) = rows.iter_mut().find(|r| r.group == group) {
+                r.refused_by_reason.insert(reason, count);
+            }
+        }
+        Ok(rows)
     }
 
     #[tracing::instrument(

@@ -357,7 +357,7 @@ fn decodes<M: Message + Default>(bytes: &[u8]) -> bool {
     M::decode(bytes).is_ok()
 }
 
-const METHODS: [Method; 22] = [
+const METHODS: [Method; 23] = [
     (
         "/gdpr.intake.v1.DataSubjectRequestService/SubmitDataSubjectRequest",
         Who::Controller,
@@ -402,6 +402,11 @@ const METHODS: [Method; 22] = [
         "/gdpr.intake.v1.DataSubjectRequestService/ExportRequestEvidence",
         Who::Admin,
         decodes::<v1::ExportRequestEvidenceRequest>,
+    ),
+    (
+        "/gdpr.intake.v1.ReportingService/GetComplianceReport",
+        Who::Admin,
+        decodes::<v1::GetComplianceReportRequest>,
     ),
     (
         "/gdpr.intake.v1.RoutingService/CreateProcessor",

@@ -29,6 +29,7 @@ mod overload;
 mod pii;
 mod platform;
 mod processor;
+mod report;
 mod restore;
 mod retention;
 mod routing;
