@@ -60,10 +60,12 @@ pub enum Kind {
     Watch,
     Revoke,
     ListRevocations,
+    Evidence,
+    Report,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 24] = [
         Kind::Submit,
         Kind::Get,
         Kind::List,
@@ -86,6 +88,8 @@ impl Kind {
         Kind::Watch,
         Kind::Revoke,
         Kind::ListRevocations,
+        Kind::Evidence,
+        Kind::Report,
     ];
 
     /// The message an input starting with `byte` is.
@@ -199,6 +203,14 @@ pub fn check_request(data: &[u8]) {
         }),
         Kind::ListRevocations => with(bytes, |m: v1::ListRevocationsRequest| {
             checked(parse::list_revocations(&m));
+        }),
+        Kind::Evidence => with(bytes, |m: v1::ExportRequestEvidenceRequest| {
+            checked(parse_name(&m.name));
+        }),
+        Kind::Report => with(bytes, |m: v1::GetComplianceReportRequest| {
+            if let Some(r) = checked(parse::compliance_report(&m)) {
+                assert!(r.controller_id.as_ref().is_none_or(|c| !c.is_empty()));
+            }
         }),
     }
 }
@@ -576,6 +588,31 @@ pub fn seeds() -> Vec<Vec<u8>> {
             &v1::ListRevocationsRequest {
                 page_size: 2,
                 page_token: page::encode_key_token("r1", "7"),
+            },
+        ),
+        seed(
+            Kind::Evidence,
+            &v1::ExportRequestEvidenceRequest {
+                name: NAME.into(),
+                include_personal_data: false,
+            },
+        ),
+        seed(
+            Kind::Report,
+            &v1::GetComplianceReportRequest {
+                start_date: Some(gdpr_intake::proto::google::r#type::Date {
+                    year: 2026,
+                    month: 1,
+                    day: 1,
+                }),
+                end_date: Some(gdpr_intake::proto::google::r#type::Date {
+                    year: 2026,
+                    month: 12,
+                    day: 31,
+                }),
+                regime: v1::Regime::Ccpa.into(),
+                controller_id: String::new(),
+                ccpa_7102: true,
             },
         ),
     ]

@@ -549,6 +549,54 @@ pub fn list_revocations(m: &v1::ListRevocationsRequest) -> Result<(u32, Option<i
     Ok((size, after))
 }
 
+/// A `google.type.Date` that names a whole day.
+fn whole_day(
+    field: &str,
+    date: Option<&crate::proto::google::r#type::Date>,
+    v: &mut Violations,
+) -> jiff::civil::Date {
+    let parsed = date.and_then(|d| {
+        let year = i16::try_from(d.year).ok()?;
+        let month = i8::try_from(d.month).ok()?;
+        let day = i8::try_from(d.day).ok()?;
+        jiff::civil::Date::new(year, month, day).ok()
+    });
+    match parsed {
+        Some(d) => d,
+        None => {
+            v.add(field, "required: a whole date (year, month and day)");
+            jiff::civil::Date::ZERO
+        }
+    }
+}
+
+/// `GetComplianceReport`'s request, checked: whole dates, a known regime.
+pub fn compliance_report(
+    m: &v1::GetComplianceReportRequest,
+) -> Result<crate::service::reporting::ReportRequest, ApiError> {
+    let mut v = Violations::default();
+    let start = whole_day("start_date", m.start_date.as_ref(), &mut v);
+    let end = whole_day("end_date", m.end_date.as_ref(), &mut v);
+    let regime = match v1::Regime::try_from(m.regime) {
+        Ok(v1::Regime::Unspecified) => None,
+        Ok(v1::Regime::Gdpr) => Some(crate::domain::jurisdiction::Regime::Gdpr),
+        Ok(v1::Regime::Ccpa) => Some(crate::domain::jurisdiction::Regime::Ccpa),
+        Ok(v1::Regime::Lgpd) => Some(crate::domain::jurisdiction::Regime::Lgpd),
+        Err(_) => {
+            v.add("regime", "not a known regime");
+            None
+        }
+    };
+    v.finish(|| crate::service::reporting::ReportRequest {
+        start,
+        end,
+        regime,
+        controller_id: (!m.controller_id.is_empty()).then(|| m.controller_id.clone()),
+        ccpa_7102: m.ccpa_7102,
+    })
+    .map_err(ApiError::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,13 +6,12 @@ use tonic::{Request, Response, Status};
 
 use super::convert::timestamp as timestamp_to_proto;
 use super::error::ApiError;
+use super::parse;
 use crate::auth::Role;
-use crate::domain::input::{FieldViolation, Violations};
-use crate::domain::jurisdiction::Regime;
 use crate::proto::v1;
 use crate::proto::v1::reporting_service_server::ReportingService;
 use crate::service::AppState;
-use crate::service::reporting::{ReportRequest, ReportRow};
+use crate::service::reporting::ReportRow;
 
 /// The handlers of the reporting service.
 #[derive(Clone)]
@@ -24,51 +23,6 @@ impl ReportingApi {
     pub fn new(state: AppState) -> Self {
         Self { state }
     }
-}
-
-/// A `google.type.Date` that names a whole day.
-fn day(
-    field: &str,
-    date: Option<&crate::proto::google::r#type::Date>,
-    v: &mut Violations,
-) -> jiff::civil::Date {
-    let parsed = date.and_then(|d| {
-        let year = i16::try_from(d.year).ok()?;
-        let month = i8::try_from(d.month).ok()?;
-        let day = i8::try_from(d.day).ok()?;
-        jiff::civil::Date::new(year, month, day).ok()
-    });
-    match parsed {
-        Some(d) => d,
-        None => {
-            v.add(field, "required: a whole date (year, month and day)");
-            jiff::civil::Date::ZERO
-        }
-    }
-}
-
-/// The request, checked.
-fn parse(m: &v1::GetComplianceReportRequest) -> Result<ReportRequest, Vec<FieldViolation>> {
-    let mut v = Violations::default();
-    let start = day("start_date", m.start_date.as_ref(), &mut v);
-    let end = day("end_date", m.end_date.as_ref(), &mut v);
-    let regime = match v1::Regime::try_from(m.regime) {
-        Ok(v1::Regime::Unspecified) => None,
-        Ok(v1::Regime::Gdpr) => Some(Regime::Gdpr),
-        Ok(v1::Regime::Ccpa) => Some(Regime::Ccpa),
-        Ok(v1::Regime::Lgpd) => Some(Regime::Lgpd),
-        Err(_) => {
-            v.add("regime", "not a known regime");
-            None
-        }
-    };
-    v.finish(|| ReportRequest {
-        start,
-        end,
-        regime,
-        controller_id: (!m.controller_id.is_empty()).then(|| m.controller_id.clone()),
-        ccpa_7102: m.ccpa_7102,
-    })
 }
 
 fn row_to_proto(row: &ReportRow) -> v1::ComplianceReportRow {
@@ -108,7 +62,7 @@ impl ReportingService for ReportingApi {
                 &[Role::Controller, Role::Auditor, Role::Admin],
             )
             .map_err(ApiError::from)?;
-        let asked = parse(request.get_ref()).map_err(ApiError::from)?;
+        let asked = parse::compliance_report(request.get_ref())?;
         let report = self
             .state
             .compliance_report(&caller, asked)
