@@ -39,10 +39,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+
+use crate::keyfile::{self, KeyFileError};
 
 /// What a bundle's `format` says.
 pub const FORMAT: &str = "gdpr-intake evidence bundle v1";
@@ -56,7 +58,7 @@ const EVENT_LABEL: &[u8] = b"gdpr-intake evidence v1 event\0";
 const LINK_LABEL: &[u8] = b"gdpr-intake evidence v1 link\0";
 const RECORD_LABEL: &[u8] = b"gdpr-intake evidence v1 record\0";
 const HEAD_LABEL: &[u8] = b"gdpr-intake evidence v1 head\0";
-const KEY_ID_LABEL: &[u8] = b"gdpr-intake evidence key id\0";
+const KEY_ID_LABEL: &str = "gdpr-intake evidence key id";
 
 /// The signing keys: the first signs. Cheap to clone; its `Debug` shows
 /// the key ids only.
@@ -78,33 +80,29 @@ impl fmt::Debug for EvidenceKey {
 /// The id of an evidence key, from its public key: the first 6 bytes of
 /// SHA-256 of a fixed label and the key, in hex.
 pub fn key_id(public_key: &[u8]) -> String {
-    let digest = Sha256::new()
-        .chain_update(KEY_ID_LABEL)
-        .chain_update(public_key)
-        .finalize();
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    keyfile::key_id(KEY_ID_LABEL, public_key)
 }
 
-/// Why an evidence key file cannot be used. Names the file and line, never
-/// what it holds.
-#[derive(Debug, thiserror::Error)]
-pub enum EvidenceKeyError {
-    #[error("cannot {action} the evidence key file {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "the evidence key file {path} must hold one Ed25519 key per line, each a 32-byte seed in base64 (line {line} is not)"
-    )]
-    Invalid {
-        path: std::path::PathBuf,
-        line: usize,
-    },
-    #[error("the evidence key file {path} holds no key")]
-    Empty { path: std::path::PathBuf },
+/// The id of the key whose seed is `seed` (32 bytes: the file's check
+/// comes first).
+fn seed_id(seed: &[u8]) -> String {
+    Ed25519KeyPair::from_seed_unchecked(seed)
+        .map(|pair| key_id(pair.public_key().as_ref()))
+        .unwrap_or_default()
 }
+
+/// The evidence ring's file: Ed25519 seeds of 32 bytes.
+const FILE: keyfile::Spec = keyfile::Spec {
+    ring: "evidence",
+    wants: "exactly 32 (an Ed25519 seed)",
+    fresh_len: SEED_BYTES,
+    accept: |k| k.len() == SEED_BYTES,
+    id_of: seed_id,
+};
+
+/// Why an evidence key file cannot be used. Names the file, the line or
+/// the key id, never what it holds.
+pub type EvidenceKeyError = KeyFileError;
 
 impl EvidenceKey {
     /// A ring of Ed25519 keys from their 32-byte seeds, the first signing;
@@ -126,70 +124,24 @@ impl EvidenceKey {
     /// Reads a key file: one seed per line in base64, the first signing;
     /// blank lines and `#` comments ignored.
     pub fn from_file(path: &Path) -> Result<Self, EvidenceKeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| EvidenceKeyError::Io {
-            action: "read",
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut seeds = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let invalid = || EvidenceKeyError::Invalid {
-                path: path.to_owned(),
-                line: n + 1,
-            };
-            let seed = STANDARD.decode(line).map_err(|_| invalid())?;
-            if seed.len() != SEED_BYTES {
-                return Err(invalid());
-            }
-            seeds.push(seed);
-        }
-        let slices: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
-        Self::from_seeds(&slices).ok_or_else(|| EvidenceKeyError::Empty {
-            path: path.to_owned(),
-        })
+        Self::from_keys(&keyfile::read(path, FILE)?, path)
     }
 
     /// The development key in `data_dir`, created (readable by its owner
     /// only) if missing; and whether it was created.
     pub fn ensure_dev(data_dir: &Path) -> Result<(Self, bool), EvidenceKeyError> {
-        use std::io::Write;
         let path = data_dir.join(DEV_EVIDENCE_KEY_FILE);
-        let io = |action| {
-            let path = path.clone();
-            move |source| EvidenceKeyError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        std::fs::create_dir_all(data_dir).map_err(io("create the directory of"))?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let created = match options.open(&path) {
-            Ok(mut file) => {
-                let mut seed = [0u8; SEED_BYTES];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
-                    .map_err(|_| {
-                        io("write")(std::io::Error::other("no randomness for a new key"))
-                    })?;
-                file.write_all(format!("{}\n", STANDARD.encode(seed)).as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(io("write"))?;
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(io("create")(e)),
-        };
-        Ok((Self::from_file(&path)?, created))
+        let (seeds, created) = keyfile::ensure_dev(&path, FILE)?;
+        Ok((Self::from_keys(&seeds, &path)?, created))
+    }
+
+    /// The ring of the seeds a file held (checked there).
+    fn from_keys(seeds: &[Vec<u8>], path: &Path) -> Result<Self, EvidenceKeyError> {
+        let slices: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+        Self::from_seeds(&slices).ok_or_else(|| EvidenceKeyError::Empty {
+            ring: FILE.ring,
+            path: path.to_owned(),
+        })
     }
 
     /// The id of the key that signs.

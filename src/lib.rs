@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod errors;
 pub mod evidence;
+mod keyfile;
 pub mod proto;
 pub mod service;
 pub mod startup;

@@ -81,43 +81,53 @@ fn store_config(args: &DatabaseArgs) -> StoreConfig {
     }
 }
 
-/// The configured data key, or `serve`'s development key in the data
-/// directory (created if missing; `true` when it is the development key).
+/// The key ring in `file`, or else the development ring `ensure_dev`
+/// keeps in `data_dir` (created if missing); `true` when it is the
+/// development ring.
+fn configured_or_dev<K>(
+    file: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+    from_file: fn(&std::path::Path) -> Result<K, store::KeyFileError>,
+    ensure_dev: fn(&std::path::Path) -> Result<(K, bool), store::KeyFileError>,
+) -> Result<(K, bool), String> {
+    match file {
+        Some(path) => from_file(path).map(|key| (key, false)),
+        None => ensure_dev(data_dir).map(|(key, _)| (key, true)),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The configured data key, or `serve`'s development key.
 fn serve_data_key(args: &DatabaseArgs) -> Result<(DataKey, bool), String> {
-    match &args.data_key_file {
-        Some(path) => DataKey::from_file(path)
-            .map(|key| (key, false))
-            .map_err(|e| e.to_string()),
-        None => DataKey::ensure_dev(&args.data_dir)
-            .map(|(key, _)| (key, true))
-            .map_err(|e| e.to_string()),
-    }
+    let file = args.data_key_file.as_deref();
+    configured_or_dev(
+        file,
+        &args.data_dir,
+        DataKey::from_file,
+        DataKey::ensure_dev,
+    )
 }
 
-/// The configured audit key, or `serve`'s development key in the data
-/// directory (created if missing; `true` when it is the development key).
+/// The configured audit key, or `serve`'s development key.
 fn serve_audit_key(args: &DatabaseArgs) -> Result<(AuditKey, bool), String> {
-    match &args.audit_key_file {
-        Some(path) => AuditKey::from_file(path)
-            .map(|key| (key, false))
-            .map_err(|e| e.to_string()),
-        None => AuditKey::ensure_dev(&args.data_dir)
-            .map(|(key, _)| (key, true))
-            .map_err(|e| e.to_string()),
-    }
+    let file = args.audit_key_file.as_deref();
+    configured_or_dev(
+        file,
+        &args.data_dir,
+        AuditKey::from_file,
+        AuditKey::ensure_dev,
+    )
 }
 
-/// The configured evidence key, or the development key in the data
-/// directory (created if missing; `true` when it is the development key).
+/// The configured evidence key, or `serve`'s development key.
 fn serve_evidence_key(args: &DatabaseArgs) -> Result<(EvidenceKey, bool), String> {
-    match &args.evidence_key_file {
-        Some(path) => EvidenceKey::from_file(path)
-            .map(|key| (key, false))
-            .map_err(|e| e.to_string()),
-        None => EvidenceKey::ensure_dev(&args.data_dir)
-            .map(|(key, _)| (key, true))
-            .map_err(|e| e.to_string()),
-    }
+    let file = args.evidence_key_file.as_deref();
+    configured_or_dev(
+        file,
+        &args.data_dir,
+        EvidenceKey::from_file,
+        EvidenceKey::ensure_dev,
+    )
 }
 
 /// The evidence key of a command that signs or publishes: the configured

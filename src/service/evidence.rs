@@ -79,21 +79,7 @@ pub async fn export(
             return Err(ServiceError::Store(crate::store::StoreError::Conflict));
         }
     };
-    let events: Vec<EventRecord> = trail
-        .events
-        .into_iter()
-        .map(|e| EventRecord {
-            sequence: e.sequence,
-            event_type: e.event_type,
-            time: e.time,
-            actor_id: e.actor_id,
-            actor_role: e.actor_role,
-            from_state: e.from_state,
-            to_state: e.to_state,
-            reason: e.reason,
-            task: e.task,
-        })
-        .collect();
+    let events: Vec<EventRecord> = trail.events.into_iter().map(|e| e.record).collect();
     Ok(evidence::build(
         record(&request, include_personal),
         &events,

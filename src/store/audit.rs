@@ -34,9 +34,10 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::keyfile::{self, KeyFileError};
 use super::{Store, StoreError};
 use crate::domain::request::NAME_PREFIX;
+pub use crate::evidence::EventRecord;
+use crate::keyfile::{self, KeyFileError};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -316,18 +317,11 @@ pub fn from_hex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// One stored event with its hash, as `audit verify` reads it.
+/// One stored event with its hash, as `audit verify` reads it: the event
+/// as an evidence bundle records it, and the hash that chains it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {
-    pub sequence: i64,
-    pub event_type: String,
-    pub time: i64,
-    pub actor_id: String,
-    pub actor_role: String,
-    pub from_state: Option<String>,
-    pub to_state: String,
-    pub reason: String,
-    pub task: Option<Uuid>,
+    pub record: EventRecord,
     /// As stored: `<key id>.<hex>`, or bare hex before key ids.
     pub hash: String,
 }
@@ -344,6 +338,7 @@ pub struct AuditTrail {
 
 impl AuditTrail {
     fn fields<'a>(&'a self, e: &'a StoredEvent, sequence: i64) -> EventFields<'a> {
+        let e = &e.record;
         EventFields {
             controller_id: &self.controller_id,
             request: self.id,
@@ -454,23 +449,28 @@ pub fn verify_trail(ring: &AuditKey, trail: &AuditTrail) -> Option<Finding> {
     let mut prev = GENESIS;
     let mut expected = 1;
     for (i, event) in trail.events.iter().enumerate() {
-        if event.sequence != expected {
+        if event.record.sequence != expected {
             // Sequences only grow (the primary key and the ordering), so a
             // jump means the expected one is gone.
             return finding(expected, Problem::Removed);
         }
         let (stored, keys) = match keys_for(ring, &event.hash) {
-            KeysFor::Unparsed => return finding(event.sequence, Problem::Altered),
-            KeysFor::Missing(id) => return finding(event.sequence, Problem::UnknownKey { id }),
+            KeysFor::Unparsed => return finding(event.record.sequence, Problem::Altered),
+            KeysFor::Missing(id) => {
+                return finding(event.record.sequence, Problem::UnknownKey { id });
+            }
             KeysFor::Found(bytes, keys) => (bytes, keys),
         };
-        let fields = trail.fields(event, event.sequence);
+        let fields = trail.fields(event, event.record.sequence);
         if keys.iter().any(|k| event_mac(k, &prev, &fields) == stored) {
             prev = stored;
             expected += 1;
             continue;
         }
-        return finding(event.sequence, classify(&keys, trail, i, &prev, ring));
+        return finding(
+            event.record.sequence,
+            classify(&keys, trail, i, &prev, ring),
+        );
     }
     let Some(last) = trail.events.last() else {
         return finding(0, Problem::Empty);
@@ -479,12 +479,12 @@ pub fn verify_trail(ring: &AuditKey, trail: &AuditTrail) -> Option<Finding> {
         Some(KeysFor::Found(head, keys))
             if keys
                 .iter()
-                .any(|k| head_mac(k, trail.id, last.sequence, &prev) == head) =>
+                .any(|k| head_mac(k, trail.id, last.record.sequence, &prev) == head) =>
         {
             None
         }
-        Some(KeysFor::Missing(id)) => finding(last.sequence, Problem::UnknownKey { id }),
-        _ => finding(last.sequence, Problem::TruncatedAfter),
+        Some(KeysFor::Missing(id)) => finding(last.record.sequence, Problem::UnknownKey { id }),
+        _ => finding(last.record.sequence, Problem::TruncatedAfter),
     }
 }
 
@@ -512,8 +512,8 @@ fn classify(
             .filter(|(j, _)| *j != i)
             .filter_map(|(_, e)| parse_stamped(&e.hash).map(|(_, h)| h)),
     );
-    let last = trail.events.last().map_or(0, |e| e.sequence);
-    for was in (1..=last).filter(|s| *s != event.sequence) {
+    let last = trail.events.last().map_or(0, |e| e.record.sequence);
+    for was in (1..=last).filter(|s| *s != event.record.sequence) {
         let fields = trail.fields(event, was);
         if keys
             .iter()
@@ -526,14 +526,16 @@ fn classify(
     let follows = |stored: &str, check: &dyn Fn(&AuditEntry) -> [u8; 32]| matches!(keys_for(ring, stored), KeysFor::Found(bytes, keys) if keys.iter().any(|k| check(k) == bytes));
     match trail.events.get(i + 1) {
         Some(next) => {
-            let fields = trail.fields(next, next.sequence - 1);
+            let fields = trail.fields(next, next.record.sequence - 1);
             if follows(&next.hash, &|k| event_mac(k, prev, &fields)) {
                 return Problem::Inserted;
             }
         }
         None => {
             if let Some(head) = trail.head.as_deref()
-                && follows(head, &|k| head_mac(k, trail.id, event.sequence - 1, prev))
+                && follows(head, &|k| {
+                    head_mac(k, trail.id, event.record.sequence - 1, prev)
+                })
             {
                 return Problem::Inserted;
             }
@@ -590,15 +592,17 @@ mod tests {
 
     fn event(sequence: i64, reason: &str) -> StoredEvent {
         StoredEvent {
-            sequence,
-            event_type: "submitted".to_owned(),
-            time: 1_000 + sequence,
-            actor_id: "a".to_owned(),
-            actor_role: "controller".to_owned(),
-            from_state: None,
-            to_state: "in_progress".to_owned(),
-            reason: reason.to_owned(),
-            task: None,
+            record: EventRecord {
+                sequence,
+                event_type: "submitted".to_owned(),
+                time: 1_000 + sequence,
+                actor_id: "a".to_owned(),
+                actor_role: "controller".to_owned(),
+                from_state: None,
+                to_state: "in_progress".to_owned(),
+                reason: reason.to_owned(),
+                task: None,
+            },
             hash: String::new(),
         }
     }
@@ -664,7 +668,7 @@ mod tests {
     #[test]
     fn each_kind_of_tampering_is_named() {
         let mut t = trail(4);
-        t.events[1].reason = "changed".to_owned();
+        t.events[1].record.reason = "changed".to_owned();
         assert_eq!(problem(&t), Some((2, Problem::Altered)));
 
         let mut t = trail(4);
@@ -683,8 +687,8 @@ mod tests {
 
         let mut t = trail(4);
         t.events.swap(1, 2);
-        t.events[1].sequence = 2;
-        t.events[2].sequence = 3;
+        t.events[1].record.sequence = 2;
+        t.events[2].record.sequence = 3;
         assert_eq!(problem(&t), Some((2, Problem::Reordered { was: 3 })));
 
         let mut t = trail(1);
@@ -703,11 +707,11 @@ mod tests {
         ] {
             assert_eq!(verify_trail(&ring, &t), None);
             let mut altered = t.clone();
-            altered.events[2].reason = "changed".to_owned();
+            altered.events[2].record.reason = "changed".to_owned();
             let found = verify_trail(&ring, &altered).unwrap();
             assert_eq!((found.sequence, found.problem), (3, Problem::Altered));
             let mut altered = t.clone();
-            altered.events[0].reason = "changed".to_owned();
+            altered.events[0].record.reason = "changed".to_owned();
             let found = verify_trail(&ring, &altered).unwrap();
             assert_eq!((found.sequence, found.problem), (1, Problem::Altered));
             // The key id swapped for the other key's: still an alteration.
@@ -743,8 +747,8 @@ mod tests {
         assert_eq!(verify_trail(&grown, &legacy), None);
         let mut moved = rotated_trail(&[&old, &new, &new]);
         moved.events.swap(1, 2);
-        moved.events[1].sequence = 2;
-        moved.events[2].sequence = 3;
+        moved.events[1].record.sequence = 2;
+        moved.events[2].record.sequence = 3;
         let found = verify_trail(&grown, &moved).unwrap();
         assert_eq!(
             (found.sequence, found.problem),

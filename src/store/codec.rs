@@ -848,15 +848,17 @@ impl EventColumns {
     {
         let e = Self::read::<R, Id>(row)?;
         Ok(StoredEvent {
-            sequence: e.sequence,
-            event_type: e.event_type,
-            time: e.event_time,
-            actor_id: e.actor_id,
-            actor_role: e.actor_role,
-            from_state: e.from_state,
-            to_state: e.to_state,
-            reason: e.reason,
-            task: e.task,
+            record: audit::EventRecord {
+                sequence: e.sequence,
+                event_type: e.event_type,
+                time: e.event_time,
+                actor_id: e.actor_id,
+                actor_role: e.actor_role,
+                from_state: e.from_state,
+                to_state: e.to_state,
+                reason: e.reason,
+                task: e.task,
+            },
             hash: row.try_get("hash")?,
         })
     }

@@ -39,7 +39,7 @@ use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use uuid::Uuid;
 
 use super::StoreError;
-use super::keyfile::{self, KeyFileError};
+use crate::keyfile::{self, KeyFileError};
 
 /// The name of the development key file `serve` creates in the data
 /// directory when no key file is configured.

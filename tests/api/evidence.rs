@@ -15,6 +15,7 @@ use gdpr_intake::store::StoreConfig;
 use tonic::Code;
 
 use crate::helpers::*;
+use crate::keys::submit_with_email;
 use crate::overload::spawn_with;
 
 fn binary() -> Command {
@@ -102,17 +103,7 @@ async fn bundles_verify_and_name_what_was_changed(store: StoreConfig) {
     let dir = tempfile::tempdir().expect("dir");
     let (app, _) = spawn_with(store.clone(), tempfile::tempdir().expect("dir"), |_| {}).await;
     let controller = app.token(Role::Controller, "acme");
-    let mut m = submission();
-    m.subject.as_mut().expect("subject").email = "ada.evidence@example.org".to_owned();
-    let name = app
-        .dsr()
-        .submit_data_subject_request(authed(&controller, m))
-        .await
-        .expect("submitted")
-        .into_inner()
-        .data_subject_request
-        .expect("request")
-        .name;
+    let name = submit_with_email(&app, "ada.evidence@example.org").await;
     app.dsr()
         .cancel_data_subject_request(authed(
             &controller,
@@ -264,15 +255,7 @@ async fn the_binary_exports_a_bundle_that_verifies() {
     gdpr_intake::evidence::EvidenceKey::ensure_dev(data.path()).expect("evidence key");
     let store = StoreConfig::sqlite(data.path()).with_keys(audit, key);
     let (app, _) = spawn_with(store, tempfile::tempdir().expect("dir"), |_| {}).await;
-    let name = app
-        .dsr()
-        .submit_data_subject_request(authed(&app.token(Role::Controller, "acme"), submission()))
-        .await
-        .expect("submitted")
-        .into_inner()
-        .data_subject_request
-        .expect("request")
-        .name;
+    let name = submit_with_email(&app, "subject@example.org").await;
     app.stop().await;
 
     let file = data.path().join("bundle.json");

@@ -53,7 +53,7 @@ fn keys_status(store: &StoreConfig, key_file: &Path) -> Output {
 }
 
 /// Submits a request for a subject with `email`; its name.
-async fn submit_with_email(app: &TestApp, email: &str) -> String {
+pub(crate) async fn submit_with_email(app: &TestApp, email: &str) -> String {
     let mut m = submission();
     m.subject.as_mut().expect("subject").email = email.to_owned();
     app.dsr()

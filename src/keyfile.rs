@@ -1,7 +1,8 @@
-//! What the data and audit key rings share: their files (one key per line
-//! in base64, the first the primary, blank lines and `#` comments
-//! ignored), the development key file `serve` creates when none is
-//! configured, and how a key's id is derived from the key.
+//! What the key rings share (the data and audit keys of the store, the
+//! evidence key): their files (one key per line in base64, the first the
+//! primary, blank lines and `#` comments ignored), the development key
+//! file `serve` creates when none is configured, and how a key's id is
+//! derived from the key.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -12,12 +13,12 @@ use base64::engine::general_purpose::STANDARD;
 use rand_core::{OsRng, RngCore};
 
 /// Hex digits of a key id.
-pub(super) const ID_LEN: usize = 12;
+pub(crate) const ID_LEN: usize = 12;
 
 /// What a ring's file holds: which ring, what a key must be, and how its
 /// id is derived.
 #[derive(Clone, Copy)]
-pub(super) struct Spec {
+pub(crate) struct Spec {
     /// `data` or `audit`.
     pub ring: &'static str,
     /// What a key is, in words ("exactly 32", "at least 32").
@@ -61,7 +62,7 @@ pub enum KeyFileError {
 /// The id of `key` under `label`: the first 6 bytes of SHA-256 of the
 /// label, a zero byte and the key, in hex. The same key has the same id on
 /// every replica; the id says nothing of a random key.
-pub(super) fn key_id(label: &str, key: &[u8]) -> String {
+pub(crate) fn key_id(label: &str, key: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
         .chain_update(label.as_bytes())
@@ -76,7 +77,7 @@ pub(super) fn key_id(label: &str, key: &[u8]) -> String {
 
 /// The keys of the file at `path`, in order: each line's bytes, which
 /// `spec.accept` must take for a key; no key twice (by `spec.id_of`).
-pub(super) fn read(path: &Path, spec: Spec) -> Result<Vec<Vec<u8>>, KeyFileError> {
+pub(crate) fn read(path: &Path, spec: Spec) -> Result<Vec<Vec<u8>>, KeyFileError> {
     let ring = spec.ring;
     let text = fs::read_to_string(path).map_err(|source| KeyFileError::Io {
         ring,
@@ -125,7 +126,7 @@ pub(super) fn read(path: &Path, spec: Spec) -> Result<Vec<Vec<u8>>, KeyFileError
 /// only, its directory too if missing) with one key of `spec.fresh_len`
 /// random bytes if there is none, then read as [`read`] reads it. Its
 /// keys, and whether it was created.
-pub(super) fn ensure_dev(path: &Path, spec: Spec) -> Result<(Vec<Vec<u8>>, bool), KeyFileError> {
+pub(crate) fn ensure_dev(path: &Path, spec: Spec) -> Result<(Vec<Vec<u8>>, bool), KeyFileError> {
     let io = |action| {
         move |source| KeyFileError::Io {
             ring: spec.ring,
