@@ -324,6 +324,12 @@ pub struct ServeArgs {
     /// `gdpr.auth.jwks_reload_failures`).
     #[arg(long, env = "GDPR_INTAKE_JWKS_REFRESH", default_value = "30s", value_parser = parse_duration)]
     pub jwks_refresh: Duration,
+    /// How often a change-feed watcher (`WatchRequestEvents`) reads the
+    /// feed again once it has caught up: an event, written by this replica
+    /// or by another on the same database, reaches watchers within about
+    /// this.
+    #[arg(long, env = "GDPR_INTAKE_FEED_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub feed_poll_interval: Duration,
     /// How often the SLA watchdog looks for consent windows that ran out
     /// and for requests and tasks at risk of missing their deadline or past
     /// it (its lease lasts half of it, so a crashed sweeper is replaced
@@ -453,6 +459,14 @@ impl ServeArgs {
             return Err("--jwks-refresh must be longer than zero".to_owned());
         }
         Ok(self.jwks_refresh)
+    }
+
+    /// How often a feed watcher reads the feed again, checked.
+    pub fn feed_poll_interval(&self) -> Result<Duration, String> {
+        if self.feed_poll_interval.is_zero() {
+            return Err("--feed-poll-interval must be longer than zero".to_owned());
+        }
+        Ok(self.feed_poll_interval)
     }
 
     /// How often revocations are reloaded, checked.
@@ -764,6 +778,18 @@ mod tests {
         );
         let error = refresh(&["--revocation-refresh", "0s"]).expect_err("refused");
         assert!(error.starts_with("--revocation-refresh"), "{error}");
+    }
+
+    #[test]
+    fn feed_poll_interval_defaults_to_one_second_and_refuses_zero() {
+        let interval = |args: &[&str]| serve_args(args).feed_poll_interval();
+        assert_eq!(interval(&[]), Ok(Duration::from_secs(1)));
+        assert_eq!(
+            interval(&["--feed-poll-interval", "50ms"]),
+            Ok(Duration::from_millis(50))
+        );
+        let error = interval(&["--feed-poll-interval", "0s"]).expect_err("refused");
+        assert!(error.starts_with("--feed-poll-interval"), "{error}");
     }
 
     #[test]

@@ -319,6 +319,7 @@ fn settings(args: &ServeArgs) -> Result<Settings, String> {
         watchdog: args.watchdog()?,
         revocation_refresh: args.revocation_refresh()?,
         jwks_refresh: args.jwks_refresh()?,
+        feed_poll_interval: args.feed_poll_interval()?,
         // Loaded with the other keys in `serve`, once telemetry is up.
         evidence_key: None,
     })

@@ -125,6 +125,8 @@ pub struct Settings {
     pub revocation_refresh: Duration,
     /// How often the JWKS file is read again.
     pub jwks_refresh: Duration,
+    /// How often a change-feed watcher that has caught up reads again.
+    pub feed_poll_interval: Duration,
     /// The Ed25519 keys that sign evidence bundles; required to serve.
     pub evidence_key: Option<EvidenceKey>,
 }
@@ -176,6 +178,7 @@ pub struct Application {
     revocation_refresh: Duration,
     /// The JWKS file the keys come from, and how often it is read again.
     jwks: (PathBuf, Duration),
+    feed_poll_interval: Duration,
 }
 
 impl Application {
@@ -274,6 +277,7 @@ impl Application {
             watchdog_progress: Progress::default(),
             revocation_refresh: settings.revocation_refresh,
             jwks: (jwks_path, settings.jwks_refresh),
+            feed_poll_interval: settings.feed_poll_interval,
         })
     }
 
@@ -323,8 +327,11 @@ impl Application {
             .build_v1alpha()?;
 
         let max_message = self.limits.max_message_bytes;
-        let dsr = DataSubjectRequestServiceServer::new(DsrService::new(self.state.clone()))
-            .max_decoding_message_size(max_message);
+        let dsr = DataSubjectRequestServiceServer::new(DsrService::new(
+            self.state.clone(),
+            self.feed_poll_interval,
+        ))
+        .max_decoding_message_size(max_message);
         let routing = RoutingServiceServer::new(RoutingApi::new(self.state.clone()))
             .max_decoding_message_size(max_message);
         let tasks = ProcessorTaskServiceServer::new(TaskApi::new(self.state.clone()))

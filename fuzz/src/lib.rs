@@ -21,6 +21,7 @@ use gdpr_intake::api::parse;
 use gdpr_intake::auth::{Caller, Role};
 use gdpr_intake::domain::age::AgePolicy;
 use gdpr_intake::domain::input::{self, Rejection};
+use gdpr_intake::store::FeedPosition;
 use gdpr_intake::domain::request::{Actor, DataSubjectRequest, State};
 use gdpr_intake::domain::routing::{self, MAX_TASK_SLA_WORKING_HOURS, Route};
 use gdpr_intake::proto::google::r#type::Date;
@@ -62,10 +63,12 @@ pub enum Kind {
     ListRevocations,
     Evidence,
     Report,
+    Feed,
+    WatchFeed,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 24] = [
+    pub const ALL: [Kind; 26] = [
         Kind::Submit,
         Kind::Get,
         Kind::List,
@@ -90,6 +93,8 @@ impl Kind {
         Kind::ListRevocations,
         Kind::Evidence,
         Kind::Report,
+        Kind::Feed,
+        Kind::WatchFeed,
     ];
 
     /// The message an input starting with `byte` is.
@@ -210,6 +215,25 @@ pub fn check_request(data: &[u8]) {
         Kind::Report => with(bytes, |m: v1::GetComplianceReportRequest| {
             if let Some(r) = checked(parse::compliance_report(&m)) {
                 assert!(r.controller_id.as_ref().is_none_or(|c| !c.is_empty()));
+            }
+        }),
+        Kind::Feed => with(bytes, |m: v1::ListFeedEventsRequest| {
+            if let Some(p) = checked(parse::feed_page(&m, "acme")) {
+                assert!(p.after.number >= 0 && p.size >= 1);
+                // A cursor of one tenant's feed is refused for another.
+                if !m.cursor.is_empty() {
+                    assert!(parse::feed_page(&m, "globex").is_err());
+                }
+            }
+        }),
+        Kind::WatchFeed => with(bytes, |m: v1::WatchRequestEventsRequest| {
+            if let Some(at) = checked(parse::feed_start(&m, "acme")) {
+                let again = page::encode_feed_cursor("acme", at);
+                assert_eq!(
+                    parse::feed_start(&v1::WatchRequestEventsRequest { cursor: again }, "acme")
+                        .ok(),
+                    Some(at)
+                );
             }
         }),
     }
@@ -595,6 +619,26 @@ pub fn seeds() -> Vec<Vec<u8>> {
             &v1::ExportRequestEvidenceRequest {
                 name: NAME.into(),
                 include_personal_data: false,
+            },
+        ),
+        seed(
+            Kind::Feed,
+            &v1::ListFeedEventsRequest {
+                cursor: page::encode_feed_cursor(
+                    "acme",
+                    FeedPosition {
+                        transaction: 812,
+                        request: uuid::Uuid::nil(),
+                        number: 3,
+                    },
+                ),
+                page_size: 50,
+            },
+        ),
+        seed(
+            Kind::WatchFeed,
+            &v1::WatchRequestEventsRequest {
+                cursor: String::new(),
             },
         ),
         seed(

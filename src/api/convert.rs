@@ -11,6 +11,7 @@ use crate::domain::request::{
 };
 use crate::proto::google::r#type::Date;
 use crate::proto::v1;
+use crate::service::FeedEntry;
 
 /// A revocation as the API shows it.
 pub fn revocation_to_proto(r: &crate::domain::revocation::Revocation) -> v1::Revocation {
@@ -313,6 +314,15 @@ pub fn event_to_proto(e: &RequestEvent) -> v1::RequestEvent {
             .task
             .map(|t| format!("{}{t}", crate::domain::routing::TASK_PREFIX))
             .unwrap_or_default(),
+    }
+}
+
+/// An event of `tenant`'s change feed, with its cursor.
+pub fn feed_event_to_proto(tenant: &str, e: &FeedEntry) -> v1::FeedEvent {
+    v1::FeedEvent {
+        cursor: super::page::encode_feed_cursor(tenant, e.at),
+        name: format!("{}{}", dom::NAME_PREFIX, e.event.request),
+        event: Some(event_to_proto(&e.event)),
     }
 }
 

@@ -1,7 +1,14 @@
 //! `gdpr.intake.v1.DataSubjectRequestService`.
 
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
 use opentelemetry::KeyValue;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::convert::{self, request_to_proto};
@@ -26,15 +33,20 @@ pub fn parse_name(name: &str) -> Result<Uuid, ApiError> {
         })
 }
 
+/// Most events a feed watcher reads per round.
+const FEED_BATCH: u32 = 500;
+
 /// The handlers of the controller-facing service.
 #[derive(Clone)]
 pub struct DsrService {
     state: AppState,
+    /// How often a feed watcher that has caught up reads the feed again.
+    feed_poll: Duration,
 }
 
 impl DsrService {
-    pub fn new(state: AppState) -> Self {
-        Self { state }
+    pub fn new(state: AppState, feed_poll: Duration) -> Self {
+        Self { state, feed_poll }
     }
 
     /// A caller that may change its tenant's requests: a controller.
@@ -120,7 +132,74 @@ impl DsrService {
             next_page_token,
         })
     }
+    async fn feed(
+        &self,
+        req: Request<v1::ListFeedEventsRequest>,
+    ) -> Result<v1::ListFeedEventsResponse, ApiError> {
+        let caller = self.reader(&req)?;
+        let parse::FeedPage { after, size } = parse::feed_page(req.get_ref(), &caller.tenant)?;
+        let listed = self.state.list_feed(&caller, after, size).await?;
+        let events: Vec<_> = listed
+            .rows
+            .iter()
+            .map(|e| convert::feed_event_to_proto(&caller.tenant, e))
+            .collect();
+        let next_cursor = match events.last() {
+            Some(last) => last.cursor.clone(),
+            None => req.into_inner().cursor,
+        };
+        Ok(v1::ListFeedEventsResponse {
+            events,
+            next_cursor,
+        })
+    }
+
+    /// Streams the caller's feed after the cursor: a page at a time while
+    /// there is more, then a read every `feed_poll`, until the caller hangs
+    /// up (or the call-limit layer ends the stream at drain or deadline).
+    fn watch(&self, req: Request<v1::WatchRequestEventsRequest>) -> Result<FeedStream, ApiError> {
+        let caller = self.reader(&req)?;
+        let mut after = parse::feed_start(req.get_ref(), &caller.tenant)?;
+        let (tx, rx) = mpsc::channel(FEED_BATCH as usize);
+        let state = self.state.clone();
+        let poll = self.feed_poll;
+        let watcher = async move {
+            loop {
+                let page = match state.list_feed(&caller, after, FEED_BATCH).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                for entry in &page.rows {
+                    let e = convert::feed_event_to_proto(&caller.tenant, entry);
+                    let msg = v1::WatchRequestEventsResponse {
+                        cursor: e.cursor,
+                        name: e.name,
+                        event: e.event,
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return; // the consumer hung up
+                    }
+                    after = entry.at;
+                }
+                if page.more {
+                    continue;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(poll) => {}
+                    () = tx.closed() => return,
+                }
+            }
+        };
+        tokio::spawn(watcher.in_current_span());
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
 }
+
+type FeedStream =
+    Pin<Box<dyn Stream<Item = Result<v1::WatchRequestEventsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl DataSubjectRequestService for DsrService {
@@ -222,6 +301,22 @@ impl DataSubjectRequestService for DsrService {
         Ok(Response::new(v1::CloseDataSubjectRequestResponse {
             data_subject_request: Some(request_to_proto(&updated)),
         }))
+    }
+
+    type WatchRequestEventsStream = FeedStream;
+
+    async fn watch_request_events(
+        &self,
+        request: Request<v1::WatchRequestEventsRequest>,
+    ) -> Result<Response<Self::WatchRequestEventsStream>, Status> {
+        Ok(Response::new(self.watch(request)?))
+    }
+
+    async fn list_feed_events(
+        &self,
+        request: Request<v1::ListFeedEventsRequest>,
+    ) -> Result<Response<v1::ListFeedEventsResponse>, Status> {
+        Ok(Response::new(self.feed(request).await?))
     }
 
     async fn list_request_events(

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::service::{Cursor, RequestFilter};
+use crate::service::{Cursor, FeedPosition, RequestFilter};
 
 /// Page size when the caller sends 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -136,6 +136,74 @@ pub fn decode_events_token(token: &str, id: Uuid) -> Result<i64, ApiError> {
         .ok_or_else(bad_token)
 }
 
+/// A change-feed cursor for `tenant` at `at`: the position, and a tag of
+/// the tenant, so that a cursor of another tenant's feed is recognised
+/// (and refused) rather than read as a position in the caller's.
+pub fn encode_feed_cursor(tenant: &str, at: FeedPosition) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "f1|{}|{}|{}|{}",
+        tenant_tag(tenant),
+        at.transaction,
+        at.request.simple(),
+        at.number
+    ))
+}
+
+/// Inverse of [`encode_feed_cursor`] for the caller's `tenant`; empty is
+/// the start of the feed.
+pub fn decode_feed_cursor(cursor: &str, tenant: &str) -> Result<FeedPosition, ApiError> {
+    if cursor.is_empty() {
+        return Ok(FeedPosition::default());
+    }
+    let bad = || {
+        ApiError::invalid(
+            "cursor",
+            "is not a cursor of the caller's change feed; pass back a cursor this feed returned, or none to start from its first event",
+        )
+    };
+    let raw = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let mut parts = raw.split('|');
+    let (Some("f1"), Some(tag), Some(transaction), Some(request), Some(number), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(bad());
+    };
+    if tag != tenant_tag(tenant) {
+        return Err(bad());
+    }
+    let transaction = transaction.parse::<u64>().map_err(|_| bad())?;
+    let request = Uuid::try_parse(request).map_err(|_| bad())?;
+    let number = number
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(bad)?;
+    Ok(FeedPosition {
+        transaction,
+        request,
+        number,
+    })
+}
+
+/// The first eight bytes of the SHA-256 of a tenant id, in hex: enough to
+/// tell tenants' cursors apart without writing the id into every cursor.
+fn tenant_tag(tenant: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(tenant.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +264,48 @@ mod tests {
             Some("acme".into())
         );
         assert!(decode_key_token("p1", &encode_key_token("x1", "acme")).is_err());
+    }
+
+    #[test]
+    fn feed_cursors_round_trip_and_belong_to_one_tenant() {
+        let at = FeedPosition {
+            transaction: 1_234_567_890_123,
+            request: Uuid::new_v4(),
+            number: 42,
+        };
+        let cursor = encode_feed_cursor("acme", at);
+        assert_eq!(decode_feed_cursor(&cursor, "acme").expect("valid"), at);
+        assert_eq!(
+            decode_feed_cursor("", "acme").expect("empty is the start"),
+            FeedPosition::default()
+        );
+        let foreign = decode_feed_cursor(&cursor, "globex").expect_err("another tenant's");
+        assert!(
+            matches!(&foreign, ApiError::InvalidArgument(v) if v[0].field == "cursor"),
+            "{foreign:?}"
+        );
+        let tag = tenant_tag("acme");
+        let id = Uuid::new_v4().simple();
+        assert!(
+            decode_feed_cursor(
+                &URL_SAFE_NO_PAD.encode(format!("f1|{tag}|1|{id}|2")),
+                "acme"
+            )
+            .is_ok()
+        );
+        for bad in [
+            "x".to_owned(),
+            "!!!".to_owned(),
+            encode_events_token(Uuid::new_v4(), 3),
+            URL_SAFE_NO_PAD.encode(format!("f1|{tag}|1|{id}")),
+            URL_SAFE_NO_PAD.encode(format!("f1|{tag}|1|{id}|2|3")),
+            URL_SAFE_NO_PAD.encode(format!("f1|{tag}|-1|{id}|2")),
+            URL_SAFE_NO_PAD.encode(format!("f1|{tag}|1|{id}|-2")),
+            URL_SAFE_NO_PAD.encode(format!("f1|{tag}|1|nope|2")),
+            URL_SAFE_NO_PAD.encode(format!("f2|{tag}|1|{id}|2")),
+        ] {
+            assert!(decode_feed_cursor(&bad, "acme").is_err(), "{bad}");
+        }
     }
 
     #[test]

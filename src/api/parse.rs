@@ -22,7 +22,7 @@ use crate::domain::routing::{
     TaskOutcome, TaskState,
 };
 use crate::proto::v1;
-use crate::service::{Cursor, RequestFilter, RouteFilter, TaskOp};
+use crate::service::{Cursor, FeedPosition, RequestFilter, RouteFilter, TaskOp};
 
 /// Longest controller id accepted in a route.
 pub const MAX_TENANT_LEN: usize = 128;
@@ -113,6 +113,27 @@ pub fn list_events(m: &v1::ListRequestEventsRequest) -> Result<EventsPage, ApiEr
         size,
         after,
     })
+}
+
+/// A page of the change feed: where it starts and how many events.
+pub struct FeedPage {
+    pub after: FeedPosition,
+    pub size: u32,
+}
+
+/// `ListFeedEvents`: the cursor (of the caller's `tenant`) and the size.
+pub fn feed_page(m: &v1::ListFeedEventsRequest, tenant: &str) -> Result<FeedPage, ApiError> {
+    let size = page::page_size(m.page_size, "page_size")?;
+    let after = page::decode_feed_cursor(&m.cursor, tenant)?;
+    Ok(FeedPage { after, size })
+}
+
+/// `WatchRequestEvents`: where in the caller's `tenant`'s feed to start.
+pub fn feed_start(
+    m: &v1::WatchRequestEventsRequest,
+    tenant: &str,
+) -> Result<FeedPosition, ApiError> {
+    page::decode_feed_cursor(&m.cursor, tenant)
 }
 
 /// `RecordGuardianConsent`: the request and the guardian as sent. The

@@ -34,7 +34,9 @@ pub use error::ServiceError;
 // `ServiceError`): callers above the service name them through it and
 // never import the store.
 pub use crate::store::keys::Resealed;
-pub use crate::store::{Cursor, RequestFilter, RouteFilter, StoreError, SweepCursor, TaskOp};
+pub use crate::store::{
+    Cursor, FeedEntry, FeedPosition, RequestFilter, RouteFilter, StoreError, SweepCursor, TaskOp,
+};
 
 /// What every handler and the watchdog share.
 #[derive(Clone)]

@@ -13,7 +13,9 @@ use crate::domain::request::{
     Actor, Closure, DataSubjectRequest, EventType, NewEvent, RequestEvent,
 };
 use crate::domain::routing;
-use crate::store::{Cursor, Effects, InsertOutcome, RequestFilter, StoreError};
+use crate::store::{
+    Cursor, Effects, FeedEntry, FeedPosition, InsertOutcome, RequestFilter, StoreError,
+};
 use crate::telemetry;
 
 /// How often a change is retried when another one changed the request
@@ -213,6 +215,21 @@ impl AppState {
         let rows = self
             .store
             .list_events(&caller.tenant, id, after, size + 1)
+            .await?;
+        Ok(Listed::of(rows, size))
+    }
+
+    /// A page of the caller's tenant's change feed: its events after
+    /// `after`, in feed order.
+    pub async fn list_feed(
+        &self,
+        caller: &Caller,
+        after: FeedPosition,
+        size: u32,
+    ) -> Result<Listed<FeedEntry>, ServiceError> {
+        let rows = self
+            .store
+            .feed_page(&caller.tenant, after, size + 1)
             .await?;
         Ok(Listed::of(rows, size))
     }

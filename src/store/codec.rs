@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::audit::{self, AuditTrail, EventFields, StoredEvent};
 use super::crypt::DataKey;
+use super::feed::FeedPosition;
 use super::steps::Chained;
 use super::{Cursor, Lease, StoreError, SweepCursor};
 use crate::domain::jurisdiction::{Country, Jurisdiction, Regime};
@@ -1515,6 +1516,37 @@ fn tip_from(
             "data_subject_requests has half of its audit chain's tip",
         )),
     }
+}
+
+/// Reads where a row of a feed page ([`super::sql::FEED_PAGE_POSTGRES`],
+/// [`super::sql::FEED_PAGE_SQLITE`]) stands in the feed.
+pub(super) fn read_feed_position<'r, R, Id>(row: &'r R) -> Result<FeedPosition, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    Id: IdColumn + Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let unreadable = |column: &str| corrupt(format!("the feed's {column} is unreadable"));
+    let transaction: String = row
+        .try_get("feed_xid")
+        .map_err(|_| unreadable("feed_xid"))?;
+    let transaction = transaction
+        .parse()
+        .map_err(|_| corrupt("request_events.feed_xid is not a transaction id"))?;
+    let request = row
+        .try_get::<Id, _>("feed_request")
+        .map_err(|_| unreadable("feed_request"))?
+        .into_uuid("feed_request")?;
+    let number = row
+        .try_get("feed_number")
+        .map_err(|_| unreadable("feed_number"))?;
+    Ok(FeedPosition {
+        transaction,
+        request,
+        number,
+    })
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod batch;
 mod codec;
 pub mod crypt;
 mod error;
+pub mod feed;
 mod group;
 pub use crate::keyfile::KeyFileError;
 pub mod keys;
@@ -39,6 +40,7 @@ mod writes;
 pub use crate::clock::to_stored_precision;
 pub use audit::{AuditKey, AuditTrail};
 pub use crypt::DataKey;
+pub use feed::{FeedEntry, FeedPosition};
 pub use group::{GroupCommitConfig, GroupCommitter, Inserted};
 pub use postgres::PostgresStore;
 pub use reads::{MAX_READ_GROUP, ReadGroup, RouteReads};
@@ -346,6 +348,16 @@ pub trait Store: Send + Sync + 'static {
         after_sequence: i64,
         limit: u32,
     ) -> Result<Vec<RequestEvent>, StoreError>;
+
+    /// Up to `limit` events of every request of one controller after
+    /// `after`, in feed order ([`feed`]): those that can no longer be
+    /// preceded by an event still to commit.
+    async fn feed_page(
+        &self,
+        controller_id: &str,
+        after: FeedPosition,
+        limit: u32,
+    ) -> Result<Vec<FeedEntry>, StoreError>;
 
     // --- SLA watchdog (across every controller) ---
 

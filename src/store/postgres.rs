@@ -9,6 +9,7 @@ use sqlx::query::Query;
 use uuid::Uuid;
 
 use super::batch::Group;
+use super::feed::FeedPosition;
 use super::lend::Connections;
 use super::sql_store::{Backend, SqlStore};
 use super::writes::Together;
@@ -42,6 +43,19 @@ impl Backend for Postgres {
 
     fn insert_all(group: &mut Group<'_>) -> Option<Query<'static, sqlx::Postgres, PgArguments>> {
         Some(group.insert_all())
+    }
+
+    fn feed_page(
+        controller_id: &str,
+        after: FeedPosition,
+        limit: u32,
+    ) -> Query<'_, sqlx::Postgres, PgArguments> {
+        sqlx::query(sql::FEED_PAGE_POSTGRES)
+            .bind(controller_id)
+            .bind(after.transaction.to_string())
+            .bind(after.request)
+            .bind(after.number)
+            .bind(i64::from(limit))
     }
 
     /// Classifies SQLSTATE codes: the server or the network going away, too

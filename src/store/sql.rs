@@ -305,6 +305,31 @@ pub(super) const LIST_EVENTS: &str = concat!(
      ORDER BY sequence LIMIT CAST($4 AS BIGINT)"
 );
 
+/// A page of controller `$1`'s change feed after transaction `$2` (an
+/// `xid8` in text), request `$3` and sequence `$4`, at most `$5` events,
+/// below the oldest transaction still running (PostgreSQL; see
+/// `migrations/postgres/0007_change_feed.sql`). The row comparison walks
+/// the `request_events_feed` index from that place on.
+pub(super) const FEED_PAGE_POSTGRES: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    ", feed_xid::text AS feed_xid, data_subject_request_id AS feed_request, \
+     sequence AS feed_number FROM request_events WHERE controller_id = $1 \
+     AND (feed_xid, data_subject_request_id, sequence) > ($2::xid8, $3, $4) \
+     AND feed_xid < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY feed_xid, data_subject_request_id, sequence LIMIT CAST($5 AS BIGINT)"
+);
+
+/// A page of controller `$1`'s change feed after position `$2`, at most
+/// `$3` events (SQLite, whose positions are in commit order).
+pub(super) const FEED_PAGE_SQLITE: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    ", '0' AS feed_xid, '00000000-0000-0000-0000-000000000000' AS feed_request, \
+     feed_position AS feed_number FROM request_events WHERE controller_id = $1 AND feed_position > $2 \
+     ORDER BY feed_position LIMIT $3"
+);
+
 // ---- tasks ----
 
 /// The columns of `tasks` that [`Task`] is read from, in the order of the

@@ -63,6 +63,7 @@ use super::codec::{
     TaskViewColumns,
 };
 use super::crypt::DataKey;
+use super::feed::{FeedEntry, FeedPosition};
 use super::keys::{KeyPurpose, RegisteredKey, Resealed, SealedRow};
 use super::lend::{Connections, Lent};
 use super::sql::{Locking, Placeholders, TaskFilterValue};
@@ -224,6 +225,14 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Option<Query<'static, Self::Db, <Self::Db as Database>::Arguments>> {
         None
     }
+    /// The statement that reads a page of `controller_id`'s change feed
+    /// after `after`, at most `limit` events ([`super::feed`]): each row
+    /// the event's columns, `feed_xid` (text) and `feed_position`.
+    fn feed_page(
+        controller_id: &str,
+        after: FeedPosition,
+        limit: u32,
+    ) -> Query<'_, Self::Db, <Self::Db as Database>::Arguments>;
     /// Classifies the database's own error codes.
     fn classify(error: &dyn DatabaseError) -> StoreError;
     /// How many rows a statement changed.
@@ -1972,6 +1981,31 @@ where
                 .into_domain()
         })
         .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.feed_page",
+        skip_all,
+        fields(backend = B::NAME, limit = limit)
+    )]
+    async fn feed_page(
+        &self,
+        controller_id: &str,
+        after: FeedPosition,
+        limit: u32,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        self.rows(B::feed_page(controller_id, after, limit))
+            .await?
+            .iter()
+            .map(|row| {
+                let event = EventColumns::read::<_, B::Id>(row)
+                    .map_err(map::<B>)?
+                    .into_domain()?;
+                let at = codec::read_feed_position::<_, B::Id>(row)?;
+                Ok(FeedEntry { at, event })
+            })
+            .collect()
     }
 
     #[tracing::instrument(

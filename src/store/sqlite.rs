@@ -4,8 +4,12 @@
 //! and `BEGIN IMMEDIATE`, see [`super::sql_store`]) instead of row locks.
 
 use sqlx::error::DatabaseError;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteSynchronous};
+use sqlx::query::Query;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteSynchronous,
+};
 
+use super::feed::FeedPosition;
 use super::lend::Connections;
 use super::sql_store::{Backend, SqlStore};
 use super::writes::Together;
@@ -49,6 +53,17 @@ impl Backend for Sqlite {
     const TOGETHER: Together = Together::Statements;
     const PAGE_OF_REQUESTS: Option<fn(&RequestFilter) -> &'static str> =
         Some(sql::page_of_requests);
+
+    fn feed_page(
+        controller_id: &str,
+        after: FeedPosition,
+        limit: u32,
+    ) -> Query<'_, sqlx::Sqlite, SqliteArguments> {
+        sqlx::query(sql::FEED_PAGE_SQLITE)
+            .bind(controller_id)
+            .bind(after.number)
+            .bind(i64::from(limit))
+    }
 
     /// Classifies SQLite result codes. Extended codes carry the primary code
     /// in their low byte.

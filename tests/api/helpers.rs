@@ -72,6 +72,7 @@ pub fn test_settings(store: StoreConfig, data_dir: &TempDir) -> Settings {
         watchdog: Default::default(),
         revocation_refresh: Duration::from_secs(2),
         jwks_refresh: Duration::from_secs(30),
+        feed_poll_interval: Duration::from_millis(100),
         evidence_key: Some(
             gdpr_intake::evidence::EvidenceKey::ensure_dev(data_dir.path())
                 .expect("an evidence key")

@@ -357,7 +357,7 @@ fn decodes<M: Message + Default>(bytes: &[u8]) -> bool {
     M::decode(bytes).is_ok()
 }
 
-const METHODS: [Method; 23] = [
+const METHODS: [Method; 24] = [
     (
         "/gdpr.intake.v1.DataSubjectRequestService/SubmitDataSubjectRequest",
         Who::Controller,
@@ -397,6 +397,11 @@ const METHODS: [Method; 23] = [
         "/gdpr.intake.v1.DataSubjectRequestService/ListRequestEvents",
         Who::Controller,
         decodes::<v1::ListRequestEventsRequest>,
+    ),
+    (
+        "/gdpr.intake.v1.DataSubjectRequestService/ListFeedEvents",
+        Who::Controller,
+        decodes::<v1::ListFeedEventsRequest>,
     ),
     (
         "/gdpr.intake.v1.DataSubjectRequestService/ExportRequestEvidence",

@@ -18,6 +18,7 @@ mod crash;
 mod db;
 mod dsr;
 mod evidence;
+mod feed;
 mod helpers;
 mod hostile;
 mod keys;
