@@ -2,6 +2,7 @@
 //! unit-tested in place; time is always an argument.
 
 pub mod age;
+pub mod backlog;
 pub mod deadline;
 pub mod holidays;
 pub mod input;

@@ -23,6 +23,7 @@ mod codec;
 pub mod crypt;
 mod error;
 pub mod feed;
+mod gauges;
 mod group;
 pub use crate::keyfile::KeyFileError;
 pub mod keys;
@@ -364,6 +365,15 @@ pub trait Store: Send + Sync + 'static {
     /// How many requests of every controller are open (not in a final
     /// state), per state; states with none are left out.
     async fn count_open_requests_by_state(&self) -> Result<Vec<(State, u64)>, StoreError>;
+
+    /// The backlog gauges' figures at `now` (see [`gauges`]): the open
+    /// requests by state and by deadline window (`at_risk` is the
+    /// request at-risk threshold), and every processor's open tasks.
+    async fn backlog(
+        &self,
+        now: Timestamp,
+        at_risk: SignedDuration,
+    ) -> Result<crate::domain::backlog::Backlog, StoreError>;
 
     /// Up to `limit` open requests of every controller due at or before
     /// `due_by` whose breach has not been reported, after `after` in

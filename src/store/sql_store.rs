@@ -2028,6 +2028,30 @@ where
 
     #[tracing::instrument(
         level = "debug",
+        name = "gdpr.store.backlog",
+        skip_all,
+        fields(backend = B::NAME)
+    )]
+    async fn backlog(
+        &self,
+        now: Timestamp,
+        at_risk: SignedDuration,
+    ) -> Result<crate::domain::backlog::Backlog, StoreError> {
+        let open_by_state = self.count_open_requests_by_state().await?;
+        let [at, risk, soon] = super::gauges::deadline_bounds(now, at_risk);
+        let deadlines = sqlx::query(super::gauges::DEADLINES)
+            .bind(at)
+            .bind(risk)
+            .bind(soon);
+        let deadlines = self.row(deadlines).await?;
+        let processors = sqlx::query(super::gauges::PROCESSORS).bind(at);
+        let processors = self.rows(processors).await?;
+        super::gauges::backlog(now, open_by_state, deadlines.as_ref(), &processors)
+            .map_err(map::<B>)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.sla_requests",
         skip_all,
         fields(backend = B::NAME, limit = limit)

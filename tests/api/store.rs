@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gdpr_intake::domain::backlog::{DeadlineCounts, ProcessorBacklog};
 use gdpr_intake::domain::jurisdiction::Jurisdiction;
 use gdpr_intake::domain::pii::{DateOfBirth, Email, PersonName};
 use gdpr_intake::domain::request::{
@@ -114,6 +115,7 @@ conformance! {
         tasks_are_listed_by_visible_state_in_pages,
         updates_keep_the_origin_and_the_sla_marks,
         open_requests_are_counted_by_state_across_controllers,
+        the_backlog_counts_deadline_windows_and_each_processors_open_tasks,
         the_sweep_lists_open_requests_by_deadline,
         a_request_finding_is_recorded_once_with_its_event,
         requests_past_the_consent_window_are_listed_by_receipt,
@@ -2626,6 +2628,103 @@ async fn open_requests_are_counted_by_state_across_controllers(store: Arc<dyn St
             (State::InProgress, 3),
             (State::NeedsAttention, 1),
         ]
+    );
+}
+
+async fn the_backlog_counts_deadline_windows_and_each_processors_open_tasks(store: Arc<dyn Store>) {
+    let now = at(10_000);
+    let week = 7 * 24 * 3_600;
+    let empty = store.backlog(now, secs(500)).await.unwrap();
+    assert_eq!(empty.at, now);
+    assert_eq!(empty.deadlines, DeadlineCounts::default());
+    assert!(empty.open_by_state.is_empty() && empty.processors.is_empty());
+
+    // Overdue: due at or before now. At risk: within 500 s after now. Due
+    // soon: within a week after now. Closed requests count nowhere.
+    for (controller, due, state) in [
+        ("acme", 9_000, State::InProgress),
+        ("other", 10_000, State::NeedsAttention),
+        ("acme", 10_001, State::AwaitingGuardianConsent),
+        ("acme", 10_500, State::InProgress),
+        ("other", 10_501, State::InProgress),
+        ("acme", 10_000 + week, State::InProgress),
+        ("acme", 10_001 + week, State::InProgress),
+        ("acme", 9_000, State::Completed),
+        ("acme", 10_100, State::Cancelled),
+    ] {
+        insert_new(&store, &Build::request(controller).due(due).in_state(state)).await;
+    }
+    // A registered processor without work; P with two pending tasks and
+    // a leased one past its due time; Q with one finished task.
+    let idle = Processor {
+        id: "idle-vendor".to_owned(),
+        display_name: "idle".to_owned(),
+        contact: None,
+        create_time: at(0),
+    };
+    assert_eq!(
+        store.create_processor(&idle).await.unwrap(),
+        Created::Created
+    );
+    let (_, tasks) = insert_with_tasks(
+        &store,
+        &Build::request("acme").created(100),
+        &[(P, 9_999), (P, 20_000)],
+    )
+    .await;
+    insert_with_tasks(
+        &store,
+        &Build::request("other").created(300),
+        &[(P, 30_000), (Q, 15_000)],
+    )
+    .await;
+    let claimed = claim(&store, P, 1, 60_000, at(400)).await;
+    assert_eq!(claimed[0].task.id, tasks[0].id, "the earliest due");
+    let claimed = claim(&store, Q, 1, 60, at(400)).await;
+    done(
+        operate(
+            &store,
+            Q,
+            claimed[0].task.id,
+            &complete(&token(&claimed[0]), TaskOutcome::Done),
+            at(401),
+        )
+        .await,
+    );
+
+    let backlog = store.backlog(now, secs(500)).await.unwrap();
+    assert_eq!(
+        backlog.deadlines,
+        DeadlineCounts {
+            overdue: 2,
+            at_risk: 2,
+            due_soon: 4,
+        }
+    );
+    let mut by_state = backlog.open_by_state.clone();
+    by_state.sort_by_key(|(state, _)| state.as_str());
+    assert_eq!(
+        by_state,
+        vec![
+            (State::AwaitingGuardianConsent, 1),
+            (State::InProgress, 7),
+            (State::NeedsAttention, 1),
+        ]
+    );
+    let processor = |id: &str, pending, leased, overdue, oldest: Option<i64>| ProcessorBacklog {
+        processor_id: id.to_owned(),
+        pending,
+        leased,
+        overdue,
+        oldest_create_time: oldest.map(at),
+    };
+    assert_eq!(
+        backlog.processors,
+        vec![
+            processor(P, 2, 1, 1, Some(100)),
+            processor("idle-vendor", 0, 0, 0, None),
+        ],
+        "Q, unregistered and without open tasks, has no row"
     );
 }
 
