@@ -356,6 +356,7 @@ impl Application {
             self.state.store.clone(),
             reporter.clone(),
             draining_rx.clone(),
+            self.state.metrics.clone(),
         ));
 
         // The SLA watchdog and the open-requests gauge run until shutdown
@@ -389,17 +390,20 @@ impl Application {
         let watchdog = tokio::spawn(self.telemetry.bind(watchdog.run(background_stop())));
         let gauge = {
             let store = self.state.store.clone();
-            let count = move || {
+            let clock = self.state.clock.clone();
+            let at_risk = self.watchdog.thresholds.request_at_risk;
+            let read = move || {
                 let store = store.clone();
-                // The query is not traced: a one-span trace every interval
-                // is noise. A failure is still logged by the loop.
-                async move { store.count_open_requests_by_state().await }
+                let now = clock.now();
+                // The queries are not traced: a trace every interval is
+                // noise. A failure is still logged by the loop.
+                async move { store.backlog(now, at_risk).await }
                     .with_subscriber(tracing::Dispatch::none())
             };
-            tokio::spawn(telemetry::refresh_open_requests(
+            tokio::spawn(telemetry::refresh_backlog(
                 self.state.metrics.clone(),
                 self.watchdog.interval,
-                count,
+                read,
                 background_stop(),
             ))
         };
@@ -526,10 +530,12 @@ async fn readiness_loop(
     store: Arc<dyn Store>,
     reporter: HealthReporter,
     draining: watch::Receiver<bool>,
+    metrics: Metrics,
 ) {
     let mut last = None;
     loop {
         if *draining.borrow() {
+            metrics.set_ready(false);
             return;
         }
         let ok = matches!(
@@ -550,6 +556,7 @@ async fn readiness_loop(
             }
             last = Some(ok);
         }
+        metrics.set_ready(ok);
         tokio::time::sleep(READINESS_INTERVAL).await;
     }
 }

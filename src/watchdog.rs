@@ -26,6 +26,10 @@
 //! personal data sealed with older keys is sealed again with it, a page per
 //! transaction, the lease renewed between pages.
 //!
+//! Each sweep's end is counted by outcome, and a complete one sets the
+//! last-sweep time; whether this replica holds the lease is a gauge too
+//! (see `telemetry/metrics/gauges.rs`): what the "no sweep" alert reads.
+//!
 //! Time comes from the application's clock, so tests move it by hand.
 
 use std::future::Future;
@@ -41,6 +45,7 @@ use uuid::Uuid;
 
 use crate::domain::sla::Thresholds;
 use crate::service::{AppState, Resealed, ServiceError};
+use crate::telemetry::SweepOutcome;
 
 /// The lease that makes one replica the sweeper.
 pub const LEASE_NAME: &str = "sla-watchdog";
@@ -219,17 +224,26 @@ impl Watchdog {
                 at = ticks.tick() => at,
             };
             let round = async {
-                match self.hold_lease().await {
+                let held = self.hold_lease().await;
+                self.state.metrics.set_lease_held(matches!(held, Ok(true)));
+                match held {
                     Ok(true) => {
                         if last_sweep.is_none_or(|at| now - at >= interval) {
                             last_sweep = Some(now);
-                            match self.sweep().await {
-                                Ok(true) => self.progress.sweeps.send_modify(|n| *n += 1),
-                                Ok(false) => {}
+                            let outcome = match self.sweep().await {
+                                Ok(true) => {
+                                    self.progress.sweeps.send_modify(|n| *n += 1);
+                                    SweepOutcome::Complete
+                                }
+                                Ok(false) => SweepOutcome::LeaseLost,
                                 Err(e) => {
                                     tracing::warn!(error = %e, "the SLA sweep failed; retrying at the next interval");
+                                    SweepOutcome::Failed
                                 }
-                            }
+                            };
+                            self.state
+                                .metrics
+                                .sweep_ended(outcome, self.state.clock.now());
                         }
                     }
                     Ok(false) => {
@@ -248,6 +262,7 @@ impl Watchdog {
             }
             self.progress.rounds.send_modify(|n| *n += 1);
         }
+        self.state.metrics.set_lease_held(false);
         if let Err(e) = self.state.release_lease(LEASE_NAME, &self.holder).await {
             tracing::warn!(error = %e, "cannot give up the SLA watchdog lease; it lapses by itself");
         }

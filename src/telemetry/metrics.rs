@@ -18,6 +18,8 @@
 //! | `gdpr.deadline.holidays_unverified` | counter | `country` (ISO 3166-1 alpha-2) | `gdpr_deadline_holidays_unverified_total` |
 //! | `rpc.server.call.duration` | histogram, s | `rpc.system.name`, `rpc.method`, `rpc.status_code`, `error.type` | `rpc_server_call_duration_seconds` |
 //!
+//! The backlog, readiness and SLA watchdog gauges are in `gauges.rs`.
+//!
 //! No tenant, subject or request id is ever an attribute: their number is
 //! unbounded, and a metric is no place to look up one request (the SLA
 //! watchdog's spans and the audit trail name them).
@@ -25,7 +27,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -41,6 +42,9 @@ use tokio::task::JoinSet;
 use super::Telemetry;
 use crate::domain::jurisdiction::Regime;
 use crate::domain::request::{RequestType, State};
+
+mod gauges;
+pub use gauges::{SweepOutcome, refresh_backlog};
 
 /// Bucket boundaries of `rpc.server.call.duration`, in seconds: the ones
 /// the RPC semantic conventions recommend for call durations.
@@ -95,6 +99,7 @@ struct Instruments {
     time_to_close: Histogram<f64>,
     holidays_unverified: Counter<u64>,
     rpc_duration: Histogram<f64>,
+    gauges: gauges::Gauges,
 }
 
 impl Metrics {
@@ -213,6 +218,7 @@ impl Metrics {
                     .with_unit("s")
                     .with_boundaries(DURATION_BUCKETS.to_vec())
                     .build(),
+                gauges: gauges::Gauges::new(meter),
             }),
         }
     }
@@ -355,37 +361,6 @@ impl Metrics {
     }
 }
 
-/// Keeps `gdpr.dsr.open` current: every `interval`, asks `count` for the
-/// open requests per state and records them, until `stop` resolves. A
-/// failed count keeps the last values and is logged.
-///
-/// `count` is meant to be the store's count of open requests by state
-/// across all tenants.
-pub async fn refresh_open_requests<C, F, E>(
-    metrics: Metrics,
-    interval: Duration,
-    count: C,
-    stop: impl Future<Output = ()>,
-) where
-    C: Fn() -> F,
-    F: Future<Output = Result<Vec<(State, u64)>, E>>,
-    E: std::fmt::Display,
-{
-    let refresh = async {
-        loop {
-            match count().await {
-                Ok(counts) => metrics.record_open_requests(&counts),
-                Err(e) => tracing::warn!(error = %e, "cannot count open requests for the gauge"),
-            }
-            tokio::time::sleep(interval).await;
-        }
-    };
-    tokio::select! {
-        () = refresh => {}
-        () = stop => {}
-    }
-}
-
 /// Serves `GET /metrics` (Prometheus text format) on `listener` until
 /// `stop` resolves. HTTP/1.1 only, no TLS: it is meant for a scraper on
 /// the pod network.
@@ -467,7 +442,7 @@ mod tests {
     use super::*;
     use crate::telemetry::Telemetry;
 
-    fn line<'a>(text: &'a str, name: &str, labels: &[&str]) -> Option<&'a str> {
+    pub(super) fn line<'a>(text: &'a str, name: &str, labels: &[&str]) -> Option<&'a str> {
         text.lines().find(|l| {
             l.starts_with(name)
                 && l[name.len()..].starts_with('{')
@@ -577,32 +552,5 @@ mod tests {
             .as_deref(),
             Some("2")
         );
-    }
-
-    #[tokio::test]
-    async fn refresh_records_counts_and_survives_a_failed_count() {
-        let t = Telemetry::disabled();
-        let calls = std::sync::atomic::AtomicUsize::new(0);
-        let count = || {
-            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async move {
-                if n == 1 {
-                    Err("database unavailable")
-                } else {
-                    Ok(vec![(State::InProgress, 3)])
-                }
-            }
-        };
-        refresh_open_requests(
-            t.metrics(),
-            Duration::from_millis(1),
-            count,
-            tokio::time::sleep(Duration::from_millis(50)),
-        )
-        .await;
-        assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 3);
-        let text = t.prometheus_text().expect("encodes");
-        let l = line(&text, "gdpr_dsr_open", &["dsr_state=\"in_progress\""]).expect("set");
-        assert!(l.ends_with(" 3"), "{l}");
     }
 }
