@@ -104,7 +104,7 @@ struct Instruments {
 
 impl Metrics {
     pub(super) fn new(meter: &Meter) -> Self {
-        Self {
+        let metrics = Self {
             inner: Arc::new(Instruments {
                 submitted: meter
                     .u64_counter("gdpr.dsr.submitted")
@@ -220,7 +220,9 @@ impl Metrics {
                     .build(),
                 gauges: gauges::Gauges::new(meter),
             }),
-        }
+        };
+        metrics.start_alerted_counters_at_zero();
+        metrics
     }
 
     /// A call was refused for its credentials or role: `reason` is the

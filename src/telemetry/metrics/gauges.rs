@@ -28,7 +28,7 @@ use jiff::Timestamp;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Meter};
 
-use super::Metrics;
+use super::{Metrics, SlaItem};
 use crate::domain::backlog::{Backlog, DeadlineCounts, ProcessorBacklog};
 
 /// How a sweep of the SLA watchdog ended, as the `outcome` attribute
@@ -180,6 +180,28 @@ impl Metrics {
         }
     }
 
+    /// Puts the counters an alert takes the increase of (SLA findings,
+    /// sweeps) at zero for every attribute set: a series that first
+    /// appears at 1 shows no increase to Prometheus, so the first breach
+    /// of a replica's life would not alert.
+    pub(super) fn start_alerted_counters_at_zero(&self) {
+        for item in [SlaItem::Request, SlaItem::Task] {
+            let attributes = [KeyValue::new("dsr.sla.item", item.as_str())];
+            self.inner.at_risk.add(0, &attributes);
+            self.inner.breached.add(0, &attributes);
+        }
+        for outcome in [
+            SweepOutcome::Complete,
+            SweepOutcome::LeaseLost,
+            SweepOutcome::Failed,
+        ] {
+            self.inner
+                .gauges
+                .sweeps
+                .add(0, &[KeyValue::new("outcome", outcome.as_str())]);
+        }
+    }
+
     /// Whether this replica is ready to serve (the readiness probe's
     /// answer).
     pub fn set_ready(&self, ready: bool) {
@@ -321,6 +343,25 @@ mod tests {
             ("gdpr_tasks_oldest_age_seconds", vec![mailer]),
         ] {
             assert_eq!(value(&text, name, &labels).as_deref(), Some("0"), "{name}");
+        }
+    }
+
+    #[test]
+    fn alerted_counters_start_at_zero() {
+        let t = Telemetry::disabled();
+        let text = t.prometheus_text().expect("encodes");
+        for (name, label) in [
+            ("gdpr_dsr_sla_breached_total", "dsr_sla_item=\"request\""),
+            ("gdpr_dsr_sla_breached_total", "dsr_sla_item=\"task\""),
+            ("gdpr_dsr_sla_at_risk_total", "dsr_sla_item=\"request\""),
+            ("gdpr_watchdog_sweeps_total", "outcome=\"complete\""),
+            ("gdpr_watchdog_sweeps_total", "outcome=\"failed\""),
+        ] {
+            assert_eq!(
+                value(&text, name, &[label]).as_deref(),
+                Some("0"),
+                "{name} {label}: {text}"
+            );
         }
     }
 
