@@ -15,6 +15,7 @@ mod audit;
 mod chaos;
 mod connections;
 mod crash;
+mod dashboards;
 mod db;
 mod dsr;
 mod evidence;
