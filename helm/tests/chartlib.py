@@ -28,6 +28,7 @@ FULLNAME = f"{RELEASE}-gdpr-intake"
 NAMESPACE = "gdpr"
 KUBE_VERSION = "1.30.0"
 SERVICEMONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+PROMETHEUSRULE_API = "monitoring.coreos.com/v1/PrometheusRule"
 
 # An Ed25519 public key; only its shape matters to the chart.
 JWKS = json.dumps({"keys": [{

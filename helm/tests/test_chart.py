@@ -4,11 +4,14 @@ helm template and asserts on the manifests."""
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
+import yaml
 
-from chartlib import (BASE, CI_VALUES, FULLNAME, JWKS, PG_URL, POSTGRES, RELEASE,
-                      SERVICEMONITOR_API, ci_extra_args, merge, notes, render, run_helm)
+from chartlib import (BASE, CHART, CI_VALUES, FULLNAME, JWKS, PG_URL, POSTGRES,
+                      PROMETHEUSRULE_API, RELEASE, SERVICEMONITOR_API, ci_extra_args, merge,
+                      notes, render, run_helm)
 
 GRPC_PORT = 50051
 READINESS_SERVICE = "gdpr.intake.v1.DataSubjectRequestService"
@@ -506,10 +509,92 @@ def test_ci_set_4_renders_service_monitor_and_grpc_route():
     assert rule["matches"][0]["method"]["service"] == READINESS_SERVICE
 
 
+# ------------------------------------------------- dashboard and alerts --
+
+METRICS = {"metrics": {"enabled": True}}
+DASHBOARD = merge(BASE, METRICS, {"grafanaDashboard": {"enabled": True}})
+RULE = merge(BASE, METRICS, {"prometheusRule": {"enabled": True}})
+
+
+def test_dashboard_and_rules_are_off_by_default():
+    m = render(merge(BASE, METRICS), extra=["--api-versions", PROMETHEUSRULE_API])
+    assert m.of_kind("ConfigMap") == []
+    assert m.of_kind("PrometheusRule") == []
+
+
+def test_dashboard_configmap_holds_the_chart_dashboard_for_the_sidecar():
+    cm = render(DASHBOARD).one("ConfigMap")
+    assert cm["metadata"]["name"] == f"{FULLNAME}-dashboard"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["labels"]["app.kubernetes.io/component"] == "monitoring"
+    assert "namespace" not in cm["metadata"] and "annotations" not in cm["metadata"]
+    assert list(cm["data"]) == ["gdpr-intake.json"]
+    dashboard = json.loads(cm["data"]["gdpr-intake.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "gdpr-intake.json").read_text())
+    assert dashboard["uid"] == "gdpr-intake"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    targets = [t for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert targets and all(t["datasource"]["uid"] == "${datasource}" for t in targets)
+
+
+def test_dashboard_label_namespace_and_annotations_are_configurable():
+    values = merge(DASHBOARD, {"grafanaDashboard": {
+        "namespace": "monitoring", "label": "grafana.example/dashboard", "labelValue": "gdpr",
+        "labels": {"team": "privacy"}, "annotations": {"grafana_folder": "GDPR"}}})
+    cm = render(values).one("ConfigMap")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    labels = cm["metadata"]["labels"]
+    assert labels["grafana.example/dashboard"] == "gdpr" and "grafana_dashboard" not in labels
+    assert labels["team"] == "privacy"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "GDPR"}
+
+
+def test_prometheus_rule_needs_the_api():
+    assert render(RULE).of_kind("PrometheusRule") == []
+    values = merge(RULE, {"prometheusRule": {"labels": {"release": "prometheus"}}})
+    rule = render(values, extra=["--api-versions", PROMETHEUSRULE_API]).one("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["name"] == FULLNAME
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_prometheus_rule_groups_are_the_rules_file():
+    rule = render(RULE, extra=["--api-versions", PROMETHEUSRULE_API]).one("PrometheusRule")
+    groups = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]
+    assert rule["spec"]["groups"] == groups
+    alerts = {r["alert"]: r for g in groups for r in g["rules"]}
+    assert {"GdprIntakeSlaBreached", "GdprIntakeRequestsAtRisk", "GdprIntakeTasksPastSla",
+            "GdprIntakeErrorRatioHigh", "GdprIntakeNotReady", "GdprIntakeNoWatchdogSweep"} <= set(alerts)
+    for name, r in alerts.items():
+        assert r["labels"]["severity"] in ("warning", "critical"), name
+        assert r["annotations"]["summary"] and r["annotations"]["description"], name
+    # Prometheus's own template syntax reaches the rule untouched by Helm.
+    assert "{{ $labels.processor_id }}" in alerts["GdprIntakeTasksPastSla"]["annotations"]["summary"]
+
+
+def test_ci_set_4_renders_dashboard_and_rule():
+    m = ci("04")
+    assert m.one("ConfigMap")["metadata"]["annotations"]["grafana_folder"] == "GDPR"
+    assert m.one("PrometheusRule")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_prometheus_rule_schema_bites():
+    import validate_manifests as vm
+    rule = ci("04").one("PrometheusRule")
+    schema = vm.CUSTOM_RESOURCES[("monitoring.coreos.com/v1", "PrometheusRule")]
+    assert vm.validate_custom(rule, schema) == []
+    broken = merge(rule, {})
+    broken["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
+    broken["spec"]["groups"][0]["rules"][0]["exprs"] = "up"
+    assert len(vm.validate_custom(broken, schema)) == 2
+
+
 def test_custom_resources_pass_their_schemas_and_the_check_bites():
     import validate_manifests as vm
     m = ci("04")
-    for doc in m.of_kind("ServiceMonitor") + m.of_kind("GRPCRoute"):
+    for doc in m.of_kind("ServiceMonitor") + m.of_kind("PrometheusRule") + m.of_kind("GRPCRoute"):
         schema = vm.CUSTOM_RESOURCES[(doc["apiVersion"], doc["kind"])]
         assert vm.validate_custom(doc, schema) == [], doc["kind"]
     broken = merge(m.one("GRPCRoute"), {})
@@ -545,3 +630,10 @@ def test_notes_warn_about_dev_keys_and_missing_service_monitor_api():
     text = notes({"auth": {"devKeys": True}, "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}})
     assert "WARNING: auth.devKeys=true" in text
     assert "does not serve" in text and "ServiceMonitor" in text
+
+
+def test_notes_say_when_the_prometheus_rule_was_not_created():
+    text = notes({"auth": {"devKeys": True}, "metrics": {"enabled": True},
+                  "prometheusRule": {"enabled": True}})
+    assert "prometheusRule.enabled is true" in text and "PrometheusRule" in text
+    assert "prometheusRule" not in notes({"auth": {"devKeys": True}, "metrics": {"enabled": True}})

@@ -4,9 +4,9 @@
 Core Kubernetes kinds are checked with kubernetes-validate (strict mode:
 unknown fields are errors) against every Kubernetes version given with -k.
 Custom resources are checked against the JSON schemas in crd_schemas/
-(ServiceMonitor, GRPCRoute). A kind that is neither is an error, never a
-silent skip. Every object also gets name and label syntax checks, which the
-OpenAPI schemas do not make.
+(ServiceMonitor, PrometheusRule, GRPCRoute). A kind that is neither is an
+error, never a silent skip. Every object also gets name and label syntax
+checks, which the OpenAPI schemas do not make.
 
 Usage:
   validate_manifests.py -k 1.30.0 [-k 1.37.0 ...] FILE...      core kinds and custom resources
@@ -36,6 +36,7 @@ CRD_SCHEMA_DIR = HERE / "crd_schemas"
 # (apiVersion, kind) -> schema file in crd_schemas/
 CUSTOM_RESOURCES = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.monitoring.coreos.com.v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.monitoring.coreos.com.v1.json",
     ("gateway.networking.k8s.io/v1", "GRPCRoute"): "grpcroute.gateway.networking.k8s.io.v1.json",
 }
 
