@@ -26,48 +26,18 @@ fn chart_file(path: &str) -> PathBuf {
         .join(path)
 }
 
-/// PromQL words that are not metric names: aggregations, operators and
-/// modifiers, and the special float values.
-const KEYWORDS: &[&str] = &[
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group",
-    "stddev",
-    "stdvar",
-    "count",
-    "count_values",
-    "bottomk",
-    "topk",
-    "quantile",
-    "limitk",
-    "limit_ratio",
-    "and",
-    "or",
-    "unless",
-    "atan2",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "bool",
-    "offset",
-    "inf",
-    "nan",
-];
+/// PromQL modifiers followed by a parenthesised list of label names.
+const LABEL_LISTS: &str = "by without on ignoring group_left group_right";
 
-/// Modifiers followed by a parenthesised list of label names.
-const LABEL_LISTS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
+/// The other PromQL words that are not metric names: aggregations,
+/// operators and modifiers, and the special float values.
+const KEYWORDS: &str = "sum min max avg group stddev stdvar count count_values bottomk topk \
+     quantile limitk limit_ratio and or unless atan2 bool offset inf nan";
+
+/// Whether `word` is one of the space-separated `words`.
+fn one_of(words: &str, word: &str) -> bool {
+    words.split_whitespace().any(|w| w == word)
+}
 
 /// Where the bracket opened at `open` closes (quotes inside skipped), or
 /// the end of the text.
@@ -155,7 +125,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
                 next += 1;
             }
             let lower = word.to_ascii_lowercase();
-            if LABEL_LISTS.contains(&lower.as_str()) && chars.get(next) == Some(&'(') {
+            if one_of(LABEL_LISTS, &lower) && chars.get(next) == Some(&'(') {
                 i = closing(&chars, next, ')') + 1;
             } else if lower == "offset" {
                 // The duration after it.
@@ -163,7 +133,10 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
                 while i < chars.len() && (is_name_char(chars[i]) || chars[i] == '-') {
                     i += 1;
                 }
-            } else if !KEYWORDS.contains(&lower.as_str()) && chars.get(next) != Some(&'(') {
+            } else if !one_of(KEYWORDS, &lower)
+                && !one_of(LABEL_LISTS, &lower)
+                && chars.get(next) != Some(&'(')
+            {
                 names.insert(word);
             }
         } else {
