@@ -309,7 +309,7 @@ impl Application {
     /// stops accepting, ends server-streaming calls (they would never end
     /// by themselves) and lets in-flight calls finish for at most the drain
     /// timeout. Meanwhile the SLA watchdog sweeps whenever this replica
-    /// holds its lease, and the open-requests gauge is refreshed, both
+    /// holds its lease, and the backlog gauges are refreshed, both
     /// every `--sla-check-interval` until shutdown begins. Last, flushes
     /// the telemetry.
     pub async fn run_until_stopped(
@@ -359,7 +359,7 @@ impl Application {
             self.state.metrics.clone(),
         ));
 
-        // The SLA watchdog and the open-requests gauge run until shutdown
+        // The SLA watchdog and the backlog gauges run until shutdown
         // begins: the watchdog then gives up its lease, so that another
         // replica takes over while this one drains.
         let (background_tx, background_rx) = watch::channel(false);
