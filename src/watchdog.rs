@@ -231,19 +231,21 @@ impl Watchdog {
                         if last_sweep.is_none_or(|at| now - at >= interval) {
                             last_sweep = Some(now);
                             let outcome = match self.sweep().await {
-                                Ok(true) => {
-                                    self.progress.sweeps.send_modify(|n| *n += 1);
-                                    SweepOutcome::Complete
-                                }
+                                Ok(true) => SweepOutcome::Complete,
                                 Ok(false) => SweepOutcome::LeaseLost,
                                 Err(e) => {
                                     tracing::warn!(error = %e, "the SLA sweep failed; retrying at the next interval");
                                     SweepOutcome::Failed
                                 }
                             };
+                            // Counted before the sweep is announced, so that
+                            // whoever waits for it reads its metrics too.
                             self.state
                                 .metrics
                                 .sweep_ended(outcome, self.state.clock.now());
+                            if outcome == SweepOutcome::Complete {
+                                self.progress.sweeps.send_modify(|n| *n += 1);
+                            }
                         }
                     }
                     Ok(false) => {
