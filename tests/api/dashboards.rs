@@ -7,18 +7,20 @@
 //! the scrape, under exactly that name.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gdpr_intake::auth::Role;
-use gdpr_intake::clock::SystemClock;
+use gdpr_intake::clock::{ManualClock, SystemClock};
 use gdpr_intake::proto::google::r#type::Date;
 use gdpr_intake::proto::v1;
 use tonic::Code;
 
 use crate::helpers::*;
 use crate::telemetry::{http_get, spawn_with_metrics_endpoint_configured};
+use crate::watchdog::{due_of, submit};
 
 fn chart_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -322,6 +324,18 @@ fn a_name_the_server_does_not_serve_is_reported() {
     assert_eq!(missing(&used, &served).len(), 1);
 }
 
+/// The value of the first sample of `name` whose labels contain `label`.
+fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .find(|l| l.contains(label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A subject `years` old today.
 fn subject_aged(years: i32) -> v1::Subject {
     let today = jiff::Timestamp::now()
@@ -471,5 +485,47 @@ async fn the_dashboard_and_the_alert_rules_use_only_served_metrics() {
     ] {
         assert!(served.contains(name), "{name}: {text}");
     }
+    let value = |name: &str, label: &str| sample(&text, name, label);
+    assert!(value("gdpr_watchdog_sweeps_total", "outcome=\"complete\"") >= Some(2.0));
+    assert_eq!(value("gdpr_watchdog_lease_held", ""), Some(1.0));
+    assert_eq!(value("gdpr_ready", ""), Some(1.0));
+    app.stop().await;
+}
+
+/// Waits until the scrape at `metrics` says `expected` open requests are
+/// overdue, at risk and due within 7 days.
+async fn deadline_windows_become(metrics: SocketAddr, expected: [f64; 3]) {
+    let what = format!("overdue, at_risk, due_7d = {expected:?}");
+    eventually(&what, Duration::from_secs(10), || async move {
+        let (_, text) = http_get(metrics, "/metrics").await;
+        let got = ["overdue", "at_risk", "due_7d"].map(|w| {
+            sample(
+                &text,
+                "gdpr_dsr_open_by_deadline",
+                &format!("dsr_deadline=\"{w}\""),
+            )
+        });
+        (got == expected.map(Some)).then_some(())
+    })
+    .await;
+}
+
+/// The deadline windows come from the stored requests as the clock moves:
+/// a month ahead nothing, three days before the deadline at risk and due
+/// within 7 days, past it overdue.
+#[tokio::test]
+async fn the_deadline_gauge_follows_the_clock() {
+    let start: jiff::Timestamp = "2026-03-09T08:00:00Z".parse().expect("valid");
+    let clock = Arc::new(ManualClock::new(start));
+    let (app, metrics) = spawn_with_metrics_endpoint_configured(clock.clone(), |settings| {
+        settings.watchdog.interval = Duration::from_millis(50);
+    })
+    .await;
+    let due = due_of(&submit(&app, submission()).await);
+    deadline_windows_become(metrics, [0.0, 0.0, 0.0]).await;
+    clock.set(due - jiff::SignedDuration::from_hours(72));
+    deadline_windows_become(metrics, [0.0, 1.0, 1.0]).await;
+    clock.set(due + jiff::SignedDuration::from_secs(1));
+    deadline_windows_become(metrics, [1.0, 0.0, 0.0]).await;
     app.stop().await;
 }

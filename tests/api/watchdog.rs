@@ -133,7 +133,10 @@ fn with_traceparent<T>(msg: T) -> Request<T> {
 }
 
 /// Submits `m` for acme from a traced client.
-async fn submit(app: &TestApp, m: v1::SubmitDataSubjectRequestRequest) -> v1::DataSubjectRequest {
+pub(crate) async fn submit(
+    app: &TestApp,
+    m: v1::SubmitDataSubjectRequestRequest,
+) -> v1::DataSubjectRequest {
     let token = app.token(Role::Controller, "acme");
     let mut req = with_traceparent(m);
     req.metadata_mut().insert(
@@ -162,7 +165,7 @@ fn minor_at(at: Timestamp) -> v1::Subject {
     }
 }
 
-fn due_of(r: &v1::DataSubjectRequest) -> Timestamp {
+pub(crate) fn due_of(r: &v1::DataSubjectRequest) -> Timestamp {
     let t = r.due_time.as_ref().expect("due time");
     Timestamp::new(t.seconds, t.nanos).expect("valid")
 }
