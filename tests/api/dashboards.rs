@@ -19,6 +19,7 @@ use gdpr_intake::proto::v1;
 use tonic::Code;
 
 use crate::helpers::*;
+use crate::processor::{claim, complete};
 use crate::telemetry::{http_get, spawn_with_metrics_endpoint_configured};
 use crate::watchdog::{due_of, submit};
 
@@ -383,35 +384,9 @@ async fn drive(app: &TestApp) {
         .expect_err("no such request");
     assert_eq!(missing.code(), Code::NotFound);
 
-    let processor = app.token(Role::Processor, "mailer");
-    let tasks = app
-        .tasks()
-        .claim_tasks(authed(
-            &processor,
-            v1::ClaimTasksRequest {
-                max_tasks: 1,
-                lease_duration: Some(prost_types::Duration {
-                    seconds: 60,
-                    nanos: 0,
-                }),
-            },
-        ))
-        .await
-        .expect("claimed")
-        .into_inner()
-        .tasks;
+    let tasks = claim(app, "mailer", 1, 60).await;
     assert_eq!(tasks.len(), 1, "the submission was routed to mailer");
-    app.tasks()
-        .complete_task(authed(
-            &processor,
-            v1::CompleteTaskRequest {
-                name: tasks[0].name.clone(),
-                lease_token: tasks[0].lease_token.clone(),
-                outcome: v1::TaskOutcome::Done.into(),
-                result_uri: "s3://exports/1.zip".to_owned(),
-                ..Default::default()
-            },
-        ))
+    complete(app, "mailer", &tasks[0], v1::TaskOutcome::Done, "")
         .await
         .expect("completed");
     // A second routed request stays open, so the backlog has a task.

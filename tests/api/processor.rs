@@ -25,7 +25,12 @@ async fn submit(
         .expect("request")
 }
 
-async fn claim(app: &TestApp, processor: &str, max: i32, lease_secs: i64) -> Vec<v1::Task> {
+pub(crate) async fn claim(
+    app: &TestApp,
+    processor: &str,
+    max: i32,
+    lease_secs: i64,
+) -> Vec<v1::Task> {
     app.tasks()
         .claim_tasks(authed(
             &app.token(Role::Processor, processor),
@@ -43,7 +48,7 @@ async fn claim(app: &TestApp, processor: &str, max: i32, lease_secs: i64) -> Vec
         .tasks
 }
 
-async fn complete(
+pub(crate) async fn complete(
     app: &TestApp,
     processor: &str,
     task: &v1::Task,
