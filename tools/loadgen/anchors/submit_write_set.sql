@@ -71,10 +71,11 @@ RETURNING id AS request \gset
 INSERT INTO request_events (
     data_subject_request_id, controller_id, event_type, event_time,
     actor_id, actor_role, from_state, to_state, reason, task_id,
-    sequence, hash)
+    sequence, hash, feed_xid)
 VALUES (
     :request, :controller, 'submitted',
     (extract(epoch FROM statement_timestamp()) * 1000000)::bigint,
     :actor, 'controller', NULL, 'in_progress', 'accepted', NULL,
-    1, substr(md5(:n::text), 1, 12) || '.' || md5((:n + 4)::text) || md5((:n + 5)::text));
+    1, substr(md5(:n::text), 1, 12) || '.' || md5((:n + 4)::text) || md5((:n + 5)::text),
+    pg_current_xact_id());
 COMMIT;

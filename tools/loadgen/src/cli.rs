@@ -120,6 +120,11 @@ pub struct Args {
     /// every round and the medians). Refused with any other --trace-export.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: u32,
+    /// Change-feed watchers (WatchRequestEvents streams of the load
+    /// generator's tenant) held open for the whole run, beside the calls;
+    /// the events they read are printed at the end.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    pub feed_watchers: u32,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -16,6 +16,7 @@ mod cli;
 mod collector;
 mod drive;
 mod echo;
+mod feed;
 mod pgbench;
 mod report;
 mod spawn;
@@ -322,6 +323,13 @@ async fn run_on(
         processor_authorization: None,
     };
 
+    let watchers = match (&shared.authorization, args.feed_watchers) {
+        (Some(authorization), n) if n > 0 => {
+            Some(feed::FeedWatchers::start(n, &service_channels, authorization).await?)
+        }
+        _ => None,
+    };
+
     let mut reports: Vec<ScenarioReport> = Vec::new();
     let mut echo_ceiling = None;
     for scenario in &scenarios {
@@ -448,6 +456,15 @@ async fn run_on(
         }
         print_scenario(&report);
         reports.push(report);
+    }
+
+    if let Some(watchers) = watchers {
+        let read = watchers.finish(Duration::from_secs(3)).await?;
+        println!(
+            "feed watchers: {}, events read: {read} (every event of the run, {} per watcher)",
+            args.feed_watchers,
+            read / u64::from(args.feed_watchers)
+        );
     }
 
     // The ceiling is always a closed loop at the same concurrency: at a

@@ -25,6 +25,7 @@ const NOT_COLUMNS: &[&str] = &[
     "md5",
     "ms",
     "now",
+    "pg_current_xact_id",
     "random",
     "repeat",
     "replace",
