@@ -317,10 +317,10 @@ pub fn event_to_proto(e: &RequestEvent) -> v1::RequestEvent {
     }
 }
 
-/// An event of `tenant`'s change feed, with its cursor.
-pub fn feed_event_to_proto(tenant: &str, e: &FeedEntry) -> v1::FeedEvent {
+/// An event of a tenant's change feed, with its cursor.
+pub fn feed_event_to_proto(cursors: &super::page::FeedCursors, e: &FeedEntry) -> v1::FeedEvent {
     v1::FeedEvent {
-        cursor: super::page::encode_feed_cursor(tenant, e.at),
+        cursor: cursors.encode(e.at),
         name: format!("{}{}", dom::NAME_PREFIX, e.event.request),
         event: Some(event_to_proto(&e.event)),
     }

@@ -132,6 +132,7 @@ impl DsrService {
             next_page_token,
         })
     }
+
     async fn feed(
         &self,
         req: Request<v1::ListFeedEventsRequest>,
@@ -139,10 +140,11 @@ impl DsrService {
         let caller = self.reader(&req)?;
         let parse::FeedPage { after, size } = parse::feed_page(req.get_ref(), &caller.tenant)?;
         let listed = self.state.list_feed(&caller, after, size).await?;
+        let cursors = page::FeedCursors::for_tenant(&caller.tenant);
         let events: Vec<_> = listed
             .rows
             .iter()
-            .map(|e| convert::feed_event_to_proto(&caller.tenant, e))
+            .map(|e| convert::feed_event_to_proto(&cursors, e))
             .collect();
         let next_cursor = match events.last() {
             Some(last) => last.cursor.clone(),
@@ -163,6 +165,7 @@ impl DsrService {
         let (tx, rx) = mpsc::channel(FEED_BATCH as usize);
         let state = self.state.clone();
         let poll = self.feed_poll;
+        let cursors = page::FeedCursors::for_tenant(&caller.tenant);
         let watcher = async move {
             loop {
                 let page = match state.list_feed(&caller, after, FEED_BATCH).await {
@@ -173,7 +176,7 @@ impl DsrService {
                     }
                 };
                 for entry in &page.rows {
-                    let e = convert::feed_event_to_proto(&caller.tenant, entry);
+                    let e = convert::feed_event_to_proto(&cursors, entry);
                     let msg = v1::WatchRequestEventsResponse {
                         cursor: e.cursor,
                         name: e.name,

@@ -136,62 +136,85 @@ pub fn decode_events_token(token: &str, id: Uuid) -> Result<i64, ApiError> {
         .ok_or_else(bad_token)
 }
 
-/// A change-feed cursor for `tenant` at `at`: the position, and a tag of
-/// the tenant, so that a cursor of another tenant's feed is recognised
-/// (and refused) rather than read as a position in the caller's.
-pub fn encode_feed_cursor(tenant: &str, at: FeedPosition) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "f1|{}|{}|{}|{}",
-        tenant_tag(tenant),
-        at.transaction,
-        at.request.simple(),
-        at.number
-    ))
+/// The cursors of one tenant's change feed: a position, and a tag of the
+/// tenant, so that a cursor of another tenant's feed is recognised (and
+/// refused) rather than read as a position in the caller's. The tag is
+/// worked out once per call, not once per event.
+pub struct FeedCursors {
+    tag: String,
 }
 
-/// Inverse of [`encode_feed_cursor`] for the caller's `tenant`; empty is
-/// the start of the feed.
+impl FeedCursors {
+    pub fn for_tenant(tenant: &str) -> Self {
+        Self {
+            tag: tenant_tag(tenant),
+        }
+    }
+
+    /// The cursor of the event at `at`.
+    pub fn encode(&self, at: FeedPosition) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "f1|{}|{}|{}|{}",
+            self.tag,
+            at.transaction,
+            at.request.simple(),
+            at.number
+        ))
+    }
+
+    /// Inverse of [`Self::encode`]; empty is the start of the feed.
+    pub fn decode(&self, cursor: &str) -> Result<FeedPosition, ApiError> {
+        if cursor.is_empty() {
+            return Ok(FeedPosition::default());
+        }
+        let bad = || {
+            ApiError::invalid(
+                "cursor",
+                "is not a cursor of the caller's change feed; pass back a cursor this feed returned, or none to start from its first event",
+            )
+        };
+        let raw = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(bad)?;
+        let mut parts = raw.split('|');
+        let (Some("f1"), Some(tag), Some(transaction), Some(request), Some(number), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(bad());
+        };
+        if tag != self.tag {
+            return Err(bad());
+        }
+        let transaction = transaction.parse::<u64>().map_err(|_| bad())?;
+        let request = Uuid::try_parse(request).map_err(|_| bad())?;
+        let number = number
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(bad)?;
+        Ok(FeedPosition {
+            transaction,
+            request,
+            number,
+        })
+    }
+}
+
+/// A cursor of `tenant`'s feed at `at` ([`FeedCursors::encode`]).
+pub fn encode_feed_cursor(tenant: &str, at: FeedPosition) -> String {
+    FeedCursors::for_tenant(tenant).encode(at)
+}
+
+/// A position in `tenant`'s feed ([`FeedCursors::decode`]).
 pub fn decode_feed_cursor(cursor: &str, tenant: &str) -> Result<FeedPosition, ApiError> {
-    if cursor.is_empty() {
-        return Ok(FeedPosition::default());
-    }
-    let bad = || {
-        ApiError::invalid(
-            "cursor",
-            "is not a cursor of the caller's change feed; pass back a cursor this feed returned, or none to start from its first event",
-        )
-    };
-    let raw = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(bad)?;
-    let mut parts = raw.split('|');
-    let (Some("f1"), Some(tag), Some(transaction), Some(request), Some(number), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(bad());
-    };
-    if tag != tenant_tag(tenant) {
-        return Err(bad());
-    }
-    let transaction = transaction.parse::<u64>().map_err(|_| bad())?;
-    let request = Uuid::try_parse(request).map_err(|_| bad())?;
-    let number = number
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(bad)?;
-    Ok(FeedPosition {
-        transaction,
-        request,
-        number,
-    })
+    FeedCursors::for_tenant(tenant).decode(cursor)
 }
 
 /// The first eight bytes of the SHA-256 of a tenant id, in hex: enough to

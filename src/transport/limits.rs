@@ -18,9 +18,9 @@
 //!   logic, expect RESOURCE_EXHAUSTED. The layer reads the length prefix of
 //!   each request message as it passes and, when one was over the limit,
 //!   rewrites tonic's OUT_OF_RANGE into RESOURCE_EXHAUSTED with an ErrorInfo.
-//! - **Drain.** Server-streaming calls (WatchTasks, health Watch,
-//!   reflection) never end by themselves and would hold the graceful
-//!   shutdown open until its timeout; when the server starts draining they
+//! - **Drain.** Server-streaming calls (WatchTasks, WatchRequestEvents,
+//!   health Watch, reflection) never end by themselves and would hold the
+//!   graceful shutdown open until its timeout; when the server starts draining they
 //!   end with UNAVAILABLE, so their clients reconnect elsewhere. Unary calls
 //!   are never cut.
 
@@ -546,6 +546,7 @@ mod tests {
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         ]);
         assert!(paths.contains("/gdpr.intake.v1.ProcessorTaskService/WatchTasks"));
+        assert!(paths.contains("/gdpr.intake.v1.DataSubjectRequestService/WatchRequestEvents"));
         assert!(paths.contains("/grpc.health.v1.Health/Watch"));
         assert!(paths.contains("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
         assert!(!paths.contains("/grpc.health.v1.Health/Check"));

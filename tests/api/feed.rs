@@ -89,6 +89,22 @@ async fn read_all(app: &TestApp, tenant: &str, cursor: &str, size: i32) -> Vec<v
     }
 }
 
+/// `tenant`'s whole feed once it holds `n` events. On PostgreSQL an
+/// event shows once every transaction older than its own has ended, in
+/// any database of the server (other tests write there at the same time).
+async fn settled(app: &TestApp, tenant: &str, n: usize) -> Vec<v1::FeedEvent> {
+    eventually(
+        "the feed to show every event",
+        Duration::from_secs(20),
+        || async {
+            let feed = read_all(app, tenant, "", 100).await;
+            assert!(feed.len() <= n, "{} events, {n} expected", feed.len());
+            (feed.len() == n).then_some(feed)
+        },
+    )
+    .await
+}
+
 async fn watch(
     app: &TestApp,
     tenant: &str,
@@ -294,9 +310,12 @@ async fn every_cursor_resumes_to_the_same_suffix(backend: Backend) {
         return;
     };
     let names = history(&app, "acme").await;
+    let trails = trails(&app, "acme", &names).await;
+    let total = trails.values().map(Vec::len).sum();
+    settled(&app, "acme", total).await;
     let feed = read_all(&app, "acme", "", 4).await;
     // Every event of every request, once, each request's in its order.
-    assert_eq!(by_request(&feed), trails(&app, "acme", &names).await);
+    assert_eq!(by_request(&feed), trails);
     let kinds: HashSet<i32> = feed
         .iter()
         .map(|e| e.event.as_ref().expect("event").r#type)
@@ -370,7 +389,7 @@ async fn a_cut_watcher_resumes_without_loss(backend: Backend) {
             .is_err(),
         "no event beyond the twenty"
     );
-    assert_eq!(got, read_all(&app, "acme", "", 100).await);
+    assert_eq!(got, settled(&app, "acme", 20).await);
     app.stop().await;
 }
 
@@ -380,8 +399,8 @@ async fn tenants_see_only_their_own_feed(backend: Backend) {
     };
     let ours = submit(&app, "acme", submission()).await;
     let theirs = submit(&app, "globex", submission()).await;
-    let acme = read_all(&app, "acme", "", 100).await;
-    let globex = read_all(&app, "globex", "", 100).await;
+    let acme = settled(&app, "acme", 1).await;
+    let globex = settled(&app, "globex", 1).await;
     assert!(acme.iter().all(|e| e.name == ours), "{acme:?}");
     assert!(globex.iter().all(|e| e.name == theirs), "{globex:?}");
     assert_eq!((acme.len(), globex.len()), (1, 1));
@@ -503,7 +522,9 @@ async fn postgres_replicas_and_late_commits_lose_and_repeat_nothing() {
         );
     }
 
-    const SUBMISSIONS: usize = 2_600; // 4 events each: over 10,000
+    // Each: submitted, three task_created, three claims and completions
+    // (from processors working at once, on both replicas), completed.
+    const SUBMISSIONS: usize = 1_000;
     let mut submitters = Vec::new();
     for s in 0..4 {
         let replicas = replicas.clone();
@@ -512,6 +533,17 @@ async fn postgres_replicas_and_late_commits_lose_and_repeat_nothing() {
                 submit(&replicas[(s + i) % 2], "acme", submission()).await;
             }
         }));
+    }
+    let submitting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut processors = Vec::new();
+    for (p, processor) in ["crm", "billing", "analytics"].into_iter().enumerate() {
+        for worker in 0..2 {
+            let replicas = replicas.clone();
+            let submitting = submitting.clone();
+            processors.push(tokio::spawn(async move {
+                work_tasks(&replicas, processor, p + worker, &submitting).await
+            }));
+        }
     }
     let late = tokio::spawn(late_commits(database.clone(), quiet));
 
@@ -564,6 +596,13 @@ async fn postgres_replicas_and_late_commits_lose_and_repeat_nothing() {
     for s in submitters {
         s.await.expect("submitter");
     }
+    submitting.store(false, std::sync::atomic::Ordering::SeqCst);
+    let completed: usize = futures::future::join_all(processors)
+        .await
+        .into_iter()
+        .map(|done| done.expect("processor"))
+        .sum();
+    assert_eq!(completed, SUBMISSIONS * 3, "every task completed");
     let late_events = late.await.expect("late commits");
     let stored = db::fetch_count(
         &database,
@@ -609,6 +648,64 @@ async fn postgres_replicas_and_late_commits_lose_and_repeat_nothing() {
     let [first, second] = Arc::into_inner(replicas).expect("no other owner");
     first.stop().await;
     second.stop().await;
+}
+
+/// Claims `processor`'s tasks (up to five at a time) and completes them,
+/// alternating replicas from `first`, until no submission is under way and
+/// a claim finds nothing. Returns how many it completed.
+async fn work_tasks(
+    replicas: &[TestApp; 2],
+    processor: &str,
+    first: usize,
+    submitting: &std::sync::atomic::AtomicBool,
+) -> usize {
+    let token = replicas[0].token(Role::Processor, processor);
+    let mut done = 0;
+    for round in first.. {
+        let app = &replicas[round % 2];
+        let still_submitting = submitting.load(std::sync::atomic::Ordering::SeqCst);
+        let tasks = app
+            .tasks()
+            .claim_tasks(authed(
+                &token,
+                v1::ClaimTasksRequest {
+                    max_tasks: 5,
+                    lease_duration: Some(prost_types::Duration {
+                        seconds: 60,
+                        nanos: 0,
+                    }),
+                },
+            ))
+            .await
+            .expect("claimed")
+            .into_inner()
+            .tasks;
+        if tasks.is_empty() {
+            if !still_submitting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for task in tasks {
+            replicas[(round + 1) % 2]
+                .tasks()
+                .complete_task(authed(
+                    &token,
+                    v1::CompleteTaskRequest {
+                        name: task.name.clone(),
+                        lease_token: task.lease_token.clone(),
+                        outcome: v1::TaskOutcome::Done.into(),
+                        reason: String::new(),
+                        result_uri: "s3://exports/feed.zip".into(),
+                        note: String::new(),
+                    },
+                ))
+                .await
+                .expect("completed");
+            done += 1;
+        }
+    }
+    done
 }
 
 /// Twenty transactions that each append an event to a quiet request, then

@@ -212,6 +212,25 @@ async fn sigterm_drains_calls_in_flight_and_exits_cleanly() {
         }
     });
 
+    // A controller following its change feed: another such stream.
+    let mut feed = DataSubjectRequestServiceClient::new(channel.clone())
+        .watch_request_events(authed(
+            &controller,
+            v1::WatchRequestEventsRequest::default(),
+        ))
+        .await
+        .expect("feed opens")
+        .into_inner();
+    let feed_watcher = tokio::spawn(async move {
+        loop {
+            match feed.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Code::Ok,
+                Err(status) => return status.code(),
+            }
+        }
+    });
+
     let stop = Arc::new(AtomicBool::new(false));
     let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
     let mut workers = Vec::new();
@@ -277,6 +296,7 @@ async fn sigterm_drains_calls_in_flight_and_exits_cleanly() {
         w.await.expect("client");
     }
     let (watch_ended, watch_code) = watcher.await.expect("watcher");
+    let feed_code = feed_watcher.await.expect("feed watcher");
 
     assert!(status.success(), "exit status {status:?}");
     let drain = exited - signal_delivered;
@@ -289,6 +309,11 @@ async fn sigterm_drains_calls_in_flight_and_exits_cleanly() {
         watch_code,
         Code::Unavailable,
         "the watch stream ends with UNAVAILABLE so its client reconnects"
+    );
+    assert_eq!(
+        feed_code,
+        Code::Unavailable,
+        "the feed stream ends with UNAVAILABLE so its consumer resumes elsewhere"
     );
 
     let calls = calls.lock().expect("lock");

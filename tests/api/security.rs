@@ -23,6 +23,8 @@ enum Rpc {
     Cancel,
     Close,
     Events,
+    Feed,
+    WatchFeed,
     CreateProcessor,
     ListProcessors,
     DeleteProcessor,
@@ -39,7 +41,7 @@ enum Rpc {
     ListRevocations,
 }
 
-const ALL: [Rpc; 22] = [
+const ALL: [Rpc; 24] = [
     Rpc::Submit,
     Rpc::Get,
     Rpc::List,
@@ -48,6 +50,8 @@ const ALL: [Rpc; 22] = [
     Rpc::Cancel,
     Rpc::Close,
     Rpc::Events,
+    Rpc::Feed,
+    Rpc::WatchFeed,
     Rpc::CreateProcessor,
     Rpc::ListProcessors,
     Rpc::DeleteProcessor,
@@ -75,7 +79,9 @@ impl Rpc {
             | Rpc::Extend
             | Rpc::Cancel
             | Rpc::Close
-            | Rpc::Events => Role::Controller,
+            | Rpc::Events
+            | Rpc::Feed
+            | Rpc::WatchFeed => Role::Controller,
             Rpc::CreateProcessor
             | Rpc::ListProcessors
             | Rpc::DeleteProcessor
@@ -195,6 +201,14 @@ async fn call(app: &TestApp, rpc: Rpc, token: Option<&str>, t: &Targets) -> Resu
                     ..Default::default()
                 },
             ))
+            .await
+            .map(drop),
+        Rpc::Feed => d
+            .list_feed_events(req(token, v1::ListFeedEventsRequest::default()))
+            .await
+            .map(drop),
+        Rpc::WatchFeed => d
+            .watch_request_events(req(token, v1::WatchRequestEventsRequest::default()))
             .await
             .map(drop),
         Rpc::CreateProcessor => r
@@ -513,7 +527,13 @@ async fn every_rpc_refuses_every_bad_caller() {
 /// tenant succeed, everything else is refused for its role.
 fn auditor_expects(rpc: Rpc) -> Option<Code> {
     match rpc {
-        Rpc::Get | Rpc::List | Rpc::Events | Rpc::ListRoutes | Rpc::ListProcessors => None,
+        Rpc::Get
+        | Rpc::List
+        | Rpc::Events
+        | Rpc::Feed
+        | Rpc::WatchFeed
+        | Rpc::ListRoutes
+        | Rpc::ListProcessors => None,
         _ => Some(Code::PermissionDenied),
     }
 }

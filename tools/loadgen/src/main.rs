@@ -461,7 +461,7 @@ async fn run_on(
     if let Some(watchers) = watchers {
         let read = watchers.finish(Duration::from_secs(3)).await?;
         println!(
-            "feed watchers: {}, events read: {read} (every event of the run, {} per watcher)",
+            "feed watchers: {}, events read: {read} ({} per watcher)",
             args.feed_watchers,
             read / u64::from(args.feed_watchers)
         );

@@ -76,8 +76,9 @@ impl Schema {
         schema
     }
 
-    /// Takes in the `CREATE TABLE` bodies and `ALTER TABLE … ADD COLUMN`s
-    /// of one migration. A column is a line of a table's body that starts
+    /// Takes in the `CREATE TABLE` bodies, `ALTER TABLE … ADD COLUMN`s,
+    /// `ALTER TABLE … RENAME TO`s and `DROP TABLE`s of one migration (a
+    /// table rebuilt under a new name and renamed back has the new body). A column is a line of a table's body that starts
     /// with a lower-case name followed by a type in capitals; constraints
     /// and their continuation lines start with a keyword or a literal.
     fn read(&mut self, migration: &str) {
@@ -89,16 +90,24 @@ impl Schema {
                 current = Some(name.to_owned());
             } else if line.starts_with(");") {
                 current = None;
+            } else if let Some(rest) = line.strip_prefix("DROP TABLE ") {
+                self.tables.remove(rest.trim_end_matches(';'));
             } else if let Some(rest) = line.strip_prefix("ALTER TABLE ") {
                 let mut words = rest.split_whitespace();
                 let table = words.next().unwrap_or_default().to_owned();
-                if let (Some("ADD"), Some("COLUMN"), Some(column)) =
-                    (words.next(), words.next(), words.next())
-                {
-                    self.tables
-                        .entry(table)
-                        .or_default()
-                        .push(column.to_owned());
+                match (words.next(), words.next(), words.next()) {
+                    (Some("ADD"), Some("COLUMN"), Some(column)) => {
+                        self.tables
+                            .entry(table)
+                            .or_default()
+                            .push(column.to_owned());
+                    }
+                    (Some("RENAME"), Some("TO"), Some(new_name)) => {
+                        let columns = self.tables.remove(&table).unwrap_or_default();
+                        self.tables
+                            .insert(new_name.trim_end_matches(';').to_owned(), columns);
+                    }
+                    _ => {}
                 }
             } else if let Some(table) = &current {
                 let mut words = line.split_whitespace();
@@ -258,9 +267,13 @@ mod tests {
              state TEXT NOT NULL CHECK (state IN (\n        'a', 'b')),\n    \
              UNIQUE (id, state),\n    CHECK ((state IS NULL)\n        AND (id IS NULL))\n);\n\
              CREATE INDEX jobs_state ON jobs (state);\n\
-             ALTER TABLE jobs ADD COLUMN note TEXT;\n",
+             ALTER TABLE jobs ADD COLUMN note TEXT;\n\
+             CREATE TABLE jobs_new (\n    seq INTEGER PRIMARY KEY,\n    id TEXT NOT NULL\n);\n\
+             DROP TABLE jobs;\n\
+             ALTER TABLE jobs_new RENAME TO jobs;\n",
         );
-        assert_eq!(schema.columns("jobs"), ["id", "state", "note"]);
+        assert_eq!(schema.columns("jobs"), ["seq", "id"]);
+        assert!(!schema.tables.contains_key("jobs_new"));
     }
 
     #[test]

@@ -340,9 +340,17 @@ mod tests {
         ] {
             let inserts = schema.inserts(&multi_row(table, &row, 2, ""));
             let (_, named) = &inserts[0];
+            // An event's place in the change feed is its row number, which
+            // SQLite gives it, as it does for the store's rows.
+            let columns: Vec<String> = schema
+                .columns(table)
+                .iter()
+                .filter(|c| *c != "feed_position")
+                .cloned()
+                .collect();
             assert_eq!(
                 schema.sorted(named),
-                schema.sorted(schema.columns(table)),
+                schema.sorted(&columns),
                 "{table}: every column once"
             );
         }
