@@ -158,7 +158,8 @@ impl DsrService {
 
     /// Streams the caller's feed after the cursor: a page at a time while
     /// there is more, then a read every `feed_poll`, until the caller hangs
-    /// up (or the call-limit layer ends the stream at drain or deadline).
+    /// up, its token is revoked or expires (UNAUTHENTICATED), or the
+    /// call-limit layer ends the stream at drain or deadline.
     fn watch(&self, req: Request<v1::WatchRequestEventsRequest>) -> Result<FeedStream, ApiError> {
         let caller = self.reader(&req)?;
         let mut after = parse::feed_start(req.get_ref(), &caller.tenant)?;
@@ -168,6 +169,11 @@ impl DsrService {
         let cursors = page::FeedCursors::for_tenant(&caller.tenant);
         let watcher = async move {
             loop {
+                // A token revoked or expired since the stream began ends it.
+                if let Err(e) = state.auth.still_valid(&caller) {
+                    let _ = tx.send(Err(ApiError::from(e).into())).await;
+                    return;
+                }
                 let page = match state.list_feed(&caller, after, FEED_BATCH).await {
                     Ok(page) => page,
                     Err(e) => {

@@ -160,6 +160,11 @@ impl ProcessorTaskService for TaskApi {
             // becomes news again after a lease ended or it was released.
             let mut sent: HashMap<Uuid, i32> = HashMap::new();
             loop {
+                // A token revoked or expired since the stream began ends it.
+                if let Err(e) = state.auth.still_valid(&caller) {
+                    let _ = tx.send(Err(ApiError::from(e).into())).await;
+                    return;
+                }
                 let now = state.clock.now();
                 let claimable = match state
                     .claimable_tasks(&caller.tenant, WATCH_BATCH, now)

@@ -842,6 +842,24 @@ fn a_revoked_subject_or_token_id_is_refused_even_when_remembered() {
     );
 }
 
+#[test]
+fn a_caller_let_in_stays_valid_until_revoked_or_expired() {
+    let auth = authenticator();
+    let token = ed_token(&claims("controller", "acme"));
+    let caller = auth
+        .authenticate(&metadata(&format!("Bearer {token}")))
+        .unwrap();
+    assert_eq!(auth.still_valid(&caller), Ok(()));
+    let expired = Caller {
+        expires_at: caller.expires_at - 3600,
+        ..caller.clone()
+    };
+    assert_eq!(auth.still_valid(&expired), Err(AuthError::Expired));
+    auth.revocations()
+        .add(&RevocationTarget::Subject(caller.subject.clone()));
+    assert_eq!(auth.still_valid(&caller), Err(AuthError::Revoked));
+}
+
 /// Every refusal, whatever its cause, leaves no part of the token in any log
 /// line (at every level) nor in the error's text or debug form, which is
 /// what the handlers' warn line and the client's message are made of.

@@ -163,6 +163,19 @@ impl Authenticator {
         &self.inner.revocations
     }
 
+    /// Whether a caller let in at the start of a call that lasts (a
+    /// stream) may still be served: its token not revoked since, and not
+    /// expired (with the leeway verification allows).
+    pub fn still_valid(&self, caller: &Caller) -> Result<(), AuthError> {
+        if self.inner.revocations.refuses(caller) {
+            return Err(AuthError::Revoked);
+        }
+        if unix_now() >= caller.expires_at.saturating_add(self.inner.leeway()) {
+            return Err(AuthError::Expired);
+        }
+        Ok(())
+    }
+
     /// Verifies the bearer token in the metadata, and refuses it if its
     /// subject or token id is revoked.
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, AuthError> {

@@ -464,3 +464,49 @@ async fn a_changed_jwks_file_takes_effect_without_a_restart() {
         Err(Code::Unauthenticated)
     );
 }
+
+/// A stream outlives the check at its start: a revocation ends the change
+/// feed's and the task watch's streams of the revoked caller, with
+/// UNAUTHENTICATED `TOKEN_REVOKED`, while other callers' go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_ends_the_streams_of_the_revoked_caller() {
+    let app = spawn_app().await;
+    let controller = app.token(Role::Controller, "acme");
+    let auditor = app.token(Role::Auditor, "acme");
+    let processor = app.token(Role::Processor, "crm");
+    let mut feed = app
+        .dsr()
+        .watch_request_events(authed(
+            &controller,
+            v1::WatchRequestEventsRequest::default(),
+        ))
+        .await
+        .expect("feed opens")
+        .into_inner();
+    let mut audited = app
+        .dsr()
+        .watch_request_events(authed(&auditor, v1::WatchRequestEventsRequest::default()))
+        .await
+        .expect("feed opens")
+        .into_inner();
+    let mut tasks = app
+        .tasks()
+        .watch_tasks(authed(&processor, v1::WatchTasksRequest::default()))
+        .await
+        .expect("watch opens")
+        .into_inner();
+
+    revoke(&app, Revoke::Subject("controller@acme".to_owned())).await;
+    revoke(&app, Revoke::Subject("processor@crm".to_owned())).await;
+    for (what, ended) in [
+        ("feed", feed.message().await.map(drop)),
+        ("tasks", tasks.message().await.map(drop)),
+    ] {
+        let status = ended.expect_err(what);
+        assert_status(&status, Code::Unauthenticated, Some("TOKEN_REVOKED"));
+    }
+    // The auditor's stream is not the revoked caller's: it goes on.
+    let still = tokio::time::timeout(Duration::from_millis(300), audited.message()).await;
+    assert!(still.is_err(), "the auditor's stream stays open: {still:?}");
+    app.stop().await;
+}
