@@ -16,11 +16,11 @@ use sqlx::{Connection, PgConnection};
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Streaming};
 
-use crate::db;
 use crate::helpers::{
     Backend, TestApp, assert_status, authed, bad_fields, eventually, minor_subject,
     spawn_configured, submission,
 };
+use crate::{db, processor};
 
 /// An event as a consumer identifies it: its request and its sequence.
 type Key = (String, i64);
@@ -268,37 +268,11 @@ async fn history(app: &TestApp, tenant: &str) -> Vec<String> {
         ))
         .await
         .expect("cancelled");
-    let processor = app.token(Role::Processor, &format!("{tenant}-crm"));
-    let claimed = app
-        .tasks()
-        .claim_tasks(authed(
-            &processor,
-            v1::ClaimTasksRequest {
-                max_tasks: 2,
-                lease_duration: Some(prost_types::Duration {
-                    seconds: 60,
-                    nanos: 0,
-                }),
-            },
-        ))
-        .await
-        .expect("claimed")
-        .into_inner()
-        .tasks;
+    let crm = format!("{tenant}-crm");
+    let claimed = processor::claim(app, &crm, 2, 60).await;
     assert_eq!(claimed.len(), 2);
-    for task in claimed {
-        app.tasks()
-            .complete_task(authed(
-                &processor,
-                v1::CompleteTaskRequest {
-                    name: task.name.clone(),
-                    lease_token: task.lease_token.clone(),
-                    outcome: v1::TaskOutcome::NoDataHeld.into(),
-                    reason: "no account".into(),
-                    result_uri: String::new(),
-                    note: String::new(),
-                },
-            ))
+    for task in &claimed {
+        processor::complete(app, &crm, task, v1::TaskOutcome::NoDataHeld, "no account")
             .await
             .expect("completed");
     }
@@ -650,56 +624,28 @@ async fn postgres_replicas_and_late_commits_lose_and_repeat_nothing() {
     second.stop().await;
 }
 
-/// Claims `processor`'s tasks (up to five at a time) and completes them,
+/// Claims processor `name`'s tasks (up to five at a time) and completes them,
 /// alternating replicas from `first`, until no submission is under way and
 /// a claim finds nothing. Returns how many it completed.
 async fn work_tasks(
     replicas: &[TestApp; 2],
-    processor: &str,
+    name: &str,
     first: usize,
     submitting: &std::sync::atomic::AtomicBool,
 ) -> usize {
-    let token = replicas[0].token(Role::Processor, processor);
     let mut done = 0;
     for round in first.. {
-        let app = &replicas[round % 2];
         let still_submitting = submitting.load(std::sync::atomic::Ordering::SeqCst);
-        let tasks = app
-            .tasks()
-            .claim_tasks(authed(
-                &token,
-                v1::ClaimTasksRequest {
-                    max_tasks: 5,
-                    lease_duration: Some(prost_types::Duration {
-                        seconds: 60,
-                        nanos: 0,
-                    }),
-                },
-            ))
-            .await
-            .expect("claimed")
-            .into_inner()
-            .tasks;
+        let tasks = processor::claim(&replicas[round % 2], name, 5, 60).await;
         if tasks.is_empty() {
             if !still_submitting {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for task in tasks {
-            replicas[(round + 1) % 2]
-                .tasks()
-                .complete_task(authed(
-                    &token,
-                    v1::CompleteTaskRequest {
-                        name: task.name.clone(),
-                        lease_token: task.lease_token.clone(),
-                        outcome: v1::TaskOutcome::Done.into(),
-                        reason: String::new(),
-                        result_uri: "s3://exports/feed.zip".into(),
-                        note: String::new(),
-                    },
-                ))
+        for task in &tasks {
+            let other = &replicas[(round + 1) % 2];
+            processor::complete(other, name, task, v1::TaskOutcome::Done, "")
                 .await
                 .expect("completed");
             done += 1;
