@@ -411,6 +411,91 @@ async fn tenants_see_only_their_own_feed(backend: Backend) {
     app.stop().await;
 }
 
+/// A SQLite database written before the feed existed (migrated to 0004,
+/// its history written by the real server) is upgraded by the server's own
+/// migration: every event is in the feed, each request's in its order,
+/// nothing references a missing row, and new events follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_database_from_before_the_feed_upgrades_with_its_history() {
+    let (config, _dir) = db::sqlite_config().await;
+    std::fs::create_dir_all(&config.data_dir).expect("data directory");
+    // The migrations before the feed, as a release before it shipped them.
+    let old = tempfile::tempdir().expect("a directory");
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for entry in std::fs::read_dir(&all).expect("migrations") {
+        let path = entry.expect("an entry").path();
+        let name = path
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        if name.as_str() < "0005" {
+            std::fs::copy(&path, old.path().join(&name)).expect("copied");
+        }
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(config.data_dir.join("gdpr-intake.db"))
+        .create_if_missing(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("opens");
+    sqlx::migrate::Migrator::new(old.path())
+        .await
+        .expect("the old migrations")
+        .run(&mut conn)
+        .await
+        .expect("migrated to 0004");
+    conn.close().await.expect("closes");
+
+    let (mut app, _) = spawn_configured(Backend::Sqlite, Arc::new(SystemClock), |s| {
+        s.store = config.clone();
+        s.migrate_on_start = false;
+    })
+    .await
+    .expect("sqlite");
+    let names = history(&app, "acme").await;
+    let trails = trails(&app, "acme", &names).await;
+    let keys_dir = std::mem::replace(&mut app.data_dir, tempfile::tempdir().expect("a directory"));
+    app.stop().await;
+    let numbered = || {
+        db::fetch_count(
+            &config,
+            "SELECT count(*) FROM pragma_table_info('request_events') \
+             WHERE name = 'feed_position'"
+                .to_owned(),
+        )
+    };
+    assert_eq!(numbered().await, 0, "written before the feed");
+
+    let (again, _) = spawn_configured(Backend::Sqlite, Arc::new(SystemClock), |s| {
+        s.store = config.clone();
+        s.keys = KeySource::DevKeys {
+            data_dir: keys_dir.path().to_path_buf(),
+        };
+    })
+    .await
+    .expect("sqlite");
+    let again = TestApp {
+        data_dir: keys_dir,
+        ..again
+    };
+    assert_eq!(numbered().await, 1, "upgraded");
+    let total = trails.values().map(Vec::len).sum();
+    let feed = settled(&again, "acme", total).await;
+    assert_eq!(by_request(&feed), trails);
+    let dangling = db::fetch_count(
+        &config,
+        "SELECT count(*) FROM pragma_foreign_key_check".to_owned(),
+    )
+    .await;
+    assert_eq!(dangling, 0);
+    let later = submit(&again, "acme", submission()).await;
+    let next = read_all(&again, "acme", &feed.last().expect("events").cursor, 100).await;
+    assert_eq!(next.len(), 2, "submitted and its task");
+    assert!(next.iter().all(|e| e.name == later));
+    again.stop().await;
+}
+
 /// The SQLite migration rebuilds `request_events` to number its events;
 /// run again on a database with a history, it keeps every event, the
 /// feed's order and its cursors, and new events follow the old.
