@@ -139,6 +139,7 @@ impl DsrService {
     ) -> Result<v1::ListFeedEventsResponse, ApiError> {
         let caller = self.reader(&req)?;
         let parse::FeedPage { after, size } = parse::feed_page(req.get_ref(), &caller.tenant)?;
+        self.state.check_feed_cursor(after).await?;
         let listed = self.state.list_feed(&caller, after, size).await?;
         let cursors = page::FeedCursors::for_tenant(&caller.tenant);
         let events: Vec<_> = listed
@@ -160,9 +161,13 @@ impl DsrService {
     /// there is more, then a read every `feed_poll`, until the caller hangs
     /// up, its token is revoked or expires (UNAUTHENTICATED), or the
     /// call-limit layer ends the stream at drain or deadline.
-    fn watch(&self, req: Request<v1::WatchRequestEventsRequest>) -> Result<FeedStream, ApiError> {
+    async fn watch(
+        &self,
+        req: Request<v1::WatchRequestEventsRequest>,
+    ) -> Result<FeedStream, ApiError> {
         let caller = self.reader(&req)?;
         let mut after = parse::feed_start(req.get_ref(), &caller.tenant)?;
+        self.state.check_feed_cursor(after).await?;
         let (tx, rx) = mpsc::channel(FEED_BATCH as usize);
         let state = self.state.clone();
         let poll = self.feed_poll;
@@ -318,7 +323,7 @@ impl DataSubjectRequestService for DsrService {
         &self,
         request: Request<v1::WatchRequestEventsRequest>,
     ) -> Result<Response<Self::WatchRequestEventsStream>, Status> {
-        Ok(Response::new(self.watch(request)?))
+        Ok(Response::new(self.watch(request).await?))
     }
 
     async fn list_feed_events(

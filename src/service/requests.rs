@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{AppState, Listed, ServiceError};
 use crate::auth::Caller;
-use crate::domain::input::{self, RawGuardian, Rejection, Submission};
+use crate::domain::input::{self, FieldViolation, RawGuardian, Rejection, Submission};
 use crate::domain::request::{
     Actor, Closure, DataSubjectRequest, EventType, NewEvent, RequestEvent,
 };
@@ -217,6 +217,23 @@ impl AppState {
             .list_events(&caller.tenant, id, after, size + 1)
             .await?;
         Ok(Listed::of(rows, size))
+    }
+
+    /// Refuses a cursor this database cannot have issued: one past the
+    /// end of its feed (another database's, or one from before a restore
+    /// from a backup), which would otherwise skip events without a word.
+    /// Checked once per call, not per page.
+    pub async fn check_feed_cursor(&self, after: FeedPosition) -> Result<(), ServiceError> {
+        if after == FeedPosition::default() || after <= self.store.feed_end().await? {
+            return Ok(());
+        }
+        Err(ServiceError::InvalidArgument(vec![FieldViolation {
+            field: "cursor".to_owned(),
+            description: "is past the end of this database's change feed: it was issued by \
+                          another database, or before this one was restored from a backup; \
+                          start again from an empty cursor"
+                .to_owned(),
+        }]))
     }
 
     /// A page of the caller's tenant's change feed: its events after

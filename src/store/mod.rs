@@ -360,6 +360,11 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<FeedEntry>, StoreError>;
 
+    /// The place no cursor of this database's feed can be past: a cursor
+    /// beyond it was issued by another database, or before this one was
+    /// restored from a backup.
+    async fn feed_end(&self) -> Result<FeedPosition, StoreError>;
+
     // --- SLA watchdog (across every controller) ---
 
     /// How many requests of every controller are open (not in a final

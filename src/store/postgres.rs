@@ -45,6 +45,8 @@ impl Backend for Postgres {
         Some(group.insert_all())
     }
 
+    const FEED_END: &'static str = sql::FEED_END_POSTGRES;
+
     fn feed_page(
         controller_id: &str,
         after: FeedPosition,

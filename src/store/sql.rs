@@ -330,6 +330,20 @@ pub(super) const FEED_PAGE_SQLITE: &str = concat!(
      ORDER BY feed_position LIMIT $3"
 );
 
+/// The place no cursor of this database's feed can be past (PostgreSQL):
+/// the next transaction id to be handed out. Every event delivered so far
+/// stands below it.
+pub(super) const FEED_END_POSTGRES: &str = "SELECT \
+     pg_snapshot_xmax(pg_current_snapshot())::text AS feed_xid, \
+     CAST('00000000-0000-0000-0000-000000000000' AS UUID) AS feed_request, \
+     CAST(0 AS BIGINT) AS feed_number";
+
+/// The place no cursor of this database's feed can be past (SQLite): the
+/// last event's row number.
+pub(super) const FEED_END_SQLITE: &str = "SELECT '0' AS feed_xid, \
+     '00000000-0000-0000-0000-000000000000' AS feed_request, \
+     COALESCE(MAX(feed_position), 0) AS feed_number FROM request_events";
+
 // ---- tasks ----
 
 /// The columns of `tasks` that [`Task`] is read from, in the order of the

@@ -225,6 +225,9 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Option<Query<'static, Self::Db, <Self::Db as Database>::Arguments>> {
         None
     }
+    /// The statement that reads the end of the change feed
+    /// ([`super::Store::feed_end`]), as one row of a feed position.
+    const FEED_END: &'static str;
     /// The statement that reads a page of `controller_id`'s change feed
     /// after `after`, at most `limit` events ([`super::feed`]): each row
     /// the event's columns, `feed_xid` (text) and `feed_position`.
@@ -1981,6 +1984,20 @@ where
                 .into_domain()
         })
         .collect()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "gdpr.store.feed_end",
+        skip_all,
+        fields(backend = B::NAME)
+    )]
+    async fn feed_end(&self) -> Result<FeedPosition, StoreError> {
+        let row = self
+            .row(sqlx::query(B::FEED_END))
+            .await?
+            .ok_or_else(|| StoreError::Internal("the feed's end read no row".to_owned()))?;
+        codec::read_feed_position::<_, B::Id>(&row)
     }
 
     #[tracing::instrument(

@@ -54,6 +54,8 @@ impl Backend for Sqlite {
     const PAGE_OF_REQUESTS: Option<fn(&RequestFilter) -> &'static str> =
         Some(sql::page_of_requests);
 
+    const FEED_END: &'static str = sql::FEED_END_SQLITE;
+
     fn feed_page(
         controller_id: &str,
         after: FeedPosition,

@@ -11,7 +11,7 @@ use gdpr_intake::auth::Role;
 use gdpr_intake::clock::SystemClock;
 use gdpr_intake::proto::v1;
 use gdpr_intake::startup::KeySource;
-use gdpr_intake::store::StoreConfig;
+use gdpr_intake::store::{FeedPosition, StoreConfig};
 use sqlx::{Connection, PgConnection};
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Streaming};
@@ -399,6 +399,31 @@ async fn tenants_see_only_their_own_feed(backend: Backend) {
             .expect_err("refused");
         assert_eq!(bad_fields(&status), ["cursor"]);
     }
+    // A cursor of this tenant that no event of this database has: another
+    // database's, or from before a restore. Refused rather than followed
+    // past events it would skip.
+    let ahead = gdpr_intake::api::page::encode_feed_cursor(
+        "globex",
+        FeedPosition {
+            transaction: 1 << 40,
+            request: uuid::Uuid::nil(),
+            number: 1 << 40,
+        },
+    );
+    let status = page(&app, Role::Controller, "globex", &ahead, 10)
+        .await
+        .expect_err("refused");
+    assert_status(&status, Code::InvalidArgument, None);
+    assert_eq!(bad_fields(&status), ["cursor"]);
+    let status = app
+        .dsr()
+        .watch_request_events(authed(
+            &app.token(Role::Controller, "globex"),
+            v1::WatchRequestEventsRequest { cursor: ahead },
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(bad_fields(&status), ["cursor"]);
     let status = page(&app, Role::Controller, "acme", "", -1)
         .await
         .expect_err("refused");
