@@ -147,6 +147,9 @@ impl DsrService {
             .iter()
             .map(|e| convert::feed_event_to_proto(&cursors, e))
             .collect();
+        self.state
+            .metrics
+            .feed_delivered("list", events.len() as u64);
         let next_cursor = match events.last() {
             Some(last) => last.cursor.clone(),
             None => req.into_inner().cursor,
@@ -172,7 +175,9 @@ impl DsrService {
         let state = self.state.clone();
         let poll = self.feed_poll;
         let cursors = page::FeedCursors::for_tenant(&caller.tenant);
+        let open = self.state.metrics.feed_watch_opened();
         let watcher = async move {
+            let _open = open;
             loop {
                 // A token revoked or expired since the stream began ends it.
                 if let Err(e) = state.auth.still_valid(&caller) {
@@ -186,6 +191,7 @@ impl DsrService {
                         return;
                     }
                 };
+                let mut sent = 0;
                 for entry in &page.rows {
                     let e = convert::feed_event_to_proto(&cursors, entry);
                     let msg = v1::WatchRequestEventsResponse {
@@ -194,10 +200,13 @@ impl DsrService {
                         event: e.event,
                     };
                     if tx.send(Ok(msg)).await.is_err() {
+                        state.metrics.feed_delivered("watch", sent);
                         return; // the consumer hung up
                     }
+                    sent += 1;
                     after = entry.at;
                 }
+                state.metrics.feed_delivered("watch", sent);
                 if page.more {
                     continue;
                 }

@@ -15,6 +15,8 @@
 //! | `gdpr.connections.open` | up-down counter | — | `gdpr_connections_open` |
 //! | `gdpr.connections.refused` | counter | — | `gdpr_connections_refused_total` |
 //! | `gdpr.connections.reaped` | counter | `reason` (`handshake_timeout`, `idle`) | `gdpr_connections_reaped_total` |
+//! | `gdpr.feed.watchers` | up-down counter | — | `gdpr_feed_watchers` |
+//! | `gdpr.feed.delivered` | counter | `feed.call` (`watch`, `list`) | `gdpr_feed_delivered_total` |
 //! | `gdpr.deadline.holidays_unverified` | counter | `country` (ISO 3166-1 alpha-2) | `gdpr_deadline_holidays_unverified_total` |
 //! | `rpc.server.call.duration` | histogram, s | `rpc.system.name`, `rpc.method`, `rpc.status_code`, `error.type` | `rpc_server_call_duration_seconds` |
 //!
@@ -96,6 +98,8 @@ struct Instruments {
     connections_open: UpDownCounter<i64>,
     connections_refused: Counter<u64>,
     connections_reaped: Counter<u64>,
+    feed_watchers: UpDownCounter<i64>,
+    feed_delivered: Counter<u64>,
     time_to_close: Histogram<f64>,
     holidays_unverified: Counter<u64>,
     rpc_duration: Histogram<f64>,
@@ -179,6 +183,18 @@ impl Metrics {
                     .with_description("Client connections the gRPC listener holds.")
                     .with_unit("{connection}")
                     .build(),
+                feed_watchers: meter
+                    .i64_up_down_counter("gdpr.feed.watchers")
+                    .with_description("Change-feed streams (WatchRequestEvents) open on this replica.")
+                    .with_unit("{stream}")
+                    .build(),
+                feed_delivered: meter
+                    .u64_counter("gdpr.feed.delivered")
+                    .with_description(
+                        "Change-feed events sent to consumers, by call (a stream or a page).",
+                    )
+                    .with_unit("{event}")
+                    .build(),
                 connections_refused: meter
                     .u64_counter("gdpr.connections.refused")
                     .with_description(
@@ -261,6 +277,25 @@ impl Metrics {
         self.inner
             .connections_reaped
             .add(1, &[KeyValue::new("reason", reason)]);
+    }
+
+    /// A change-feed stream opened; the returned guard counts it closed
+    /// when dropped, however the stream ends.
+    pub fn feed_watch_opened(&self) -> FeedWatchGuard {
+        self.inner.feed_watchers.add(1, &[]);
+        FeedWatchGuard {
+            metrics: self.clone(),
+        }
+    }
+
+    /// `count` change-feed events sent by a stream (`watch`) or a page
+    /// (`list`).
+    pub fn feed_delivered(&self, call: &'static str, count: u64) {
+        if count > 0 {
+            self.inner
+                .feed_delivered
+                .add(count, &[KeyValue::new("feed.call", call)]);
+        }
     }
 
     /// A request was accepted and stored.
@@ -439,6 +474,18 @@ fn respond(telemetry: &Telemetry, req: &Request<Incoming>) -> Response<Full<Byte
     }
 }
 
+/// Counts a change-feed stream closed when dropped
+/// ([`Metrics::feed_watch_opened`]).
+pub struct FeedWatchGuard {
+    metrics: Metrics,
+}
+
+impl Drop for FeedWatchGuard {
+    fn drop(&mut self) {
+        self.metrics.inner.feed_watchers.add(-1, &[]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,6 +529,40 @@ mod tests {
         )
         .expect("blocked counted");
         assert!(blocked.ends_with(" 1"), "{blocked}");
+    }
+
+    #[test]
+    fn feed_streams_are_counted_open_and_their_events_by_call() {
+        let t = Telemetry::disabled();
+        let m = t.metrics();
+        let first = m.feed_watch_opened();
+        let second = m.feed_watch_opened();
+        m.feed_delivered("watch", 500);
+        m.feed_delivered("watch", 3);
+        m.feed_delivered("list", 0);
+        m.feed_delivered("list", 20);
+        drop(first);
+        let text = t.prometheus_text().expect("encodes");
+        let value = |name: &str, labels: &[&str]| {
+            line(&text, name, labels)
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(value("gdpr_feed_watchers", &[]).as_deref(), Some("1"));
+        assert_eq!(
+            value("gdpr_feed_delivered_total", &["feed_call=\"watch\""]).as_deref(),
+            Some("503")
+        );
+        assert_eq!(
+            value("gdpr_feed_delivered_total", &["feed_call=\"list\""]).as_deref(),
+            Some("20")
+        );
+        drop(second);
+        let text = t.prometheus_text().expect("encodes");
+        assert!(
+            line(&text, "gdpr_feed_watchers", &[]).is_some_and(|l| l.ends_with(" 0")),
+            "{text}"
+        );
     }
 
     #[test]

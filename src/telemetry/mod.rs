@@ -52,7 +52,7 @@ pub use dispatched::Dispatched;
 pub use dsr::{link_request, record_attributes, record_request, record_task, record_task_view};
 pub use grpc::GrpcTelemetryLayer;
 pub use holidays::{check_deadline_holidays, holidays_unverified};
-pub use metrics::{Metrics, SlaItem, SweepOutcome, refresh_backlog, serve_metrics};
+pub use metrics::{FeedWatchGuard, Metrics, SlaItem, SweepOutcome, refresh_backlog, serve_metrics};
 pub use propagation::{current_origin, current_traceparent, link_origin, link_to};
 
 /// Log output.
