@@ -436,6 +436,40 @@ async fn tenants_see_only_their_own_feed(backend: Backend) {
     app.stop().await;
 }
 
+/// Stops `app` and keeps what it leaves on disk: its development keys
+/// (whose directory is returned) and its database.
+async fn stop_keeping_keys(mut app: TestApp) -> tempfile::TempDir {
+    let keys = std::mem::replace(&mut app.data_dir, tempfile::tempdir().expect("a directory"));
+    app.stop().await;
+    keys
+}
+
+/// A server on the SQLite database of `config` with the development keys
+/// in `keys` (a server stopped by [`stop_keeping_keys`]), migrating it.
+async fn reopen(config: &StoreConfig, keys: tempfile::TempDir) -> TestApp {
+    let (app, _) = spawn_configured(Backend::Sqlite, Arc::new(SystemClock), |s| {
+        s.store = config.clone();
+        s.keys = KeySource::DevKeys {
+            data_dir: keys.path().to_path_buf(),
+        };
+    })
+    .await
+    .expect("sqlite");
+    TestApp {
+        data_dir: keys,
+        ..app
+    }
+}
+
+/// After the last event of `before`, exactly a new submission's two
+/// events (submitted and its task) follow.
+async fn new_events_follow(app: &TestApp, before: &[v1::FeedEvent]) {
+    let later = submit(app, "acme", submission()).await;
+    let next = read_all(app, "acme", &before.last().expect("events").cursor, 100).await;
+    assert_eq!(next.len(), 2, "submitted and its task");
+    assert!(next.iter().all(|e| e.name == later));
+}
+
 /// A SQLite database written before the feed existed (migrated to 0004,
 /// its history written by the real server) is upgraded by the server's own
 /// migration: every event is in the feed, each request's in its order,
@@ -472,7 +506,7 @@ async fn a_sqlite_database_from_before_the_feed_upgrades_with_its_history() {
         .expect("migrated to 0004");
     conn.close().await.expect("closes");
 
-    let (mut app, _) = spawn_configured(Backend::Sqlite, Arc::new(SystemClock), |s| {
+    let (app, _) = spawn_configured(Backend::Sqlite, Arc::new(SystemClock), |s| {
         s.store = config.clone();
         s.migrate_on_start = false;
     })
@@ -480,8 +514,7 @@ async fn a_sqlite_database_from_before_the_feed_upgrades_with_its_history() {
     .expect("sqlite");
     let names = history(&app, "acme").await;
     let trails = trails(&app, "acme", &names).await;
-    let keys_dir = std::mem::replace(&mut app.data_dir, tempfile::tempdir().expect("a directory"));
-    app.stop().await;
+    let keys = stop_keeping_keys(app).await;
     let numbered = || {
         db::fetch_count(
             &config,
@@ -492,18 +525,7 @@ async fn a_sqlite_database_from_before_the_feed_upgrades_with_its_history() {
     };
     assert_eq!(numbered().await, 0, "written before the feed");
 
-    let (again, _) = spawn_configured(Backend::Sqlite, Arc::new(SystemClock), |s| {
-        s.store = config.clone();
-        s.keys = KeySource::DevKeys {
-            data_dir: keys_dir.path().to_path_buf(),
-        };
-    })
-    .await
-    .expect("sqlite");
-    let again = TestApp {
-        data_dir: keys_dir,
-        ..again
-    };
+    let again = reopen(&config, keys).await;
     assert_eq!(numbered().await, 1, "upgraded");
     let total = trails.values().map(Vec::len).sum();
     let feed = settled(&again, "acme", total).await;
@@ -514,10 +536,7 @@ async fn a_sqlite_database_from_before_the_feed_upgrades_with_its_history() {
     )
     .await;
     assert_eq!(dangling, 0);
-    let later = submit(&again, "acme", submission()).await;
-    let next = read_all(&again, "acme", &feed.last().expect("events").cursor, 100).await;
-    assert_eq!(next.len(), 2, "submitted and its task");
-    assert!(next.iter().all(|e| e.name == later));
+    new_events_follow(&again, &feed).await;
     again.stop().await;
 }
 
@@ -526,32 +545,18 @@ async fn a_sqlite_database_from_before_the_feed_upgrades_with_its_history() {
 /// feed's order and its cursors, and new events follow the old.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_rebuild_keeps_events_order_and_cursors() {
-    let (mut app, config) = spawn(Backend::Sqlite).await.expect("sqlite");
+    let (app, config) = spawn(Backend::Sqlite).await.expect("sqlite");
     let names = history(&app, "acme").await;
     let before = read_all(&app, "acme", "", 100).await;
     let trails_before = trails(&app, "acme", &names).await;
-    // The database and the keys stay; the server goes.
-    let data_dir = std::mem::replace(&mut app.data_dir, tempfile::tempdir().expect("a directory"));
-    let keys = data_dir.path().to_path_buf();
-    app.stop().await;
+    let keys = stop_keeping_keys(app).await;
     let rebuild = include_str!("../../migrations/sqlite/0005_change_feed.sql");
     db::execute_raw_owned(&config, format!("BEGIN; {rebuild} COMMIT;")).await;
 
-    let (again, _) = spawn_configured(Backend::Sqlite, Arc::new(SystemClock), |s| {
-        s.store = config.clone();
-        s.keys = KeySource::DevKeys {
-            data_dir: keys.clone(),
-        };
-    })
-    .await
-    .expect("sqlite");
-    let again = TestApp { data_dir, ..again };
+    let again = reopen(&config, keys).await;
     assert_eq!(read_all(&again, "acme", "", 100).await, before);
     assert_eq!(trails(&again, "acme", &names).await, trails_before);
-    let later = submit(&again, "acme", submission()).await;
-    let next = read_all(&again, "acme", &before.last().expect("events").cursor, 100).await;
-    assert_eq!(next.len(), 2, "submitted and its task");
-    assert!(next.iter().all(|e| e.name == later));
+    new_events_follow(&again, &before).await;
     again.stop().await;
 }
 
