@@ -85,6 +85,22 @@ pub fn extended_deadline(j: &Jurisdiction, received_at: Timestamp) -> Option<Dea
     extended_period(j.regime()).map(|period| period.deadline(j, received_at))
 }
 
+/// The statutory deadline of a clock that started on local day `start` and
+/// was suspended for `added_days` days: the period counted from `start`,
+/// its last day moved `added_days` later, then rolled as the period rolls.
+/// From the receipt date with no days added, this is
+/// [`statutory_deadline`]; [`super::pause`] decides `start` and the days.
+pub fn statutory_deadline_from(j: &Jurisdiction, start: Date, added_days: u32) -> Deadline {
+    statutory_period(j.regime()).deadline_from(j, &j.time_zone(), start, added_days)
+}
+
+/// [`extended_deadline`] for a clock that started on local day `start` and
+/// was suspended for `added_days` days, as [`statutory_deadline_from`].
+pub fn extended_deadline_from(j: &Jurisdiction, start: Date, added_days: u32) -> Option<Deadline> {
+    extended_period(j.regime())
+        .map(|period| period.deadline_from(j, &j.time_zone(), start, added_days))
+}
+
 fn extended_period(regime: Regime) -> Option<Period> {
     match regime {
         Regime::Gdpr => Some(Period::months(3).rolled()),
@@ -203,16 +219,38 @@ impl Period {
     fn deadline(self, j: &Jurisdiction, received_at: Timestamp) -> Deadline {
         let tz = j.time_zone();
         let receipt = tz.to_datetime(received_at).date();
+        self.deadline_from(j, &tz, receipt, 0)
+    }
+
+    /// The period counted from day `start`, its nominal last day moved
+    /// `added_days` later before it settles.
+    fn deadline_from(
+        self,
+        j: &Jurisdiction,
+        tz: &TimeZone,
+        start: Date,
+        added_days: u32,
+    ) -> Deadline {
         let nominal = match self.length {
-            Length::Months(months) => add_months_clamped(receipt, months),
-            Length::Days(days) => receipt.checked_add(Span::new().days(days)).ok(),
+            Length::Months(months) => add_months_clamped(start, months),
+            Length::Days(days) => start.checked_add(Span::new().days(days)).ok(),
         };
         nominal
-            .and_then(|date| settle(j, &tz, date, self.rolled))
+            .and_then(|date| add_days(date, added_days))
+            .and_then(|date| settle(j, tz, date, self.rolled))
             .unwrap_or_else(|| {
                 Deadline::saturated(consults_unverified_holidays(j, self.rolled, Date::MAX))
             })
     }
+}
+
+/// `date` plus `days` calendar days; `None` beyond jiff's range.
+fn add_days(date: Date, days: u32) -> Option<Date> {
+    if days == 0 {
+        return Some(date);
+    }
+    let span = Span::new().try_days(i64::from(days)).ok()?;
+    date.checked_add(span).ok()
 }
 
 /// `date` plus `months`, clamped to the end of a shorter target month
@@ -268,7 +306,7 @@ fn start_of_day(tz: &TimeZone, day: Date) -> Option<Timestamp> {
 
 #[cfg(test)]
 #[allow(clippy::expect_used)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use jiff::ZonedDateTime;
     use jiff::civil::{DateTime, Weekday, date};
@@ -284,16 +322,16 @@ mod tests {
         "GB",
     ];
 
-    fn jurisdiction(country: &str, subdivision: &str) -> Jurisdiction {
+    pub(in crate::domain) fn jurisdiction(country: &str, subdivision: &str) -> Jurisdiction {
         Jurisdiction::parse(country, subdivision).expect("valid jurisdiction")
     }
 
     /// The instant at which local civil time `dt` occurs in `j`.
-    fn local(j: &Jurisdiction, dt: DateTime) -> Timestamp {
+    pub(in crate::domain) fn local(j: &Jurisdiction, dt: DateTime) -> Timestamp {
         j.time_zone().to_timestamp(dt).expect("representable")
     }
 
-    fn utc(dt: DateTime) -> Timestamp {
+    pub(in crate::domain) fn utc(dt: DateTime) -> Timestamp {
         TimeZone::UTC.to_timestamp(dt).expect("representable")
     }
 
@@ -483,6 +521,46 @@ mod tests {
         );
         let br = jurisdiction("BR", "");
         assert_eq!(extended_date(&br, date(2026, 1, 10)), None);
+    }
+
+    #[test]
+    fn deadlines_from_a_later_start_with_days_added() {
+        let de = jurisdiction("DE", "");
+        let receipt = date(2026, 1, 31);
+        let received = local(&de, receipt.at(12, 0, 0, 0));
+        assert_eq!(
+            statutory_deadline_from(&de, receipt, 0),
+            statutory_deadline(&de, received)
+        );
+        assert_eq!(
+            extended_deadline_from(&de, receipt, 0),
+            extended_deadline(&de, received)
+        );
+        // The days are added after the month-end clamp and before the roll:
+        // Saturday 28 February plus 3 is Tuesday 3 March; Thursday 30 April
+        // plus 3 is Sunday 3 May, rolled to Monday 4 May.
+        assert_eq!(
+            statutory_deadline_from(&de, receipt, 3).date,
+            date(2026, 3, 3)
+        );
+        assert_eq!(
+            extended_deadline_from(&de, receipt, 3).map(|d| d.date),
+            Some(date(2026, 5, 4))
+        );
+        // Calendar-day periods just add: 45 days from 10 January is
+        // 24 February, 5 more Sunday 1 March, not rolled.
+        let ca = jurisdiction("US", "US-CA");
+        assert_eq!(
+            statutory_deadline_from(&ca, date(2026, 1, 10), 5).date,
+            date(2026, 3, 1)
+        );
+        let br = jurisdiction("BR", "");
+        assert_eq!(extended_deadline_from(&br, date(2026, 1, 10), 5), None);
+        // Days beyond jiff's range saturate.
+        assert_eq!(
+            statutory_deadline_from(&de, receipt, u32::MAX),
+            Deadline::saturated(true)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod deadline;
 pub mod holidays;
 pub mod input;
 pub mod jurisdiction;
+pub mod pause;
 pub mod pii;
 pub mod request;
 pub mod retention;
