@@ -23,10 +23,11 @@
 //! * CCPA (11 CCR §7021(b): the period runs "regardless of time required to
 //!   verify the request") and LGPD: nothing pauses the clock.
 //!
-//! Choices that keep a deadline from ever being later than the law allows:
+//! How the rules are applied at their edges:
 //!
-//! * Days two pauses have in common count once (two clarifications, one
-//!   answered and the next asked on the same day, stop that day once).
+//! * Each pause adds its own days, as the rules above count them: a
+//!   clarification answered on the day the next one is asked adds that day
+//!   to each (B − A + 1 for both), exactly as the sum of the rule's terms.
 //! * A clarification asked before S adds nothing, even if answered after S.
 //! * A pause still open adds nothing and moves no start: the caller keeps
 //!   the deadline it had until the answer arrives.
@@ -136,15 +137,15 @@ pub fn clock(j: &Jurisdiction, received_at: Timestamp, pauses: &[Pause]) -> Cloc
         // the one it was answered: [A, B + 1).
         let stops = closed(&tz, pauses, PauseKind::Clarification)
             .filter(|(_, (asked, _))| *asked >= start_date)
-            .map(|(index, (asked, answered))| (index, day_number(asked), day_number(answered) + 1));
-        (start, start_date, count_union(stops, &mut counted_days))
+            .map(|(index, (asked, answered))| (index, days_between(asked, answered) + 1));
+        (start, start_date, count(stops, &mut counted_days))
     } else {
         // Time is suspended from the day identity was asked to the day it
         // was answered: [A, B).
         let stops = closed(&tz, pauses, PauseKind::IdentityVerification)
-            .map(|(index, (asked, answered))| (index, day_number(asked), day_number(answered)));
+            .map(|(index, (asked, answered))| (index, days_between(asked, answered)));
         let receipt = tz.to_datetime(received_at).date();
-        (received_at, receipt, count_union(stops, &mut counted_days))
+        (received_at, receipt, count(stops, &mut counted_days))
     };
     Clock {
         start,
@@ -226,27 +227,15 @@ fn latest_identity_start(
     (latest.1, latest.0)
 }
 
-/// The number of days in the union of the half-open day ranges `stops`
-/// (input index, first day, first day after), crediting each range in
-/// `counted_days` with the days no earlier-starting range already covered.
-fn count_union(stops: impl Iterator<Item = (usize, i64, i64)>, counted_days: &mut [u32]) -> u32 {
-    let mut stops: Vec<(usize, i64, i64)> = stops.collect();
-    stops.sort_by_key(|&(index, from, until)| (from, until, index));
-    let mut covered_until = i64::MIN;
-    let mut total = 0_u32;
-    for (index, from, until) in stops {
-        let from = from.max(covered_until);
-        if until <= from {
-            continue;
-        }
-        let days = u32::try_from(until - from).unwrap_or(u32::MAX);
+/// The days each pause of `stops` (input index, days) adds, credited in
+/// `counted_days`, and their sum.
+fn count(stops: impl Iterator<Item = (usize, u32)>, counted_days: &mut [u32]) -> u32 {
+    stops.fold(0_u32, |total, (index, days)| {
         if let Some(counted) = counted_days.get_mut(index) {
             *counted = days;
         }
-        total = total.saturating_add(days);
-        covered_until = until;
-    }
-    total
+        total.saturating_add(days)
+    })
 }
 
 /// Days since an arbitrary epoch; exact, as civil days all have 24 hours.
@@ -534,12 +523,13 @@ mod tests {
     }
 
     #[test]
-    fn uk_clarifications_sharing_a_day_count_it_once() {
+    fn uk_clarifications_sharing_a_day_each_count_it() {
         let gb = jurisdiction("GB", "");
         let received = noon(&gb, date(2026, 3, 2));
-        // 3 to 6 March, then asked again the day the first answer came and
-        // answered Monday 9 March: 3 to 9 March, 7 days. Thursday 2 April
-        // plus 7 is Thursday 9 April.
+        // 3 to 6 March (4 days), then asked again the day the first answer
+        // came and answered Monday 9 March (6 to 9 March, 4 days): each
+        // adds B − A + 1, 8 in all. Thursday 2 April plus 8 is Friday
+        // 10 April, a working day (Easter Monday was the 6th).
         let clock = clock(
             &gb,
             received,
@@ -548,8 +538,8 @@ mod tests {
                 clarification(&gb, date(2026, 3, 3), date(2026, 3, 6)),
             ],
         );
-        assert_eq!(clock.counted_days, vec![3, 4]);
-        assert_eq!(clock.due.date, date(2026, 4, 9));
+        assert_eq!(clock.counted_days, vec![4, 4]);
+        assert_eq!(clock.due.date, date(2026, 4, 10));
     }
 
     #[test]
