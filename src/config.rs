@@ -353,6 +353,11 @@ pub struct ServeArgs {
     /// consent before it expires, e.g. `30d`.
     #[arg(long, env = "GDPR_INTAKE_GUARDIAN_CONSENT_WINDOW", default_value = "30d", value_parser = parse_day_duration)]
     pub guardian_consent_window: Duration,
+    /// How long a request may wait for its subject (identity information
+    /// or a clarification the controller asked for) before the SLA
+    /// watchdog's next sweep moves it to expired, e.g. `30d`.
+    #[arg(long, env = "GDPR_INTAKE_AWAITING_SUBJECT_TIMEOUT", default_value = "30d", value_parser = parse_day_duration)]
+    pub awaiting_subject_timeout: Duration,
     /// How long a closed request (completed, refused, cancelled or expired)
     /// keeps its personal data after it closed, e.g. `1095d`; then the SLA
     /// watchdog's sweep removes it (the subject's email and date of birth,
@@ -491,6 +496,9 @@ impl ServeArgs {
         if self.guardian_consent_window.is_zero() {
             return Err("--guardian-consent-window must be longer than zero".to_owned());
         }
+        if self.awaiting_subject_timeout.is_zero() {
+            return Err("--awaiting-subject-timeout must be longer than zero".to_owned());
+        }
         if self.retention.is_some_and(|r| r.is_zero()) {
             return Err("--retention must be longer than zero".to_owned());
         }
@@ -503,6 +511,10 @@ impl ServeArgs {
                 request_at_risk: signed("--sla-request-at-risk", self.sla_request_at_risk)?,
                 task_at_risk_working_hours: self.sla_task_at_risk_working_hours,
                 consent_window: signed("--guardian-consent-window", self.guardian_consent_window)?,
+                awaiting_subject_timeout: signed(
+                    "--awaiting-subject-timeout",
+                    self.awaiting_subject_timeout,
+                )?,
             },
             retention: self
                 .retention
@@ -619,6 +631,8 @@ mod tests {
             "8",
             "--guardian-consent-window",
             "14d",
+            "--awaiting-subject-timeout",
+            "10d",
             "--retention",
             "1095d",
         ])
@@ -635,6 +649,10 @@ mod tests {
             jiff::SignedDuration::from_hours(14 * 24)
         );
         assert_eq!(
+            w.thresholds.awaiting_subject_timeout,
+            jiff::SignedDuration::from_hours(10 * 24)
+        );
+        assert_eq!(
             w.retention,
             Some(jiff::SignedDuration::from_hours(1095 * 24))
         );
@@ -643,6 +661,7 @@ mod tests {
             ["--retention", "0d"],
             ["--sla-check-interval", "0s"],
             ["--guardian-consent-window", "0s"],
+            ["--awaiting-subject-timeout", "0d"],
             ["--sla-task-at-risk-working-hours", "5000"],
         ] {
             let cli = Cli::try_parse_from(["gdpr-intake", bad[0], bad[1]]).expect("parses");

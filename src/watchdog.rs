@@ -318,6 +318,7 @@ impl Watchdog {
     async fn sweep_into(&self, found: &mut Sweep) -> Result<(), Stop> {
         let now = self.state.clock.now();
         self.expire_consents(found, now).await?;
+        self.expire_awaiting_subject(found, now).await?;
         self.check_requests(found, now).await?;
         self.check_tasks(found, now).await?;
         if let Some(retention) = self.config.retention {
@@ -477,6 +478,27 @@ impl Watchdog {
             let page = self
                 .state
                 .expire_consents(window, now, after.as_ref())
+                .await?;
+            found.expired += page.found;
+            after = page.next;
+            if after.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Moves the requests that waited for their subject past the
+    /// awaiting-subject timeout to expired, each with its event.
+    async fn expire_awaiting_subject(&self, found: &mut Sweep, now: Timestamp) -> Result<(), Stop> {
+        let timeout = self.config.thresholds.awaiting_subject_timeout;
+        let mut after = None;
+        loop {
+            if after.is_some() {
+                self.keep_going().await?;
+            }
+            let page = self
+                .state
+                .expire_awaiting_subject(timeout, now, after.as_ref())
                 .await?;
             found.expired += page.found;
             after = page.next;

@@ -21,6 +21,7 @@ use gdpr_intake::api::parse;
 use gdpr_intake::auth::{Caller, Role};
 use gdpr_intake::domain::age::AgePolicy;
 use gdpr_intake::domain::input::{self, Rejection};
+use gdpr_intake::domain::pause::PauseKind;
 use gdpr_intake::domain::request::{Actor, DataSubjectRequest, State};
 use gdpr_intake::domain::routing::{self, MAX_TASK_SLA_WORKING_HOURS, Route};
 use gdpr_intake::proto::google::r#type::Date;
@@ -65,10 +66,14 @@ pub enum Kind {
     Report,
     Feed,
     WatchFeed,
+    AskIdentity,
+    RecordIdentity,
+    AskClarification,
+    RecordClarification,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 26] = [
+    pub const ALL: [Kind; 30] = [
         Kind::Submit,
         Kind::Get,
         Kind::List,
@@ -95,6 +100,10 @@ impl Kind {
         Kind::Report,
         Kind::Feed,
         Kind::WatchFeed,
+        Kind::AskIdentity,
+        Kind::RecordIdentity,
+        Kind::AskClarification,
+        Kind::RecordClarification,
     ];
 
     /// The message an input starting with `byte` is.
@@ -131,6 +140,47 @@ pub fn check_request(data: &[u8]) {
         Kind::Extend => with(bytes, |m: v1::ExtendDeadlineRequest| {
             if let Some((_, reason)) = checked(parse::reasoned(&m.name, m.reason)) {
                 let _ = adult().clone().extend_deadline(reason, &actor(), NOW);
+            }
+        }),
+        Kind::AskIdentity => with(bytes, |m: v1::RequestIdentityVerificationRequest| {
+            if let Some((_, reason)) = checked(parse::reasoned(&m.name, m.reason)) {
+                let mut r = adult().clone();
+                if r.request_identity_verification(reason, &actor(), NOW)
+                    .is_ok()
+                {
+                    assert_eq!(r.state, State::AwaitingIdentityVerification);
+                    let _ = convert::request_to_proto(&r);
+                }
+            }
+        }),
+        Kind::RecordIdentity => with(bytes, |m: v1::RecordIdentityVerificationRequest| {
+            if let Some((_, method)) = checked(parse::named_text(&m.name, "method", m.method)) {
+                let mut r = awaiting_identity().clone();
+                let arrival = r
+                    .pending_pause(PauseKind::IdentityVerification)
+                    .map(|p| input::parse_arrival(convert::raw_timestamp(m.received_at), p, NOW));
+                if let Ok(Ok(at)) = arrival {
+                    r.record_identity_verification(&method, at, &actor(), NOW)
+                        .expect("an admitted arrival closes the pause");
+                    assert_eq!(r.state, State::InProgress);
+                    assert!(r.due_time >= awaiting_identity().due_time);
+                }
+            }
+        }),
+        Kind::AskClarification => with(bytes, |m: v1::RequestClarificationRequest| {
+            if let Some((_, question)) = checked(parse::named_text(&m.name, "question", m.question))
+            {
+                let refused = adult()
+                    .clone()
+                    .request_clarification(question, &actor(), NOW)
+                    .map_err(|e| e.reason);
+                assert_eq!(refused.err(), Some("CLOCK_STOP_NOT_ALLOWED"));
+            }
+        }),
+        Kind::RecordClarification => with(bytes, |m: v1::RecordClarificationRequest| {
+            if checked(parse_name(&m.name)).is_some() {
+                let r = adult();
+                assert!(r.pending_pause(PauseKind::Clarification).is_err());
             }
         }),
         Kind::Cancel => with(bytes, |m: v1::CancelDataSubjectRequestRequest| {
@@ -391,6 +441,7 @@ pub fn valid_submission(born: (i32, i32, i32)) -> v1::SubmitDataSubjectRequestRe
         received_at: None,
         details: String::new(),
         corrections: Default::default(),
+        identity_verification_required: false,
     }
 }
 
@@ -415,6 +466,19 @@ fn stored(born: (i32, i32, i32)) -> DataSubjectRequest {
 fn adult() -> &'static DataSubjectRequest {
     static ADULT: OnceLock<DataSubjectRequest> = OnceLock::new();
     ADULT.get_or_init(|| stored((1985, 12, 10)))
+}
+
+/// The adult's request waiting since a day before [`NOW`] for the
+/// requester's identity.
+fn awaiting_identity() -> &'static DataSubjectRequest {
+    static WAITING: OnceLock<DataSubjectRequest> = OnceLock::new();
+    WAITING.get_or_init(|| {
+        let mut r = adult().clone();
+        let asked = NOW - jiff::SignedDuration::from_hours(24);
+        r.request_identity_verification("passport".to_owned(), &actor(), asked)
+            .expect("an adult's request in progress can wait for identity");
+        r
+    })
 }
 
 /// A 16-year-old's request, awaiting guardian consent.
@@ -453,6 +517,13 @@ pub fn seeds() -> Vec<Vec<u8>> {
         seed(Kind::Submit, &valid_submission((2010, 1, 1))),
         seed(Kind::Submit, &rectification),
         seed(Kind::Submit, &ccpa),
+        seed(
+            Kind::Submit,
+            &v1::SubmitDataSubjectRequestRequest {
+                identity_verification_required: true,
+                ..valid_submission((1985, 12, 10))
+            },
+        ),
         seed(
             Kind::Get,
             &v1::GetDataSubjectRequestRequest { name: NAME.into() },
@@ -633,6 +704,38 @@ pub fn seeds() -> Vec<Vec<u8>> {
                     },
                 ),
                 page_size: 50,
+            },
+        ),
+        seed(
+            Kind::AskIdentity,
+            &v1::RequestIdentityVerificationRequest {
+                name: NAME.into(),
+                reason: "passport copy".into(),
+            },
+        ),
+        seed(
+            Kind::RecordIdentity,
+            &v1::RecordIdentityVerificationRequest {
+                name: NAME.into(),
+                method: "id-check".into(),
+                received_at: Some(prost_types::Timestamp {
+                    seconds: NOW.as_second() - 3_600,
+                    nanos: 0,
+                }),
+            },
+        ),
+        seed(
+            Kind::AskClarification,
+            &v1::RequestClarificationRequest {
+                name: NAME.into(),
+                question: "which account?".into(),
+            },
+        ),
+        seed(
+            Kind::RecordClarification,
+            &v1::RecordClarificationRequest {
+                name: NAME.into(),
+                received_at: None,
             },
         ),
         seed(

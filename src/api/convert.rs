@@ -5,6 +5,7 @@ use jiff::Timestamp;
 
 use crate::domain::input::{RawGuardian, RawSubject, RawSubmission};
 use crate::domain::jurisdiction::Regime;
+use crate::domain::pause::PauseKind;
 use crate::domain::request::{
     self as dom, DataSubjectRequest, EventType, GuardianRelationship, Outcome, RefusalReason,
     RequestEvent, RequestType, State,
@@ -36,7 +37,7 @@ pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
     }
 }
 
-fn raw_timestamp(t: Option<prost_types::Timestamp>) -> Option<(i64, i32)> {
+pub fn raw_timestamp(t: Option<prost_types::Timestamp>) -> Option<(i64, i32)> {
     t.map(|t| (t.seconds, t.nanos))
 }
 
@@ -78,6 +79,9 @@ pub fn state_from_proto(v: i32) -> Option<State> {
         P::Refused => State::Refused,
         P::Cancelled => State::Cancelled,
         P::Expired => State::Expired,
+        P::AwaitingIdentityVerification => State::AwaitingIdentityVerification,
+        P::AwaitingClarification => State::AwaitingClarification,
+        P::Duplicate => State::Duplicate,
     })
 }
 
@@ -91,6 +95,9 @@ pub fn state_to_proto(s: State) -> v1::data_subject_request::State {
         State::Refused => P::Refused,
         State::Cancelled => P::Cancelled,
         State::Expired => P::Expired,
+        State::AwaitingIdentityVerification => P::AwaitingIdentityVerification,
+        State::AwaitingClarification => P::AwaitingClarification,
+        State::Duplicate => P::Duplicate,
     }
 }
 
@@ -174,6 +181,12 @@ fn event_type_to_proto(t: EventType) -> v1::RequestEventType {
         EventType::SlaAtRisk => P::SlaAtRisk,
         EventType::SlaBreached => P::SlaBreached,
         EventType::Purged => P::Purged,
+        EventType::IdentityVerificationRequested => P::IdentityVerificationRequested,
+        EventType::IdentityVerificationRecorded => P::IdentityVerificationRecorded,
+        EventType::ClarificationRequested => P::ClarificationRequested,
+        EventType::ClarificationRecorded => P::ClarificationRecorded,
+        EventType::DuplicateReceived => P::DuplicateReceived,
+        EventType::DuplicateStored => P::DuplicateStored,
     }
 }
 
@@ -191,6 +204,7 @@ pub fn raw_submission(m: v1::SubmitDataSubjectRequestRequest) -> RawSubmission {
         received_at: raw_timestamp(m.received_at),
         details: m.details,
         corrections: m.corrections.into_iter().collect(),
+        identity_verification_required: m.identity_verification_required,
     }
 }
 
@@ -291,6 +305,26 @@ pub fn request_to_proto(r: &DataSubjectRequest) -> v1::DataSubjectRequest {
         cancellation_reason: r.cancellation_reason.clone().unwrap_or_default(),
         unrouted: r.unrouted,
         purge_time: r.purge_time().map(timestamp),
+        clock_pauses: r.clock_pauses.iter().map(clock_pause_to_proto).collect(),
+        clock_start_time: Some(timestamp(r.clock_start_time)),
+        duplicate_of: r
+            .duplicate_of
+            .map(|id| format!("{}{id}", dom::NAME_PREFIX))
+            .unwrap_or_default(),
+    }
+}
+
+fn clock_pause_to_proto(p: &dom::ClockPause) -> v1::ClockPause {
+    v1::ClockPause {
+        kind: match p.kind {
+            PauseKind::IdentityVerification => v1::ClockPauseKind::IdentityVerification,
+            PauseKind::Clarification => v1::ClockPauseKind::Clarification,
+        }
+        .into(),
+        reason: p.reason.clone(),
+        start_time: Some(timestamp(p.start)),
+        end_time: p.end.map(timestamp),
+        counted_days: p.counted_days,
     }
 }
 

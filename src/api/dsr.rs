@@ -326,6 +326,76 @@ impl DataSubjectRequestService for DsrService {
         }))
     }
 
+    async fn request_identity_verification(
+        &self,
+        request: Request<v1::RequestIdentityVerificationRequest>,
+    ) -> Result<Response<v1::RequestIdentityVerificationResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let m = request.into_inner();
+        let (id, reason) = parse::reasoned(&m.name, m.reason)?;
+        let now = self.state.clock.now();
+        let updated = self
+            .state
+            .request_identity_verification(&caller, id, reason, now)
+            .await?;
+        Ok(Response::new(v1::RequestIdentityVerificationResponse {
+            data_subject_request: Some(request_to_proto(&updated)),
+        }))
+    }
+
+    async fn record_identity_verification(
+        &self,
+        request: Request<v1::RecordIdentityVerificationRequest>,
+    ) -> Result<Response<v1::RecordIdentityVerificationResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let m = request.into_inner();
+        let (id, method) = parse::named_text(&m.name, "method", m.method)?;
+        let received_at = convert::raw_timestamp(m.received_at);
+        let now = self.state.clock.now();
+        let updated = self
+            .state
+            .record_identity_verification(&caller, id, method, received_at, now)
+            .await?;
+        Ok(Response::new(v1::RecordIdentityVerificationResponse {
+            data_subject_request: Some(request_to_proto(&updated)),
+        }))
+    }
+
+    async fn request_clarification(
+        &self,
+        request: Request<v1::RequestClarificationRequest>,
+    ) -> Result<Response<v1::RequestClarificationResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let m = request.into_inner();
+        let (id, question) = parse::named_text(&m.name, "question", m.question)?;
+        let now = self.state.clock.now();
+        let updated = self
+            .state
+            .request_clarification(&caller, id, question, now)
+            .await?;
+        Ok(Response::new(v1::RequestClarificationResponse {
+            data_subject_request: Some(request_to_proto(&updated)),
+        }))
+    }
+
+    async fn record_clarification(
+        &self,
+        request: Request<v1::RecordClarificationRequest>,
+    ) -> Result<Response<v1::RecordClarificationResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let m = request.into_inner();
+        let id = parse_name(&m.name)?;
+        let received_at = convert::raw_timestamp(m.received_at);
+        let now = self.state.clock.now();
+        let updated = self
+            .state
+            .record_clarification(&caller, id, received_at, now)
+            .await?;
+        Ok(Response::new(v1::RecordClarificationResponse {
+            data_subject_request: Some(request_to_proto(&updated)),
+        }))
+    }
+
     type WatchRequestEventsStream = FeedStream;
 
     async fn watch_request_events(

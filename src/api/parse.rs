@@ -149,9 +149,15 @@ pub fn guardian_consent(
 /// `ExtendDeadline` and `CancelDataSubjectRequest`: the request and a
 /// required reason.
 pub fn reasoned(name: &str, reason: String) -> Result<(Uuid, String), ApiError> {
+    named_text(name, "reason", reason)
+}
+
+/// The request and a required free text in `field` (a reason, the
+/// evidence of an identity check, a question).
+pub fn named_text(name: &str, field: &str, text: String) -> Result<(Uuid, String), ApiError> {
     let id = parse_name(name)?;
-    let reason = input::parse_reason("reason", reason)?;
-    Ok((id, reason))
+    let text = input::parse_reason(field, text)?;
+    Ok((id, text))
 }
 
 /// `CloseDataSubjectRequest`: the request and the controller's final word,

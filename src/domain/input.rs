@@ -13,7 +13,7 @@ use super::deadline;
 use super::jurisdiction::{Jurisdiction, JurisdictionError};
 use super::pii::{DateOfBirth, Email, PersonName};
 use super::request::{
-    Actor, Closure, DataSubjectRequest, EventType, Guardian, GuardianIdentity,
+    Actor, ClockPause, Closure, DataSubjectRequest, EventType, Guardian, GuardianIdentity,
     GuardianRelationship, NewEvent, Outcome, Personal, RefusalReason, RequestType, State, Subject,
 };
 use super::sla::SlaMarks;
@@ -86,6 +86,7 @@ pub struct RawSubmission {
     pub received_at: Option<(i64, i32)>,
     pub details: String,
     pub corrections: BTreeMap<String, String>,
+    pub identity_verification_required: bool,
 }
 
 /// A subject as it arrives.
@@ -117,6 +118,9 @@ pub struct Submission {
     pub received_at: Option<Timestamp>,
     pub details: String,
     pub corrections: BTreeMap<String, String>,
+    /// The request waits for the requester's identity before anything is
+    /// done, its clock paused from receipt.
+    pub identity_verification_required: bool,
 }
 
 fn check_text(v: &mut Violations, field: &str, s: &str, max: usize, required: bool) {
@@ -244,6 +248,7 @@ impl Submission {
                 received_at,
                 details: raw.details,
                 corrections: raw.corrections,
+                identity_verification_required: raw.identity_verification_required,
             }),
             _ => Err(v.into_vec()),
         }
@@ -287,6 +292,11 @@ impl Submission {
         for (k, val) in &self.corrections {
             field("correction_key", k);
             field("correction_value", val);
+        }
+        // Only when set, so that the digest of every other submission stays
+        // what it was before the flag existed.
+        if self.identity_verification_required {
+            field("identity_verification_required", "true");
         }
         let digest = h.finalize();
         digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -398,6 +408,16 @@ pub fn accept(
     };
     let due = deadline::statutory_deadline(j, received_at);
     let regime = j.regime();
+    // Identity first: the state the age rule gave waits until it is
+    // recorded, the clock paused from receipt.
+    let (state, clock_pauses) = if submission.identity_verification_required {
+        (
+            State::AwaitingIdentityVerification,
+            vec![ClockPause::at_submission(received_at, state)],
+        )
+    } else {
+        (state, Vec::new())
+    };
     let request = DataSubjectRequest {
         id,
         controller_id: controller_id.to_owned(),
@@ -423,9 +443,13 @@ pub fn accept(
         version: 1,
         origin: None,
         sla: SlaMarks::default(),
+        clock_start_time: received_at,
+        clock_pauses,
+        duplicate_of: None,
     };
     let reason = match state {
         State::AwaitingGuardianConsent => "subject is a minor: awaiting guardian consent",
+        State::AwaitingIdentityVerification => "accepted: awaiting identity verification",
         _ => "accepted",
     };
     let event = NewEvent {
@@ -522,6 +546,40 @@ pub fn parse_guardian(
     }
 }
 
+/// Parses when the information a pause waited for arrived: required, a
+/// valid time, and one that can close `pause` at `now`
+/// ([`ClockPause::admits`]).
+pub fn parse_arrival(
+    raw: Option<(i64, i32)>,
+    pause: &ClockPause,
+    now: Timestamp,
+) -> Result<Timestamp, Vec<FieldViolation>> {
+    let mut v = Violations::default();
+    let arrival = match raw {
+        None => {
+            v.add("received_at", "is required");
+            None
+        }
+        Some((s, n)) => match timestamp(s, n) {
+            None => {
+                v.add("received_at", "is not a valid timestamp");
+                None
+            }
+            Some(t) => match pause.admits(t, now) {
+                Ok(()) => Some(t),
+                Err(why) => {
+                    v.add("received_at", why);
+                    None
+                }
+            },
+        },
+    };
+    match arrival {
+        Some(t) if v.is_empty() => Ok(t),
+        _ => Err(v.into_vec()),
+    }
+}
+
 /// Parses a required free-text reason (extension, cancellation).
 pub fn parse_reason(field: &str, reason: String) -> Result<String, Vec<FieldViolation>> {
     let mut v = Violations::default();
@@ -602,6 +660,7 @@ mod tests {
             received_at: None,
             details: String::new(),
             corrections: BTreeMap::new(),
+            identity_verification_required: false,
         }
     }
 
@@ -787,6 +846,7 @@ mod tests {
                         received_at,
                         details,
                         corrections,
+                        identity_verification_required: false,
                     }
                 },
             )

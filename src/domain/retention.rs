@@ -66,6 +66,7 @@ mod tests {
             received_at: Some((t0().as_second(), 0)),
             details: "please fix my address".into(),
             corrections: [("address".to_owned(), "1 Main St".to_owned())].into(),
+            identity_verification_required: false,
         };
         let s = Submission::parse(raw, t0()).expect("valid submission");
         let fp = s.fingerprint();

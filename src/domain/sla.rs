@@ -24,6 +24,8 @@ pub const DEFAULT_TASK_AT_RISK_WORKING_HOURS: u32 = 24;
 /// A minor's request expires when no guardian consented this long after it
 /// was received, by default.
 pub const DEFAULT_CONSENT_WINDOW: SignedDuration = SignedDuration::from_hours(30 * 24);
+/// A request waiting for its subject expires after this long, by default.
+pub const DEFAULT_AWAITING_SUBJECT_TIMEOUT: SignedDuration = SignedDuration::from_hours(30 * 24);
 /// The longest at-risk window a task may have (as a route's SLA).
 pub const MAX_TASK_AT_RISK_WORKING_HOURS: u32 = super::routing::MAX_TASK_SLA_WORKING_HOURS;
 
@@ -36,6 +38,9 @@ pub struct Thresholds {
     pub task_at_risk_working_hours: u32,
     /// How long after receipt a request may await guardian consent.
     pub consent_window: SignedDuration,
+    /// How long a request may wait for its subject (identity information
+    /// or a clarification) before it expires.
+    pub awaiting_subject_timeout: SignedDuration,
 }
 
 impl Default for Thresholds {
@@ -44,6 +49,7 @@ impl Default for Thresholds {
             request_at_risk: DEFAULT_REQUEST_AT_RISK,
             task_at_risk_working_hours: DEFAULT_TASK_AT_RISK_WORKING_HOURS,
             consent_window: DEFAULT_CONSENT_WINDOW,
+            awaiting_subject_timeout: DEFAULT_AWAITING_SUBJECT_TIMEOUT,
         }
     }
 }

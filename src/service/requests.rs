@@ -9,8 +9,9 @@ use uuid::Uuid;
 use super::{AppState, Listed, ServiceError};
 use crate::auth::Caller;
 use crate::domain::input::{self, FieldViolation, RawGuardian, Rejection, Submission};
+use crate::domain::pause::PauseKind;
 use crate::domain::request::{
-    Actor, Closure, DataSubjectRequest, EventType, NewEvent, RequestEvent,
+    Actor, Closure, DataSubjectRequest, EventType, NewEvent, RequestEvent, TransitionError,
 };
 use crate::domain::routing;
 use crate::store::{
@@ -282,12 +283,119 @@ impl AppState {
                 Ok(r.extend_deadline(reason.clone(), &who, now)?)
             })
             .await?;
+        self.check_holidays(&updated);
+        Ok(updated)
+    }
+
+    /// Records that the controller asked for the requester's identity: the
+    /// clock pauses.
+    pub async fn request_identity_verification(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<DataSubjectRequest, ServiceError> {
+        let who = actor(caller);
+        self.change_request(&caller.tenant, id, None, On::Call, now, |r| {
+            Ok(r.request_identity_verification(reason.clone(), &who, now)?)
+        })
+        .await
+    }
+
+    /// Records that the identity information arrived at `received_at`
+    /// (checked against the open pause), confirmed by `method`: the
+    /// deadline is computed again, and a request submitted awaiting its
+    /// identity fans out.
+    pub async fn record_identity_verification(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        method: String,
+        received_at: Option<(i64, i32)>,
+        now: Timestamp,
+    ) -> Result<DataSubjectRequest, ServiceError> {
+        self.record_answer(
+            caller,
+            id,
+            PauseKind::IdentityVerification,
+            received_at,
+            now,
+            |r, arrival, who| r.record_identity_verification(&method, arrival, who, now),
+        )
+        .await
+    }
+
+    /// Records that the controller asked the subject to clarify an access
+    /// request (UK GDPR only): the clock pauses.
+    pub async fn request_clarification(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        question: String,
+        now: Timestamp,
+    ) -> Result<DataSubjectRequest, ServiceError> {
+        let who = actor(caller);
+        self.change_request(&caller.tenant, id, None, On::Call, now, |r| {
+            Ok(r.request_clarification(question.clone(), &who, now)?)
+        })
+        .await
+    }
+
+    /// Records that the clarification arrived at `received_at`: the
+    /// deadline moves by the days the pause counted.
+    pub async fn record_clarification(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        received_at: Option<(i64, i32)>,
+        now: Timestamp,
+    ) -> Result<DataSubjectRequest, ServiceError> {
+        self.record_answer(
+            caller,
+            id,
+            PauseKind::Clarification,
+            received_at,
+            now,
+            |r, arrival, who| r.record_clarification(arrival, who, now),
+        )
+        .await
+    }
+
+    /// Closes the open pause of `kind` with `close`, once `received_at` is
+    /// checked against it: the pause must be pending (FAILED_PRECONDITION)
+    /// before the time is looked at (INVALID_ARGUMENT).
+    async fn record_answer<F>(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        kind: PauseKind,
+        received_at: Option<(i64, i32)>,
+        now: Timestamp,
+        close: F,
+    ) -> Result<DataSubjectRequest, ServiceError>
+    where
+        F: Fn(&mut DataSubjectRequest, Timestamp, &Actor) -> Result<NewEvent, TransitionError>,
+    {
+        let who = actor(caller);
+        let updated = self
+            .change_request(&caller.tenant, id, None, On::Call, now, |r| {
+                let pause = r.pending_pause(kind)?;
+                let arrival = input::parse_arrival(received_at, pause, now)?;
+                Ok(close(r, arrival, &who)?)
+            })
+            .await?;
+        self.check_holidays(&updated);
+        Ok(updated)
+    }
+
+    /// Counts a deadline in force that falls beyond the verified holidays.
+    fn check_holidays(&self, request: &DataSubjectRequest) {
         telemetry::check_deadline_holidays(
             &self.metrics,
-            &updated.subject.jurisdiction,
-            updated.due_time,
+            &request.subject.jurisdiction,
+            request.due_time,
         );
-        Ok(updated)
     }
 
     /// Cancels the request, and its open tasks with it.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::requests::On;
 use super::{AppState, Resealed, ServiceError};
-use crate::domain::request::DataSubjectRequest;
+use crate::domain::request::{DataSubjectRequest, NewEvent, TransitionError};
 use crate::domain::retention;
 use crate::domain::routing::Task;
 use crate::domain::sla::{self, Finding};
@@ -127,21 +127,68 @@ impl AppState {
             .store
             .awaiting_consent_since(received_before, after, PAGE)
             .await?;
+        let due: Vec<&DataSubjectRequest> = page
+            .iter()
+            .filter(|r| sla::consent_expired(r, now, window))
+            .collect();
+        // A request read again after a concurrent change is as old as it
+        // was: still awaiting consent, it is still past the window.
+        let expired = self.expire_each(&due, now, |r| r.expire(now)).await?;
+        Ok(Swept {
+            found: expired,
+            next: next_page(&page, |r| (r.received_at, r.id)),
+        })
+    }
+
+    /// One page of the requests that waited for their subject (identity
+    /// information or a clarification) longer than `timeout`, each moved
+    /// to expired with its event; counts them.
+    pub async fn expire_awaiting_subject(
+        &self,
+        timeout: SignedDuration,
+        now: Timestamp,
+        after: Option<&SweepCursor>,
+    ) -> Result<Swept<u64>, ServiceError> {
+        let since = now.saturating_sub(timeout.abs()).unwrap_or(now);
+        let page = self
+            .store
+            .awaiting_subject_since(since, after, PAGE)
+            .await?;
+        let all: Vec<&DataSubjectRequest> = page.iter().collect();
+        let expired = self
+            .expire_each(&all, now, |r| r.expire_awaiting_subject(timeout, now))
+            .await?;
+        Ok(Swept {
+            found: expired,
+            next: next_page(&page, |r| {
+                (r.open_pause().map_or(r.update_time, |p| p.start), r.id)
+            }),
+        })
+    }
+
+    /// Moves each of `requests` to expired with `expire`, through the
+    /// versioned change; counts those it moved. One that changed meanwhile
+    /// (its answer or consent arrived, it closed) or kept changing is
+    /// decided again at the next sweep.
+    async fn expire_each<F>(
+        &self,
+        requests: &[&DataSubjectRequest],
+        now: Timestamp,
+        expire: F,
+    ) -> Result<u64, ServiceError>
+    where
+        F: Fn(&mut DataSubjectRequest) -> Result<NewEvent, TransitionError>,
+    {
         let mut expired = 0;
-        for request in &page {
-            if !sla::consent_expired(request, now, window) {
-                continue;
-            }
-            // A request read again after a concurrent change is as old as
-            // it was: still awaiting consent, it is still past the window.
+        for request in requests {
             let outcome = self
                 .change_request(
                     &request.controller_id,
                     request.id,
-                    Some(request.clone()),
+                    Some((*request).clone()),
                     On::Sweep,
                     now,
-                    |r| Ok(r.expire(now)?),
+                    |r| Ok(expire(r)?),
                 )
                 .await;
             match outcome {
@@ -150,8 +197,6 @@ impl AppState {
                     self.metrics.request_expired();
                     report_request(&changed, None, now);
                 }
-                // The consent arrived (or the request closed) meanwhile;
-                // or it kept changing: decided again at the next sweep.
                 Err(
                     ServiceError::FailedPrecondition { .. }
                     | ServiceError::NotFound(_)
@@ -160,14 +205,12 @@ impl AppState {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Swept {
-            found: expired,
-            next: next_page(&page, |r| (r.received_at, r.id)),
-        })
+        Ok(expired)
     }
 
     /// One page of the open requests due within `at_risk`: each at risk of
-    /// missing its deadline, or past it, is reported once.
+    /// missing its deadline, or past it, is reported once. A request
+    /// waiting for its subject is not: its clock is paused.
     pub async fn request_findings(
         &self,
         at_risk: SignedDuration,
@@ -178,6 +221,9 @@ impl AppState {
         let page = self.store.sla_requests(due_by, after, PAGE).await?;
         let mut found = Findings::default();
         for request in &page {
+            if request.open_pause().is_some() && request.state.awaits_subject() {
+                continue;
+            }
             let Some(finding) = sla::request_finding(request.due_time, request.sla, now, at_risk)
             else {
                 continue;

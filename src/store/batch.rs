@@ -114,6 +114,7 @@ impl<'a> Group<'a> {
     where
         DB: Database,
         Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+        Option<Id>: for<'t> Encode<'t, DB> + Type<DB>,
         String: for<'t> Encode<'t, DB> + Type<DB>,
         Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
         i64: for<'t> Encode<'t, DB> + Type<DB>,
@@ -306,6 +307,7 @@ impl Group<'_> {
             close_time, cancellation_reason, unrouted, fingerprint, version,
             origin_traceparent, origin_tracestate,
             sla_at_risk_reported_at, sla_breached_reported_at, purge_time,
+            clock_start_time, clock_pauses, clock_paused_since, duplicate_of,
         );
         let query = bind_arrays!(query, tips; head, sequence, hash);
         let query = bind_arrays!(query, tasks;

@@ -20,11 +20,12 @@ use super::feed::FeedPosition;
 use super::steps::Chained;
 use super::{Cursor, Lease, StoreError, SweepCursor};
 use crate::domain::jurisdiction::{Country, Jurisdiction, Regime};
+use crate::domain::pause::PauseKind;
 use crate::domain::pii::{DateOfBirth, Email, PersonName};
 use crate::domain::request::{
-    Actor, Closure, DataSubjectRequest, EventType, Extension, Guardian, GuardianConsent,
-    GuardianIdentity, GuardianRelationship, NewEvent, Outcome, Personal, RefusalReason,
-    RequestEvent, RequestType, State, Subject, SubjectData, TraceOrigin,
+    Actor, ClockPause, Closure, DataSubjectRequest, EventType, Extension, Guardian,
+    GuardianConsent, GuardianIdentity, GuardianRelationship, NewEvent, Outcome, Personal,
+    RefusalReason, RequestEvent, RequestType, State, Subject, SubjectData, TraceOrigin,
 };
 use crate::domain::revocation::{Revocation, RevocationTarget};
 use crate::domain::routing::{Processor, Route, Task, TaskOutcome, TaskState, TaskView};
@@ -300,6 +301,50 @@ pub(super) struct RequestColumns {
     pub sla_breached_reported_at: Option<i64>,
     /// Set once the retention purge emptied the personal-data columns.
     pub purge_time: Option<i64>,
+    pub clock_start_time: i64,
+    /// The pauses as a JSON array of [`StoredPause`].
+    pub clock_pauses: String,
+    /// The open pause's start while the request waits for its subject.
+    pub clock_paused_since: Option<i64>,
+    pub duplicate_of: Option<Uuid>,
+}
+
+/// A clock pause as `clock_pauses` holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredPause {
+    kind: String,
+    reason: String,
+    start: i64,
+    end: Option<i64>,
+    counted_days: u32,
+    resume: String,
+    at_submission: bool,
+}
+
+impl StoredPause {
+    fn from_domain(p: &ClockPause) -> Self {
+        Self {
+            kind: p.kind.as_str().to_owned(),
+            reason: p.reason.clone(),
+            start: micros(p.start),
+            end: p.end.map(micros),
+            counted_days: p.counted_days,
+            resume: p.resume.as_str().to_owned(),
+            at_submission: p.at_submission,
+        }
+    }
+
+    fn into_domain(self) -> Result<ClockPause, StoreError> {
+        Ok(ClockPause {
+            kind: parse_enum("clock_pauses", &self.kind, PauseKind::parse)?,
+            reason: self.reason,
+            start: timestamp("clock_pauses", self.start)?,
+            end: optional_timestamp("clock_pauses", self.end)?,
+            counted_days: self.counted_days,
+            resume: parse_enum("clock_pauses", &self.resume, State::parse)?,
+            at_submission: self.at_submission,
+        })
+    }
 }
 
 /// Binds the values in order: one list per statement, easy to hold against
@@ -319,6 +364,13 @@ impl RequestColumns {
         let guardian = consent.map(|c| &c.guardian);
         let guardian_identity = guardian.and_then(|g| g.identity.present());
         let closure = r.closure.as_ref();
+        let pauses: Vec<StoredPause> = r
+            .clock_pauses
+            .iter()
+            .map(StoredPause::from_domain)
+            .collect();
+        let clock_pauses = serde_json::to_string(&pauses)
+            .map_err(|e| StoreError::Internal(format!("cannot encode clock pauses: {e}")))?;
         Ok(Self {
             id: r.id,
             controller_id: r.controller_id.clone(),
@@ -363,6 +415,13 @@ impl RequestColumns {
             sla_at_risk_reported_at: r.sla.at_risk.map(micros),
             sla_breached_reported_at: r.sla.breached.map(micros),
             purge_time: r.purge_time().map(micros),
+            clock_start_time: micros(r.clock_start_time),
+            clock_pauses,
+            clock_paused_since: r
+                .open_pause()
+                .filter(|_| r.state.awaits_subject())
+                .map(|p| micros(p.start)),
+            duplicate_of: r.duplicate_of,
         })
     }
 
@@ -445,6 +504,12 @@ impl RequestColumns {
         .map_err(|_| corrupt("subject_country or subject_subdivision is not a jurisdiction"))?;
         let corrections: BTreeMap<String, String> = serde_json::from_str(&self.corrections)
             .map_err(|_| corrupt("corrections is not a json object of strings"))?;
+        let pauses: Vec<StoredPause> = serde_json::from_str(&self.clock_pauses)
+            .map_err(|_| corrupt("clock_pauses is not a json array of pauses"))?;
+        let clock_pauses = pauses
+            .into_iter()
+            .map(StoredPause::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
 
         let extension = match (self.extension_reason, self.extension_time, self.extended_by) {
             (None, None, None) => None,
@@ -550,6 +615,9 @@ impl RequestColumns {
             version: self.version,
             origin: trace_origin(self.origin_traceparent, self.origin_tracestate)?,
             sla: sla_marks(self.sla_at_risk_reported_at, self.sla_breached_reported_at)?,
+            clock_start_time: timestamp("clock_start_time", self.clock_start_time)?,
+            clock_pauses,
+            duplicate_of: self.duplicate_of,
         })
     }
 
@@ -563,6 +631,7 @@ impl RequestColumns {
     where
         DB: Database,
         Id: IdColumn + for<'t> Encode<'t, DB> + Type<DB>,
+        Option<Id>: for<'t> Encode<'t, DB> + Type<DB>,
         String: for<'t> Encode<'t, DB> + Type<DB>,
         Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
         i64: for<'t> Encode<'t, DB> + Type<DB>,
@@ -611,6 +680,10 @@ impl RequestColumns {
             self.sla_at_risk_reported_at,
             self.sla_breached_reported_at,
             self.purge_time,
+            self.clock_start_time,
+            self.clock_pauses,
+            self.clock_paused_since,
+            self.duplicate_of.map(Id::from_uuid),
         )
     }
 
@@ -654,6 +727,9 @@ impl RequestColumns {
             self.cancellation_reason,
             self.unrouted,
             self.version,
+            self.clock_start_time,
+            self.clock_pauses,
+            self.clock_paused_since,
         )
     }
 
@@ -741,6 +817,13 @@ impl RequestColumns {
             sla_at_risk_reported_at: c.next("sla_at_risk_reported_at")?,
             sla_breached_reported_at: c.next("sla_breached_reported_at")?,
             purge_time: c.next("purge_time")?,
+            clock_start_time: c.next("clock_start_time")?,
+            clock_pauses: c.next("clock_pauses")?,
+            clock_paused_since: c.next("clock_paused_since")?,
+            duplicate_of: c
+                .next::<Option<Id>>("duplicate_of")?
+                .map(|raw| column_uuid(raw, "duplicate_of"))
+                .transpose()?,
         })
     }
 }
@@ -1605,6 +1688,9 @@ mod tests {
         values.extend(std::iter::repeat_n("null".to_owned(), 15));
         values
             .extend(["0", "\"f\"", "1", "null", "null", "null", "null", "null"].map(str::to_owned));
+        // The clock: its start, no pause, not paused, no duplicate.
+        values.extend([create_time.to_string(), "\"[]\"".to_owned()]);
+        values.extend(["null", "null"].map(str::to_owned));
         format!("[{}]", values.join(","))
     }
 

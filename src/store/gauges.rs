@@ -22,7 +22,8 @@ pub(super) const DEADLINES: &str = "SELECT \
      COALESCE(SUM(CASE WHEN due_time > $1 AND due_time <= $2 THEN 1 ELSE 0 END), 0) AS at_risk, \
      COALESCE(SUM(CASE WHEN due_time > $1 AND due_time <= $3 THEN 1 ELSE 0 END), 0) AS due_soon \
      FROM data_subject_requests \
-     WHERE state IN ('awaiting_guardian_consent', 'in_progress', 'needs_attention')";
+     WHERE state IN ('awaiting_guardian_consent', 'in_progress', 'needs_attention', \
+         'awaiting_identity_verification', 'awaiting_clarification')";
 
 /// Each processor's open tasks at `$1` (microseconds): one row per
 /// processor id that is registered or has open tasks, with its pending,
@@ -117,11 +118,16 @@ mod tests {
     fn statements_repeat_their_partial_indexes_conditions() {
         let sqlite = include_str!("../../migrations/sqlite/0001_init.sql");
         let postgres = include_str!("../../migrations/postgres/0001_init.sql");
-        let requests =
-            "WHERE state IN ('awaiting_guardian_consent', 'in_progress', 'needs_attention')";
+        // The open requests' index was made again with the awaiting states.
+        let sqlite_open = include_str!("../../migrations/sqlite/0006_clock_pauses.sql");
+        let postgres_open = include_str!("../../migrations/postgres/0008_clock_pauses.sql");
+        let requests = "WHERE state IN ('awaiting_guardian_consent', 'in_progress', \
+             'needs_attention', 'awaiting_identity_verification', 'awaiting_clarification')";
         let tasks = "WHERE state IN ('pending', 'leased')";
-        for migration in [sqlite, postgres] {
+        for migration in [sqlite_open, postgres_open] {
             assert!(migration.contains(requests));
+        }
+        for migration in [sqlite, postgres] {
             assert!(migration.contains(tasks));
         }
         assert!(DEADLINES.ends_with(requests));

@@ -401,6 +401,17 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<DataSubjectRequest>, StoreError>;
 
+    /// Up to `limit` requests of every controller waiting for their subject
+    /// (identity information or a clarification) since `since` or before,
+    /// after `after` in `(wait start, id)` order: those past the
+    /// awaiting-subject timeout.
+    async fn awaiting_subject_since(
+        &self,
+        since: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError>;
+
     /// Up to `limit` open (pending or leased) tasks of every processor due
     /// at or before `due_by` whose breach has not been reported, after
     /// `after` in `(due_time, id)` order.

@@ -100,7 +100,8 @@ impl ReportRow {
     }
 }
 
-const OPEN: &str = "('awaiting_guardian_consent', 'in_progress', 'needs_attention')";
+const OPEN: &str = "('awaiting_guardian_consent', 'in_progress', 'needs_attention', \
+         'awaiting_identity_verification', 'awaiting_clarification')";
 const CLOSED: &str = "('completed', 'refused')";
 /// Microseconds in a day: stored times divided by it are UTC day numbers.
 const DAY: &str = "86400000000";

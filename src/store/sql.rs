@@ -41,7 +41,8 @@ macro_rules! request_columns {
          closure_outcome, closure_refusal_reason, closure_explanation, \
          close_time, cancellation_reason, unrouted, fingerprint, version, \
          origin_traceparent, origin_tracestate, \
-         sla_at_risk_reported_at, sla_breached_reported_at, purge_time"
+         sla_at_risk_reported_at, sla_breached_reported_at, purge_time, \
+         clock_start_time, clock_pauses, clock_paused_since, duplicate_of"
     };
 }
 
@@ -72,7 +73,8 @@ pub(super) const INSERT_REQUEST: &str = concat!(
     request_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
      $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, \
-     $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41) \
+     $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, \
+     $43, $44, $45) \
      ON CONFLICT (controller_id, request_id) DO NOTHING"
 );
 
@@ -237,7 +239,8 @@ macro_rules! update_request {
              guardian_verification_method = $13, guardian_consented_at = $14, \
              guardian_consent_record_time = $15, guardian_consent_recorded_by = $16, \
              closure_outcome = $17, closure_refusal_reason = $18, closure_explanation = $19, \
-             close_time = $20, cancellation_reason = $21, unrouted = $22, version = $23",
+             close_time = $20, cancellation_reason = $21, unrouted = $22, version = $23, \
+             clock_start_time = $24, clock_pauses = $25, clock_paused_since = $26",
             $tip,
             " WHERE id = $1 AND controller_id = $2 AND version = $3"
         )
@@ -246,10 +249,10 @@ macro_rules! update_request {
 pub(super) const UPDATE_REQUEST: &str = update_request!("");
 
 /// [`UPDATE_REQUEST`] that also moves the audit head and the chain's tip
-/// (`$24` head, `$25` last sequence, `$26` last hash), for a change whose
+/// (`$27` head, `$28` last sequence, `$29` last hash), for a change whose
 /// events are written in the same round trip ([`super::writes`]).
 pub(super) const UPDATE_REQUEST_WITH_TIP: &str =
-    update_request!(", audit_head = $24, last_event_sequence = $25, last_event_hash = $26");
+    update_request!(", audit_head = $27, last_event_sequence = $28, last_event_hash = $29");
 
 /// Appends an event with the next sequence of its request (`$11`, one
 /// past [`LAST_EVENT`]'s) and its chained hash (`$12`). Run inside the
@@ -586,6 +589,7 @@ macro_rules! request_columns_of_r_with_tip {
          r.close_time, r.cancellation_reason, r.unrouted, r.fingerprint, r.version, \
          r.origin_traceparent, r.origin_tracestate, \
          r.sla_at_risk_reported_at, r.sla_breached_reported_at, r.purge_time, \
+         r.clock_start_time, r.clock_pauses, r.clock_paused_since, r.duplicate_of, \
          r.last_event_sequence, r.last_event_hash"
     };
 }
@@ -730,7 +734,8 @@ pub(super) const PROCESSOR_HAS_OPEN_TASKS: &str = "SELECT 1 FROM tasks \
 /// index's condition word for word for SQLite to use it.
 macro_rules! open_requests {
     () => {
-        "state IN ('awaiting_guardian_consent', 'in_progress', 'needs_attention')"
+        "state IN ('awaiting_guardian_consent', 'in_progress', 'needs_attention', \
+         'awaiting_identity_verification', 'awaiting_clarification')"
     };
 }
 
@@ -762,6 +767,17 @@ pub(super) const AWAITING_CONSENT_SINCE: &str = concat!(
     " FROM data_subject_requests WHERE state = 'awaiting_guardian_consent' \
      AND received_at < $1 AND (received_at, id) > ($2, $3) \
      ORDER BY received_at, id LIMIT CAST($4 AS BIGINT)"
+);
+
+/// Up to `$4` requests of every controller waiting for their subject since
+/// `$1` or before, after the cursor `$2`/`$3` in `(clock_paused_since, id)`
+/// order (the partial index `data_subject_requests_awaiting_subject`).
+pub(super) const AWAITING_SUBJECT_SINCE: &str = concat!(
+    "SELECT ",
+    request_columns!(),
+    " FROM data_subject_requests WHERE clock_paused_since IS NOT NULL \
+     AND clock_paused_since <= $1 AND (clock_paused_since, id) > ($2, $3) \
+     ORDER BY clock_paused_since, id LIMIT CAST($4 AS BIGINT)"
 );
 
 /// Up to `$4` open tasks of every processor due by `$1` whose breach was

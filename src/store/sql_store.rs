@@ -2101,6 +2101,22 @@ where
 
     #[tracing::instrument(
         level = "debug",
+        name = "gdpr.store.awaiting_subject_since",
+        skip_all,
+        fields(backend = B::NAME, limit = limit)
+    )]
+    async fn awaiting_subject_since(
+        &self,
+        since: Timestamp,
+        after: Option<&SweepCursor>,
+        limit: u32,
+    ) -> Result<Vec<DataSubjectRequest>, StoreError> {
+        self.sweep_requests(sql::AWAITING_SUBJECT_SINCE, since, after, limit)
+            .await
+    }
+
+    #[tracing::instrument(
+        level = "debug",
         name = "gdpr.store.sla_tasks",
         skip_all,
         fields(backend = B::NAME, limit = limit)

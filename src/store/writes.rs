@@ -391,7 +391,7 @@ mod tests {
                 assert!(statement.contains(&format!("${n}")), "${n} in {statement}");
             }
         }
-        assert_eq!(renumber(sql::UPDATE_REQUEST_WITH_TIP, 0).unwrap().1, 26);
+        assert_eq!(renumber(sql::UPDATE_REQUEST_WITH_TIP, 0).unwrap().1, 29);
         assert_eq!(renumber(sql::SET_AUDIT_HEAD, 0).unwrap().1, 5);
     }
 }

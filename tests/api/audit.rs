@@ -112,6 +112,9 @@ pub fn sample_request() -> DataSubjectRequest {
         version: 1,
         origin: None,
         sla: SlaMarks::default(),
+        clock_start_time: created,
+        clock_pauses: Vec::new(),
+        duplicate_of: None,
     }
 }
 

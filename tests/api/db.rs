@@ -331,3 +331,74 @@ fn skipped_tests_are_counted_from_the_harness_list() {
     assert!(none.lines().count() > 10, "{none}");
     assert_eq!(postgres_tests_in_this_run_of(&none), 0, "{none}");
 }
+
+/// Makes the SQLite database of `config` as a release that shipped only the
+/// migrations named below `before` left it, holding every row of the fully
+/// migrated SQLite database of `from` in the columns that schema has (each
+/// table's rows in their order): a database written before an upgrade,
+/// whose history the current server wrote.
+pub async fn sqlite_before(from: &StoreConfig, config: &StoreConfig, before: &str) {
+    use sqlx::Row as _;
+    std::fs::create_dir_all(&config.data_dir).expect("data directory");
+    let old = tempfile::tempdir().expect("a directory");
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for entry in std::fs::read_dir(&all).expect("migrations") {
+        let path = entry.expect("an entry").path();
+        let name = path
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        if name.as_str() < before {
+            std::fs::copy(&path, old.path().join(&name)).expect("copied");
+        }
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(config.data_dir.join("gdpr-intake.db"))
+        .create_if_missing(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("opens");
+    sqlx::migrate::Migrator::new(old.path())
+        .await
+        .expect("the old migrations")
+        .run(&mut conn)
+        .await
+        .expect("migrated");
+    let newer = from.data_dir.join("gdpr-intake.db");
+    sqlx::query(AssertSqlSafe(format!(
+        "ATTACH DATABASE '{}' AS newer",
+        newer.display()
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("attached");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM main.sqlite_schema WHERE type = 'table' \
+         AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations' ORDER BY rowid",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("tables");
+    let mut copy = String::from("PRAGMA foreign_keys = OFF; BEGIN;");
+    for table in tables {
+        let columns: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info(?1)")
+            .bind(&table)
+            .fetch_all(&mut conn)
+            .await
+            .expect("columns")
+            .iter()
+            .map(|row| row.get::<String, _>(0))
+            .collect();
+        let columns = columns.join(", ");
+        copy.push_str(&format!(
+            "INSERT INTO main.{table} ({columns}) SELECT {columns} FROM newer.{table} ORDER BY rowid;"
+        ));
+    }
+    copy.push_str("COMMIT; PRAGMA foreign_keys = ON;");
+    sqlx::raw_sql(AssertSqlSafe(copy))
+        .execute(&mut conn)
+        .await
+        .expect("rows copied");
+    conn.close().await.expect("closes");
+}

@@ -151,7 +151,11 @@ async fn take(
 
 /// Every event of every request in `names`, by request, as
 /// `ListRequestEvents` gives them.
-async fn trails(app: &TestApp, tenant: &str, names: &[String]) -> BTreeMap<String, Vec<i64>> {
+pub(crate) async fn trails(
+    app: &TestApp,
+    tenant: &str,
+    names: &[String],
+) -> BTreeMap<String, Vec<i64>> {
     let mut all = BTreeMap::new();
     for name in names {
         let events = app
@@ -215,7 +219,7 @@ on_both_backends!(
 /// A tenant's history with every kind of step: submissions, a minor's
 /// consent, an extension, task claims and completions (which complete the
 /// request), a cancellation. Returns the requests' names.
-async fn history(app: &TestApp, tenant: &str) -> Vec<String> {
+pub(crate) async fn history(app: &TestApp, tenant: &str) -> Vec<String> {
     app.route(tenant, &format!("{tenant}-crm"), &[], 72).await;
     let controller = app.token(Role::Controller, tenant);
     let mut names = Vec::new();
@@ -438,7 +442,7 @@ async fn tenants_see_only_their_own_feed(backend: Backend) {
 
 /// Stops `app` and keeps what it leaves on disk: its development keys
 /// (whose directory is returned) and its database.
-async fn stop_keeping_keys(mut app: TestApp) -> tempfile::TempDir {
+pub(crate) async fn stop_keeping_keys(mut app: TestApp) -> tempfile::TempDir {
     let keys = std::mem::replace(&mut app.data_dir, tempfile::tempdir().expect("a directory"));
     app.stop().await;
     keys
@@ -446,7 +450,7 @@ async fn stop_keeping_keys(mut app: TestApp) -> tempfile::TempDir {
 
 /// A server on the SQLite database of `config` with the development keys
 /// in `keys` (a server stopped by [`stop_keeping_keys`]), migrating it.
-async fn reopen(config: &StoreConfig, keys: tempfile::TempDir) -> TestApp {
+pub(crate) async fn reopen(config: &StoreConfig, keys: tempfile::TempDir) -> TestApp {
     let (app, _) = spawn_configured(Backend::Sqlite, Arc::new(SystemClock), |s| {
         s.store = config.clone();
         s.keys = KeySource::DevKeys {
@@ -471,50 +475,21 @@ async fn new_events_follow(app: &TestApp, before: &[v1::FeedEvent]) {
 }
 
 /// A SQLite database written before the feed existed (migrated to 0004,
-/// its history written by the real server) is upgraded by the server's own
+/// holding a history the real server wrote) is upgraded by the server's own
 /// migration: every event is in the feed, each request's in its order,
 /// nothing references a missing row, and new events follow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_database_from_before_the_feed_upgrades_with_its_history() {
-    let (config, _dir) = db::sqlite_config().await;
-    std::fs::create_dir_all(&config.data_dir).expect("data directory");
-    // The migrations before the feed, as a release before it shipped them.
-    let old = tempfile::tempdir().expect("a directory");
-    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-    for entry in std::fs::read_dir(&all).expect("migrations") {
-        let path = entry.expect("an entry").path();
-        let name = path
-            .file_name()
-            .expect("a name")
-            .to_string_lossy()
-            .into_owned();
-        if name.as_str() < "0005" {
-            std::fs::copy(&path, old.path().join(&name)).expect("copied");
-        }
-    }
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(config.data_dir.join("gdpr-intake.db"))
-        .create_if_missing(true);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .expect("opens");
-    sqlx::migrate::Migrator::new(old.path())
-        .await
-        .expect("the old migrations")
-        .run(&mut conn)
-        .await
-        .expect("migrated to 0004");
-    conn.close().await.expect("closes");
-
-    let (app, _) = spawn_configured(Backend::Sqlite, Arc::new(SystemClock), |s| {
-        s.store = config.clone();
-        s.migrate_on_start = false;
-    })
-    .await
-    .expect("sqlite");
+    let (app, written) = spawn(Backend::Sqlite).await.expect("sqlite");
     let names = history(&app, "acme").await;
     let trails = trails(&app, "acme", &names).await;
     let keys = stop_keeping_keys(app).await;
+    // The migrations before the feed, as a release before it shipped
+    // them, holding that history (with the same keys).
+    let dir = tempfile::tempdir().expect("a directory");
+    let mut config = written.clone();
+    config.data_dir = dir.path().join("data");
+    db::sqlite_before(&written, &config, "0005").await;
     let numbered = || {
         db::fetch_count(
             &config,

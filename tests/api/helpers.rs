@@ -284,6 +284,7 @@ pub fn submission() -> v1::SubmitDataSubjectRequestRequest {
         received_at: None,
         details: "please send me a copy of my data".to_owned(),
         corrections: Default::default(),
+        identity_verification_required: false,
     }
 }
 

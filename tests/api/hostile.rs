@@ -225,6 +225,7 @@ fn submission_parts(
                         received_at,
                         details,
                         corrections,
+                        identity_verification_required: false,
                     },
                 )
             },
@@ -357,7 +358,7 @@ fn decodes<M: Message + Default>(bytes: &[u8]) -> bool {
     M::decode(bytes).is_ok()
 }
 
-const METHODS: [Method; 24] = [
+const METHODS: [Method; 28] = [
     (
         "/gdpr.intake.v1.DataSubjectRequestService/SubmitDataSubjectRequest",
         Who::Controller,
@@ -392,6 +393,26 @@ const METHODS: [Method; 24] = [
         "/gdpr.intake.v1.DataSubjectRequestService/CloseDataSubjectRequest",
         Who::Controller,
         decodes::<v1::CloseDataSubjectRequestRequest>,
+    ),
+    (
+        "/gdpr.intake.v1.DataSubjectRequestService/RequestIdentityVerification",
+        Who::Controller,
+        decodes::<v1::RequestIdentityVerificationRequest>,
+    ),
+    (
+        "/gdpr.intake.v1.DataSubjectRequestService/RecordIdentityVerification",
+        Who::Controller,
+        decodes::<v1::RecordIdentityVerificationRequest>,
+    ),
+    (
+        "/gdpr.intake.v1.DataSubjectRequestService/RequestClarification",
+        Who::Controller,
+        decodes::<v1::RequestClarificationRequest>,
+    ),
+    (
+        "/gdpr.intake.v1.DataSubjectRequestService/RecordClarification",
+        Who::Controller,
+        decodes::<v1::RecordClarificationRequest>,
     ),
     (
         "/gdpr.intake.v1.DataSubjectRequestService/ListRequestEvents",

@@ -13,6 +13,7 @@
 mod access;
 mod audit;
 mod chaos;
+mod clock;
 mod connections;
 mod crash;
 mod dashboards;

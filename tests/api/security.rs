@@ -22,6 +22,10 @@ enum Rpc {
     Extend,
     Cancel,
     Close,
+    AskIdentity,
+    RecordIdentity,
+    AskClarification,
+    RecordClarification,
     Events,
     Feed,
     WatchFeed,
@@ -41,7 +45,7 @@ enum Rpc {
     ListRevocations,
 }
 
-const ALL: [Rpc; 24] = [
+const ALL: [Rpc; 28] = [
     Rpc::Submit,
     Rpc::Get,
     Rpc::List,
@@ -49,6 +53,10 @@ const ALL: [Rpc; 24] = [
     Rpc::Extend,
     Rpc::Cancel,
     Rpc::Close,
+    Rpc::AskIdentity,
+    Rpc::RecordIdentity,
+    Rpc::AskClarification,
+    Rpc::RecordClarification,
     Rpc::Events,
     Rpc::Feed,
     Rpc::WatchFeed,
@@ -79,6 +87,10 @@ impl Rpc {
             | Rpc::Extend
             | Rpc::Cancel
             | Rpc::Close
+            | Rpc::AskIdentity
+            | Rpc::RecordIdentity
+            | Rpc::AskClarification
+            | Rpc::RecordClarification
             | Rpc::Events
             | Rpc::Feed
             | Rpc::WatchFeed => Role::Controller,
@@ -112,6 +124,10 @@ impl Rpc {
                 | Rpc::Extend
                 | Rpc::Cancel
                 | Rpc::Close
+                | Rpc::AskIdentity
+                | Rpc::RecordIdentity
+                | Rpc::AskClarification
+                | Rpc::RecordClarification
                 | Rpc::Events
                 | Rpc::Renew
                 | Rpc::Complete
@@ -189,6 +205,47 @@ async fn call(app: &TestApp, rpc: Rpc, token: Option<&str>, t: &Targets) -> Resu
                     name,
                     outcome: v1::Outcome::Completed.into(),
                     ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::AskIdentity => d
+            .request_identity_verification(req(
+                token,
+                v1::RequestIdentityVerificationRequest {
+                    name,
+                    reason: "x".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::RecordIdentity => d
+            .record_identity_verification(req(
+                token,
+                v1::RecordIdentityVerificationRequest {
+                    name,
+                    method: "x".into(),
+                    received_at: None,
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::AskClarification => d
+            .request_clarification(req(
+                token,
+                v1::RequestClarificationRequest {
+                    name,
+                    question: "x".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::RecordClarification => d
+            .record_clarification(req(
+                token,
+                v1::RecordClarificationRequest {
+                    name,
+                    received_at: None,
                 },
             ))
             .await

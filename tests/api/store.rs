@@ -288,6 +288,11 @@ impl Build {
             version: 1,
             origin: None,
             sla: SlaMarks::default(),
+            clock_start_time: self
+                .received
+                .map_or(created - SignedDuration::from_secs(3600), at),
+            clock_pauses: Vec::new(),
+            duplicate_of: None,
         };
         let event = NewEvent {
             event_type: EventType::Submitted,
