@@ -700,6 +700,53 @@ async fn a_sqlite_database_from_before_the_clock_upgrades_with_its_history() {
     again.stop().await;
 }
 
+/// The same on PostgreSQL: a database migrated to 0007 holding a history
+/// the real server wrote is upgraded by the server's own migration, every
+/// request reading back as it was, its trails whole and verifying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_database_from_before_the_clock_upgrades_with_its_history() {
+    let Some((app, written)) =
+        spawn_configured(Backend::Postgres, Arc::new(SystemClock), |_| {}).await
+    else {
+        return;
+    };
+    let names = crate::feed::history(&app, "acme").await;
+    let before = read_all(&app, &names).await;
+    let trails = crate::feed::trails(&app, "acme", &names).await;
+    let keys = crate::feed::stop_keeping_keys(app).await;
+    let mut config = written.clone();
+    config.database_url = crate::db::postgres_config()
+        .await
+        .expect("postgres")
+        .database_url;
+    crate::db::postgres_before(&written, &config, "0008").await;
+
+    let (again, _) = spawn_configured(Backend::Postgres, Arc::new(SystemClock), |s| {
+        s.store = config.clone();
+        s.keys = gdpr_intake::startup::KeySource::DevKeys {
+            data_dir: keys.path().to_path_buf(),
+        };
+    })
+    .await
+    .expect("postgres");
+    // Its tokens are signed with the keys the history was written under.
+    let again = TestApp {
+        data_dir: keys,
+        ..again
+    };
+    let after = read_all(&again, &names).await;
+    assert_eq!(after, before);
+    assert_eq!(crate::feed::trails(&again, "acme", &names).await, trails);
+    trails_verify(&config).await;
+    let open = after
+        .iter()
+        .find(|r| r.state() == State::InProgress)
+        .expect("a request in progress");
+    let paused = ask_identity(&again, &open.name).await.expect("asked");
+    assert_eq!(paused.state(), State::AwaitingIdentityVerification);
+    again.stop().await;
+}
+
 async fn read_all(app: &TestApp, names: &[String]) -> Vec<v1::DataSubjectRequest> {
     let mut all = Vec::new();
     for name in names {

@@ -402,3 +402,64 @@ pub async fn sqlite_before(from: &StoreConfig, config: &StoreConfig, before: &st
         .expect("rows copied");
     conn.close().await.expect("closes");
 }
+
+/// [`sqlite_before`] for PostgreSQL: makes the (new, empty) database of
+/// `config` as the migrations named below `before` leave it and copies
+/// into it every row of the fully migrated database of `from`, in the
+/// columns that schema has.
+pub async fn postgres_before(from: &StoreConfig, config: &StoreConfig, before: &str) {
+    let old = tempfile::tempdir().expect("a directory");
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    for entry in std::fs::read_dir(&all).expect("migrations") {
+        let path = entry.expect("an entry").path();
+        let name = path
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        if name.as_str() < before {
+            std::fs::copy(&path, old.path().join(&name)).expect("copied");
+        }
+    }
+    let url = |c: &StoreConfig| c.database_url.clone().expect("a postgres configuration");
+    let mut target = PgConnection::connect(&url(config)).await.expect("connects");
+    sqlx::migrate::Migrator::new(old.path())
+        .await
+        .expect("the old migrations")
+        .run(&mut target)
+        .await
+        .expect("migrated");
+    let mut source = PgConnection::connect(&url(from)).await.expect("connects");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' \
+         AND table_name <> '_sqlx_migrations' ORDER BY table_name",
+    )
+    .fetch_all(&mut target)
+    .await
+    .expect("tables");
+    // Foreign keys are checked by triggers, which a replica session skips:
+    // the tables go in whatever order.
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut target)
+        .await
+        .expect("replica session");
+    for table in tables {
+        let rows: String = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COALESCE(json_agg(t), '[]')::text FROM {table} t"
+        )))
+        .fetch_one(&mut source)
+        .await
+        .expect("rows read");
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} OVERRIDING SYSTEM VALUE \
+             SELECT * FROM json_populate_recordset(NULL::{table}, $1::json)"
+        )))
+        .bind(rows)
+        .execute(&mut target)
+        .await
+        .expect("rows copied");
+    }
+    target.close().await.expect("closes");
+    source.close().await.expect("closes");
+}

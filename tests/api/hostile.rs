@@ -967,6 +967,58 @@ async fn every_string_over_its_limit_is_refused_naming_the_field() {
             }),
         },
         Oversized {
+            field: "reason",
+            call: Box::pin({
+                let mut client = app.dsr();
+                let (token, name, reason) = (controller.clone(), minor.clone(), long(2_001));
+                async move {
+                    client
+                        .request_identity_verification(authed(
+                            &token,
+                            v1::RequestIdentityVerificationRequest { name, reason },
+                        ))
+                        .await
+                        .map(drop)
+                }
+            }),
+        },
+        Oversized {
+            field: "method",
+            call: Box::pin({
+                let mut client = app.dsr();
+                let (token, name, method) = (controller.clone(), minor.clone(), long(2_001));
+                async move {
+                    client
+                        .record_identity_verification(authed(
+                            &token,
+                            v1::RecordIdentityVerificationRequest {
+                                name,
+                                method,
+                                received_at: None,
+                            },
+                        ))
+                        .await
+                        .map(drop)
+                }
+            }),
+        },
+        Oversized {
+            field: "question",
+            call: Box::pin({
+                let mut client = app.dsr();
+                let (token, name, question) = (controller.clone(), minor.clone(), long(2_001));
+                async move {
+                    client
+                        .request_clarification(authed(
+                            &token,
+                            v1::RequestClarificationRequest { name, question },
+                        ))
+                        .await
+                        .map(drop)
+                }
+            }),
+        },
+        Oversized {
             field: "explanation",
             call: Box::pin({
                 let mut client = app.dsr();
@@ -1176,7 +1228,7 @@ async fn every_string_over_its_limit_is_refused_naming_the_field() {
         let status = call.await.expect_err(field);
         assert_eq!(bad_fields(&status), vec![field], "row {row}: {status:?}");
     }
-    assert_eq!(rows, 24);
+    assert_eq!(rows, 27);
     app.stop().await;
 }
 
