@@ -141,6 +141,25 @@ fn record(r: &DataSubjectRequest, include_personal: bool) -> Value {
             })
         }),
     );
+    put("clock_start_time", time(r.clock_start_time));
+    // The caller's reason or question for each pause stays out, as it may
+    // say things about the subject; when and how long is the evidence.
+    put(
+        "clock_pauses",
+        Value::Array(
+            r.clock_pauses
+                .iter()
+                .map(|p| {
+                    json!({
+                        "kind": p.kind.as_str(),
+                        "start_time": time(p.start),
+                        "end_time": maybe_time(p.end),
+                        "counted_days": p.counted_days,
+                    })
+                })
+                .collect(),
+        ),
+    );
     put("close_time", maybe_time(r.close_time));
     put("cancellation_reason", json!(r.cancellation_reason));
     put("unrouted", json!(r.unrouted));

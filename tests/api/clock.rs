@@ -337,6 +337,24 @@ async fn an_identity_pause_moves_the_deadline_by_its_days(backend: Backend) {
     assert_eq!(trail[2].to_state(), State::InProgress);
     no_free_text(&trail);
 
+    // The evidence bundle holds the clock, and not the caller's text.
+    let bundle = app
+        .dsr()
+        .export_request_evidence(authed(
+            &app.token(Role::Auditor, "acme"),
+            v1::ExportRequestEvidenceRequest {
+                name: name.clone(),
+                include_personal_data: false,
+            },
+        ))
+        .await
+        .expect("exported")
+        .into_inner()
+        .bundle;
+    let bundle = String::from_utf8(bundle).expect("json");
+    assert!(bundle.contains("clock_pauses") && bundle.contains("counted_days"));
+    assert!(!bundle.contains(REASON));
+
     // Cancel works while waiting.
     let other = submit(&app, submission()).await;
     ask_identity(&app, &other.name).await.expect("asked");
