@@ -30,7 +30,8 @@ SELECT id, controller_id, request_id, request_type,
     closure_outcome, closure_refusal_reason, closure_explanation,
     close_time, cancellation_reason, unrouted, fingerprint, version,
     origin_traceparent, origin_tracestate,
-    sla_at_risk_reported_at, sla_breached_reported_at, purge_time
+    sla_at_risk_reported_at, sla_breached_reported_at, purge_time,
+    clock_start_time, clock_pauses, clock_paused_since, duplicate_of
 FROM data_subject_requests
 WHERE id = (SELECT id FROM loadgen_anchor_ids WHERE k = :k)
     AND controller_id = :controller;

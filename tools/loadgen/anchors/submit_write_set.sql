@@ -43,7 +43,8 @@ INSERT INTO data_subject_requests (
     close_time, cancellation_reason, unrouted, fingerprint, version,
     origin_traceparent, origin_tracestate,
     sla_at_risk_reported_at, sla_breached_reported_at, purge_time,
-    audit_head, last_event_sequence, last_event_hash)
+    audit_head, last_event_sequence, last_event_hash,
+    clock_start_time, clock_pauses, clock_paused_since, duplicate_of)
 VALUES (
     (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
         || substr(md5(random()::text), 1, 20))::uuid,
@@ -65,7 +66,8 @@ VALUES (
     NULL, NULL,
     NULL, NULL, NULL,
     substr(md5(:n::text), 1, 12) || '.' || md5((:n + 2)::text) || md5((:n + 3)::text),
-    1, substr(md5(:n::text), 1, 12) || '.' || md5((:n + 4)::text) || md5((:n + 5)::text))
+    1, substr(md5(:n::text), 1, 12) || '.' || md5((:n + 4)::text) || md5((:n + 5)::text),
+    (extract(epoch FROM statement_timestamp()) * 1000000)::bigint, '[]', NULL, NULL)
 ON CONFLICT (controller_id, request_id) DO NOTHING
 RETURNING id AS request \gset
 INSERT INTO request_events (

@@ -54,7 +54,8 @@ const QUEUE_REQUESTS: &str = "INSERT INTO data_subject_requests ( \
      subject_external_id, subject_email, subject_date_of_birth, \
      subject_country, details, corrections, \
      state, regime, received_at, create_time, update_time, \
-     original_due_time, due_time, unrouted, fingerprint, version, audit_head) \
+     original_due_time, due_time, unrouted, fingerprint, version, audit_head, \
+     clock_start_time) \
      SELECT (lpad(to_hex(t.ms + g), 12, '0') || substr(md5(g::text), 1, 20))::uuid, \
      $1, gen_random_uuid(), 'access', \
      'loadgen-subject-' || g, 'v2.' || repeat('A', 93), 'v2.' || repeat('A', 81), \
@@ -62,7 +63,8 @@ const QUEUE_REQUESTS: &str = "INSERT INTO data_subject_requests ( \
      'in_progress', 'GDPR', t.us + g, t.us + g, t.us + g, \
      t.us + g + 2678400000000, t.us + g + 2678400000000, \
      FALSE, md5(g::text) || md5((g + 1)::text), 1, \
-     substr(md5(g::text), 1, 12) || '.' || md5((g + 2)::text) || md5((g + 3)::text) \
+     substr(md5(g::text), 1, 12) || '.' || md5((g + 2)::text) || md5((g + 3)::text), \
+     t.us + g \
      FROM generate_series(1, $2::bigint) AS g, \
      (SELECT (extract(epoch FROM now()) * 1000)::bigint AS ms, \
      (extract(epoch FROM now()) * 1000000)::bigint AS us) AS t";

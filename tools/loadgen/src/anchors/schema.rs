@@ -83,7 +83,23 @@ impl Schema {
     /// and their continuation lines start with a keyword or a literal.
     fn read(&mut self, migration: &str) {
         let mut current: Option<String> = None;
+        // The table of an `ALTER TABLE` whose clauses go on over the next
+        // lines, until the one that ends the statement.
+        let mut altering: Option<String> = None;
         for line in migration.lines().map(str::trim) {
+            if let Some(table) = altering.take() {
+                if let Some(rest) = line.strip_prefix("ADD COLUMN ") {
+                    let column = rest.split_whitespace().next().unwrap_or_default();
+                    self.tables
+                        .entry(table.clone())
+                        .or_default()
+                        .push(column.to_owned());
+                }
+                if !line.ends_with(';') {
+                    altering = Some(table);
+                }
+                continue;
+            }
             if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
                 let name = rest.split([' ', '(']).next().unwrap_or_default();
                 self.tables.entry(name.to_owned()).or_default();
@@ -95,6 +111,9 @@ impl Schema {
             } else if let Some(rest) = line.strip_prefix("ALTER TABLE ") {
                 let mut words = rest.split_whitespace();
                 let table = words.next().unwrap_or_default().to_owned();
+                if !line.ends_with(';') {
+                    altering = Some(table.clone());
+                }
                 match (words.next(), words.next(), words.next()) {
                     (Some("ADD"), Some("COLUMN"), Some(column)) => {
                         self.tables
@@ -274,6 +293,14 @@ mod tests {
         );
         assert_eq!(schema.columns("jobs"), ["seq", "id"]);
         assert!(!schema.tables.contains_key("jobs_new"));
+        // Clauses of one ALTER TABLE over several lines.
+        schema.read(
+            "ALTER TABLE jobs\n    ADD COLUMN due BIGINT,\n    ADD COLUMN tags TEXT NOT NULL DEFAULT '[]',\n    \
+             ADD CONSTRAINT jobs_due CHECK (due > 0);\n\
+             ALTER TABLE jobs\n    ALTER COLUMN due SET NOT NULL;\n\
+             CREATE INDEX jobs_due ON jobs (due);\n",
+        );
+        assert_eq!(schema.columns("jobs"), ["seq", "id", "due", "tags"]);
     }
 
     #[test]

@@ -25,8 +25,9 @@ const BATCH: usize = 64;
 
 /// The columns of a new request the store writes NULL into: what a
 /// request gains later (an extension, a guardian's consent, a closure, SLA
-/// marks, a purge), and what the submission had not (a subdivision, a trace
-/// context: loadgen's calls are not traced).
+/// marks, a purge, a pause of its clock), and what the submission had not
+/// (a subdivision, a trace context: loadgen's calls are not traced; a
+/// request it repeats).
 const NULL_REQUEST_COLUMNS: &[&str] = &[
     "subject_subdivision",
     "extension_reason",
@@ -49,6 +50,8 @@ const NULL_REQUEST_COLUMNS: &[&str] = &[
     "sla_at_risk_reported_at",
     "sla_breached_reported_at",
     "purge_time",
+    "clock_paused_since",
+    "duplicate_of",
 ];
 
 /// The columns of a `submitted` event that are NULL: it starts the trail
@@ -200,6 +203,9 @@ impl Fixed {
             // The tip of its chain: its `submitted` event.
             ("last_event_sequence", &1_i64),
             ("last_event_hash", &r.hash),
+            // Its clock starts at receipt, with no pause.
+            ("clock_start_time", &r.now),
+            ("clock_pauses", &"[]"),
         ];
         row.extend(
             NULL_REQUEST_COLUMNS
