@@ -11,9 +11,9 @@ use crate::auth::Caller;
 use crate::domain::input::{self, FieldViolation, RawGuardian, Rejection, Submission};
 use crate::domain::pause::PauseKind;
 use crate::domain::request::{
-    Actor, Closure, DataSubjectRequest, EventType, NewEvent, RequestEvent, TransitionError,
+    Actor, Closure, DataSubjectRequest, EventType, NewEvent, RequestEvent, State, TransitionError,
 };
-use crate::domain::routing;
+use crate::domain::routing::{self, Aggregate, TaskState};
 use crate::store::{
     Cursor, Effects, FeedEntry, FeedPosition, InsertOutcome, RequestFilter, StoreError,
 };
@@ -386,7 +386,64 @@ impl AppState {
             })
             .await?;
         self.check_holidays(&updated);
-        Ok(updated)
+        self.settle_resumed(updated, now).await
+    }
+
+    /// A request whose processors finished their tasks while it waited for
+    /// its subject comes back in progress with nothing left to do (a task
+    /// settles only a request in progress): it settles now as that task's
+    /// completion would have, completed or needing attention, in a
+    /// transaction after the one that resumed it. A task that finishes
+    /// meanwhile either committed before the tasks are read here and is
+    /// counted, or found the request in progress and settled it itself;
+    /// then this change finds the request no longer in progress and leaves
+    /// it as it is.
+    async fn settle_resumed(
+        &self,
+        request: DataSubjectRequest,
+        now: Timestamp,
+    ) -> Result<DataSubjectRequest, ServiceError> {
+        if request.state != State::InProgress || request.unrouted {
+            return Ok(request);
+        }
+        let tasks = self
+            .store
+            .request_tasks(&request.controller_id, request.id)
+            .await?;
+        let failed = tasks
+            .iter()
+            .find(|t| t.state == TaskState::Failed)
+            .map(|t| t.name());
+        let aggregate = routing::aggregate(request.state, &tasks);
+        if aggregate == Aggregate::Unchanged {
+            return Ok(request);
+        }
+        let (tenant, id) = (request.controller_id.clone(), request.id);
+        let settled = self
+            .change_request(&tenant, id, Some(request), On::Call, now, |r| {
+                if r.state != State::InProgress {
+                    return Err(ServiceError::FailedPrecondition {
+                        reason: "REQUEST_NOT_IN_PROGRESS",
+                        message: "settled meanwhile".to_owned(),
+                    });
+                }
+                Ok(match (aggregate, &failed) {
+                    (Aggregate::NeedsAttention, Some(task)) => r.flag_needs_attention(
+                        format!("task {task} failed while the request waited for its subject"),
+                        now,
+                    )?,
+                    _ => r.complete_by_processors(now)?,
+                })
+            })
+            .await;
+        match settled {
+            Ok(request) => Ok(request),
+            // Settled by a task's completion in the meantime.
+            Err(ServiceError::FailedPrecondition { .. }) => {
+                Ok(self.read_request(&tenant, id, On::Call).await?)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Counts a deadline in force that falls beyond the verified holidays.

@@ -53,6 +53,7 @@ on_both_backends!(
     clarification_stops_the_clock_only_for_uk_access_requests,
     a_submission_requiring_identity_fans_out_only_once_it_is_recorded,
     the_watchdog_is_silent_while_paused_and_expires_after_the_timeout,
+    tasks_finished_while_paused_settle_the_request_when_it_resumes,
 );
 
 /// The caller's free text, which must stay off every event.
@@ -615,6 +616,68 @@ async fn a_submission_requiring_identity_fans_out_only_once_it_is_recorded(backe
         types(&events(&app, &minor.name).await),
         [E::Submitted, E::IdentityVerificationRecorded]
     );
+    trails_verify(&config).await;
+    app.stop().await;
+}
+
+async fn tasks_finished_while_paused_settle_the_request_when_it_resumes(backend: Backend) {
+    let Some((app, config, clock)) = spawn(backend, monday()).await else {
+        return;
+    };
+    app.route("acme", "crm", &[], 72).await;
+    let done = submit(&app, submission()).await;
+    let failing = submit(&app, submission()).await;
+    for request in [&done, &failing] {
+        ask_identity(&app, &request.name).await.expect("asked");
+    }
+    clock.advance(days(1));
+    // Processors go on with their tasks while the controller waits.
+    let tasks = crate::processor::claim(&app, "crm", 10, 600).await;
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    for task in &tasks {
+        let outcome = if task.data_subject_request == done.name {
+            v1::TaskOutcome::Done
+        } else {
+            v1::TaskOutcome::Failed
+        };
+        crate::processor::complete(&app, "crm", task, outcome, "the export job failed")
+            .await
+            .expect("completed");
+    }
+    // A task settles only a request in progress: these wait.
+    for request in read_all(&app, &[done.name.clone(), failing.name.clone()]).await {
+        assert_eq!(request.state(), State::AwaitingIdentityVerification);
+    }
+
+    let completed = record_identity(&app, &done.name, Some(monday() + days(1)))
+        .await
+        .expect("recorded");
+    assert_eq!(completed.state(), State::Completed, "nothing left to do");
+    assert_eq!(completed.deadline_met, Some(true));
+    let flagged = record_identity(&app, &failing.name, Some(monday() + days(1)))
+        .await
+        .expect("recorded");
+    assert_eq!(flagged.state(), State::NeedsAttention, "its task failed");
+    assert_eq!(
+        types(&events(&app, &done.name).await),
+        [
+            E::Submitted,
+            E::TaskCreated,
+            E::IdentityVerificationRequested,
+            E::TaskClaimed,
+            E::TaskCompleted,
+            E::IdentityVerificationRecorded,
+            E::Closed,
+        ]
+    );
+    assert_eq!(
+        types(&events(&app, &failing.name).await).last().copied(),
+        Some(E::NeedsAttention)
+    );
+    // As read back, not only as answered.
+    let stored = read_all(&app, &[done.name.clone(), failing.name.clone()]).await;
+    assert_eq!(stored[0].state(), State::Completed);
+    assert_eq!(stored[1].state(), State::NeedsAttention);
     trails_verify(&config).await;
     app.stop().await;
 }
