@@ -55,8 +55,3 @@ CREATE INDEX data_subject_requests_open
 CREATE INDEX data_subject_requests_awaiting_subject
     ON data_subject_requests (clock_paused_since, id)
     WHERE clock_paused_since IS NOT NULL;
--- Duplicates: a controller's open requests of one subject and type, by
--- receipt.
-CREATE INDEX data_subject_requests_open_by_subject
-    ON data_subject_requests (controller_id, subject_external_id, request_type, received_at)
-    WHERE state IN ('awaiting_guardian_consent', 'in_progress', 'needs_attention', 'awaiting_identity_verification', 'awaiting_clarification');
