@@ -15,7 +15,7 @@ INSERT INTO loadgen_pgbench_requests (
     id, controller_id, request_id, request_type, subject_external_id,
     subject_email, subject_date_of_birth, subject_country, subject_subdivision,
     details, corrections, state, regime, received_at, create_time, update_time,
-    original_due_time, due_time, fingerprint, version)
+    original_due_time, due_time, fingerprint, version, clock_start_time)
 VALUES (
     gen_random_uuid(), 'loadgen', gen_random_uuid(), 'access',
     'loadgen-subject-' || :n, 'subject@example.org', '1985-12-10', 'DE', NULL,
@@ -25,4 +25,5 @@ VALUES (
     (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
     (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + 2678400000000,
     (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + 2678400000000,
-    md5(:n::text) || md5((:n + 1)::text), 1);
+    md5(:n::text) || md5((:n + 1)::text), 1,
+    (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
