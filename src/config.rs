@@ -358,6 +358,12 @@ pub struct ServeArgs {
     /// watchdog's next sweep moves it to expired, e.g. `30d`.
     #[arg(long, env = "GDPR_INTAKE_AWAITING_SUBJECT_TIMEOUT", default_value = "30d", value_parser = parse_day_duration)]
     pub awaiting_subject_timeout: Duration,
+    /// How far back an open request of the same controller, subject and
+    /// type (a rectification: with the same corrections) makes a new
+    /// submission its duplicate, stored in `STATE_DUPLICATE` without
+    /// tasks, e.g. `30d`; `0` turns duplicates off.
+    #[arg(long, env = "GDPR_INTAKE_DUPLICATE_WINDOW", default_value = "30d", value_parser = parse_window)]
+    pub duplicate_window: Duration,
     /// How long a closed request (completed, refused, cancelled or expired)
     /// keeps its personal data after it closed, e.g. `1095d`; then the SLA
     /// watchdog's sweep removes it (the subject's email and date of birth,
@@ -410,6 +416,15 @@ pub fn parse_day_duration(s: &str) -> Result<Duration, String> {
             .map_err(|_| format!("`{s}` is not a duration in days or smaller units"))?;
         Duration::try_from(d).map_err(|_| format!("`{s}` must not be negative"))
     })
+}
+
+/// Parses a window that `0` turns off: `0`, or a duration as
+/// [`parse_day_duration`] reads it.
+pub fn parse_window(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_day_duration(s)
 }
 
 /// Parses `info` or `debug`, the levels of the service's exported spans.
@@ -521,6 +536,16 @@ impl ServeArgs {
                 .map(|r| signed("--retention", r))
                 .transpose()?,
         })
+    }
+
+    /// The duplicate window, `None` when it is off (`0`).
+    pub fn duplicate_window(&self) -> Result<Option<jiff::SignedDuration>, String> {
+        if self.duplicate_window.is_zero() {
+            return Ok(None);
+        }
+        jiff::SignedDuration::try_from(self.duplicate_window)
+            .map(Some)
+            .map_err(|_| "--duplicate-window is too long".to_owned())
     }
 
     /// The TLS files, checked to come as a pair.
@@ -668,6 +693,26 @@ mod tests {
             let err = cli.serve.watchdog().expect_err("refused");
             assert!(err.contains(bad[0]), "{err}");
         }
+    }
+
+    #[test]
+    fn the_duplicate_window_defaults_to_30_days_and_0_turns_it_off() {
+        let cli = Cli::try_parse_from(["gdpr-intake"]).expect("defaults parse");
+        assert_eq!(
+            cli.serve.duplicate_window(),
+            Ok(Some(crate::domain::duplicate::DEFAULT_WINDOW))
+        );
+        for (flag, expected) in [
+            ("0", None),
+            ("0d", None),
+            ("7d", Some(jiff::SignedDuration::from_hours(7 * 24))),
+            ("36h", Some(jiff::SignedDuration::from_hours(36))),
+        ] {
+            let cli =
+                Cli::try_parse_from(["gdpr-intake", "--duplicate-window", flag]).expect("parses");
+            assert_eq!(cli.serve.duplicate_window(), Ok(expected), "{flag}");
+        }
+        assert!(Cli::try_parse_from(["gdpr-intake", "--duplicate-window", "soon"]).is_err());
     }
 
     #[test]

@@ -322,6 +322,7 @@ fn settings(args: &ServeArgs) -> Result<Settings, String> {
         feed_poll_interval: args.feed_poll_interval()?,
         // Loaded with the other keys in `serve`, once telemetry is up.
         evidence_key: None,
+        duplicate_window: args.duplicate_window()?,
     })
 }
 

@@ -129,6 +129,9 @@ pub struct Settings {
     pub feed_poll_interval: Duration,
     /// The Ed25519 keys that sign evidence bundles; required to serve.
     pub evidence_key: Option<EvidenceKey>,
+    /// How far back an open request of the same subject and type makes a
+    /// submission its duplicate; `None` turns duplicates off.
+    pub duplicate_window: Option<jiff::SignedDuration>,
 }
 
 /// Why the application could not start or stopped with an error.
@@ -269,6 +272,7 @@ impl Application {
                 controller_calendars: Arc::new(settings.controller_countries),
                 task_announcements: broadcast::channel(1024).0,
                 evidence_key,
+                duplicate_window: settings.duplicate_window,
             },
             drain_timeout: settings.drain_timeout,
             telemetry,

@@ -4,6 +4,7 @@
 pub mod age;
 pub mod backlog;
 pub mod deadline;
+pub mod duplicate;
 pub mod holidays;
 pub mod input;
 pub mod jurisdiction;

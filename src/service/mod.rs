@@ -59,6 +59,9 @@ pub struct AppState {
     pub task_announcements: broadcast::Sender<String>,
     /// The keys that sign evidence bundles.
     pub evidence_key: crate::evidence::EvidenceKey,
+    /// How far back an open request of the same subject and type makes a
+    /// submission its duplicate (`--duplicate-window`); `None`: never.
+    pub duplicate_window: Option<jiff::SignedDuration>,
 }
 
 /// One page of a listing: the rows asked for, and whether more follow.

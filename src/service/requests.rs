@@ -127,7 +127,8 @@ impl AppState {
         };
         // Kept with the request, so that later spans about it link here.
         request.origin = telemetry::current_origin();
-        let effects = self.effects_of(&mut request, event, now).await?;
+        let mut effects = self.effects_of(&mut request, event, now).await?;
+        effects.duplicate_window = self.duplicate_window;
         // Grouped with concurrent submissions into one commit; answered only
         // after that commit.
         let (outcome, request, effects) = self.committer.insert(request, effects).await?;
@@ -144,6 +145,20 @@ impl AppState {
                 telemetry::record_request(&request, now);
                 Ok(Submitted {
                     request,
+                    replayed: false,
+                })
+            }
+            InsertOutcome::Duplicate(duplicate) => {
+                self.metrics.request_duplicate(duplicate.request_type);
+                tracing::info!(
+                    controller_id = %duplicate.controller_id,
+                    id = %duplicate.id,
+                    duplicate_of = ?duplicate.duplicate_of,
+                    "submission stored as the duplicate of an open request; no tasks"
+                );
+                telemetry::record_request(&duplicate, now);
+                Ok(Submitted {
+                    request: *duplicate,
                     replayed: false,
                 })
             }

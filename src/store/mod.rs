@@ -79,6 +79,13 @@ pub struct Effects {
     /// request has nothing to cancel. The `task_cancelled` events follow
     /// `events`.
     pub cancel_open_tasks: bool,
+    /// A new request only: how far back an open request of the same
+    /// subject and type makes it a duplicate
+    /// ([`crate::domain::duplicate`]); `None` never does. The store
+    /// decides inside the request's commit, and a duplicate is stored
+    /// without these effects' tasks and events, with its own event and one
+    /// on the request it repeats.
+    pub duplicate_window: Option<jiff::SignedDuration>,
 }
 
 impl Effects {
@@ -155,6 +162,11 @@ pub enum InsertOutcome {
     /// A request with the same `(controller_id, request_id)` already exists;
     /// nothing was written. The caller compares fingerprints.
     Existing(Box<DataSubjectRequest>),
+    /// The request repeated an open one ([`Effects::duplicate_window`]) and
+    /// was stored as its duplicate, as it is here, with its own event and
+    /// a `duplicate_received` event on the open one; its tasks and events
+    /// were not written.
+    Duplicate(Box<DataSubjectRequest>),
 }
 
 /// Filters of `list_requests`.

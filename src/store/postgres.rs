@@ -3,6 +3,7 @@
 //! (see [`super::sql_store`] for the order they are taken in) rather than by
 //! taking turns.
 
+use sha2::{Digest, Sha256};
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgQueryResult};
 use sqlx::query::Query;
@@ -11,7 +12,7 @@ use uuid::Uuid;
 use super::batch::Group;
 use super::feed::FeedPosition;
 use super::lend::Connections;
-use super::sql_store::{Backend, SqlStore};
+use super::sql_store::{Backend, SqlStore, SubjectKey};
 use super::writes::Together;
 use super::{StoreConfig, StoreError, sql};
 
@@ -43,6 +44,27 @@ impl Backend for Postgres {
 
     fn insert_all(group: &mut Group<'_>) -> Option<Query<'static, sqlx::Postgres, PgArguments>> {
         Some(group.insert_all())
+    }
+
+    /// One advisory lock per key, numbered by the first four bytes of the
+    /// key's SHA-256: keys that share a number only wait for each other.
+    fn subject_locks(keys: &[SubjectKey]) -> Option<Query<'static, sqlx::Postgres, PgArguments>> {
+        let mut numbers: Vec<i32> = keys.iter().map(lock_number).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        Some(
+            sqlx::query(sql::SUBJECT_LOCKS)
+                .bind(numbers)
+                .bind(sql::SUBJECT_LOCK_SPACE),
+        )
+    }
+
+    fn open_requests_about(keys: &[SubjectKey]) -> Query<'static, sqlx::Postgres, PgArguments> {
+        let column = |f: fn(&SubjectKey) -> String| keys.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(sql::OPEN_REQUESTS_ABOUT_LOCKED)
+            .bind(column(|k| k.controller_id.clone()))
+            .bind(column(|k| k.external_id.clone()))
+            .bind(column(|k| k.request_type.to_owned()))
     }
 
     const FEED_END: &'static str = sql::FEED_END_POSTGRES;
@@ -79,6 +101,21 @@ impl Backend for Postgres {
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()
     }
+}
+
+/// The advisory lock of submissions about `key` ([`sql::SUBJECT_LOCKS`]).
+fn lock_number(key: &SubjectKey) -> i32 {
+    let mut h = Sha256::new();
+    for part in [
+        key.controller_id.as_str(),
+        key.external_id.as_str(),
+        key.request_type,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 impl SqlStore<Postgres> {

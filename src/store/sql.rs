@@ -739,6 +739,47 @@ macro_rules! open_requests {
     };
 }
 
+/// The open requests about the (controller, subject, type) keys of a
+/// group of submissions that may repeat them
+/// ([`crate::domain::duplicate`]), on SQLite: `$1` the keys as one JSON
+/// array of `[controller, subject, type]` arrays, one parameter whatever
+/// their number. The writer runs alone, so what it reads stays so until
+/// its commit.
+pub(super) const OPEN_REQUESTS_ABOUT_SQLITE: &str = concat!(
+    "SELECT ",
+    request_columns!(),
+    " FROM data_subject_requests \
+     WHERE (controller_id, subject_external_id, request_type) IN \
+     (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1)) AND ",
+    open_requests!()
+);
+
+/// [`OPEN_REQUESTS_ABOUT_SQLITE`] on PostgreSQL: the keys as three
+/// arrays (`$1` controllers, `$2` subjects, `$3` types), and each request
+/// read locked, so that it stays open until the commit and its trail
+/// takes the `duplicate_received` event. Run after [`SUBJECT_LOCKS`].
+pub(super) const OPEN_REQUESTS_ABOUT_LOCKED: &str = concat!(
+    "SELECT ",
+    request_columns!(),
+    " FROM data_subject_requests \
+     WHERE (controller_id, subject_external_id, request_type) IN \
+     (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) AND ",
+    open_requests!(),
+    " FOR NO KEY UPDATE"
+);
+
+/// The namespace of [`SUBJECT_LOCKS`] among PostgreSQL's advisory locks
+/// (`gdpr` in ASCII).
+pub(super) const SUBJECT_LOCK_SPACE: i32 = 0x6764_7072;
+
+/// PostgreSQL: takes, until the end of the transaction, the advisory lock
+/// of each key in `$1` (ascending, so that two groups never wait for each
+/// other in a circle), in [`SUBJECT_LOCK_SPACE`]. Submissions about the
+/// same controller, subject and type then decide one after the other
+/// whether they repeat an open request, on every replica.
+pub(super) const SUBJECT_LOCKS: &str =
+    "SELECT pg_advisory_xact_lock($2, k) FROM unnest($1::int4[]) AS k";
+
 /// Open requests of every controller, counted by state.
 pub(super) const COUNT_OPEN_REQUESTS_BY_STATE: &str = concat!(
     "SELECT state, COUNT(*) AS n FROM data_subject_requests WHERE ",

@@ -68,6 +68,8 @@ use super::keys::{KeyPurpose, RegisteredKey, Resealed, SealedRow};
 use super::lend::{Connections, Lent};
 use super::sql::{Locking, Placeholders, TaskFilterValue};
 use super::steps::{self, Applied};
+
+mod duplicates;
 use super::writes::{Tip, Together, Writes};
 use super::{
     Created, Cursor, Deleted, Effects, InsertOutcome, Lease, RequestFilter, RouteFilter, Store,
@@ -236,10 +238,45 @@ pub trait Backend: Send + Sync + 'static {
         after: FeedPosition,
         limit: u32,
     ) -> Query<'_, Self::Db, <Self::Db as Database>::Arguments>;
+    /// The statement that holds, until the transaction ends, the
+    /// submissions about each of `keys` (sorted) apart from those of other
+    /// transactions, on a backend whose writers run at once; `None` where
+    /// writes take turns.
+    fn subject_locks(
+        _keys: &[SubjectKey],
+    ) -> Option<Query<'static, Self::Db, <Self::Db as Database>::Arguments>> {
+        None
+    }
+    /// The statement that reads the open requests about `keys`, each
+    /// locked until the transaction ends where the backend locks rows
+    /// ([`sql::OPEN_REQUESTS_ABOUT_SQLITE`]).
+    fn open_requests_about(
+        keys: &[SubjectKey],
+    ) -> Query<'static, Self::Db, <Self::Db as Database>::Arguments>;
     /// Classifies the database's own error codes.
     fn classify(error: &dyn DatabaseError) -> StoreError;
     /// How many rows a statement changed.
     fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
+}
+
+/// What a request that may be a duplicate is looked up by: its
+/// controller, its subject's `external_id` and its type
+/// ([`crate::domain::duplicate::repeats`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SubjectKey {
+    pub controller_id: String,
+    pub external_id: String,
+    pub request_type: &'static str,
+}
+
+impl SubjectKey {
+    pub fn of(request: &DataSubjectRequest) -> Self {
+        Self {
+            controller_id: request.controller_id.clone(),
+            external_id: request.subject.external_id.clone(),
+            request_type: request.request_type.as_str(),
+        }
+    }
 }
 
 /// The connection type of a backend.
@@ -818,6 +855,41 @@ where
             return Ok(InsertOutcome::Created);
         }
         Self::existing(tx, data_key, request).await
+    }
+
+    /// Writes a planned group of new requests inside a transaction: as
+    /// one statement where the backend writes it so, else each kind of row
+    /// in its multi-row statements. Returns the ids of the requests it
+    /// inserted (those whose `request_id` was free).
+    async fn write_group(
+        conn: &mut Conn<B>,
+        mut group: Group<'_>,
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        if let Some(query) = B::insert_all(&mut group) {
+            let rows = query.fetch_all(&mut *conn).await.map_err(map::<B>)?;
+            return Self::inserted_ids(&rows);
+        }
+        let mut inserted = HashSet::new();
+        for (query, ids) in group.request_inserts::<B::Db, B::Id>(B::PLACEHOLDERS) {
+            let done = query.execute(&mut *conn).await.map_err(map::<B>)?;
+            if B::rows_affected(&done) == ids.len() as u64 {
+                inserted.extend(ids);
+            } else {
+                let mut stored = sqlx::query(sqlx::AssertSqlSafe(sql::stored_request_ids(
+                    ids.len(),
+                    B::PLACEHOLDERS,
+                )));
+                for id in ids {
+                    stored = stored.bind(B::Id::from_uuid(id));
+                }
+                let rows = stored.fetch_all(&mut *conn).await.map_err(map::<B>)?;
+                inserted.extend(Self::inserted_ids(&rows)?);
+            }
+        }
+        for query in group.effect_inserts::<B::Db, B::Id>(&inserted, B::PLACEHOLDERS) {
+            query.execute(&mut *conn).await.map_err(map::<B>)?;
+        }
+        Ok(inserted)
     }
 
     /// The ids a group's insert returned: those of the requests it
@@ -1419,6 +1491,14 @@ where
         request: &DataSubjectRequest,
         effects: &Effects,
     ) -> Result<InsertOutcome, StoreError> {
+        if effects.duplicate_window.is_some() {
+            let batch = [(request.clone(), effects.clone())];
+            return self
+                .insert_checking_duplicates(&batch)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Internal("an insert answered no outcome".to_owned()));
+        }
         let columns = RequestColumns::from_domain(request)?.seal(self.data_key()?)?;
         let _turn = self.write_turn().await?;
         let mut conn = self.lend_writer().await?;
@@ -1447,6 +1527,9 @@ where
         &self,
         batch: &[(DataSubjectRequest, Effects)],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
+        if batch.iter().any(|(_, e)| e.duplicate_window.is_some()) {
+            return self.insert_checking_duplicates(batch).await;
+        }
         // Rows in key order: two groups that share request ids then wait
         // on each other in the same order and never deadlock.
         let mut ordered: Vec<&(DataSubjectRequest, Effects)> = batch.iter().collect();
@@ -1466,26 +1549,7 @@ where
         let _turn = self.write_turn().await?;
         let mut conn = self.lend_writer().await?;
         let mut tx = Self::begin_write(&mut conn).await?;
-        let mut inserted = HashSet::with_capacity(batch.len());
-        for (query, ids) in group.request_inserts::<B::Db, B::Id>(B::PLACEHOLDERS) {
-            let done = query.execute(&mut *tx).await.map_err(map::<B>)?;
-            if B::rows_affected(&done) == ids.len() as u64 {
-                inserted.extend(ids);
-            } else {
-                let mut stored = sqlx::query(sqlx::AssertSqlSafe(sql::stored_request_ids(
-                    ids.len(),
-                    B::PLACEHOLDERS,
-                )));
-                for id in ids {
-                    stored = stored.bind(B::Id::from_uuid(id));
-                }
-                let rows = stored.fetch_all(&mut *tx).await.map_err(map::<B>)?;
-                inserted.extend(Self::inserted_ids(&rows)?);
-            }
-        }
-        for query in group.effect_inserts::<B::Db, B::Id>(&inserted, B::PLACEHOLDERS) {
-            query.execute(&mut *tx).await.map_err(map::<B>)?;
-        }
+        let inserted = Self::write_group(&mut tx, group).await?;
         let outcomes = self.outcomes(&mut tx, batch, &inserted).await?;
         // One commit, one WAL flush, for the whole group.
         tx.commit().await.map_err(map::<B>)?;

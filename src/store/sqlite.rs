@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 
 use super::feed::FeedPosition;
 use super::lend::Connections;
-use super::sql_store::{Backend, SqlStore};
+use super::sql_store::{Backend, SqlStore, SubjectKey};
 use super::writes::Together;
 use super::{RequestFilter, StoreConfig, StoreError, sql};
 
@@ -53,6 +53,22 @@ impl Backend for Sqlite {
     const TOGETHER: Together = Together::Statements;
     const PAGE_OF_REQUESTS: Option<fn(&RequestFilter) -> &'static str> =
         Some(sql::page_of_requests);
+
+    /// The keys as one JSON parameter.
+    fn open_requests_about(keys: &[SubjectKey]) -> Query<'static, sqlx::Sqlite, SqliteArguments> {
+        use serde_json::Value;
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|k| {
+                Value::Array(vec![
+                    k.controller_id.as_str().into(),
+                    k.external_id.as_str().into(),
+                    k.request_type.into(),
+                ])
+            })
+            .collect();
+        sqlx::query(sql::OPEN_REQUESTS_ABOUT_SQLITE).bind(Value::Array(keys).to_string())
+    }
 
     const FEED_END: &'static str = sql::FEED_END_SQLITE;
 

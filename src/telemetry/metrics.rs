@@ -4,6 +4,7 @@
 //! |---|---|---|---|
 //! | `gdpr.dsr.submitted` | counter | `dsr.type`, `dsr.regime` | `gdpr_dsr_submitted_total` |
 //! | `gdpr.dsr.blocked` | counter | `reason` | `gdpr_dsr_blocked_total` |
+//! | `gdpr.dsr.duplicates` | counter | `dsr.type` | `gdpr_dsr_duplicates_total` |
 //! | `gdpr.dsr.open` | gauge | `dsr.state` | `gdpr_dsr_open` |
 //! | `gdpr.dsr.sla.at_risk` | counter | `dsr.sla.item` (`request`, `task`) | `gdpr_dsr_sla_at_risk_total` |
 //! | `gdpr.dsr.sla.breached` | counter | `dsr.sla.item` | `gdpr_dsr_sla_breached_total` |
@@ -87,6 +88,7 @@ pub struct Metrics {
 struct Instruments {
     submitted: Counter<u64>,
     blocked: Counter<u64>,
+    duplicates: Counter<u64>,
     open: Gauge<u64>,
     at_risk: Counter<u64>,
     breached: Counter<u64>,
@@ -120,6 +122,13 @@ impl Metrics {
                 blocked: meter
                     .u64_counter("gdpr.dsr.blocked")
                     .with_description("Submissions refused before anything was stored, by reason.")
+                    .with_unit("{request}")
+                    .build(),
+                duplicates: meter
+                    .u64_counter("gdpr.dsr.duplicates")
+                    .with_description(
+                        "Submissions stored as duplicates of an open request, without tasks.",
+                    )
                     .with_unit("{request}")
                     .build(),
                 open: meter
@@ -307,6 +316,13 @@ impl Metrics {
                 KeyValue::new("dsr.regime", regime.as_str()),
             ],
         );
+    }
+
+    /// A submission was stored as the duplicate of an open request.
+    pub fn request_duplicate(&self, request_type: RequestType) {
+        self.inner
+            .duplicates
+            .add(1, &[KeyValue::new("dsr.type", request_type.as_str())]);
     }
 
     /// A submission was refused for `reason` (an ErrorInfo reason such as

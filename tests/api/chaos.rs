@@ -192,10 +192,15 @@ async fn submitter(
         ][(i + n) % 3];
         m.r#type = t.into();
         let minor = (i + n).is_multiple_of(4);
-        m.subject = Some(if minor {
-            minor_subject()
-        } else {
-            adult_subject()
+        // Each about a subject of its own: the replicas run with the
+        // default duplicate window, and a repeat would get no tasks.
+        m.subject = Some(v1::Subject {
+            external_id: format!("subject-{}", m.request_id),
+            ..if minor {
+                minor_subject()
+            } else {
+                adult_subject()
+            }
         });
         // The same request_id on every attempt: a submission stored by a
         // replica that died before answering is answered by the next.

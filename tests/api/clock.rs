@@ -16,36 +16,11 @@ use gdpr_intake::proto::google::r#type::Date;
 use gdpr_intake::proto::v1;
 use gdpr_intake::proto::v1::RequestEventType as E;
 use gdpr_intake::proto::v1::data_subject_request::State;
-use gdpr_intake::store::audit;
-use gdpr_intake::store::{self, StoreConfig};
+use gdpr_intake::store::StoreConfig;
 use jiff::{SignedDuration, Timestamp};
 use tonic::Code;
 
 use crate::helpers::*;
-
-/// One test per scenario and backend; the PostgreSQL ones return early when
-/// there is no PostgreSQL server.
-macro_rules! on_both_backends {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    super::$check(crate::helpers::Backend::Sqlite).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    super::$check(crate::helpers::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     an_identity_pause_moves_the_deadline_by_its_days,
@@ -182,19 +157,7 @@ async fn record_clarification(
 }
 
 async fn events(app: &TestApp, name: &str) -> Vec<v1::RequestEvent> {
-    app.dsr()
-        .list_request_events(authed(
-            &app.token(Role::Controller, "acme"),
-            v1::ListRequestEventsRequest {
-                name: name.to_owned(),
-                page_size: 1000,
-                page_token: String::new(),
-            },
-        ))
-        .await
-        .expect("events")
-        .into_inner()
-        .events
+    request_events(app, "acme", name).await
 }
 
 fn types(events: &[v1::RequestEvent]) -> Vec<E> {
@@ -220,16 +183,6 @@ fn arithmetic(r: &v1::DataSubjectRequest) -> (Timestamp, Vec<u32>) {
         .collect();
     let clock = pause::clock(&j, time_of(r.received_at), &pauses);
     (clock.due.due_time, clock.counted_days)
-}
-
-/// The stored trails verify under the audit key.
-async fn trails_verify(config: &StoreConfig) {
-    let store = store::connect(config, false).await.expect("connects");
-    let report = audit::verify(store.as_ref(), config.audit_key.as_ref().expect("keyed"), 2)
-        .await
-        .expect("verifies");
-    assert_eq!(report.finding, None, "{report:?}");
-    assert!(report.events > 0);
 }
 
 /// No event repeats what the caller wrote about the subject.

@@ -180,6 +180,12 @@ async fn run(database_url: Option<String>) {
             clients.push(tokio::spawn(async move {
                 for i in 0..per_round {
                     let mut m = submission();
+                    // Each about a subject of its own: the server runs with
+                    // the default duplicate window, and a repeat would get
+                    // no tasks.
+                    if let Some(subject) = m.subject.as_mut() {
+                        subject.external_id = format!("subject-{}", m.request_id);
+                    }
                     let t = if (i + c) % 3 == 0 {
                         v1::RequestType::Erasure
                     } else {

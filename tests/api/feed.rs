@@ -18,7 +18,7 @@ use tonic::{Code, Streaming};
 
 use crate::helpers::{
     Backend, TestApp, assert_status, authed, bad_fields, eventually, minor_subject,
-    spawn_configured, submission,
+    spawn_configured, spawn_replica, submission,
 };
 use crate::{db, processor};
 
@@ -186,28 +186,6 @@ fn by_request(feed: &[v1::FeedEvent]) -> BTreeMap<String, Vec<i64>> {
         grouped.entry(e.name.clone()).or_default().push(key(e).1);
     }
     grouped
-}
-
-macro_rules! on_both_backends {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    super::$check(crate::helpers::Backend::Sqlite).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    super::$check(crate::helpers::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
 }
 
 on_both_backends!(
@@ -545,24 +523,10 @@ async fn postgres_replicas_and_late_commits_lose_and_repeat_nothing() {
     let Some((first, database)) = spawn(Backend::Postgres).await else {
         return;
     };
-    let keys = first.data_dir.path().to_path_buf();
-    let (second, _) = spawn_configured(Backend::Postgres, Arc::new(SystemClock), |s| {
+    let second = spawn_replica(&first, &database, |s| {
         s.feed_poll_interval = Duration::from_millis(50);
-        s.store = database.clone();
-        s.keys = KeySource::DevKeys {
-            data_dir: keys.clone(),
-        };
     })
-    .await
-    .expect("postgres");
-    // The second mints its test tokens with the same development key.
-    for file in std::fs::read_dir(&keys).expect("key directory") {
-        let file = file.expect("an entry");
-        if file.file_type().expect("a type").is_file() {
-            std::fs::copy(file.path(), second.data_dir.path().join(file.file_name()))
-                .expect("copied");
-        }
-    }
+    .await;
     let replicas = Arc::new([first, second]);
     for processor in ["crm", "billing", "analytics"] {
         replicas[0]

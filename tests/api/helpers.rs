@@ -52,6 +52,35 @@ fn init_logs() {
     });
 }
 
+/// A second replica of `first` on the same PostgreSQL `database`, its
+/// settings as `configure` leaves them, with `first`'s development keys
+/// (so that tokens either mints are good on both).
+pub async fn spawn_replica(
+    first: &TestApp,
+    database: &StoreConfig,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let keys = first.data_dir.path().to_path_buf();
+    let (second, _) = spawn_configured(Backend::Postgres, Arc::new(SystemClock), |s| {
+        s.store = database.clone();
+        s.keys = KeySource::DevKeys {
+            data_dir: keys.clone(),
+        };
+        configure(s);
+    })
+    .await
+    .expect("postgres");
+    // The second mints its test tokens with the same development key.
+    for file in std::fs::read_dir(&keys).expect("key directory") {
+        let file = file.expect("an entry");
+        if file.file_type().expect("a type").is_file() {
+            std::fs::copy(file.path(), second.data_dir.path().join(file.file_name()))
+                .expect("copied");
+        }
+    }
+    second
+}
+
 /// Settings for a test app on `store` with keys in `data_dir`.
 pub fn test_settings(store: StoreConfig, data_dir: &TempDir) -> Settings {
     Settings {
@@ -78,6 +107,9 @@ pub fn test_settings(store: StoreConfig, data_dir: &TempDir) -> Settings {
                 .expect("an evidence key")
                 .0,
         ),
+        // The tests submit for one subject again and again; those about
+        // duplicates turn the window on.
+        duplicate_window: None,
     }
 }
 
@@ -286,6 +318,39 @@ pub fn submission() -> v1::SubmitDataSubjectRequestRequest {
         corrections: Default::default(),
         identity_verification_required: false,
     }
+}
+
+/// The audit trail of `controller`'s request `name`, from its start.
+pub async fn request_events(app: &TestApp, controller: &str, name: &str) -> Vec<v1::RequestEvent> {
+    app.dsr()
+        .list_request_events(authed(
+            &app.token(Role::Controller, controller),
+            v1::ListRequestEventsRequest {
+                name: name.to_owned(),
+                page_size: 1000,
+                page_token: String::new(),
+            },
+        ))
+        .await
+        .expect("events")
+        .into_inner()
+        .events
+}
+
+/// The stored trails verify under the audit key.
+pub async fn trails_verify(config: &StoreConfig) {
+    let store = gdpr_intake::store::connect(config, false)
+        .await
+        .expect("connects");
+    let report = gdpr_intake::store::audit::verify(
+        store.as_ref(),
+        config.audit_key.as_ref().expect("keyed"),
+        2,
+    )
+    .await
+    .expect("verifies");
+    assert_eq!(report.finding, None, "{report:?}");
+    assert!(report.events > 0);
 }
 
 /// Asserts the code and, when given, the ErrorInfo reason.

@@ -10,6 +10,31 @@
     reason = "a test stops at the first broken expectation"
 )]
 
+/// `on_both_backends!(check, …)`: for each `async fn check(backend:
+/// Backend)` of the module, a `sqlite::check` and a `postgres::check` test
+/// (the PostgreSQL one returns early when there is no server).
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(crate::helpers::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 mod access;
 mod audit;
 mod chaos;
@@ -19,6 +44,7 @@ mod crash;
 mod dashboards;
 mod db;
 mod dsr;
+mod duplicates;
 mod evidence;
 mod feed;
 mod helpers;

@@ -97,6 +97,7 @@ conformance! {
         repeated_insert_returns_the_original,
         concurrent_identical_inserts_store_one,
         a_group_is_inserted_in_one_transaction,
+        a_group_stores_repeats_as_duplicates_of_what_went_in,
         concurrent_groups_through_the_committer,
         list_pages_in_order_with_filters,
         update_appends_numbered_events,
@@ -493,6 +494,7 @@ async fn insert_with_tasks(
         events,
         new_tasks: tasks.clone(),
         cancel_open_tasks: false,
+        duplicate_window: None,
     };
     let outcome = store.insert_request(&request, &effects).await.unwrap();
     assert!(matches!(outcome, InsertOutcome::Created), "{outcome:?}");
@@ -1050,6 +1052,7 @@ async fn concurrent_identical_inserts_store_one(store: Arc<dyn Store>) {
         match outcome.unwrap() {
             InsertOutcome::Created => created.push(request),
             InsertOutcome::Existing(stored) => existing.push(*stored),
+            InsertOutcome::Duplicate(d) => panic!("no duplicate window, yet {d:?}"),
         }
     }
 
@@ -1331,6 +1334,7 @@ async fn the_database_refuses_values_outside_their_lists(config: StoreConfig) {
                 events: vec![task_created(&request, &task)],
                 new_tasks: vec![task],
                 cancel_open_tasks: false,
+                duplicate_window: None,
             },
         )
         .await
@@ -1383,6 +1387,7 @@ async fn a_group_is_inserted_in_one_transaction(store: Arc<dyn Store>) {
         events: vec![a_event, task_created(&a, &task)],
         new_tasks: vec![task.clone()],
         cancel_open_tasks: false,
+        duplicate_window: None,
     };
     let batch = vec![
         (a.clone(), a_effects),
@@ -1437,6 +1442,109 @@ async fn a_group_is_inserted_in_one_transaction(store: Arc<dyn Store>) {
     );
 }
 
+/// With a duplicate window, a request repeating an open one is stored as
+/// its duplicate, whether the open one was stored before or goes in with
+/// the same group; one that repeats a request of its group that did not go
+/// in (its request_id was taken) is decided again, and stays open.
+async fn a_group_stores_repeats_as_duplicates_of_what_went_in(store: Arc<dyn Store>) {
+    let window = Some(SignedDuration::from_hours(24 * 30));
+    let with_window = |(request, event): (DataSubjectRequest, NewEvent)| {
+        let effects = Effects {
+            duplicate_window: window,
+            ..Effects::event(event)
+        };
+        (request, effects)
+    };
+    let open = insert_new(&store, &Build::request("acme").received(0)).await;
+    let closed = insert_new(
+        &store,
+        &Build::request("acme")
+            .of_type(RequestType::Erasure)
+            .in_state(State::Cancelled),
+    )
+    .await;
+    // Stored under a request_id the group reuses for another subject's
+    // type: its content differs, so the group's request is not inserted.
+    let taken = insert_new(
+        &store,
+        &Build::request("acme").of_type(RequestType::Objection),
+    )
+    .await;
+
+    let repeat = Build::request("acme").received(60).build();
+    let erasure_a = Build::request("acme")
+        .of_type(RequestType::Erasure)
+        .received(10)
+        .build();
+    let erasure_b = Build::request("acme")
+        .of_type(RequestType::Erasure)
+        .received(20)
+        .build();
+    let reuse = Build {
+        request_id: taken.request_id,
+        ..Build::request("acme")
+            .of_type(RequestType::Portability)
+            .received(30)
+    }
+    .build();
+    let after_reuse = Build::request("acme")
+        .of_type(RequestType::Portability)
+        .received(40)
+        .build();
+    let batch: Vec<_> = [repeat, erasure_b, erasure_a, after_reuse, reuse]
+        .into_iter()
+        .map(with_window)
+        .collect();
+    let outcomes = store.insert_requests(&batch).await.unwrap();
+
+    // Repeats the stored open one.
+    let InsertOutcome::Duplicate(d) = &outcomes[0] else {
+        panic!("a repeat: {:?}", outcomes[0]);
+    };
+    assert_eq!((d.state, d.duplicate_of), (State::Duplicate, Some(open.id)));
+    assert_eq!(get(&store, &batch[0].0).await, **d);
+    // The cancelled erasure is repeated by nothing; of the two new ones,
+    // the first received stays open and the other repeats it.
+    assert!(
+        matches!(outcomes[2], InsertOutcome::Created),
+        "{:?}",
+        outcomes[2]
+    );
+    let InsertOutcome::Duplicate(e) = &outcomes[1] else {
+        panic!("the later erasure: {:?}", outcomes[1]);
+    };
+    assert_eq!(e.duplicate_of, Some(batch[2].0.id));
+    assert_ne!(e.duplicate_of, Some(closed.id));
+    // The reused request_id is the stored request's; the request that
+    // would have repeated it goes in open.
+    assert!(matches!(&outcomes[4], InsertOutcome::Existing(x) if x.id == taken.id));
+    assert!(
+        matches!(outcomes[3], InsertOutcome::Created),
+        "{:?}",
+        outcomes[3]
+    );
+    assert_eq!(get(&store, &batch[3].0).await.duplicate_of, None);
+
+    // Each duplicate's trail is its one event; each original's gains one.
+    for (duplicate, original) in [(&batch[0].0, &open), (&batch[1].0, &batch[2].0)] {
+        let own = events(&store, duplicate).await;
+        assert_eq!(kinds(&own, 0), [(EventType::DuplicateStored, None)]);
+        let theirs = events(&store, original).await;
+        assert_eq!(
+            theirs
+                .last()
+                .map(|e| (e.event.event_type, e.event.to_state)),
+            Some((EventType::DuplicateReceived, original.state))
+        );
+        assert_eq!(
+            sequences(&theirs),
+            (1..=theirs.len() as i64).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(events(&store, &taken).await.len(), 1, "nothing on a reuse");
+    assert_eq!(events(&store, &batch[3].0).await.len(), 1);
+}
+
 async fn concurrent_groups_through_the_committer(store: Arc<dyn Store>) {
     let committer = GroupCommitter::start(
         Arc::clone(&store),
@@ -1467,6 +1575,7 @@ async fn concurrent_groups_through_the_committer(store: Arc<dyn Store>) {
         match c.await.unwrap().unwrap().0 {
             InsertOutcome::Created => created += 1,
             InsertOutcome::Existing(_) => existing += 1,
+            InsertOutcome::Duplicate(d) => panic!("no duplicate window, yet {d:?}"),
         }
     }
     assert_eq!((created, existing), (201, 19));
@@ -1522,6 +1631,7 @@ async fn fan_out_tasks_are_written_with_the_request(store: Arc<dyn Store>) {
         events: vec![submitted, task_created(&broken, &task), stray],
         new_tasks: vec![task],
         cancel_open_tasks: false,
+        duplicate_window: None,
     };
     assert!(store.insert_request(&broken, &effects).await.is_err());
     assert!(
@@ -1570,6 +1680,7 @@ async fn fan_out_tasks_are_written_with_the_request(store: Arc<dyn Store>) {
         events: vec![consented, created],
         new_tasks: vec![task.clone()],
         cancel_open_tasks: false,
+        duplicate_window: None,
     };
     store
         .update_request(&minor, expected_version, &effects)
@@ -1616,6 +1727,7 @@ async fn cancel_open_tasks_cancels_pending_and_leased_tasks_only(store: Arc<dyn 
         events: vec![cancelled.clone()],
         new_tasks: Vec::new(),
         cancel_open_tasks: true,
+        duplicate_window: None,
     };
     store
         .update_request(&request, expected_version, &effects)
@@ -1823,6 +1935,7 @@ async fn processors_and_routes_are_administered(store: Arc<dyn Store>) {
         events: vec![cancelled],
         new_tasks: Vec::new(),
         cancel_open_tasks: true,
+        duplicate_window: None,
     };
     store
         .update_request(&request, expected_version, &effects)
@@ -3387,6 +3500,7 @@ async fn a_large_group_is_split_into_statements_and_its_trails_verify(config: St
                 events,
                 new_tasks: tasks,
                 cancel_open_tasks: false,
+                duplicate_window: None,
             },
         ));
     }

@@ -1,0 +1,190 @@
+//! Submissions that may repeat an open request
+//! ([`crate::domain::duplicate`]), decided inside their commit.
+//!
+//! The group's transaction first holds the submissions about each of its
+//! (controller, subject, type) keys apart from every other transaction's
+//! ([`Backend::subject_locks`]: PostgreSQL's advisory locks, on every
+//! replica; SQLite's writer runs alone anyway), then reads the open
+//! requests about those keys, locked, and only then decides and writes.
+//! Two submissions about the same subject therefore never both miss each
+//! other: the second to take the lock reads the first's committed request.
+//!
+//! A request is written as the duplicate of an open request read, or of a
+//! request of the same group written before it in the same transaction.
+//! That one may not be inserted after all (its `request_id` was taken: a
+//! replay, or a reuse that the caller gets ALREADY_EXISTS for), so the
+//! group is written in rounds: the requests that repeat nothing or a
+//! stored request first, then those that repeated one of the first round,
+//! decided again against what that round really inserted.
+
+use std::collections::HashSet;
+
+use jiff::SignedDuration;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+
+use super::{Backend, Conn, DbRow, SqlStore, SubjectKey, map};
+use crate::domain::duplicate::{self, Original};
+use crate::domain::request::{Actor, DataSubjectRequest};
+use crate::store::batch::Group;
+use crate::store::{Effects, InsertOutcome, StoreError};
+
+/// A request written as a duplicate, and the request it repeats as it is
+/// in this transaction.
+struct Written {
+    /// Where it is in the caller's batch.
+    index: usize,
+    duplicate: DataSubjectRequest,
+    original: DataSubjectRequest,
+    actor: Actor,
+}
+
+impl<B> SqlStore<B>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    B::Id: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    String: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    for<'s> &'s str: Encode<'s, B::Db> + Type<B::Db> + ColumnIndex<DbRow<B>>,
+    i64: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    bool: for<'t> Encode<'t, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<DbRow<B>>,
+    <B::Db as Database>::Arguments: IntoArguments<B::Db>,
+    Option<B::Id>: for<'t> Encode<'t, B::Db> + Type<B::Db>,
+    Option<String>: for<'t> Encode<'t, B::Db> + Type<B::Db>,
+    Option<i64>: for<'t> Encode<'t, B::Db> + Type<B::Db>,
+{
+    /// [`crate::store::Store::insert_requests`] for a group of which some
+    /// requests may be duplicates (an [`Effects::duplicate_window`] is
+    /// set).
+    pub(super) async fn insert_checking_duplicates(
+        &self,
+        batch: &[(DataSubjectRequest, Effects)],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        // Rows in key order, as every group writes them.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|&a, &b| {
+            let key = |i: usize| (batch[i].0.controller_id.as_str(), batch[i].0.request_id);
+            key(a).cmp(&key(b))
+        });
+        let mut keys: Vec<SubjectKey> = order
+            .iter()
+            .filter(|&&i| batch[i].1.duplicate_window.is_some())
+            .map(|&i| SubjectKey::of(&batch[i].0))
+            .collect();
+        keys.sort();
+        keys.dedup();
+
+        let _turn = self.write_turn().await?;
+        let mut conn = self.lend_writer().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
+        if let Some(locks) = B::subject_locks(&keys) {
+            locks.execute(&mut *tx).await.map_err(map::<B>)?;
+        }
+        // Read after the locks, in a statement of its own: it sees every
+        // request committed by a transaction that held them before.
+        let mut open: Vec<DataSubjectRequest> = B::open_requests_about(&keys)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map::<B>)?
+            .iter()
+            .map(|row| Self::request_from_row(self.data_key()?, row))
+            .collect::<Result<_, _>>()?;
+
+        // Those that may not repeat anything go with the first round.
+        let (mut pending, plain): (Vec<usize>, Vec<usize>) = order
+            .iter()
+            .partition(|&&i| batch[i].1.duplicate_window.is_some());
+        let mut rows: Vec<(DataSubjectRequest, Effects)> =
+            plain.iter().map(|&i| batch[i].clone()).collect();
+        let mut inserted = HashSet::new();
+        let mut duplicates: Vec<Written> = Vec::new();
+        while !pending.is_empty() || !rows.is_empty() {
+            let with: Vec<(&DataSubjectRequest, SignedDuration)> = pending
+                .iter()
+                .map(|&i| (&batch[i].0, batch[i].1.duplicate_window.unwrap_or_default()))
+                .collect();
+            let found = duplicate::find_originals(&with, &open);
+            let mut later = Vec::new();
+            let mut kept = Vec::new();
+            let mut round_duplicates = Vec::new();
+            for (&i, original) in pending.iter().zip(found) {
+                let (request, effects) = &batch[i];
+                match original {
+                    None => {
+                        rows.push((request.clone(), effects.clone()));
+                        kept.push(i);
+                    }
+                    Some(Original::Stored(n)) => {
+                        let actor = effects
+                            .events
+                            .first()
+                            .map_or_else(Actor::system, |e| e.actor.clone());
+                        let mut copy = request.clone();
+                        let event = duplicate::store_as_duplicate(&mut copy, open[n].id, &actor);
+                        rows.push((copy.clone(), Effects::event(event)));
+                        round_duplicates.push(Written {
+                            index: i,
+                            duplicate: copy,
+                            original: open[n].clone(),
+                            actor,
+                        });
+                    }
+                    // Decided in the next round, once it is known whether
+                    // the request it repeats went in.
+                    Some(Original::New(_)) => later.push(i),
+                }
+            }
+            if rows.is_empty() && later.len() == pending.len() {
+                // Cannot happen: the first received repeats no new one.
+                return Err(StoreError::Internal(
+                    "no request of a group could be written first".to_owned(),
+                ));
+            }
+            let group = Group::plan(self.audit_key()?, self.data_key()?, rows.iter().collect())?;
+            let round = Self::write_group(&mut tx, group).await?;
+            // What went in of this round may be repeated by the next.
+            open.extend(
+                kept.iter()
+                    .filter(|&&i| round.contains(&batch[i].0.id))
+                    .map(|&i| batch[i].0.clone()),
+            );
+            duplicates.extend(
+                round_duplicates
+                    .into_iter()
+                    .filter(|w| round.contains(&w.duplicate.id)),
+            );
+            inserted.extend(round);
+            rows.clear();
+            pending = later;
+        }
+
+        // Each original's trail takes its event, in the order the
+        // duplicates were written; its row is locked (read above, or
+        // written in this transaction).
+        for w in &duplicates {
+            let event = duplicate::duplicate_received(&w.original, &w.duplicate, &w.actor);
+            Self::insert_event(
+                &mut tx,
+                self.audit_key()?,
+                w.original.id,
+                &w.original.controller_id,
+                &event,
+            )
+            .await?;
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (i, (request, _)) in batch.iter().enumerate() {
+            let outcome = if let Some(w) = duplicates.iter().find(|w| w.index == i) {
+                InsertOutcome::Duplicate(Box::new(w.duplicate.clone()))
+            } else if inserted.contains(&request.id) {
+                InsertOutcome::Created
+            } else {
+                Self::existing(&mut tx, self.data_key()?, request).await?
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await.map_err(map::<B>)?;
+        conn.give_back();
+        Ok(outcomes)
+    }
+}
