@@ -25,6 +25,7 @@ const NOT_COLUMNS: &[&str] = &[
     "md5",
     "ms",
     "now",
+    "pg_advisory_xact_lock",
     "pg_current_xact_id",
     "random",
     "repeat",
@@ -38,6 +39,7 @@ const NOT_COLUMNS: &[&str] = &[
     "text",
     "to_hex",
     "us",
+    "unnest",
     "uuid",
 ];
 

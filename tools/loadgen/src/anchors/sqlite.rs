@@ -1,7 +1,9 @@
 //! The SQLite anchor: the rows of Submit written straight through the
 //! engine, with no gRPC and no async hop, by one writer as the service has
-//! one: each request row with its `submitted` event (the no-route case, as
-//! in `submit_write_set.sql`), 64 requests a transaction, in a fresh
+//! one: the open requests of the batch's subjects looked up (the store's
+//! check for duplicates, which finds none here), then each request row
+//! with its `submitted` event (the no-route case, as in
+//! `submit_write_set.sql`), 64 requests a transaction, in a fresh
 //! database file that the project's store creates and migrates
 //! (`migrations/sqlite/`), in WAL mode with `synchronous = FULL` as the
 //! server runs it, for `--duration`.
@@ -22,6 +24,14 @@ pub const SUBMIT_WRITE_SET: &str = "submit-write-set";
 
 /// Requests a transaction.
 const BATCH: usize = 64;
+
+/// The open requests about a group's keys, as the store reads them before
+/// it writes the group (`OPEN_REQUESTS_ABOUT_SQLITE` in src/store/sql.rs).
+const OPEN_REQUESTS_ABOUT: &str = "SELECT id FROM data_subject_requests \
+     WHERE (controller_id, subject_external_id, request_type) IN \
+     (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)) \
+     AND state IN ('awaiting_guardian_consent', 'in_progress', 'needs_attention', \
+     'awaiting_identity_verification', 'awaiting_clarification')";
 
 /// The columns of a new request the store writes NULL into: what a
 /// request gains later (an extension, a guardian's consent, a closure, SLA
@@ -87,6 +97,7 @@ pub async fn submit_write_set(duration: Duration, actor: &str) -> Result<Anchor,
         count: requests,
         how: format!(
             "SQLite through rusqlite, one writer, {BATCH} requests ({} rows) a transaction, \
+             one look-up of their subjects' open requests, \
              one multi-row INSERT for the requests and one for their events, \
              WAL, synchronous FULL, {:.1} s",
             BATCH * 2,
@@ -284,12 +295,22 @@ fn write(file: &Path, duration: Duration, actor: String) -> rusqlite::Result<(u6
         BATCH,
         "",
     ))?;
+    // The store's look-up of the open requests a group may repeat, all
+    // its (controller, subject, type) keys in one JSON parameter.
+    let mut open = conn.prepare(OPEN_REQUESTS_ABOUT)?;
     let mut written: u64 = 0;
     let started = Instant::now();
     while started.elapsed() < duration {
         let batch: Vec<Fresh> = (0..BATCH as u64).map(|i| Fresh::new(written + i)).collect();
         // As the store begins a write: the write lock up front.
         conn.execute_batch("BEGIN IMMEDIATE")?;
+        let keys: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|r| serde_json::json!([ANCHOR_CONTROLLER, r.external_id, "access"]))
+            .collect();
+        let mut found = open.query([serde_json::Value::Array(keys).to_string()])?;
+        while found.next()?.is_some() {}
+        drop(found);
         let mut ids = requests.query(params_from_iter(values(
             batch.iter().map(|r| fixed.request(r)),
         )))?;
