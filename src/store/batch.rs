@@ -262,6 +262,32 @@ impl Group<'_> {
     pub(super) fn insert_all(
         &mut self,
     ) -> Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        self.bind_all(sqlx::query(sql::INSERT_GROUP.as_str()))
+    }
+
+    /// PostgreSQL: the whole group as [`sql::INSERT_GROUP_UNLESS_OPEN`],
+    /// which first takes the advisory locks `locks` and reads the open
+    /// requests about the keys (`controllers`, `subjects`, `types`, one
+    /// element a key), and inserts nothing if there is one.
+    pub(super) fn insert_all_unless_open(
+        &mut self,
+        controllers: Vec<String>,
+        subjects: Vec<String>,
+        types: Vec<String>,
+        locks: Vec<i32>,
+    ) -> Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        self.bind_all(sqlx::query(sql::INSERT_GROUP_UNLESS_OPEN.as_str()))
+            .bind(controllers)
+            .bind(subjects)
+            .bind(types)
+            .bind(locks)
+    }
+
+    /// `query` with the group's rows bound, one array per column.
+    fn bind_all(
+        &mut self,
+        query: Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
         let mut tasks: Vec<TaskColumns> = self
             .batch
             .iter()
@@ -292,7 +318,6 @@ impl Group<'_> {
         let (mut requests, mut tips): (Vec<RequestColumns>, Vec<Tip>) =
             std::mem::take(&mut self.rows).into_iter().unzip();
 
-        let query = sqlx::query(sql::INSERT_GROUP.as_str());
         let query = bind_arrays!(query, requests;
             id, controller_id, request_id, request_type,
             subject_external_id, subject_email, subject_date_of_birth,

@@ -49,14 +49,24 @@ impl Backend for Postgres {
     /// One advisory lock per key, numbered by the first four bytes of the
     /// key's SHA-256: keys that share a number only wait for each other.
     fn subject_locks(keys: &[SubjectKey]) -> Option<Query<'static, sqlx::Postgres, PgArguments>> {
-        let mut numbers: Vec<i32> = keys.iter().map(lock_number).collect();
-        numbers.sort_unstable();
-        numbers.dedup();
         Some(
             sqlx::query(sql::SUBJECT_LOCKS)
-                .bind(numbers)
+                .bind(lock_numbers(keys))
                 .bind(sql::SUBJECT_LOCK_SPACE),
         )
+    }
+
+    fn insert_all_unless_open(
+        group: &mut Group<'_>,
+        keys: &[SubjectKey],
+    ) -> Option<Query<'static, sqlx::Postgres, PgArguments>> {
+        let column = |f: fn(&SubjectKey) -> String| keys.iter().map(f).collect::<Vec<_>>();
+        Some(group.insert_all_unless_open(
+            column(|k| k.controller_id.clone()),
+            column(|k| k.external_id.clone()),
+            column(|k| k.request_type.to_owned()),
+            lock_numbers(keys),
+        ))
     }
 
     fn open_requests_about(keys: &[SubjectKey]) -> Query<'static, sqlx::Postgres, PgArguments> {
@@ -101,6 +111,14 @@ impl Backend for Postgres {
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()
     }
+}
+
+/// The advisory locks of `keys`, ascending, each once.
+fn lock_numbers(keys: &[SubjectKey]) -> Vec<i32> {
+    let mut numbers: Vec<i32> = keys.iter().map(lock_number).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    numbers
 }
 
 /// The advisory lock of submissions about `key` ([`sql::SUBJECT_LOCKS`]).

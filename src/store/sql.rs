@@ -485,6 +485,49 @@ pub(super) static INSERT_GROUP: std::sync::LazyLock<String> = std::sync::LazyLoc
     )
 });
 
+/// [`INSERT_GROUP`] for a group that may repeat open requests
+/// ([`crate::domain::duplicate`]), when none of its requests repeats
+/// another of the group: the same statement, which first calls
+/// `gdpr_lock_and_find_open` (migrations/postgres/0009_duplicates.sql)
+/// with the group's keys as three arrays after the rows' parameters
+/// (controllers, subjects, types) and its lock numbers as a fourth (see
+/// [`SUBJECT_LOCKS`]). The function takes the locks, held until the
+/// statement commits, then reads the open requests about the keys; being
+/// volatile, it reads them as committed when it runs, not when the
+/// statement began, so it sees whatever another transaction that held one
+/// of the locks committed. If it finds one, nothing is inserted and the
+/// statement returns the ids found, marked `true`, for the caller to decide
+/// in a transaction ([`super::sql_store`]'s duplicates); otherwise it
+/// inserts the group as [`INSERT_GROUP`] does and returns the ids
+/// inserted, marked `false`. In the common case, a group that repeats
+/// nothing, the check costs no round trip of its own.
+pub(super) static INSERT_GROUP_UNLESS_OPEN: std::sync::LazyLock<String> = std::sync::LazyLock::new(
+    || {
+        let rows = INSERT_NEW_REQUEST_WIDTH + INSERT_TASK_WIDTH + INSERT_EVENT_WIDTH;
+        let keys = placeholder_list(rows + 1, 4, Placeholders::Numbered);
+        let group = INSERT_GROUP
+            .replacen(
+                "WITH new AS (",
+                &format!(
+                    "WITH found AS MATERIALIZED (SELECT id FROM gdpr_lock_and_find_open({keys}) AS f (id)), \
+                     new AS ("
+                ),
+                1,
+            )
+            .replacen(
+                " ON CONFLICT",
+                " WHERE NOT EXISTS (SELECT 1 FROM found) ON CONFLICT",
+                1,
+            );
+        let select = "SELECT id FROM new";
+        debug_assert!(group.ends_with(select));
+        format!(
+            "{}SELECT id, FALSE FROM new UNION ALL SELECT id, TRUE FROM found",
+            &group[..group.len() - select.len()]
+        )
+    },
+);
+
 /// `UNNEST($first, …)` over `count` array parameters.
 fn unnest(first: usize, count: usize) -> String {
     format!(

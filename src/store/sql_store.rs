@@ -247,6 +247,18 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Option<Query<'static, Self::Db, <Self::Db as Database>::Arguments>> {
         None
     }
+    /// A group of new requests that may repeat open ones, as one
+    /// statement that inserts it unless an open request about one of
+    /// `keys` exists, on a backend that writes it so
+    /// ([`sql::INSERT_GROUP_UNLESS_OPEN`]): each row an id and whether it
+    /// is one found open (then nothing was inserted) or one inserted.
+    /// `None` on a backend that checks in the group's transaction only.
+    fn insert_all_unless_open(
+        _group: &mut Group<'_>,
+        _keys: &[SubjectKey],
+    ) -> Option<Query<'static, Self::Db, <Self::Db as Database>::Arguments>> {
+        None
+    }
     /// The statement that reads the open requests about `keys`, each
     /// locked until the transaction ends where the backend locks rows
     /// ([`sql::OPEN_REQUESTS_ABOUT_SQLITE`]).

@@ -1,6 +1,15 @@
 //! Submissions that may repeat an open request
 //! ([`crate::domain::duplicate`]), decided inside their commit.
 //!
+//! On PostgreSQL the common case, a group that repeats nothing, is one
+//! statement ([`sql::INSERT_GROUP_UNLESS_OPEN`](crate::store::sql)): it
+//! takes the advisory locks of the group's keys, reads the open requests
+//! about them as committed after the locks were granted, and inserts the
+//! group only if there is none, as [`SqlStore::insert_requests`] would
+//! without the check, in one round trip. A group in which a request
+//! repeats another of the same group, or whose statement found an open
+//! request, is decided in a transaction instead.
+//!
 //! The group's transaction first holds the submissions about each of its
 //! (controller, subject, type) keys apart from every other transaction's
 //! ([`Backend::subject_locks`]: PostgreSQL's advisory locks, on every
@@ -20,12 +29,13 @@
 use std::collections::HashSet;
 
 use jiff::SignedDuration;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use super::{Backend, Conn, DbRow, SqlStore, SubjectKey, map};
 use crate::domain::duplicate::{self, Original};
 use crate::domain::request::{Actor, DataSubjectRequest};
 use crate::store::batch::Group;
+use crate::store::codec::IdColumn;
 use crate::store::{Effects, InsertOutcome, StoreError};
 
 /// A request written as a duplicate, and the request it repeats as it is
@@ -73,6 +83,9 @@ where
             .collect();
         keys.sort();
         keys.dedup();
+        if let Some(outcomes) = self.insert_unless_open(batch, &order, &keys).await? {
+            return Ok(outcomes);
+        }
 
         let _turn = self.write_turn().await?;
         let mut conn = self.lend_writer().await?;
@@ -186,5 +199,54 @@ where
         tx.commit().await.map_err(map::<B>)?;
         conn.give_back();
         Ok(outcomes)
+    }
+
+    /// The common case in one statement, on a backend that writes it so
+    /// ([`Backend::insert_all_unless_open`]): a group none of whose
+    /// requests repeats another of the group is inserted whole unless an
+    /// open request about one of its keys exists. `None` when it inserted
+    /// nothing for that reason (or the backend has no such statement, or a
+    /// request repeats another of the group): the caller then decides in a
+    /// transaction.
+    async fn insert_unless_open(
+        &self,
+        batch: &[(DataSubjectRequest, Effects)],
+        order: &[usize],
+        keys: &[SubjectKey],
+    ) -> Result<Option<Vec<InsertOutcome>>, StoreError> {
+        let with: Vec<(&DataSubjectRequest, SignedDuration)> = order
+            .iter()
+            .filter_map(|&i| batch[i].1.duplicate_window.map(|w| (&batch[i].0, w)))
+            .collect();
+        if duplicate::find_originals(&with, &[])
+            .iter()
+            .any(Option::is_some)
+        {
+            return Ok(None);
+        }
+        let mut group = Group::plan(
+            self.audit_key()?,
+            self.data_key()?,
+            order.iter().map(|&i| &batch[i]).collect(),
+        )?;
+        let Some(query) = B::insert_all_unless_open(&mut group, keys) else {
+            return Ok(None);
+        };
+        let mut conn = self.lend_writer().await?;
+        let rows = query.fetch_all(&mut *conn).await.map_err(map::<B>)?;
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            let found: bool = row.try_get(1).map_err(map::<B>)?;
+            if found {
+                // Nothing was inserted; the transaction decides.
+                conn.give_back();
+                return Ok(None);
+            }
+            let id: B::Id = row.try_get(0).map_err(map::<B>)?;
+            inserted.insert(id.into_uuid("id")?);
+        }
+        let outcomes = self.outcomes(&mut conn, batch, &inserted).await?;
+        conn.give_back();
+        Ok(Some(outcomes))
     }
 }

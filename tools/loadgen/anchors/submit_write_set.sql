@@ -8,11 +8,12 @@
 -- measures: that scenario runs before claim-complete creates the loadgen
 -- processor's route, so no submission of it writes a task or a
 -- `task_created` event, and each request is stored with `unrouted` true.
--- Before it writes, the transaction does what the store's check for
--- duplicates does (src/store/sql_store/duplicates.rs): it takes the
--- advisory lock of the request's controller, subject and type, then reads
--- the open requests about them, locked (here none). The service also reads
--- the controller's routes before it writes; that read is not replayed here.
+-- Before it writes, the transaction checks for duplicates as the store's
+-- group statement does (INSERT_GROUP_UNLESS_OPEN in src/store/sql.rs):
+-- gdpr_lock_and_find_open takes the advisory lock of the request's
+-- controller, subject and type and reads the open requests about them
+-- (here none). The service also reads the controller's routes before it
+-- writes; that read is not replayed here.
 --
 -- The values are what the service writes, or of the same length:
 -- the personal-data columns hold text as long as the sealed value of the
@@ -32,14 +33,8 @@
 -- of data_subject_requests and only columns that exist.
 \set n random(1, 1000000000)
 BEGIN;
-SELECT pg_advisory_xact_lock(1734635634, :n);
-SELECT id FROM data_subject_requests
-WHERE (controller_id, subject_external_id, request_type) IN
-    (SELECT * FROM unnest(ARRAY[:controller]::text[],
-        ARRAY['loadgen-subject-' || :n]::text[], ARRAY['access']::text[]))
-    AND state IN ('awaiting_guardian_consent', 'in_progress', 'needs_attention',
-        'awaiting_identity_verification', 'awaiting_clarification')
-FOR NO KEY UPDATE;
+SELECT count(*) FROM gdpr_lock_and_find_open(ARRAY[:controller]::text[],
+    ARRAY['loadgen-subject-' || :n]::text[], ARRAY['access']::text[], ARRAY[:n]::int4[]);
 INSERT INTO data_subject_requests (
     id, controller_id, request_id, request_type,
     subject_external_id, subject_email, subject_date_of_birth,

@@ -25,7 +25,7 @@ const NOT_COLUMNS: &[&str] = &[
     "md5",
     "ms",
     "now",
-    "pg_advisory_xact_lock",
+    "gdpr_lock_and_find_open",
     "pg_current_xact_id",
     "random",
     "repeat",
@@ -39,7 +39,6 @@ const NOT_COLUMNS: &[&str] = &[
     "text",
     "to_hex",
     "us",
-    "unnest",
     "uuid",
 ];
 
