@@ -279,6 +279,9 @@ pub fn submission(subject_number: u64) -> v1::SubmitDataSubjectRequestRequest {
     }
 }
 
+/// Preloads begun so far.
+static PRELOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Submits `count` requests over `channels` with `concurrency` calls in
 /// flight and returns their names. Any failure stops the run: `get` and
 /// `list` would measure nothing useful without their data.
@@ -288,6 +291,13 @@ pub async fn preload(
     concurrency: usize,
     count: u64,
 ) -> Result<Vec<String>, String> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    // Subjects of their own for each preload: the server stores a second
+    // request about a subject whose first is open as its duplicate,
+    // without a task.
+    let base = u64::MAX / 2 + PRELOADS.fetch_add(1, Ordering::Relaxed) * (1 << 16);
     let workers = concurrency.clamp(1, usize::try_from(count).unwrap_or(usize::MAX));
     let per_worker = count / workers as u64;
     let extra = count % workers as u64;
@@ -301,7 +311,7 @@ pub async fn preload(
             Scenario::Submit,
             channel,
             Arc::clone(&shared),
-            u64::MAX / 2 + worker as u64,
+            base + worker as u64,
         );
         let n = per_worker + u64::from((worker as u64) < extra);
         tasks.push(tokio::spawn(async move {

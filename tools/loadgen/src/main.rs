@@ -393,11 +393,27 @@ async fn run_on(
                     "loadgen: submitting {} requests, one task each, for claim-complete",
                     args.task_preload
                 );
+                // The first thousand, then statistics that know the tasks
+                // table is not empty, then the rest: a foreign-key check
+                // planned while it was empty (and cached on each of the
+                // server's connections) reads the whole table, and the
+                // preload would slow down as the table grows.
+                let first = args.task_preload.min(1_000);
                 calls::preload(
                     &service_channels,
                     Arc::new(shared.clone()),
                     concurrency,
-                    args.task_preload,
+                    first,
+                )
+                .await?;
+                if let Some(url) = fresh_url.as_deref() {
+                    spawn::analyze(url).await?;
+                }
+                calls::preload(
+                    &service_channels,
+                    Arc::new(shared.clone()),
+                    concurrency,
+                    args.task_preload - first,
                 )
                 .await?;
                 true
