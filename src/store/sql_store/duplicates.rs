@@ -153,6 +153,11 @@ where
                     "no request of a group could be written first".to_owned(),
                 ));
             }
+            // In key order, as every group's rows (see `insert_requests`).
+            rows.sort_by(|(a, _), (b, _)| {
+                (a.controller_id.as_str(), a.request_id)
+                    .cmp(&(b.controller_id.as_str(), b.request_id))
+            });
             let group = Group::plan(self.audit_key()?, self.data_key()?, rows.iter().collect())?;
             let round = Self::write_group(&mut tx, group).await?;
             // What went in of this round may be repeated by the next.
