@@ -35,6 +35,16 @@ pub(crate) struct Server {
     pub(crate) addr: String,
 }
 
+/// A server is never left running: a check that fails (or a server that
+/// is replaced) kills its process, which would otherwise outlive the test
+/// run and load the machine.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
