@@ -662,27 +662,66 @@ pub(super) const TASK_AND_REQUEST: &str = concat!(
     " WHERE t.id = $1 AND t.processor_id = $2"
 );
 
+/// The request's tasks and the request, for [`TASK_REQUEST_AND_SIBLINGS`]
+/// and [`TASK_REQUEST_AND_SIBLINGS_LOCKED`].
+macro_rules! task_request_and_siblings_from {
+    () => {
+        task_and_request_from!(
+            "(SELECT s.* FROM tasks o JOIN tasks s \
+             ON s.data_subject_request_id = o.data_subject_request_id \
+             AND s.controller_id = o.controller_id \
+             WHERE o.id = $1 AND o.processor_id = $2)"
+        )
+    };
+}
+
 /// Every task of the request that task `$1` of processor `$2` belongs to,
 /// oldest first (as [`REQUEST_TASKS`]), each with that request and its
 /// tip; no rows if the processor has no such task. What a completion
 /// reads on SQLite, in one statement: the task, its request, and the
 /// tasks that decide whether it completes the request.
 pub(super) const TASK_REQUEST_AND_SIBLINGS: &str = concat!(
-    task_and_request_from!(
-        "(SELECT s.* FROM tasks o JOIN tasks s \
-         ON s.data_subject_request_id = o.data_subject_request_id \
-         AND s.controller_id = o.controller_id \
-         WHERE o.id = $1 AND o.processor_id = $2)"
-    ),
+    task_request_and_siblings_from!(),
     " ORDER BY t.create_time, t.id"
 );
+
+/// The text of [`TASK_AND_REQUEST_LOCKED`], for the statements built on it.
+macro_rules! task_and_request_locked {
+    () => {
+        concat!(
+            task_and_request_from!("tasks"),
+            " WHERE t.id = $1 AND t.processor_id = $2 FOR NO KEY UPDATE OF t, r"
+        )
+    };
+}
 
 /// [`TASK_AND_REQUEST`], locking the task, then the request: the order
 /// every transaction that locks both takes them in. A wait for either
 /// re-reads the joined row, so the request and its tip are the latest.
-pub(super) const TASK_AND_REQUEST_LOCKED: &str = concat!(
-    task_and_request_from!("tasks"),
-    " WHERE t.id = $1 AND t.processor_id = $2 FOR NO KEY UPDATE OF t, r"
+pub(super) const TASK_AND_REQUEST_LOCKED: &str = task_and_request_locked!();
+
+/// What a completion reads on PostgreSQL, in one statement: first the row
+/// of [`TASK_AND_REQUEST_LOCKED`] (task `$1` of processor `$2` and its
+/// request, locked, as they are once the locks are held), then every task
+/// of that request, each with the request and its tip, as the statement's
+/// snapshot saw them, before it waited for any lock; the last column,
+/// `part`, says which part a row is from (0 or 1). The other tasks stay
+/// unlocked. There is no `ORDER BY`: under a task transaction's
+/// `enable_sort = off` a sort costs the planner's penalty, which would
+/// put the statement above the JIT compiler's threshold.
+///
+/// A task's state changes only in a transaction that writes an event on
+/// its request, and so moves the request's tip. If the tip the locked row
+/// reads is the tip the snapshot saw, no such transaction committed in
+/// between, and the snapshot's tasks are the tasks as they are now; if
+/// the tips differ, the caller reads the tasks again
+/// ([`REQUEST_TASKS`]).
+pub(super) const TASK_REQUEST_AND_SIBLINGS_LOCKED: &str = concat!(
+    "SELECT l.*, CAST(0 AS BIGINT) AS part FROM (",
+    task_and_request_locked!(),
+    ") l UNION ALL SELECT k.*, CAST(1 AS BIGINT) FROM (",
+    task_request_and_siblings_from!(),
+    ") k"
 );
 
 /// [`TASK_AND_REQUEST`], locking only the task: a lease renewal writes
@@ -1144,11 +1183,10 @@ pub struct Locking {
     /// the renewal leaves alone.
     pub task_for_update_and_request: &'static str,
     /// A task about to be completed, with its request and the request's
-    /// tasks, in one statement, where the backend reads them so
-    /// ([`TASK_REQUEST_AND_SIBLINGS`]); otherwise the completion reads
-    /// [`Self::task_and_request_for_update`], then the tasks if it needs
-    /// them. With row locks the request's other tasks stay unlocked.
-    pub task_request_and_siblings: Option<&'static str>,
+    /// tasks, in one statement. With row locks the request's other tasks
+    /// stay unlocked, and the completion reads them again when they may
+    /// have changed since ([`Siblings::Checked`]).
+    pub task_request_and_siblings: Siblings,
     /// The one task a claim of a single task may take, with its request
     /// (about to get an event) and the request's tip.
     pub claimable_task_and_request: &'static str,
@@ -1164,12 +1202,34 @@ pub struct Locking {
     pub revocations_lock: Option<&'static str>,
 }
 
+/// How a completion's first read gives the request's tasks.
+#[derive(Clone, Copy, Debug)]
+pub enum Siblings {
+    /// Every row is one of the request's tasks with the request and its
+    /// tip, all as they are now ([`TASK_REQUEST_AND_SIBLINGS`]: one writer).
+    Current(&'static str),
+    /// The first row is the task with its request as locked, the others
+    /// the request's tasks as the statement's snapshot saw them, which
+    /// stand for the tasks now only if their tip is the locked row's
+    /// ([`TASK_REQUEST_AND_SIBLINGS_LOCKED`]).
+    Checked(&'static str),
+}
+
+impl Siblings {
+    /// The statement.
+    pub fn statement(self) -> &'static str {
+        match self {
+            Self::Current(statement) | Self::Checked(statement) => statement,
+        }
+    }
+}
+
 /// Statements with row locks (PostgreSQL).
 pub(super) const ROW_LOCKS: Locking = Locking {
     request_for_update: SELECT_REQUEST_LOCKED,
     task_and_request_for_update: TASK_AND_REQUEST_LOCKED,
     task_for_update_and_request: TASK_LOCKED_AND_REQUEST,
-    task_request_and_siblings: None,
+    task_request_and_siblings: Siblings::Checked(TASK_REQUEST_AND_SIBLINGS_LOCKED),
     claimable_task_and_request: CLAIMABLE_TASK_AND_REQUEST_LOCKED,
     open_tasks_for_update: OPEN_REQUEST_TASKS_LOCKED,
     claimable_tasks: CLAIMABLE_TASKS_LOCKED,
@@ -1182,7 +1242,7 @@ pub(super) const NO_ROW_LOCKS: Locking = Locking {
     request_for_update: SELECT_REQUEST_WITH_TIP,
     task_and_request_for_update: TASK_AND_REQUEST,
     task_for_update_and_request: TASK_AND_REQUEST,
-    task_request_and_siblings: Some(TASK_REQUEST_AND_SIBLINGS),
+    task_request_and_siblings: Siblings::Current(TASK_REQUEST_AND_SIBLINGS),
     claimable_task_and_request: CLAIMABLE_TASK_AND_REQUEST,
     open_tasks_for_update: OPEN_REQUEST_TASKS,
     claimable_tasks: CLAIMABLE_TASKS,

@@ -66,7 +66,7 @@ use super::crypt::DataKey;
 use super::feed::{FeedEntry, FeedPosition};
 use super::keys::{KeyPurpose, RegisteredKey, Resealed, SealedRow};
 use super::lend::{Connections, Lent};
-use super::sql::{Locking, Placeholders, TaskFilterValue};
+use super::sql::{Locking, Placeholders, Siblings, TaskFilterValue};
 use super::steps::{self, Applied};
 
 mod duplicates;
@@ -777,9 +777,9 @@ where
                 op,
                 ..
             } => {
-                let statement = match (op, B::LOCKING.task_request_and_siblings) {
-                    (TaskOp::Complete { .. }, Some(together)) => together,
-                    (TaskOp::Renew { .. }, _) => B::LOCKING.task_for_update_and_request,
+                let statement = match op {
+                    TaskOp::Complete { .. } => B::LOCKING.task_request_and_siblings.statement(),
+                    TaskOp::Renew { .. } => B::LOCKING.task_for_update_and_request,
                     _ => B::LOCKING.task_and_request_for_update,
                 };
                 Some((
@@ -1155,22 +1155,42 @@ where
         // a completion aggregates, so that of two completions finishing a
         // request's last two tasks at once, the second waits there and then
         // sees the first one's task finished. A renewal writes no event and
-        // leaves the request row alone. A completion on a backend that
-        // reads them so has the request's tasks too, one row each.
+        // leaves the request row alone. A completion has the request's
+        // tasks too, one row each ([`Siblings`]).
         let renewal = matches!(op, TaskOp::Renew { .. });
-        let with_siblings =
-            matches!(op, TaskOp::Complete { .. }) && B::LOCKING.task_request_and_siblings.is_some();
-        let (row, mut siblings) = if with_siblings {
-            let tasks: Vec<Task> = rows
-                .iter()
-                .map(Self::task_from_row)
-                .collect::<Result<_, _>>()?;
-            match tasks.iter().position(|task| task.id == id) {
-                Some(at) => (Some(rows.swap_remove(at)), Some(tasks)),
-                None => (None, None),
+        let completion = matches!(op, TaskOp::Complete { .. });
+        let (row, mut siblings, seen_tip) = match B::LOCKING.task_request_and_siblings {
+            Siblings::Current(_) if completion => {
+                let tasks: Vec<Task> = rows
+                    .iter()
+                    .map(Self::task_from_row)
+                    .collect::<Result<_, _>>()?;
+                match tasks.iter().position(|task| task.id == id) {
+                    Some(at) => (Some(rows.swap_remove(at)), Some(tasks), None),
+                    None => (None, None, None),
+                }
             }
-        } else {
-            (rows.into_iter().next(), None)
+            Siblings::Checked(_) if completion => {
+                let parts = rows
+                    .iter()
+                    .map(|row| row.try_get::<i64, _>("part"))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(map::<B>)?;
+                let locked = parts
+                    .iter()
+                    .position(|part| *part == 0)
+                    .map(|at| rows.swap_remove(at));
+                let seen_tip = match rows.first() {
+                    Some(row) => Some(codec::read_tip(row)?),
+                    None => None,
+                };
+                let tasks: Vec<Task> = rows
+                    .iter()
+                    .map(Self::task_from_row)
+                    .collect::<Result<_, _>>()?;
+                (locked, Some(tasks), seen_tip)
+            }
+            _ => (rows.into_iter().next(), None, None),
         };
         // A refusal, a replay or a missing task writes nothing.
         let Some(row) = row else {
@@ -1179,6 +1199,13 @@ where
             )));
         };
         let (mut task, mut request, tip) = Self::task_and_request_from_row(&keys.data, &row)?;
+        if matches!(B::LOCKING.task_request_and_siblings, Siblings::Checked(_))
+            && seen_tip != Some(tip)
+        {
+            // An event was written on the request after the snapshot the
+            // tasks were read in: they are read again, under the lock.
+            siblings = None;
+        }
         let mut tip = if renewal { None } else { tip };
         let (event, completed) = match steps::apply(&mut task, &request, op, now) {
             Err(refused) => {
