@@ -1208,10 +1208,10 @@ pub enum Siblings {
     /// Every row is one of the request's tasks with the request and its
     /// tip, all as they are now ([`TASK_REQUEST_AND_SIBLINGS`]: one writer).
     Current(&'static str),
-    /// The first row is the task with its request as locked, the others
-    /// the request's tasks as the statement's snapshot saw them, which
-    /// stand for the tasks now only if their tip is the locked row's
-    /// ([`TASK_REQUEST_AND_SIBLINGS_LOCKED`]).
+    /// The row whose `part` is 0 is the task with its request as locked;
+    /// the others (`part` 1) are the request's tasks as the statement's
+    /// snapshot saw them, which stand for the tasks now only if their tip
+    /// is the locked row's ([`TASK_REQUEST_AND_SIBLINGS_LOCKED`]).
     Checked(&'static str),
 }
 
