@@ -1455,33 +1455,6 @@ impl LeaseColumns {
     }
 }
 
-/// One row of [`super::sql::COUNT_OPEN_REQUESTS_BY_STATE`].
-pub(super) struct StateCountColumns {
-    pub state: String,
-    pub n: i64,
-}
-
-impl StateCountColumns {
-    pub(super) fn read<'r, R>(row: &'r R) -> Result<Self, sqlx::Error>
-    where
-        R: Row,
-        for<'c> &'c str: ColumnIndex<R>,
-        String: Decode<'r, R::Database> + Type<R::Database>,
-        i64: Decode<'r, R::Database> + Type<R::Database>,
-    {
-        Ok(Self {
-            state: row.try_get("state")?,
-            n: row.try_get("n")?,
-        })
-    }
-
-    pub(super) fn into_domain(self) -> Result<(State, u64), StoreError> {
-        let state = parse_enum("state", &self.state, State::parse)?;
-        let n = u64::try_from(self.n).map_err(|_| corrupt("a count is negative"))?;
-        Ok((state, n))
-    }
-}
-
 /// [`cursor_values`] for a sweep's `(time, id)` order.
 pub(super) fn sweep_cursor_values(after: Option<&SweepCursor>) -> (i64, Uuid) {
     after.map_or((i64::MIN, Uuid::nil()), |c| (micros(c.time), c.id))

@@ -1,9 +1,11 @@
 //! The backlog gauges' figures, counted in the database: open requests by
-//! how close their deadline is, and each processor's open tasks (pending,
+//! state and by how close their deadline is, and each processor's open tasks (pending,
 //! leased, past their due time, the oldest one's creation). Every replica
 //! reads them once per `--sla-check-interval` ([`super::Store::backlog`]);
 //! nothing but the counts is loaded, and nothing names a request or a
 //! controller. The same statements run on both backends.
+
+use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -12,12 +14,28 @@ use super::codec::micros;
 use crate::domain::backlog::{Backlog, DUE_SOON, DeadlineCounts, ProcessorBacklog};
 use crate::domain::request::State;
 
-/// Open requests of every controller by deadline window, as one row:
-/// `$1` now, `$2` the end of the at-risk window, `$3` the end of the
-/// due-soon window (microseconds). The condition on `state` is the
-/// partial index `data_subject_requests_open`'s, word for word, so that
-/// both databases read that index.
-pub(super) const DEADLINES: &str = "SELECT \
+/// The open states, in the order of [`OPEN_REQUESTS`]' first columns.
+pub(super) const OPEN_STATES: [State; 5] = [
+    State::AwaitingGuardianConsent,
+    State::InProgress,
+    State::NeedsAttention,
+    State::AwaitingIdentityVerification,
+    State::AwaitingClarification,
+];
+
+/// Open requests of every controller as one row: how many are in each of
+/// [`OPEN_STATES`], then how many by deadline window, for `$1` now, `$2`
+/// the end of the at-risk window and `$3` the end of the due-soon window
+/// (microseconds). Every column it reads is in the partial index
+/// `data_subject_requests_open`, whose condition it repeats word for
+/// word: both databases answer from that index alone, in one pass, with
+/// nothing to sort.
+pub(super) const OPEN_REQUESTS: &str = "SELECT \
+     COALESCE(SUM(CASE WHEN state = 'awaiting_guardian_consent' THEN 1 ELSE 0 END), 0), \
+     COALESCE(SUM(CASE WHEN state = 'in_progress' THEN 1 ELSE 0 END), 0), \
+     COALESCE(SUM(CASE WHEN state = 'needs_attention' THEN 1 ELSE 0 END), 0), \
+     COALESCE(SUM(CASE WHEN state = 'awaiting_identity_verification' THEN 1 ELSE 0 END), 0), \
+     COALESCE(SUM(CASE WHEN state = 'awaiting_clarification' THEN 1 ELSE 0 END), 0), \
      COALESCE(SUM(CASE WHEN due_time <= $1 THEN 1 ELSE 0 END), 0) AS overdue, \
      COALESCE(SUM(CASE WHEN due_time > $1 AND due_time <= $2 THEN 1 ELSE 0 END), 0) AS at_risk, \
      COALESCE(SUM(CASE WHEN due_time > $1 AND due_time <= $3 THEN 1 ELSE 0 END), 0) AS due_soon \
@@ -25,41 +43,40 @@ pub(super) const DEADLINES: &str = "SELECT \
      WHERE state IN ('awaiting_guardian_consent', 'in_progress', 'needs_attention', \
          'awaiting_identity_verification', 'awaiting_clarification')";
 
-/// Each processor's open tasks at `$1` (microseconds): one row per
-/// processor id that is registered or has open tasks, with its pending,
-/// leased and overdue counts and the oldest open task's creation (NULL
-/// without one). The open tasks are read through the partial index
-/// `tasks_claim` (its condition word for word).
-pub(super) const PROCESSORS: &str = "SELECT processor_id, \
-     SUM(pending) AS pending, SUM(leased) AS leased, SUM(overdue) AS overdue, \
-     MIN(oldest) AS oldest \
-     FROM (\
-     SELECT CAST(processor_id AS TEXT) AS processor_id, \
-     CASE WHEN state = 'pending' THEN 1 ELSE 0 END AS pending, \
-     CASE WHEN state = 'leased' THEN 1 ELSE 0 END AS leased, \
-     CASE WHEN due_time <= $1 THEN 1 ELSE 0 END AS overdue, \
-     create_time AS oldest \
+/// The open tasks at `$1` (microseconds), one row per processor that has
+/// any: its pending, leased and overdue counts and the oldest one's
+/// creation. The rows are read through the partial index `tasks_claim`
+/// (its condition word for word), which is ordered by processor: the
+/// groups come one after the other, and no task is held in memory to sort
+/// them.
+pub(super) const OPEN_TASKS: &str = "SELECT CAST(processor_id AS TEXT) AS processor_id, \
+     SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) AS pending, \
+     SUM(CASE WHEN state = 'leased' THEN 1 ELSE 0 END) AS leased, \
+     SUM(CASE WHEN due_time <= $1 THEN 1 ELSE 0 END) AS overdue, \
+     MIN(create_time) AS oldest \
      FROM tasks WHERE state IN ('pending', 'leased') \
-     UNION ALL \
-     SELECT CAST(id AS TEXT), 0, 0, 0, NULL FROM processors\
-     ) AS open_work \
      GROUP BY processor_id";
 
-/// The bounds [`DEADLINES`] takes for `now` and the at-risk threshold:
+/// Every registered processor's id, for the gauges of those without an
+/// open task.
+pub(super) const PROCESSORS: &str = "SELECT CAST(id AS TEXT) FROM processors";
+
+/// The bounds [`OPEN_REQUESTS`] takes for `now` and the at-risk threshold:
 /// now, the end of the at-risk window, the end of the due-soon window.
 pub(super) fn deadline_bounds(now: Timestamp, at_risk: SignedDuration) -> [i64; 3] {
     let end = |window: SignedDuration| now.checked_add(window).unwrap_or(Timestamp::MAX);
     [micros(now), micros(end(at_risk)), micros(end(DUE_SOON))]
 }
 
-/// The figures from the rows of [`DEADLINES`] (`None`: no row, as if
-/// every count were zero) and [`PROCESSORS`], with the open requests per
-/// state already counted. Processors come sorted by id.
+/// The figures from the row of [`OPEN_REQUESTS`] (`None`: no row, as if
+/// every count were zero), the rows of [`OPEN_TASKS`] and those of
+/// [`PROCESSORS`]. States with no open request are left out; every
+/// processor that is registered or has open tasks is in, sorted by id.
 pub(super) fn backlog<'r, R>(
     at: Timestamp,
-    open_by_state: Vec<(State, u64)>,
-    deadlines: Option<&'r R>,
-    processors: &'r [R],
+    open: Option<&'r R>,
+    open_tasks: &'r [R],
+    registered: &'r [R],
 ) -> Result<Backlog, sqlx::Error>
 where
     R: Row,
@@ -67,35 +84,56 @@ where
     i64: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let deadlines = match deadlines {
-        Some(row) => DeadlineCounts {
-            overdue: count(row.try_get(0)?)?,
-            at_risk: count(row.try_get(1)?)?,
-            due_soon: count(row.try_get(2)?)?,
-        },
-        None => DeadlineCounts::default(),
-    };
-    let mut by_processor = processors
-        .iter()
-        .map(|row| {
-            let oldest: Option<i64> = row.try_get(4)?;
-            Ok(ProcessorBacklog {
-                processor_id: row.try_get(0)?,
+    let mut open_by_state = Vec::new();
+    let mut deadlines = DeadlineCounts::default();
+    if let Some(row) = open {
+        for (i, state) in OPEN_STATES.into_iter().enumerate() {
+            let n = count(row.try_get(i)?)?;
+            if n > 0 {
+                open_by_state.push((state, n));
+            }
+        }
+        let window = OPEN_STATES.len();
+        deadlines = DeadlineCounts {
+            overdue: count(row.try_get(window)?)?,
+            at_risk: count(row.try_get(window + 1)?)?,
+            due_soon: count(row.try_get(window + 2)?)?,
+        };
+    }
+    // The backends order text differently; the gauges do not care, the
+    // tests read a fixed order.
+    let mut by_processor = BTreeMap::new();
+    for row in open_tasks {
+        let oldest: Option<i64> = row.try_get(4)?;
+        let processor_id: String = row.try_get(0)?;
+        by_processor.insert(
+            processor_id.clone(),
+            ProcessorBacklog {
+                processor_id,
                 pending: count(row.try_get(1)?)?,
                 leased: count(row.try_get(2)?)?,
                 overdue: count(row.try_get(3)?)?,
                 oldest_create_time: oldest.map(timestamp).transpose()?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    // The backends order text differently; the gauges do not care, the
-    // tests read a fixed order.
-    by_processor.sort_by(|a, b| a.processor_id.cmp(&b.processor_id));
+            },
+        );
+    }
+    for row in registered {
+        let processor_id: String = row.try_get(0)?;
+        by_processor
+            .entry(processor_id.clone())
+            .or_insert_with(|| ProcessorBacklog {
+                processor_id,
+                pending: 0,
+                leased: 0,
+                overdue: 0,
+                oldest_create_time: None,
+            });
+    }
     Ok(Backlog {
         at,
         open_by_state,
         deadlines,
-        processors: by_processor,
+        processors: by_processor.into_values().collect(),
     })
 }
 
@@ -119,8 +157,8 @@ mod tests {
         let sqlite = include_str!("../../migrations/sqlite/0001_init.sql");
         let postgres = include_str!("../../migrations/postgres/0001_init.sql");
         // The open requests' index was made again with the awaiting states.
-        let sqlite_open = include_str!("../../migrations/sqlite/0006_clock_pauses.sql");
-        let postgres_open = include_str!("../../migrations/postgres/0008_clock_pauses.sql");
+        let sqlite_open = include_str!("../../migrations/sqlite/0008_gauge_index.sql");
+        let postgres_open = include_str!("../../migrations/postgres/0010_gauge_index.sql");
         let requests = "WHERE state IN ('awaiting_guardian_consent', 'in_progress', \
              'needs_attention', 'awaiting_identity_verification', 'awaiting_clarification')";
         let tasks = "WHERE state IN ('pending', 'leased')";
@@ -130,8 +168,28 @@ mod tests {
         for migration in [sqlite, postgres] {
             assert!(migration.contains(tasks));
         }
-        assert!(DEADLINES.ends_with(requests));
-        assert!(PROCESSORS.contains(tasks));
+        assert!(OPEN_REQUESTS.ends_with(requests));
+        assert!(OPEN_TASKS.contains(tasks));
+    }
+
+    /// The columns of [`OPEN_REQUESTS`] count the open states in the order
+    /// of [`OPEN_STATES`], which are every state that is not final.
+    #[test]
+    fn the_open_states_are_counted_in_order_and_are_every_state_not_final() {
+        let open: Vec<State> = State::ALL.into_iter().filter(|s| !s.is_final()).collect();
+        let mut listed = OPEN_STATES.to_vec();
+        listed.sort_by_key(|s| s.as_str());
+        let mut expected = open.clone();
+        expected.sort_by_key(|s| s.as_str());
+        assert_eq!(listed, expected);
+        let mut from = 0;
+        for state in OPEN_STATES {
+            let column = format!("WHEN state = '{}' THEN 1", state.as_str());
+            let at = OPEN_REQUESTS[from..]
+                .find(&column)
+                .unwrap_or_else(|| panic!("{column} missing or out of order"));
+            from += at + column.len();
+        }
     }
 
     #[test]

@@ -379,12 +379,9 @@ pub trait Store: Send + Sync + 'static {
 
     // --- SLA watchdog (across every controller) ---
 
-    /// How many requests of every controller are open (not in a final
-    /// state), per state; states with none are left out.
-    async fn count_open_requests_by_state(&self) -> Result<Vec<(State, u64)>, StoreError>;
-
     /// The backlog gauges' figures at `now` (see [`gauges`]): the open
-    /// requests by state and by deadline window (`at_risk` is the
+    /// requests of every controller by state (states with none left out)
+    /// and by deadline window (`at_risk` is the
     /// request at-risk threshold), and every processor's open tasks.
     async fn backlog(
         &self,

@@ -862,13 +862,6 @@ pub(super) const SUBJECT_LOCK_SPACE: i32 = 0x6764_7072;
 pub(super) const SUBJECT_LOCKS: &str =
     "SELECT pg_advisory_xact_lock($2, k) FROM unnest($1::int4[]) AS k";
 
-/// Open requests of every controller, counted by state.
-pub(super) const COUNT_OPEN_REQUESTS_BY_STATE: &str = concat!(
-    "SELECT state, COUNT(*) AS n FROM data_subject_requests WHERE ",
-    open_requests!(),
-    " GROUP BY state"
-);
-
 /// Up to `$4` open requests of every controller due by `$1` whose breach
 /// was not reported, after the cursor `$2`/`$3` in `(due_time, id)` order.
 /// A reported breach is final: a deadline cannot be extended once passed.

@@ -59,8 +59,7 @@ use super::audit::{AuditKey, AuditTrail};
 use super::batch::Group;
 use super::codec::{
     self, EventColumns, IdColumn, LeaseColumns, ProcessorColumns, RequestColumns,
-    RevocationColumns, RouteColumns, StateCountColumns, TaskAndRequest, TaskColumns,
-    TaskViewColumns,
+    RevocationColumns, RouteColumns, TaskAndRequest, TaskColumns, TaskViewColumns,
 };
 use super::crypt::DataKey;
 use super::feed::{FeedEntry, FeedPosition};
@@ -75,7 +74,7 @@ use super::{
     Created, Cursor, Deleted, Effects, InsertOutcome, Lease, RequestFilter, RouteFilter, Store,
     StoreConfig, StoreError, SweepCursor, TaskOp, TaskOpResult, error, sql,
 };
-use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent, State};
+use crate::domain::request::{DataSubjectRequest, NewEvent, RequestEvent};
 use crate::domain::revocation::{NewRevocation, Revocation};
 use crate::domain::routing::{Processor, Route, Task, TaskState, TaskView};
 use crate::domain::sla::{Finding, SlaMarks};
@@ -2130,24 +2129,6 @@ where
 
     #[tracing::instrument(
         level = "debug",
-        name = "gdpr.store.count_open_requests_by_state",
-        skip_all,
-        fields(backend = B::NAME)
-    )]
-    async fn count_open_requests_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
-        self.rows(sqlx::query(sql::COUNT_OPEN_REQUESTS_BY_STATE))
-            .await?
-            .iter()
-            .map(|row| {
-                StateCountColumns::read(row)
-                    .map_err(map::<B>)?
-                    .into_domain()
-            })
-            .collect()
-    }
-
-    #[tracing::instrument(
-        level = "debug",
         name = "gdpr.store.backlog",
         skip_all,
         fields(backend = B::NAME)
@@ -2157,17 +2138,17 @@ where
         now: Timestamp,
         at_risk: SignedDuration,
     ) -> Result<crate::domain::backlog::Backlog, StoreError> {
-        let open_by_state = self.count_open_requests_by_state().await?;
         let [at, risk, soon] = super::gauges::deadline_bounds(now, at_risk);
-        let deadlines = sqlx::query(super::gauges::DEADLINES)
+        let open = sqlx::query(super::gauges::OPEN_REQUESTS)
             .bind(at)
             .bind(risk)
             .bind(soon);
-        let deadlines = self.row(deadlines).await?;
-        let processors = sqlx::query(super::gauges::PROCESSORS).bind(at);
-        let processors = self.rows(processors).await?;
-        super::gauges::backlog(now, open_by_state, deadlines.as_ref(), &processors)
-            .map_err(map::<B>)
+        let open = self.row(open).await?;
+        let open_tasks = self
+            .rows(sqlx::query(super::gauges::OPEN_TASKS).bind(at))
+            .await?;
+        let registered = self.rows(sqlx::query(super::gauges::PROCESSORS)).await?;
+        super::gauges::backlog(now, open.as_ref(), &open_tasks, &registered).map_err(map::<B>)
     }
 
     #[tracing::instrument(
