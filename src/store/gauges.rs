@@ -1,6 +1,7 @@
 //! The backlog gauges' figures, counted in the database: open requests by
-//! state and by how close their deadline is, and each processor's open tasks (pending,
-//! leased, past their due time, the oldest one's creation). Every replica
+//! state and by how close their deadline is, and each processor's open
+//! tasks (pending, leased, past their due time, the oldest one's
+//! creation). Every replica
 //! reads them once per `--sla-check-interval` ([`super::Store::backlog`]);
 //! nothing but the counts is loaded, and nothing names a request or a
 //! controller. The same statements run on both backends.
@@ -156,7 +157,7 @@ mod tests {
     fn statements_repeat_their_partial_indexes_conditions() {
         let sqlite = include_str!("../../migrations/sqlite/0001_init.sql");
         let postgres = include_str!("../../migrations/postgres/0001_init.sql");
-        // The open requests' index was made again with the awaiting states.
+        // The open requests' index was last made again with the state in it.
         let sqlite_open = include_str!("../../migrations/sqlite/0008_gauge_index.sql");
         let postgres_open = include_str!("../../migrations/postgres/0010_gauge_index.sql");
         let requests = "WHERE state IN ('awaiting_guardian_consent', 'in_progress', \

@@ -1158,15 +1158,15 @@ where
         // tasks too, one row each ([`Siblings`]).
         let renewal = matches!(op, TaskOp::Renew { .. });
         let completion = matches!(op, TaskOp::Complete { .. });
-        let (row, mut siblings, seen_tip) = match B::LOCKING.task_request_and_siblings {
+        let (row, mut siblings) = match B::LOCKING.task_request_and_siblings {
             Siblings::Current(_) if completion => {
                 let tasks: Vec<Task> = rows
                     .iter()
                     .map(Self::task_from_row)
                     .collect::<Result<_, _>>()?;
                 match tasks.iter().position(|task| task.id == id) {
-                    Some(at) => (Some(rows.swap_remove(at)), Some(tasks), None),
-                    None => (None, None, None),
+                    Some(at) => (Some(rows.swap_remove(at)), Some(tasks)),
+                    None => (None, None),
                 }
             }
             Siblings::Checked(_) if completion => {
@@ -1183,13 +1183,25 @@ where
                     Some(row) => Some(codec::read_tip(row)?),
                     None => None,
                 };
-                let tasks: Vec<Task> = rows
-                    .iter()
-                    .map(Self::task_from_row)
-                    .collect::<Result<_, _>>()?;
-                (locked, Some(tasks), seen_tip)
+                let locked_tip = match &locked {
+                    Some(row) => Some(codec::read_tip(row)?),
+                    None => None,
+                };
+                // When an event was written on the request after the
+                // snapshot the tasks were read in, they are read again,
+                // under the lock.
+                let tasks = if seen_tip == locked_tip {
+                    Some(
+                        rows.iter()
+                            .map(Self::task_from_row)
+                            .collect::<Result<Vec<Task>, _>>()?,
+                    )
+                } else {
+                    None
+                };
+                (locked, tasks)
             }
-            _ => (rows.into_iter().next(), None, None),
+            _ => (rows.into_iter().next(), None),
         };
         // A refusal, a replay or a missing task writes nothing.
         let Some(row) = row else {
@@ -1198,13 +1210,6 @@ where
             )));
         };
         let (mut task, mut request, tip) = Self::task_and_request_from_row(&keys.data, &row)?;
-        if matches!(B::LOCKING.task_request_and_siblings, Siblings::Checked(_))
-            && seen_tip != Some(tip)
-        {
-            // An event was written on the request after the snapshot the
-            // tasks were read in: they are read again, under the lock.
-            siblings = None;
-        }
         let mut tip = if renewal { None } else { tip };
         let (event, completed) = match steps::apply(&mut task, &request, op, now) {
             Err(refused) => {
